@@ -1,0 +1,450 @@
+//! Sans-IO AMQP 0-9-1 frame decoder for one direction of one connection.
+//!
+//! Feed it the bytes of a direction as they come ([`FrameDecoder::push`], any
+//! split, one byte at a time included), tell it about holes
+//! ([`FrameDecoder::gap`]), and drain decoded items with
+//! [`FrameDecoder::poll`]. It frames everything by the 7-byte header itself
+//! (type, channel, size) and checks the frame-end octet before handing method
+//! and content-header payloads to amq-protocol, the codec of record; body
+//! frames are never copied beyond the optional prefix the user asked for.
+//!
+//! It owns no sockets, files, clocks or threads, and knows nothing of TCP,
+//! packets or timestamps: the caller stamps what comes out.
+
+mod convert;
+
+use amq_protocol::frame::parsing::parse_content_header;
+use amq_protocol::protocol::parse_class;
+use nom::combinator::all_consuming;
+use nom::Parser;
+
+use crate::event::{ContentBody, ContentBodyTag, DecodeError, Frame, Heartbeat};
+
+pub use convert::{method_from_class, plain_user};
+
+/// AMQP frame types (spec 4.2.3).
+pub const FRAME_METHOD: u8 = 1;
+pub const FRAME_HEADER: u8 = 2;
+pub const FRAME_BODY: u8 = 3;
+pub const FRAME_HEARTBEAT: u8 = 8;
+pub const FRAME_END: u8 = 0xCE;
+/// `AMQP` + 0-9-1 as the spec's protocol header.
+pub const PROTOCOL_HEADER_0_9_1: [u8; 8] = *b"AMQP\x00\x00\x09\x01";
+
+/// Bytes of type, channel and size that open every frame.
+const FRAME_HEADER_LEN: usize = 7;
+
+/// How the decoder treats what it is fed.
+#[derive(Debug, Clone)]
+pub struct DecoderConfig {
+    /// Frames announcing a larger size are refused (the size field is untrusted input).
+    pub max_frame_size: u32,
+    /// Highest channel number accepted when looking for a frame boundary after a hole.
+    pub max_resync_channel: u16,
+    /// Keep the first N bytes of each content body (`--bodies N`); 0 keeps none.
+    pub body_prefix: usize,
+}
+
+impl Default for DecoderConfig {
+    fn default() -> Self {
+        DecoderConfig {
+            // RabbitMQ's frame_max defaults to 128 KiB and is rarely raised;
+            // 16 MiB leaves ample room and still stops a garbage size early.
+            max_frame_size: 16 * 1024 * 1024,
+            max_resync_channel: 2047,
+            body_prefix: 0,
+        }
+    }
+}
+
+/// One item out of the decoder, with the offset of its first byte in the direction's stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    pub offset: u64,
+    pub item: DecodedItem,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DecodedItem {
+    /// The 8-byte protocol header; `supported` is true for AMQP 0-9-1.
+    ProtocolHeader { protocol: String, supported: bool },
+    Frame { channel: u16, frame: Frame },
+    Error(DecodeError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// At the very start of the stream: a protocol header or a frame may come.
+    Start,
+    /// In step with frame boundaries.
+    Frames,
+    /// After a hole or a framing error: looking for the next plausible frame.
+    Resync,
+    /// The peer speaks something else; further bytes are dropped.
+    Dead,
+}
+
+/// Decoder for the bytes of one direction.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    cfg: DecoderConfig,
+    buf: Vec<u8>,
+    /// Read cursor in `buf`.
+    pos: usize,
+    /// Stream offset of `buf[0]`.
+    base: u64,
+    state: State,
+}
+
+impl FrameDecoder {
+    /// A decoder for a stream seen from its first byte.
+    pub fn new(cfg: DecoderConfig) -> Self {
+        FrameDecoder {
+            cfg,
+            buf: Vec::new(),
+            pos: 0,
+            base: 0,
+            state: State::Start,
+        }
+    }
+
+    /// Whether the decoder has given up on this stream (another protocol).
+    pub fn is_dead(&self) -> bool {
+        self.state == State::Dead
+    }
+
+    /// Bytes held waiting for the rest of a frame.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// Offset in the stream of the next byte to be pushed.
+    pub fn stream_offset(&self) -> u64 {
+        self.base + self.buf.len() as u64
+    }
+
+    /// Appends bytes of the stream.
+    pub fn push(&mut self, data: &[u8]) {
+        if self.state == State::Dead {
+            self.base += data.len() as u64;
+            return;
+        }
+        self.compact();
+        self.buf.extend_from_slice(data);
+    }
+
+    /// A hole of `len` bytes (unknown size when `None`) precedes the next push:
+    /// whatever partial frame is buffered is lost, and decoding resumes at the
+    /// next plausible frame boundary.
+    pub fn gap(&mut self, len: Option<u64>) {
+        if self.state == State::Dead {
+            return;
+        }
+        self.base += self.buf.len() as u64 + len.unwrap_or(0);
+        self.buf.clear();
+        self.pos = 0;
+        self.state = State::Resync;
+    }
+
+    fn compact(&mut self) {
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.base += self.pos as u64;
+            self.pos = 0;
+        }
+    }
+
+    fn offset_at(&self, pos: usize) -> u64 {
+        self.base + pos as u64
+    }
+
+    /// Next decoded item, or `None` when more bytes are needed.
+    pub fn poll(&mut self) -> Option<Decoded> {
+        loop {
+            match self.state {
+                State::Dead => return None,
+                State::Start => {
+                    let avail = &self.buf[self.pos..];
+                    if avail.is_empty() {
+                        return None;
+                    }
+                    let looks_like_header = avail.len() >= 4 && &avail[..4] == b"AMQP"
+                        || b"AMQP".starts_with(avail);
+                    if looks_like_header {
+                        if avail.len() < 8 {
+                            return None;
+                        }
+                        return Some(self.protocol_header());
+                    }
+                    if matches!(avail[0], FRAME_METHOD | FRAME_HEARTBEAT) {
+                        // A broker's stream opens with connection.start, not a header.
+                        self.state = State::Frames;
+                        continue;
+                    }
+                    let offset = self.offset_at(self.pos);
+                    let first_bytes = escape_bytes(&avail[..avail.len().min(16)]);
+                    self.state = State::Dead;
+                    self.base += self.buf.len() as u64;
+                    self.buf = Vec::new();
+                    self.pos = 0;
+                    return Some(Decoded {
+                        offset,
+                        item: DecodedItem::Error(DecodeError::NotAmqp { first_bytes }),
+                    });
+                }
+                State::Frames => return self.next_frame(),
+                State::Resync => {
+                    if !self.resync() {
+                        return None;
+                    }
+                    self.state = State::Frames;
+                }
+            }
+        }
+    }
+
+    fn protocol_header(&mut self) -> Decoded {
+        let offset = self.offset_at(self.pos);
+        let h = &self.buf[self.pos..self.pos + 8];
+        let (protocol, supported) = describe_protocol_header(h);
+        self.pos += 8;
+        if supported {
+            self.state = State::Frames;
+            Decoded {
+                offset,
+                item: DecodedItem::ProtocolHeader { protocol, supported },
+            }
+        } else {
+            // What follows is another protocol's framing: stop decoding this stream.
+            self.state = State::Dead;
+            self.base += self.buf.len() as u64;
+            self.buf = Vec::new();
+            self.pos = 0;
+            Decoded {
+                offset,
+                item: DecodedItem::Error(DecodeError::UnsupportedProtocol { protocol }),
+            }
+        }
+    }
+
+    fn next_frame(&mut self) -> Option<Decoded> {
+        let avail = &self.buf[self.pos..];
+        if avail.len() < FRAME_HEADER_LEN {
+            return None;
+        }
+        let offset = self.offset_at(self.pos);
+        let frame_type = avail[0];
+        let channel = u16::from_be_bytes([avail[1], avail[2]]);
+        let size = u32::from_be_bytes([avail[3], avail[4], avail[5], avail[6]]);
+        if !matches!(
+            frame_type,
+            FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT
+        ) {
+            if avail.len() >= 8 && &avail[..4] == b"AMQP" {
+                // A protocol header in the middle of a stream (e.g. a broker
+                // answering an unsupported version with its own).
+                return Some(self.protocol_header());
+            }
+            return Some(self.framing_error(offset, DecodeError::BadFrameType { frame_type }));
+        }
+        if size > self.cfg.max_frame_size {
+            return Some(self.framing_error(
+                offset,
+                DecodeError::FrameTooLarge {
+                    size,
+                    limit: self.cfg.max_frame_size,
+                },
+            ));
+        }
+        let total = FRAME_HEADER_LEN + size as usize + 1;
+        if avail.len() < total {
+            return None;
+        }
+        let end = avail[total - 1];
+        if end != FRAME_END {
+            return Some(self.framing_error(offset, DecodeError::BadFrameEnd { found: end }));
+        }
+        let payload = &avail[FRAME_HEADER_LEN..total - 1];
+        let item = decode_payload(frame_type, channel, payload, self.cfg.body_prefix);
+        self.pos += total;
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.base += self.pos as u64;
+            self.pos = 0;
+        }
+        Some(Decoded { offset, item })
+    }
+
+    fn framing_error(&mut self, offset: u64, err: DecodeError) -> Decoded {
+        // Step past the byte that misled us and look for the next frame.
+        self.pos += 1;
+        self.state = State::Resync;
+        Decoded {
+            offset,
+            item: DecodedItem::Error(err),
+        }
+    }
+
+    /// Moves `pos` to the next plausible frame start. Returns false when more
+    /// bytes are needed to decide.
+    fn resync(&mut self) -> bool {
+        let mut i = self.pos;
+        while i < self.buf.len() {
+            match plausible_frame_at(&self.buf[i..], &self.cfg) {
+                Plausible::Yes => {
+                    self.pos = i;
+                    return true;
+                }
+                Plausible::No => i += 1,
+                Plausible::NeedMore => {
+                    self.pos = i;
+                    return false;
+                }
+            }
+        }
+        self.pos = i;
+        self.compact();
+        false
+    }
+}
+
+enum Plausible {
+    Yes,
+    No,
+    NeedMore,
+}
+
+/// Whether `b` starts with a frame we are willing to resynchronise on: a heartbeat,
+/// or a method or content-header frame that amq-protocol parses in full. Body frames
+/// are never trusted as a boundary: their bytes are arbitrary.
+fn plausible_frame_at(b: &[u8], cfg: &DecoderConfig) -> Plausible {
+    let Some(&frame_type) = b.first() else {
+        return Plausible::NeedMore;
+    };
+    if !matches!(frame_type, FRAME_METHOD | FRAME_HEADER | FRAME_HEARTBEAT) {
+        return Plausible::No;
+    }
+    if b.len() < FRAME_HEADER_LEN {
+        return Plausible::NeedMore;
+    }
+    let channel = u16::from_be_bytes([b[1], b[2]]);
+    let size = u32::from_be_bytes([b[3], b[4], b[5], b[6]]);
+    if channel > cfg.max_resync_channel {
+        return Plausible::No;
+    }
+    let sane = match frame_type {
+        FRAME_HEARTBEAT => channel == 0 && size == 0,
+        // Method frames carry class and method ids; header frames at least 14 bytes.
+        FRAME_METHOD => (4..=cfg.max_frame_size.min(1 << 20)).contains(&size),
+        _ => (14..=cfg.max_frame_size.min(1 << 20)).contains(&size),
+    };
+    if !sane {
+        return Plausible::No;
+    }
+    let total = FRAME_HEADER_LEN + size as usize + 1;
+    if b.len() < total {
+        return Plausible::NeedMore;
+    }
+    if b[total - 1] != FRAME_END {
+        return Plausible::No;
+    }
+    let payload = &b[FRAME_HEADER_LEN..total - 1];
+    let ok = match frame_type {
+        FRAME_METHOD => all_consuming(parse_class).parse(payload).is_ok(),
+        FRAME_HEADER => all_consuming(parse_content_header).parse(payload).is_ok(),
+        _ => true,
+    };
+    if ok {
+        Plausible::Yes
+    } else {
+        Plausible::No
+    }
+}
+
+/// Decodes the payload of one well-framed frame.
+fn decode_payload(frame_type: u8, channel: u16, payload: &[u8], body_prefix: usize) -> DecodedItem {
+    let frame = match frame_type {
+        FRAME_METHOD => match all_consuming(parse_class).parse(payload) {
+            Ok((_, class)) => Frame::Method(Box::new(method_from_class(class, payload))),
+            Err(e) => {
+                return DecodedItem::Error(DecodeError::Malformed {
+                    what: describe_method_ids(payload),
+                    channel,
+                    detail: parse_error_detail(e),
+                })
+            }
+        },
+        FRAME_HEADER => match all_consuming(parse_content_header).parse(payload) {
+            Ok((_, header)) => Frame::ContentHeader(Box::new(convert::content_header(header))),
+            Err(e) => {
+                return DecodedItem::Error(DecodeError::Malformed {
+                    what: "content header".into(),
+                    channel,
+                    detail: parse_error_detail(e),
+                })
+            }
+        },
+        FRAME_BODY => Frame::ContentBody(ContentBody {
+            method: ContentBodyTag,
+            // Frame sizes are bounded by max_frame_size (u32).
+            size: payload.len() as u32,
+            body: (body_prefix > 0)
+                .then(|| String::from_utf8_lossy(&payload[..payload.len().min(body_prefix)]).into_owned()),
+        }),
+        _ => Frame::Heartbeat(Heartbeat),
+    };
+    DecodedItem::Frame { channel, frame }
+}
+
+fn describe_method_ids(payload: &[u8]) -> String {
+    if payload.len() < 4 {
+        return "method frame".into();
+    }
+    let class_id = u16::from_be_bytes([payload[0], payload[1]]);
+    let method_id = u16::from_be_bytes([payload[2], payload[3]]);
+    match crate::event::MethodKind::from_ids(class_id, method_id) {
+        Some(kind) => kind.name().to_string(),
+        None => format!("unknown method {class_id}.{method_id}"),
+    }
+}
+
+fn parse_error_detail<E: std::fmt::Debug>(e: nom::Err<E>) -> String {
+    match e {
+        nom::Err::Incomplete(_) => "arguments end before the frame does".into(),
+        nom::Err::Error(_) | nom::Err::Failure(_) => "arguments do not parse".into(),
+    }
+}
+
+/// Names an 8-byte protocol header: `("AMQP 0-9-1", true)`, `("AMQP 1.0.0", false)`…
+pub fn describe_protocol_header(h: &[u8]) -> (String, bool) {
+    if h.len() < 8 || &h[..4] != b"AMQP" {
+        return (escape_bytes(h), false);
+    }
+    let v = [h[4], h[5], h[6], h[7]];
+    match v {
+        [0, 0, 9, 1] => ("AMQP 0-9-1".into(), true),
+        [0, 1, 0, 0] => ("AMQP 1.0".into(), false),
+        [2, 1, 0, 0] => ("AMQP 1.0 (TLS)".into(), false),
+        [3, 1, 0, 0] => ("AMQP 1.0 (SASL)".into(), false),
+        [1, 1, 0, 9] => ("AMQP 0-9".into(), false),
+        [1, 1, 0, 8] | [1, 1, 8, 0] => ("AMQP 0-8".into(), false),
+        [a, b, c, d] => (format!("AMQP {a}.{b}.{c}.{d}"), false),
+    }
+}
+
+/// Printable form of raw bytes: ASCII as is, the rest as `\xNN`.
+pub fn escape_bytes(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len() * 2);
+    for &c in b {
+        if c.is_ascii_graphic() || c == b' ' {
+            s.push(c as char);
+        } else {
+            use std::fmt::Write;
+            let _ = write!(s, "\\x{c:02x}");
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests;

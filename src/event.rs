@@ -1,0 +1,577 @@
+//! The typed timeline: what every later stage (analyzer, sinks) consumes.
+//!
+//! An [`Event`] is one AMQP frame or one connection-level happening (TCP open,
+//! close, reset, a hole in the stream, a decode error), stamped with the packet
+//! that completed it (`frame`, `ts`) and the connection and direction it
+//! travelled on. Field names are AMQP's own (`delivery_tag`, `consumer_tag`,
+//! `prefetch_count`). Serialisation to JSON happens in the sinks; this module
+//! only derives `Serialize` so the schema lives next to the types
+//! (`docs/events.md` documents it, version [`SCHEMA_VERSION`]).
+//!
+//! This module owns no I/O and knows nothing of where events come from.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use serde::{Serialize, Serializer};
+
+/// Version of the JSON Lines event schema documented in `docs/events.md`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A point in time, in nanoseconds since the Unix epoch, UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub fn from_secs_nanos(secs: i64, nanos: u32) -> Self {
+        Timestamp(secs.saturating_mul(1_000_000_000).saturating_add(nanos as i64))
+    }
+
+    pub fn as_nanos(self) -> i64 {
+        self.0
+    }
+
+    /// Seconds (as f64) from `earlier` to `self`.
+    pub fn secs_since(self, earlier: Timestamp) -> f64 {
+        (self.0 - earlier.0) as f64 / 1e9
+    }
+
+    /// RFC 3339, UTC, microsecond precision: `2026-11-25T13:24:32.123456Z`.
+    pub fn to_rfc3339(self) -> String {
+        let mut s = String::with_capacity(27);
+        self.write_rfc3339(&mut s);
+        s
+    }
+
+    /// Appends the RFC 3339 form to `out` without an intermediate allocation.
+    pub fn write_rfc3339(self, out: &mut String) {
+        let secs = self.0.div_euclid(1_000_000_000);
+        let micros = self.0.rem_euclid(1_000_000_000) / 1000;
+        let days = secs.div_euclid(86_400);
+        let sod = secs.rem_euclid(86_400);
+        let (y, m, d) = civil_from_days(days);
+        use fmt::Write;
+        // Writing to a String cannot fail.
+        let _ = write!(
+            out,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            y,
+            m,
+            d,
+            sod / 3600,
+            (sod / 60) % 60,
+            sod % 60,
+            micros
+        );
+    }
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day).
+/// Howard Hinnant's `civil_from_days`, valid for the whole i64 day range we use.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_rfc3339())
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_rfc3339())
+    }
+}
+
+/// One TCP connection, oriented: the AMQP client and the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Conn {
+    pub client: SocketAddr,
+    pub broker: SocketAddr,
+}
+
+impl fmt::Display for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}->{}", self.client, self.broker)
+    }
+}
+
+impl Serialize for Conn {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Direction of travel on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum Dir {
+    /// Client to server (broker).
+    #[serde(rename = "c2s")]
+    C2S,
+    /// Server (broker) to client.
+    #[serde(rename = "s2c")]
+    S2C,
+}
+
+impl Dir {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dir::C2S => "c2s",
+            Dir::S2C => "s2c",
+        }
+    }
+    pub fn reverse(self) -> Dir {
+        match self {
+            Dir::C2S => Dir::S2C,
+            Dir::S2C => Dir::C2S,
+        }
+    }
+}
+
+/// One entry of the timeline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    /// 1-based number of the packet in its capture file (Wireshark's numbering),
+    /// or the proxy's own running count of reads for live sources.
+    pub frame: u64,
+    /// Index of the input file when several are merged (0 otherwise); not serialised when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub file: u32,
+    pub ts: Timestamp,
+    pub conn: Conn,
+    pub dir: Dir,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+/// Why a hole appears in a TCP byte stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GapReason {
+    /// The capture began after the connection did: the bytes before it are unknown.
+    MidConnection,
+    /// Segments are missing from the capture (dropped by the capturing host or never seen).
+    Lost,
+    /// The packet was captured only in part (snaplen): its payload is cut.
+    Truncated,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event")]
+pub enum EventKind {
+    /// A SYN was seen: the connection starts inside the capture.
+    #[serde(rename = "tcp.open")]
+    TcpOpen,
+    /// A FIN from `dir`'s sender.
+    #[serde(rename = "tcp.close")]
+    TcpClose,
+    /// An RST from `dir`'s sender.
+    #[serde(rename = "tcp.reset")]
+    TcpReset,
+    /// A hole in the byte stream; `bytes` is its size when known.
+    #[serde(rename = "gap")]
+    Gap {
+        bytes: Option<u64>,
+        reason: GapReason,
+    },
+    /// Input that could not be decoded, with its offset in the direction's byte stream.
+    #[serde(rename = "error")]
+    Error { offset: u64, error: DecodeError },
+    /// The 8-byte protocol header (`AMQP\0\0\x09\x01` for AMQP 0-9-1).
+    #[serde(rename = "frame")]
+    ProtocolHeader {
+        method: ProtocolHeaderTag,
+        protocol: String,
+        supported: bool,
+    },
+    /// A frame of AMQP 0-9-1.
+    #[serde(rename = "frame")]
+    Frame {
+        channel: u16,
+        #[serde(flatten)]
+        frame: Frame,
+    },
+}
+
+/// Serialises as `"method": "protocol-header"` so every frame object has a `method`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProtocolHeaderTag;
+
+impl Serialize for ProtocolHeaderTag {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("protocol-header")
+    }
+}
+
+/// The payload of an AMQP frame.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Frame {
+    Method(Box<Method>),
+    ContentHeader(Box<ContentHeader>),
+    ContentBody(ContentBody),
+    Heartbeat(Heartbeat),
+}
+
+impl Frame {
+    /// The `method` field of the schema: `class.method`, `content-header`,
+    /// `content-body` or `heartbeat`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Frame::Method(m) => m.method.name(),
+            Frame::ContentHeader(_) => "content-header",
+            Frame::ContentBody(_) => "content-body",
+            Frame::Heartbeat(_) => "heartbeat",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Heartbeat;
+
+impl Serialize for Heartbeat {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry("method", "heartbeat")?;
+        m.end()
+    }
+}
+
+/// A content body frame: its size, and its first bytes only when the user asked (`--bodies N`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContentBody {
+    pub method: ContentBodyTag,
+    pub size: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ContentBodyTag;
+impl Serialize for ContentBodyTag {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("content-body")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ContentHeaderTag;
+impl Serialize for ContentHeaderTag {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("content-header")
+    }
+}
+
+/// A content header frame: body size and the message properties.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct ContentHeader {
+    pub method: ContentHeaderTag,
+    pub class_id: u16,
+    pub body_size: u64,
+    #[serde(flatten)]
+    pub properties: Properties,
+}
+
+/// Basic message properties (only those present are serialised).
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Properties {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_encoding: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headers: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery_mode: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expiration: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<u64>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<String>,
+}
+
+/// A method frame: which method, and the arguments amqptrace reports.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Method {
+    pub method: MethodKind,
+    #[serde(flatten)]
+    pub args: MethodArgs,
+}
+
+macro_rules! method_kinds {
+    ($( $variant:ident = ($class:expr, $id:expr, $name:expr) ),* $(,)?) => {
+        /// Every method of AMQP 0-9-1 with RabbitMQ's extensions.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum MethodKind { $( $variant ),* }
+
+        impl MethodKind {
+            /// All methods, in class/method id order.
+            pub const ALL: &'static [MethodKind] = &[$( MethodKind::$variant ),*];
+
+            /// `class.method` as the spec spells it, e.g. `basic.consume-ok`.
+            pub fn name(self) -> &'static str {
+                match self { $( MethodKind::$variant => $name ),* }
+            }
+            pub fn class_id(self) -> u16 {
+                match self { $( MethodKind::$variant => $class ),* }
+            }
+            pub fn method_id(self) -> u16 {
+                match self { $( MethodKind::$variant => $id ),* }
+            }
+            /// The method with these ids, if AMQP 0-9-1 (with RabbitMQ's extensions) has one.
+            pub fn from_ids(class_id: u16, method_id: u16) -> Option<MethodKind> {
+                match (class_id, method_id) {
+                    $( ($class, $id) => Some(MethodKind::$variant), )*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+method_kinds! {
+    ConnectionStart = (10, 10, "connection.start"),
+    ConnectionStartOk = (10, 11, "connection.start-ok"),
+    ConnectionSecure = (10, 20, "connection.secure"),
+    ConnectionSecureOk = (10, 21, "connection.secure-ok"),
+    ConnectionTune = (10, 30, "connection.tune"),
+    ConnectionTuneOk = (10, 31, "connection.tune-ok"),
+    ConnectionOpen = (10, 40, "connection.open"),
+    ConnectionOpenOk = (10, 41, "connection.open-ok"),
+    ConnectionClose = (10, 50, "connection.close"),
+    ConnectionCloseOk = (10, 51, "connection.close-ok"),
+    ConnectionBlocked = (10, 60, "connection.blocked"),
+    ConnectionUnblocked = (10, 61, "connection.unblocked"),
+    ConnectionUpdateSecret = (10, 70, "connection.update-secret"),
+    ConnectionUpdateSecretOk = (10, 71, "connection.update-secret-ok"),
+    ChannelOpen = (20, 10, "channel.open"),
+    ChannelOpenOk = (20, 11, "channel.open-ok"),
+    ChannelFlow = (20, 20, "channel.flow"),
+    ChannelFlowOk = (20, 21, "channel.flow-ok"),
+    ChannelClose = (20, 40, "channel.close"),
+    ChannelCloseOk = (20, 41, "channel.close-ok"),
+    AccessRequest = (30, 10, "access.request"),
+    AccessRequestOk = (30, 11, "access.request-ok"),
+    ExchangeDeclare = (40, 10, "exchange.declare"),
+    ExchangeDeclareOk = (40, 11, "exchange.declare-ok"),
+    ExchangeDelete = (40, 20, "exchange.delete"),
+    ExchangeDeleteOk = (40, 21, "exchange.delete-ok"),
+    ExchangeBind = (40, 30, "exchange.bind"),
+    ExchangeBindOk = (40, 31, "exchange.bind-ok"),
+    ExchangeUnbind = (40, 40, "exchange.unbind"),
+    ExchangeUnbindOk = (40, 51, "exchange.unbind-ok"),
+    QueueDeclare = (50, 10, "queue.declare"),
+    QueueDeclareOk = (50, 11, "queue.declare-ok"),
+    QueueBind = (50, 20, "queue.bind"),
+    QueueBindOk = (50, 21, "queue.bind-ok"),
+    QueuePurge = (50, 30, "queue.purge"),
+    QueuePurgeOk = (50, 31, "queue.purge-ok"),
+    QueueDelete = (50, 40, "queue.delete"),
+    QueueDeleteOk = (50, 41, "queue.delete-ok"),
+    QueueUnbind = (50, 50, "queue.unbind"),
+    QueueUnbindOk = (50, 51, "queue.unbind-ok"),
+    BasicQos = (60, 10, "basic.qos"),
+    BasicQosOk = (60, 11, "basic.qos-ok"),
+    BasicConsume = (60, 20, "basic.consume"),
+    BasicConsumeOk = (60, 21, "basic.consume-ok"),
+    BasicCancel = (60, 30, "basic.cancel"),
+    BasicCancelOk = (60, 31, "basic.cancel-ok"),
+    BasicPublish = (60, 40, "basic.publish"),
+    BasicReturn = (60, 50, "basic.return"),
+    BasicDeliver = (60, 60, "basic.deliver"),
+    BasicGet = (60, 70, "basic.get"),
+    BasicGetOk = (60, 71, "basic.get-ok"),
+    BasicGetEmpty = (60, 72, "basic.get-empty"),
+    BasicAck = (60, 80, "basic.ack"),
+    BasicReject = (60, 90, "basic.reject"),
+    BasicRecoverAsync = (60, 100, "basic.recover-async"),
+    BasicRecover = (60, 110, "basic.recover"),
+    BasicRecoverOk = (60, 111, "basic.recover-ok"),
+    BasicNack = (60, 120, "basic.nack"),
+    TxSelect = (90, 10, "tx.select"),
+    TxSelectOk = (90, 11, "tx.select-ok"),
+    TxCommit = (90, 20, "tx.commit"),
+    TxCommitOk = (90, 21, "tx.commit-ok"),
+    TxRollback = (90, 30, "tx.rollback"),
+    TxRollbackOk = (90, 31, "tx.rollback-ok"),
+    ConfirmSelect = (85, 10, "confirm.select"),
+    ConfirmSelectOk = (85, 11, "confirm.select-ok"),
+}
+
+impl fmt::Display for MethodKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Serialize for MethodKind {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+/// The arguments of a method that amqptrace reports, under AMQP's own names.
+/// Only the fields the method carries are set; credentials never appear here
+/// (see `amqp::redact`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct MethodArgs {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exchange: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routing_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consumer_tag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery_tag: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multiple: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requeue: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redelivered: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefetch_count: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefetch_size: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub global: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_ack: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_local: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exclusive: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passive: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub durable: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto_delete: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub internal: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub if_unused: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub if_empty: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mandatory: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub immediate: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nowait: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exchange_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_count: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consumer_count: Option<u32>,
+    /// Declared queue/consumer/binding arguments (`x-*`), when non-empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_code: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_text: Option<String>,
+    /// For `connection.close`/`channel.close`: ids of the method that caused it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class_id: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method_id: Option<u16>,
+    /// `class_id`/`method_id` resolved to a name, e.g. `basic.consume`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failing_method: Option<MethodKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+    /// `connection.blocked` and `connection.update-secret` reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vhost: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel_max: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frame_max: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<u16>,
+    /// `connection.start-ok`: the SASL mechanism chosen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mechanism: Option<String>,
+    /// `connection.start`: the mechanisms the broker offers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mechanisms: Option<String>,
+    /// `connection.start-ok`: the user name from a PLAIN or AMQPLAIN response (never the password).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+    /// `connection.start`: `product`/`version` of the broker; `connection.start-ok`: of the client library.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub realm: Option<String>,
+}
+
+/// Why bytes could not be decoded. Serialised as `{"kind": ..., "detail": ...}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DecodeError {
+    /// The peer does not speak AMQP at all (first bytes shown, escaped).
+    #[error("not AMQP: stream starts with {first_bytes}")]
+    NotAmqp { first_bytes: String },
+    /// The peer announced another protocol or AMQP version.
+    #[error("unsupported protocol {protocol}: only AMQP 0-9-1 is decoded")]
+    UnsupportedProtocol { protocol: String },
+    #[error("invalid frame type {frame_type}")]
+    BadFrameType { frame_type: u8 },
+    #[error("frame size {size} exceeds the limit of {limit} bytes")]
+    FrameTooLarge { size: u32, limit: u32 },
+    #[error("frame-end octet is 0x{found:02x}, expected 0xce")]
+    BadFrameEnd { found: u8 },
+    #[error("malformed {what} on channel {channel}: {detail}")]
+    Malformed {
+        what: String,
+        channel: u16,
+        detail: String,
+    },
+}

@@ -1,0 +1,18 @@
+//! amqptrace: a protocol-level AMQP 0-9-1 traffic tracer.
+//!
+//! Data flows one way through stages that know only the types of the stage
+//! before them:
+//!
+//! ```text
+//! source (capture file | proxy socket | live interface)
+//!   -> link   (link/IP/TCP headers of one packet)
+//!   -> tcp    (reassembly per connection and direction)
+//!   -> stream (AMQP detection, client/broker roles)
+//!   -> amqp   (sans-IO frame decoder)
+//!   -> event  (typed timeline)
+//!   -> analyze (state, verdicts)
+//!   -> sink   (text, JSON Lines, JSON summary, ...)
+//! ```
+
+pub mod amqp;
+pub mod event;
