@@ -345,6 +345,9 @@ pub fn plain_user(response: &[u8]) -> Option<String> {
     let mut parts = response.split(|&b| b == 0);
     let _authzid = parts.next()?;
     let authcid = parts.next()?;
+    // Without the third field this is not PLAIN's shape, and the second
+    // field may well be the password: report no user rather than leak it.
+    let _password = parts.next()?;
     Some(String::from_utf8_lossy(authcid).into_owned())
 }
 

@@ -240,9 +240,13 @@ impl FrameDecoder {
             frame_type,
             FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT
         ) {
-            if avail.len() >= 8 && &avail[..4] == b"AMQP" {
+            if &avail[..4] == b"AMQP" {
                 // A protocol header in the middle of a stream (e.g. a broker
-                // answering an unsupported version with its own).
+                // answering an unsupported version with its own). Wait for all
+                // 8 bytes: the verdict must not depend on where a segment ends.
+                if avail.len() < 8 {
+                    return None;
+                }
                 return Some(self.protocol_header());
             }
             return Some(self.framing_error(offset, DecodeError::BadFrameType { frame_type }));
@@ -340,6 +344,25 @@ fn plausible_frame_at(b: &[u8], cfg: &DecoderConfig) -> Plausible {
     };
     if !sane {
         return Plausible::No;
+    }
+    if frame_type != FRAME_HEARTBEAT {
+        // Check the ids that open the payload before waiting for the whole
+        // frame: a false candidate announcing a large size would otherwise
+        // hold the resync back until that many bytes arrive (and lose what
+        // follows when the stream ends first). Content headers are of class
+        // basic with weight 0 in AMQP 0-9-1.
+        if b.len() < FRAME_HEADER_LEN + 4 {
+            return Plausible::NeedMore;
+        }
+        let class_id = u16::from_be_bytes([b[7], b[8]]);
+        let next = u16::from_be_bytes([b[9], b[10]]);
+        let ids_known = match frame_type {
+            FRAME_METHOD => crate::event::MethodKind::from_ids(class_id, next).is_some(),
+            _ => class_id == 60 && next == 0,
+        };
+        if !ids_known {
+            return Plausible::No;
+        }
     }
     let total = FRAME_HEADER_LEN + size as usize + 1;
     if b.len() < total {
