@@ -15,4 +15,8 @@
 //! ```
 
 pub mod amqp;
+pub mod analyze;
+pub mod capture;
+pub mod link;
+pub mod tcp;
 pub mod event;

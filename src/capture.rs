@@ -1,0 +1,428 @@
+//! Source: packets out of pcap and pcapng files, streamed, never loaded whole.
+//!
+//! Reads both byte orders, micro- and nanosecond pcap, and pcapng with several
+//! interfaces, each with its own link type and timestamp resolution (what
+//! Wireshark writes when capturing on several interfaces, and what libpcap
+//! refuses to open). Every packet keeps its 1-based number in the file, as
+//! Wireshark numbers it. Several files are merged by time in [`Merged`].
+//!
+//! This module knows nothing of IP, TCP or AMQP: it hands out link-layer bytes.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use pcap_parser::pcapng::Block;
+use pcap_parser::traits::PcapReaderIterator;
+use pcap_parser::{create_reader, PcapBlockOwned, PcapError};
+
+use crate::event::Timestamp;
+
+/// Initial read buffer; grown when a block does not fit.
+const BUFFER_SIZE: usize = 1 << 20;
+/// A block larger than this is taken as corruption rather than grown for.
+const MAX_BUFFER_SIZE: usize = 256 << 20;
+
+/// Why a capture file cannot be read (further).
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("{path}: cannot open: {source}")]
+    Open { path: PathBuf, source: io::Error },
+    #[error("{path}: read error at byte {offset}: {source}")]
+    Read {
+        path: PathBuf,
+        offset: u64,
+        source: io::Error,
+    },
+    #[error("{path}: file is empty")]
+    Empty { path: PathBuf },
+    #[error("{path}: not a pcap or pcapng file (first bytes: {first_bytes})")]
+    NotACapture { path: PathBuf, first_bytes: String },
+    #[error("{path}: file header is cut short ({len} bytes): not a complete pcap/pcapng file")]
+    HeaderTruncated { path: PathBuf, len: u64 },
+    #[error("{path}: capture is cut in the middle of packet {frame} (at byte {offset}); everything before it was read")]
+    Truncated {
+        path: PathBuf,
+        frame: u64,
+        offset: u64,
+    },
+    #[error("{path}: corrupt block at byte {offset} (after packet {frame}): {detail}")]
+    Corrupt {
+        path: PathBuf,
+        frame: u64,
+        offset: u64,
+        detail: String,
+    },
+}
+
+impl CaptureError {
+    /// True for damage found after some packets were read: what came before stands.
+    pub fn is_partial(&self) -> bool {
+        matches!(self, CaptureError::Truncated { .. } | CaptureError::Corrupt { .. })
+    }
+}
+
+/// One packet, borrowed from the reader until the next call.
+#[derive(Debug, Clone, Copy)]
+pub struct Packet<'a> {
+    /// 1-based number of the packet in its file.
+    pub frame: u64,
+    pub ts: Timestamp,
+    /// Link type (LINKTYPE_* value) of the interface it was captured on.
+    pub linktype: i32,
+    /// The captured bytes (at most snaplen).
+    pub data: &'a [u8],
+    /// The packet's length on the wire.
+    pub orig_len: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Interface {
+    linktype: i32,
+    /// Units per second.
+    ts_resolution: u64,
+    ts_offset_secs: i64,
+}
+
+/// Streaming reader of one capture file.
+pub struct CaptureReader<'r> {
+    path: PathBuf,
+    inner: Box<dyn PcapReaderIterator + Send + 'r>,
+    /// Bytes of the last returned block, consumed on the next call.
+    pending: usize,
+    frame: u64,
+    /// pcap: the one link type and the timestamp unit.
+    legacy: Option<Interface>,
+    /// pcapng: interfaces of the current section.
+    interfaces: Vec<Interface>,
+    done: bool,
+    /// Current size of the parser's buffer.
+    capacity: usize,
+}
+
+/// What the reader does with the block the parser just returned.
+enum Step {
+    Skip(usize),
+    Packet {
+        len: usize,
+        ts: Timestamp,
+        linktype: i32,
+        caplen: usize,
+        orig_len: u32,
+    },
+    End,
+    Refill,
+    Grow,
+    Truncated,
+    ReadError,
+    Fail(String),
+}
+
+impl std::fmt::Debug for CaptureReader<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaptureReader")
+            .field("path", &self.path)
+            .field("frame", &self.frame)
+            .finish()
+    }
+}
+
+impl CaptureReader<'static> {
+    /// Opens a file and checks it is a capture.
+    pub fn open(path: &Path) -> Result<Self, CaptureError> {
+        let file = File::open(path).map_err(|source| CaptureError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+            return Err(CaptureError::Open {
+                path: path.to_path_buf(),
+                source: io::Error::other("is a directory"),
+            });
+        }
+        CaptureReader::new(file, path)
+    }
+}
+
+impl<'r> CaptureReader<'r> {
+    /// A reader over any byte source; `path` names it in errors.
+    pub fn new<R: Read + Send + 'r>(mut source: R, path: &Path) -> Result<Self, CaptureError> {
+        let path = path.to_path_buf();
+        // Peek the first bytes ourselves so an empty or foreign file gets a precise message.
+        let mut head = [0u8; 24];
+        let mut got = 0;
+        while got < head.len() {
+            match source.read(&mut head[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(CaptureError::Read {
+                        path,
+                        offset: got as u64,
+                        source,
+                    })
+                }
+            }
+        }
+        let head = &head[..got];
+        if head.is_empty() {
+            return Err(CaptureError::Empty { path });
+        }
+        let magic_ok = head.len() >= 4
+            && matches!(
+                head[..4],
+                [0xd4, 0xc3, 0xb2, 0xa1]
+                    | [0xa1, 0xb2, 0xc3, 0xd4]
+                    | [0x4d, 0x3c, 0xb2, 0xa1]
+                    | [0xa1, 0xb2, 0x3c, 0x4d]
+                    | [0x0a, 0x0d, 0x0d, 0x0a]
+            );
+        let magic_prefix = head.len() < 4
+            && [
+                &[0xd4u8, 0xc3, 0xb2, 0xa1][..],
+                &[0xa1, 0xb2, 0xc3, 0xd4],
+                &[0x4d, 0x3c, 0xb2, 0xa1],
+                &[0xa1, 0xb2, 0x3c, 0x4d],
+                &[0x0a, 0x0d, 0x0d, 0x0a],
+            ]
+            .iter()
+            .any(|m| m.starts_with(head));
+        if !magic_ok && !magic_prefix {
+            return Err(CaptureError::NotACapture {
+                path,
+                first_bytes: crate::amqp::escape_bytes(&head[..head.len().min(12)]),
+            });
+        }
+        if head.len() < 24 {
+            return Err(CaptureError::HeaderTruncated {
+                path,
+                len: head.len() as u64,
+            });
+        }
+        let chained = io::Cursor::new(head.to_vec()).chain(source);
+        let inner = match create_reader(BUFFER_SIZE, chained) {
+            Ok(r) => r,
+            Err(PcapError::Incomplete(_)) | Err(PcapError::Eof) | Err(PcapError::UnexpectedEof) => {
+                return Err(CaptureError::HeaderTruncated {
+                    path,
+                    len: head.len() as u64,
+                })
+            }
+            Err(e) => {
+                return Err(CaptureError::NotACapture {
+                    path,
+                    first_bytes: format!("{} ({e:?})", crate::amqp::escape_bytes(&head[..12])),
+                })
+            }
+        };
+        Ok(CaptureReader {
+            path,
+            inner,
+            pending: 0,
+            frame: 0,
+            legacy: None,
+            interfaces: Vec::new(),
+            done: false,
+            capacity: BUFFER_SIZE,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of packets handed out so far.
+    pub fn packets_read(&self) -> u64 {
+        self.frame
+    }
+
+    /// The next packet, `Ok(None)` at the end of the file. After an error the reader is done.
+    pub fn next_packet(&mut self) -> Result<Option<Packet<'_>>, CaptureError> {
+        if self.done {
+            return Ok(None);
+        }
+        if self.pending > 0 {
+            self.inner.consume(self.pending);
+            self.pending = 0;
+        }
+        loop {
+            // Decide what to do with the block without holding the borrow across
+            // refill()/grow(), which the parser's API requires.
+            let step = match self.inner.next() {
+                Ok((len, block)) => match block {
+                    PcapBlockOwned::LegacyHeader(h) => {
+                        self.legacy = Some(Interface {
+                            linktype: h.network.0,
+                            ts_resolution: if h.is_nanosecond_precision() {
+                                1_000_000_000
+                            } else {
+                                1_000_000
+                            },
+                            ts_offset_secs: i64::from(h.thiszone),
+                        });
+                        Step::Skip(len)
+                    }
+                    PcapBlockOwned::Legacy(b) => {
+                        let iface = self.legacy.unwrap_or(Interface {
+                            linktype: 1,
+                            ts_resolution: 1_000_000,
+                            ts_offset_secs: 0,
+                        });
+                        let frac = u64::from(b.ts_usec) * 1_000_000_000 / iface.ts_resolution;
+                        let ts = Timestamp::from_secs_nanos(
+                            i64::from(b.ts_sec) + iface.ts_offset_secs,
+                            frac.min(999_999_999) as u32,
+                        );
+                        let caplen = (b.caplen as usize).min(b.data.len());
+                        Step::Packet {
+                            len,
+                            ts,
+                            linktype: iface.linktype,
+                            caplen,
+                            orig_len: b.origlen,
+                        }
+                    }
+                    PcapBlockOwned::NG(Block::SectionHeader(_)) => {
+                        self.interfaces.clear();
+                        Step::Skip(len)
+                    }
+                    PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
+                        self.interfaces.push(Interface {
+                            linktype: idb.linktype.0,
+                            ts_resolution: idb.ts_resolution().unwrap_or(1_000_000).max(1),
+                            ts_offset_secs: idb.if_tsoffset,
+                        });
+                        Step::Skip(len)
+                    }
+                    PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
+                        match self.interfaces.get(epb.if_id as usize) {
+                            Some(iface) => {
+                                let ticks = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
+                                let r = iface.ts_resolution;
+                                let secs = (ticks / r) as i64 + iface.ts_offset_secs;
+                                let nanos = ((ticks % r) as u128 * 1_000_000_000 / r as u128) as u32;
+                                Step::Packet {
+                                    len,
+                                    ts: Timestamp::from_secs_nanos(secs, nanos),
+                                    linktype: iface.linktype,
+                                    caplen: (epb.caplen as usize).min(epb.data.len()),
+                                    orig_len: epb.origlen,
+                                }
+                            }
+                            None => Step::Fail(format!(
+                                "packet refers to interface {} but only {} are described",
+                                epb.if_id,
+                                self.interfaces.len()
+                            )),
+                        }
+                    }
+                    PcapBlockOwned::NG(Block::SimplePacket(spb)) => match self.interfaces.first() {
+                        Some(iface) => Step::Packet {
+                            len,
+                            // Simple packets carry no timestamp.
+                            ts: Timestamp(0),
+                            linktype: iface.linktype,
+                            caplen: (spb.origlen as usize).min(spb.data.len()),
+                            orig_len: spb.origlen,
+                        },
+                        None => Step::Fail("simple packet before any interface description".into()),
+                    },
+                    PcapBlockOwned::NG(_) => Step::Skip(len),
+                },
+                Err(PcapError::Eof) => Step::End,
+                Err(PcapError::Incomplete(_)) => Step::Refill,
+                Err(PcapError::UnexpectedEof) => Step::Truncated,
+                Err(PcapError::BufferTooSmall) => Step::Grow,
+                Err(PcapError::ReadError) => Step::ReadError,
+                Err(e) => Step::Fail(format!("{e:?}").chars().take(120).collect()),
+            };
+            match step {
+                Step::Skip(len) => self.inner.consume(len),
+                Step::Packet {
+                    len,
+                    ts,
+                    linktype,
+                    caplen,
+                    orig_len,
+                } => {
+                    self.frame += 1;
+                    self.pending = len;
+                    let frame = self.frame;
+                    let data = self.block_data(caplen);
+                    return Ok(Some(Packet {
+                        frame,
+                        ts,
+                        linktype,
+                        data,
+                        orig_len,
+                    }));
+                }
+                Step::End => {
+                    self.done = true;
+                    return Ok(None);
+                }
+                Step::Refill => {
+                    if self.inner.refill().is_err() {
+                        self.done = true;
+                        return Err(self.read_error());
+                    }
+                }
+                Step::Grow => {
+                    let cap = self.capacity * 2;
+                    if cap > MAX_BUFFER_SIZE || !self.inner.grow(cap) {
+                        self.done = true;
+                        return Err(self.corrupt("block larger than 256 MiB".into()));
+                    }
+                    self.capacity = cap;
+                }
+                Step::Truncated => {
+                    self.done = true;
+                    return Err(CaptureError::Truncated {
+                        path: self.path.clone(),
+                        frame: self.frame + 1,
+                        offset: self.inner.consumed() as u64,
+                    });
+                }
+                Step::ReadError => {
+                    self.done = true;
+                    return Err(self.read_error());
+                }
+                Step::Fail(detail) => {
+                    self.done = true;
+                    return Err(self.corrupt(detail));
+                }
+            }
+        }
+    }
+
+    /// The captured bytes of the packet block at the front of the parser's
+    /// buffer. Parsing it a second time is cheap (no copy) and keeps the
+    /// borrow of the buffer out of `next_packet`'s loop.
+    fn block_data(&mut self, caplen: usize) -> &[u8] {
+        match self.inner.next() {
+            Ok((_, PcapBlockOwned::Legacy(b))) => &b.data[..caplen.min(b.data.len())],
+            Ok((_, PcapBlockOwned::NG(Block::EnhancedPacket(b)))) => &b.data[..caplen.min(b.data.len())],
+            Ok((_, PcapBlockOwned::NG(Block::SimplePacket(b)))) => &b.data[..caplen.min(b.data.len())],
+            // Unreachable: the same bytes parsed as a packet block a moment ago.
+            _ => &[],
+        }
+    }
+
+    fn read_error(&self) -> CaptureError {
+        CaptureError::Read {
+            path: self.path.clone(),
+            offset: self.inner.consumed() as u64,
+            source: io::Error::other("read failed"),
+        }
+    }
+
+    fn corrupt(&self, detail: String) -> CaptureError {
+        CaptureError::Corrupt {
+            path: self.path.clone(),
+            frame: self.frame,
+            offset: self.inner.consumed() as u64,
+            detail,
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Link, IP and TCP headers of one captured packet → one [`TcpSegment`].
+//!
+//! Link types: Ethernet (with 802.1Q/802.1ad VLAN tags), Linux cooked SLL and
+//! SLL2 (`tcpdump -i any`), BSD loopback/null, raw IPv4/IPv6. IPv4 and IPv6
+//! (with the common extension headers). The IP and TCP header parsers are
+//! etherparse's; the lengths are checked here so that a packet cut by snaplen
+//! reports how much payload is missing instead of pretending it is whole, and
+//! Ethernet padding never counts as payload.
+//!
+//! This module owns no state: it knows nothing of connections or AMQP.
+
+use std::net::{IpAddr, SocketAddr};
+
+use etherparse::{Ipv4HeaderSlice, Ipv6HeaderSlice, TcpHeaderSlice};
+
+/// LINKTYPE_* values (https://www.tcpdump.org/linktypes.html).
+pub mod linktype {
+    pub const NULL: i32 = 0;
+    pub const ETHERNET: i32 = 1;
+    pub const RAW_BSD: i32 = 12;
+    pub const RAW_BSD2: i32 = 14;
+    pub const RAW: i32 = 101;
+    pub const LOOP: i32 = 108;
+    pub const LINUX_SLL: i32 = 113;
+    pub const IPV4: i32 = 228;
+    pub const IPV6: i32 = 229;
+    pub const LINUX_SLL2: i32 = 276;
+}
+
+/// Whether amqptrace can read packets of this link type.
+pub fn is_supported_linktype(lt: i32) -> bool {
+    use linktype::*;
+    matches!(
+        lt,
+        NULL | ETHERNET | RAW_BSD | RAW_BSD2 | RAW | LOOP | LINUX_SLL | IPV4 | IPV6 | LINUX_SLL2
+    )
+}
+
+/// The name of a link type, for messages.
+pub fn linktype_name(lt: i32) -> String {
+    use linktype::*;
+    match lt {
+        NULL => "NULL (BSD loopback)".into(),
+        ETHERNET => "ETHERNET".into(),
+        RAW | RAW_BSD | RAW_BSD2 => "RAW".into(),
+        LOOP => "LOOP".into(),
+        LINUX_SLL => "LINUX_SLL".into(),
+        LINUX_SLL2 => "LINUX_SLL2".into(),
+        IPV4 => "IPV4".into(),
+        IPV6 => "IPV6".into(),
+        105 => "IEEE802_11 (Wi-Fi)".into(),
+        127 => "IEEE802_11_RADIOTAP".into(),
+        other => format!("LINKTYPE {other}"),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TcpFlags {
+    pub syn: bool,
+    pub ack: bool,
+    pub fin: bool,
+    pub rst: bool,
+}
+
+/// The TCP part of a packet.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpSegment<'a> {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: TcpFlags,
+    /// The payload bytes that were captured.
+    pub payload: &'a [u8],
+    /// Payload bytes that were on the wire but not captured (snaplen).
+    pub missing: u32,
+}
+
+/// Why a packet yields no TCP segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    #[error("unsupported link type {0}")]
+    UnsupportedLinkType(i32),
+    /// Not IP, not TCP, or an IP fragment: of no interest to an AMQP tracer.
+    #[error("not a TCP packet")]
+    NotTcp,
+    /// Headers cut short or inconsistent.
+    #[error("malformed {0} header")]
+    Malformed(&'static str),
+}
+
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86DD;
+const ETHERTYPE_VLAN: u16 = 0x8100;
+const ETHERTYPE_QINQ: u16 = 0x88A8;
+
+/// Decodes the link, IP and TCP headers of a captured packet.
+pub fn tcp_segment(lt: i32, data: &[u8]) -> Result<TcpSegment<'_>, LinkError> {
+    use linktype::*;
+    let ip = match lt {
+        ETHERNET => {
+            let mut off = 12;
+            loop {
+                let et = be16(data, off).ok_or(LinkError::Malformed("Ethernet"))?;
+                match et {
+                    ETHERTYPE_VLAN | ETHERTYPE_QINQ => off += 4,
+                    ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => break &data[off + 2..],
+                    _ => return Err(LinkError::NotTcp),
+                }
+            }
+        }
+        LINUX_SLL => match be16(data, 14).ok_or(LinkError::Malformed("SLL"))? {
+            ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => &data[16..],
+            _ => return Err(LinkError::NotTcp),
+        },
+        LINUX_SLL2 => match be16(data, 0).ok_or(LinkError::Malformed("SLL2"))? {
+            ETHERTYPE_IPV4 | ETHERTYPE_IPV6 if data.len() >= 20 => &data[20..],
+            ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => return Err(LinkError::Malformed("SLL2")),
+            _ => return Err(LinkError::NotTcp),
+        },
+        NULL | LOOP => {
+            let b = data.get(..4).ok_or(LinkError::Malformed("loopback"))?;
+            // NULL stores the address family in the capturing host's byte order,
+            // LOOP in network order; look at whichever end is non-zero.
+            let family = if b[0] == 0 && b[1] == 0 { b[3].max(b[2]) } else { b[0].max(b[1]) };
+            match family {
+                2 | 24 | 28 | 30 => &data[4..],
+                _ => return Err(LinkError::NotTcp),
+            }
+        }
+        RAW | RAW_BSD | RAW_BSD2 | IPV4 | IPV6 => data,
+        other => return Err(LinkError::UnsupportedLinkType(other)),
+    };
+    ip_tcp(ip)
+}
+
+fn be16(d: &[u8], off: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*d.get(off)?, *d.get(off + 1)?]))
+}
+
+/// IP header → TCP header; `ip` is the captured bytes from the IP header on.
+fn ip_tcp(ip: &[u8]) -> Result<TcpSegment<'_>, LinkError> {
+    let version = ip.first().ok_or(LinkError::Malformed("IP"))? >> 4;
+    let (src, dst, tcp, wire_len) = match version {
+        4 => {
+            let h = Ipv4HeaderSlice::from_slice(ip).map_err(|_| LinkError::Malformed("IPv4"))?;
+            if h.protocol() != etherparse::IpNumber::TCP {
+                return Err(LinkError::NotTcp);
+            }
+            if h.more_fragments() || u16::from(h.fragments_offset()) != 0 {
+                return Err(LinkError::NotTcp);
+            }
+            let hl = h.slice().len();
+            let total = h.total_len() as usize;
+            // TSO/GSO packets captured on the sending host may carry total_len 0.
+            let total = if total == 0 { ip.len() } else { total };
+            if total < hl {
+                return Err(LinkError::Malformed("IPv4"));
+            }
+            let end = total.min(ip.len());
+            (
+                IpAddr::V4(h.source_addr()),
+                IpAddr::V4(h.destination_addr()),
+                &ip[hl..end],
+                total - hl,
+            )
+        }
+        6 => {
+            let h = Ipv6HeaderSlice::from_slice(ip).map_err(|_| LinkError::Malformed("IPv6"))?;
+            let mut next = h.next_header().0;
+            let mut off = 40usize;
+            let payload_len = h.payload_length() as usize;
+            // Skip hop-by-hop, routing and destination options headers.
+            loop {
+                match next {
+                    6 => break,
+                    0 | 43 | 60 => {
+                        let nh = *ip.get(off).ok_or(LinkError::Malformed("IPv6"))?;
+                        let len = (*ip.get(off + 1).ok_or(LinkError::Malformed("IPv6"))? as usize + 1) * 8;
+                        next = nh;
+                        off += len;
+                    }
+                    _ => return Err(LinkError::NotTcp),
+                }
+            }
+            let total = if payload_len == 0 { ip.len() } else { 40 + payload_len };
+            if total < off || off > ip.len() {
+                return Err(LinkError::Malformed("IPv6"));
+            }
+            let end = total.min(ip.len());
+            (
+                IpAddr::V6(h.source_addr()),
+                IpAddr::V6(h.destination_addr()),
+                &ip[off..end],
+                total - off,
+            )
+        }
+        _ => return Err(LinkError::NotTcp),
+    };
+    let t = TcpHeaderSlice::from_slice(tcp).map_err(|_| LinkError::Malformed("TCP"))?;
+    let thl = t.slice().len();
+    if wire_len < thl {
+        return Err(LinkError::Malformed("TCP"));
+    }
+    let payload = &tcp[thl..];
+    let missing = (wire_len - thl).saturating_sub(payload.len()) as u32;
+    Ok(TcpSegment {
+        src: SocketAddr::new(src, t.source_port()),
+        dst: SocketAddr::new(dst, t.destination_port()),
+        seq: t.sequence_number(),
+        ack: t.acknowledgment_number(),
+        flags: TcpFlags {
+            syn: t.syn(),
+            ack: t.ack(),
+            fin: t.fin(),
+            rst: t.rst(),
+        },
+        payload,
+        missing,
+    })
+}

@@ -1,0 +1,556 @@
+//! TCP reassembly: segments → an ordered byte stream per connection and direction.
+//!
+//! Orders by sequence number (with wrap-around), drops retransmitted bytes,
+//! buffers out-of-order segments up to [`MAX_OUT_OF_ORDER`] bytes per
+//! direction, and reports every hole as a [`TcpEvent::Gap`] with its size:
+//! lost segments, payload cut by snaplen, and a capture that starts after the
+//! connection did. SYN, FIN and RST come out as events in stream order.
+//!
+//! Sans-IO: fed [`TcpSegment`]s with their packet's identity, it calls back
+//! with [`TcpOutput`]s. It knows nothing of files, sockets or AMQP. Closed
+//! connections are released (a small tombstone remembers them for a while so
+//! late retransmissions do not open a phantom connection).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+
+use crate::event::{GapReason, Timestamp};
+use crate::link::TcpSegment;
+
+/// Out-of-order bytes held per direction before the hole is declared lost.
+pub const MAX_OUT_OF_ORDER: usize = 8 << 20;
+/// How long (capture time) a closed connection's 4-tuple is remembered.
+const TOMBSTONE_NANOS: i64 = 120 * 1_000_000_000;
+
+/// Identity of the packet being processed, passed through to the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketRef {
+    pub file: u32,
+    pub frame: u64,
+    pub ts: Timestamp,
+    /// Position of the packet in the merged input (strictly increasing).
+    pub seq: u64,
+}
+
+/// A connection identified by its endpoints, whichever way a packet travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub lo: SocketAddr,
+    pub hi: SocketAddr,
+}
+
+impl FlowKey {
+    pub fn new(a: SocketAddr, b: SocketAddr) -> Self {
+        if a <= b {
+            FlowKey { lo: a, hi: b }
+        } else {
+            FlowKey { lo: b, hi: a }
+        }
+    }
+}
+
+/// What happened on one direction of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpEvent<'a> {
+    /// The SYN of the connection was seen.
+    Open,
+    /// The next bytes of the stream, in order.
+    Data(&'a [u8]),
+    /// A hole in the stream before the next data.
+    Gap {
+        bytes: Option<u64>,
+        reason: GapReason,
+    },
+    /// FIN, in stream order.
+    Fin,
+    Reset,
+}
+
+/// One output of the reassembler.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpOutput<'a> {
+    /// Unique per connection instance (a reused 4-tuple gets a new id).
+    pub flow: u64,
+    pub packet: PacketRef,
+    /// Sender of the bytes or flag.
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    /// The endpoint that sent the SYN, when the handshake was captured.
+    pub initiator: Option<SocketAddr>,
+    pub event: TcpEvent<'a>,
+}
+
+#[derive(Debug, Default)]
+struct Direction {
+    /// Next expected sequence number, once known.
+    next: Option<u32>,
+    /// Stream offset of `next` (bytes delivered plus holes).
+    offset: u64,
+    /// Out-of-order segments by stream offset: (bytes, payload missing after them).
+    ooo: BTreeMap<u64, (Vec<u8>, u32)>,
+    ooo_bytes: usize,
+    /// Sequence number of the FIN, once seen.
+    fin: Option<u32>,
+    fin_done: bool,
+}
+
+#[derive(Debug)]
+struct Flow {
+    id: u64,
+    initiator: Option<SocketAddr>,
+    /// Index 0: sent by `key.lo`, 1: by `key.hi`.
+    dirs: [Direction; 2],
+    closed_at: Option<Timestamp>,
+}
+
+/// The reassembler for every connection of one input.
+#[derive(Debug, Default)]
+pub struct Reassembler {
+    flows: HashMap<FlowKey, Flow>,
+    next_id: u64,
+    last_sweep: Timestamp,
+}
+
+impl Reassembler {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Connections currently tracked (open, or remembered after close).
+    pub fn flows(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Feeds one segment; `out` is called for each resulting event, in order.
+    pub fn handle<F: FnMut(TcpOutput<'_>)>(&mut self, p: PacketRef, seg: &TcpSegment<'_>, out: &mut F) {
+        self.sweep(p.ts);
+        let key = FlowKey::new(seg.src, seg.dst);
+        let d = usize::from(seg.src != key.lo);
+        let starts_new = seg.flags.syn && !seg.flags.ack;
+        let create = match self.flows.get(&key).map(|f| f.closed_at.is_some()) {
+            None => true,
+            // A new SYN on a closed 4-tuple starts a new connection; anything else
+            // is a late packet of the closed one.
+            Some(true) if starts_new => true,
+            Some(true) => return,
+            Some(false) => false,
+        };
+        if create {
+            self.next_id += 1;
+            self.flows.insert(
+                key,
+                Flow {
+                    id: self.next_id,
+                    initiator: None,
+                    dirs: Default::default(),
+                    closed_at: None,
+                },
+            );
+        }
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return;
+        };
+        let emit = |out: &mut F, flow: &Flow, ev: TcpEvent<'_>| {
+            out(TcpOutput {
+                flow: flow.id,
+                packet: p,
+                src: seg.src,
+                dst: seg.dst,
+                initiator: flow.initiator,
+                event: ev,
+            })
+        };
+
+        if seg.flags.syn {
+            let first_syn = flow.initiator.is_none();
+            if first_syn {
+                flow.initiator = Some(if seg.flags.ack { seg.dst } else { seg.src });
+            }
+            let dir = &mut flow.dirs[d];
+            if dir.next.is_none() {
+                dir.next = Some(seg.seq.wrapping_add(1));
+            }
+            if first_syn {
+                emit(out, flow, TcpEvent::Open);
+            }
+        }
+
+        if seg.flags.rst {
+            // Deliver what is buffered (with its holes), then the reset.
+            for dd in 0..2 {
+                flush_direction(flow, dd, key, p, out);
+            }
+            emit(out, flow, TcpEvent::Reset);
+            flow.closed_at = Some(p.ts);
+            return;
+        }
+
+        let payload_len = seg.payload.len() as u32 + seg.missing;
+        let data_seq = if seg.flags.syn { seg.seq.wrapping_add(1) } else { seg.seq };
+        {
+            let dir = &mut flow.dirs[d];
+            if dir.next.is_none() {
+                // First sight of this direction without its SYN: the capture began
+                // after the connection did.
+                dir.next = Some(data_seq);
+                if payload_len > 0 || seg.flags.fin {
+                    let initiator = flow.initiator;
+                    out(TcpOutput {
+                        flow: flow.id,
+                        packet: p,
+                        src: seg.src,
+                        dst: seg.dst,
+                        initiator,
+                        event: TcpEvent::Gap {
+                            bytes: None,
+                            reason: GapReason::MidConnection,
+                        },
+                    });
+                }
+            }
+        }
+        if seg.flags.fin {
+            flow.dirs[d].fin = Some(data_seq.wrapping_add(payload_len));
+        }
+        if payload_len > 0 {
+            accept(flow, d, key, p, data_seq, seg.payload, seg.missing, out);
+        }
+        maybe_fin(flow, d, key, p, out);
+        if flow.dirs[0].fin_done && flow.dirs[1].fin_done {
+            flow.closed_at = Some(p.ts);
+        }
+    }
+
+    /// End of input: deliver every buffered segment (declaring its holes).
+    pub fn finish<F: FnMut(TcpOutput<'_>)>(&mut self, p: PacketRef, out: &mut F) {
+        let mut keys: Vec<FlowKey> = self.flows.keys().copied().collect();
+        keys.sort_by_key(|k| self.flows.get(k).map(|f| f.id));
+        for key in keys {
+            if let Some(flow) = self.flows.get_mut(&key) {
+                if flow.closed_at.is_none() {
+                    for d in 0..2 {
+                        flush_direction(flow, d, key, p, out);
+                    }
+                }
+            }
+        }
+        self.flows.clear();
+    }
+
+    /// Releases connections closed long ago (capture time).
+    fn sweep(&mut self, now: Timestamp) {
+        if now.0 - self.last_sweep.0 < TOMBSTONE_NANOS / 4 {
+            return;
+        }
+        self.last_sweep = now;
+        self.flows
+            .retain(|_, f| f.closed_at.is_none_or(|t| now.0 - t.0 < TOMBSTONE_NANOS));
+    }
+}
+
+/// Signed distance from `b` to `a` in sequence space (RFC 1982 style).
+fn seq_diff(a: u32, b: u32) -> i32 {
+    a.wrapping_sub(b) as i32
+}
+
+fn endpoints(key: FlowKey, d: usize) -> (SocketAddr, SocketAddr) {
+    if d == 0 {
+        (key.lo, key.hi)
+    } else {
+        (key.hi, key.lo)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn accept<F: FnMut(TcpOutput<'_>)>(
+    flow: &mut Flow,
+    d: usize,
+    key: FlowKey,
+    p: PacketRef,
+    seq: u32,
+    payload: &[u8],
+    missing: u32,
+    out: &mut F,
+) {
+    let (src, dst) = endpoints(key, d);
+    let (id, initiator) = (flow.id, flow.initiator);
+    let dir = &mut flow.dirs[d];
+    let Some(next) = dir.next else { return };
+    let diff = seq_diff(seq, next) as i64;
+    let total = payload.len() as i64 + missing as i64;
+    if diff + total <= 0 {
+        return; // retransmission of bytes already delivered
+    }
+    if diff > 0 {
+        let at = dir.offset + diff as u64;
+        // Keep the longest copy when a segment is retransmitted out of order.
+        let replace = dir
+            .ooo
+            .get(&at)
+            .is_none_or(|(b, m)| b.len() + (*m as usize) < payload.len() + missing as usize);
+        if replace {
+            if let Some((old, _)) = dir.ooo.insert(at, (payload.to_vec(), missing)) {
+                dir.ooo_bytes -= old.len();
+            }
+            dir.ooo_bytes += payload.len();
+        }
+        if dir.ooo_bytes > MAX_OUT_OF_ORDER {
+            // Waited long enough for the missing bytes: declare them lost.
+            if let Some((&first, _)) = dir.ooo.iter().next() {
+                let hole = first - dir.offset;
+                dir.offset = first;
+                dir.next = Some(next.wrapping_add(hole as u32));
+                out(TcpOutput {
+                    flow: id,
+                    packet: p,
+                    src,
+                    dst,
+                    initiator,
+                    event: TcpEvent::Gap {
+                        bytes: Some(hole),
+                        reason: GapReason::Lost,
+                    },
+                });
+                drain(flow, d, key, p, out);
+            }
+        }
+        return;
+    }
+    // diff <= 0: in order, possibly overlapping what we already have.
+    let skip = (-diff) as usize;
+    deliver(flow, d, key, p, payload, missing, skip, out);
+    drain(flow, d, key, p, out);
+}
+
+/// Emits `payload[skip..]` then the snaplen hole, and advances the direction.
+#[allow(clippy::too_many_arguments)]
+fn deliver<F: FnMut(TcpOutput<'_>)>(
+    flow: &mut Flow,
+    d: usize,
+    key: FlowKey,
+    p: PacketRef,
+    payload: &[u8],
+    missing: u32,
+    skip: usize,
+    out: &mut F,
+) {
+    let (src, dst) = endpoints(key, d);
+    let (id, initiator) = (flow.id, flow.initiator);
+    let dir = &mut flow.dirs[d];
+    let Some(next) = dir.next else { return };
+    let mk = |event| TcpOutput {
+        flow: id,
+        packet: p,
+        src,
+        dst,
+        initiator,
+        event,
+    };
+    let (data, missing) = if skip <= payload.len() {
+        (&payload[skip..], missing as u64)
+    } else {
+        (&payload[..0], (missing as u64).saturating_sub((skip - payload.len()) as u64))
+    };
+    if !data.is_empty() {
+        out(mk(TcpEvent::Data(data)));
+    }
+    if missing > 0 {
+        out(mk(TcpEvent::Gap {
+            bytes: Some(missing),
+            reason: GapReason::Truncated,
+        }));
+    }
+    let advance = data.len() as u64 + missing;
+    dir.offset += advance;
+    dir.next = Some(next.wrapping_add(advance as u32));
+}
+
+/// Delivers buffered segments that have become in order.
+fn drain<F: FnMut(TcpOutput<'_>)>(flow: &mut Flow, d: usize, key: FlowKey, p: PacketRef, out: &mut F) {
+    loop {
+        let dir = &mut flow.dirs[d];
+        let Some((&at, _)) = dir.ooo.iter().next() else { return };
+        if at > dir.offset {
+            return;
+        }
+        let Some((bytes, missing)) = dir.ooo.remove(&at) else { return };
+        dir.ooo_bytes -= bytes.len();
+        let skip = (dir.offset - at) as usize;
+        if skip < bytes.len() + missing as usize {
+            deliver(flow, d, key, p, &bytes, missing, skip, out);
+        }
+    }
+}
+
+/// Delivers everything buffered in a direction, declaring the holes between.
+fn flush_direction<F: FnMut(TcpOutput<'_>)>(flow: &mut Flow, d: usize, key: FlowKey, p: PacketRef, out: &mut F) {
+    let (src, dst) = endpoints(key, d);
+    loop {
+        let (id, initiator) = (flow.id, flow.initiator);
+        let dir = &mut flow.dirs[d];
+        let Some((&at, _)) = dir.ooo.iter().next() else { break };
+        if at > dir.offset {
+            let hole = at - dir.offset;
+            dir.offset = at;
+            dir.next = dir.next.map(|n| n.wrapping_add(hole as u32));
+            out(TcpOutput {
+                flow: id,
+                packet: p,
+                src,
+                dst,
+                initiator,
+                event: TcpEvent::Gap {
+                    bytes: Some(hole),
+                    reason: GapReason::Lost,
+                },
+            });
+        }
+        drain(flow, d, key, p, out);
+    }
+    maybe_fin(flow, d, key, p, out);
+}
+
+/// Emits the FIN once the stream has reached it.
+fn maybe_fin<F: FnMut(TcpOutput<'_>)>(flow: &mut Flow, d: usize, key: FlowKey, p: PacketRef, out: &mut F) {
+    let (src, dst) = endpoints(key, d);
+    let (id, initiator) = (flow.id, flow.initiator);
+    let dir = &mut flow.dirs[d];
+    if dir.fin_done {
+        return;
+    }
+    if let (Some(fin), Some(next)) = (dir.fin, dir.next) {
+        if seq_diff(next, fin) >= 0 {
+            dir.fin_done = true;
+            dir.next = Some(fin.wrapping_add(1));
+            out(TcpOutput {
+                flow: id,
+                packet: p,
+                src,
+                dst,
+                initiator,
+                event: TcpEvent::Fin,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link::TcpFlags;
+
+    fn seg<'a>(from_client: bool, seq: u32, payload: &'a [u8], flags: TcpFlags) -> TcpSegment<'a> {
+        let c: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let s: SocketAddr = "127.0.0.1:5672".parse().unwrap();
+        let (src, dst) = if from_client { (c, s) } else { (s, c) };
+        TcpSegment {
+            src,
+            dst,
+            seq,
+            ack: 0,
+            flags,
+            payload,
+            missing: 0,
+        }
+    }
+
+    fn run(segs: &[TcpSegment<'_>]) -> (Vec<u8>, Vec<String>) {
+        let mut r = Reassembler::new();
+        let mut data = Vec::new();
+        let mut evs = Vec::new();
+        for (i, s) in segs.iter().enumerate() {
+            let p = PacketRef {
+                file: 0,
+                frame: i as u64 + 1,
+                ts: Timestamp(i as i64),
+                seq: i as u64,
+            };
+            r.handle(p, s, &mut |o: TcpOutput<'_>| match o.event {
+                TcpEvent::Data(b) => data.extend_from_slice(b),
+                e => evs.push(format!("{e:?}")),
+            });
+        }
+        let p = PacketRef {
+            file: 0,
+            frame: 0,
+            ts: Timestamp(100),
+            seq: 100,
+        };
+        r.finish(p, &mut |o: TcpOutput<'_>| match o.event {
+            TcpEvent::Data(b) => data.extend_from_slice(b),
+            e => evs.push(format!("{e:?}")),
+        });
+        (data, evs)
+    }
+
+    const SYN: TcpFlags = TcpFlags {
+        syn: true,
+        ack: false,
+        fin: false,
+        rst: false,
+    };
+    const ACK: TcpFlags = TcpFlags {
+        syn: false,
+        ack: true,
+        fin: false,
+        rst: false,
+    };
+
+    #[test]
+    fn in_order_with_retransmission_and_reordering() {
+        let isn = u32::MAX - 3; // wraps inside the stream
+        let (data, evs) = run(&[
+            seg(true, isn, b"", SYN),
+            seg(true, isn.wrapping_add(1), b"abc", ACK),
+            seg(true, isn.wrapping_add(7), b"ghi", ACK), // early
+            seg(true, isn.wrapping_add(1), b"abc", ACK), // retransmission
+            seg(true, isn.wrapping_add(4), b"def", ACK), // fills the hole
+            seg(true, isn.wrapping_add(5), b"efgh", ACK), // overlap
+        ]);
+        assert_eq!(data, b"abcdefghi");
+        assert_eq!(evs, vec!["Open"]);
+    }
+
+    #[test]
+    fn hole_never_filled_is_a_gap_with_its_size() {
+        let (data, evs) = run(&[
+            seg(true, 100, b"", SYN),
+            seg(true, 101, b"abc", ACK),
+            seg(true, 110, b"xyz", ACK),
+        ]);
+        assert_eq!(data, b"abcxyz");
+        assert_eq!(evs, vec!["Open", "Gap { bytes: Some(6), reason: Lost }"]);
+    }
+
+    #[test]
+    fn mid_connection_start_is_reported() {
+        let (data, evs) = run(&[seg(false, 5000, b"hello", ACK)]);
+        assert_eq!(data, b"hello");
+        assert_eq!(evs, vec!["Gap { bytes: None, reason: MidConnection }"]);
+    }
+
+    #[test]
+    fn snaplen_cut_payload_is_a_truncated_gap() {
+        let mut s = seg(true, 101, b"ab", ACK);
+        s.missing = 10;
+        let (data, evs) = run(&[seg(true, 100, b"", SYN), s, seg(true, 113, b"z", ACK)]);
+        assert_eq!(data, b"abz");
+        assert_eq!(evs, vec!["Open", "Gap { bytes: Some(10), reason: Truncated }"]);
+    }
+
+    #[test]
+    fn fin_waits_for_the_bytes_before_it() {
+        let fin = TcpFlags {
+            fin: true,
+            ack: true,
+            ..Default::default()
+        };
+        let (data, evs) = run(&[
+            seg(true, 100, b"", SYN),
+            seg(true, 104, b"d", fin), // FIN arrives before "abc"
+            seg(true, 101, b"abc", ACK),
+        ]);
+        assert_eq!(data, b"abcd");
+        assert_eq!(evs, vec!["Open", "Fin"]);
+    }
+}
