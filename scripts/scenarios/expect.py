@@ -1,0 +1,582 @@
+"""Derives a scenario's expected verdicts from its capture, with tshark as the oracle.
+
+    expect.py SCENARIO --dir WORKDIR --pcap RAW.pcap --out captures/failures
+
+1. Keeps only the scenario's own TCP connections (those whose client port the
+   scenario recorded in WORKDIR/meta.json, or whose connection.start-ok carries
+   the run's connection_name), so a stray client on the machine never lands in a
+   committed capture, and writes OUT/SCENARIO.pcapng.
+2. Decodes that file with tshark into AMQP methods and TCP FIN/RST per connection.
+3. Checks that the capture really shows the failure (exits 1 if not, writing nothing)
+   and writes OUT/SCENARIO.expect.json: one verdict per consumer and per connection,
+   with `frame` set to the packet that makes the verdict certain (issue 4's rules).
+
+The rules used to pick verdicts and frames are in captures/failures/README.md.
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+
+BROKER_PORT = 5672
+
+# (class, method) -> name, as in the AMQP 0-9-1 spec.
+METHODS = {
+    (10, 10): "connection.start", (10, 11): "connection.start-ok", (10, 30): "connection.tune",
+    (10, 31): "connection.tune-ok", (10, 40): "connection.open", (10, 41): "connection.open-ok",
+    (10, 50): "connection.close", (10, 51): "connection.close-ok", (10, 60): "connection.blocked",
+    (10, 61): "connection.unblocked", (20, 10): "channel.open", (20, 11): "channel.open-ok",
+    (20, 20): "channel.flow", (20, 21): "channel.flow-ok", (20, 40): "channel.close",
+    (20, 41): "channel.close-ok", (40, 10): "exchange.declare", (40, 11): "exchange.declare-ok",
+    (50, 10): "queue.declare", (50, 11): "queue.declare-ok", (50, 20): "queue.bind",
+    (50, 21): "queue.bind-ok", (50, 40): "queue.delete", (50, 41): "queue.delete-ok",
+    (60, 10): "basic.qos", (60, 11): "basic.qos-ok", (60, 20): "basic.consume",
+    (60, 21): "basic.consume-ok", (60, 30): "basic.cancel", (60, 31): "basic.cancel-ok",
+    (60, 40): "basic.publish", (60, 50): "basic.return", (60, 60): "basic.deliver",
+    (60, 80): "basic.ack", (60, 90): "basic.reject", (60, 120): "basic.nack",
+    (85, 10): "confirm.select", (85, 11): "confirm.select-ok",
+}
+TCP_FIN, TCP_SYN, TCP_RST = 0x01, 0x02, 0x04
+
+
+class NotShown(Exception):
+    """The capture does not show what the scenario was meant to produce."""
+
+
+def need(cond, what):
+    if not cond:
+        raise NotShown(what)
+
+
+# ---------------------------------------------------------------------------
+# Reading the capture
+
+
+def tshark_json(path, display_filter=None):
+    cmd = ["tshark", "-r", path, "-d", f"tcp.port=={BROKER_PORT},amqp", "-T", "json",
+           "--no-duplicate-keys", "-J", "frame tcp amqp"]
+    if display_filter:
+        cmd += ["-Y", display_filter]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out) if out.strip() else []
+
+
+def as_list(x):
+    if x is None:
+        return []
+    return x if isinstance(x, list) else [x]
+
+
+def scalar(x):
+    return x[0] if isinstance(x, list) else x
+
+
+class Event:
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+    def __repr__(self):
+        return f"<{self.frame} {self.stream} {self.dir} ch{self.channel} {self.name} {self.args}>"
+
+
+def decode(path):
+    """Returns (streams, events): streams[stream] = {client_port, first_frame, ...};
+    events in capture order, AMQP methods and content headers and TCP FIN/RST."""
+    streams, events = {}, []
+    for p in tshark_json(path):
+        layers = p["_source"]["layers"]
+        frame = int(scalar(layers["frame"]["frame.number"]))
+        ts = float(scalar(layers["frame"]["frame.time_epoch"]))
+        tcp = layers.get("tcp")
+        if not tcp:
+            continue
+        stream = int(scalar(tcp["tcp.stream"]))
+        sport, dport = int(scalar(tcp["tcp.srcport"])), int(scalar(tcp["tcp.dstport"]))
+        d = "c2s" if dport == BROKER_PORT else "s2c"
+        client = sport if d == "c2s" else dport
+        st = streams.setdefault(stream, {"client_port": client, "first_frame": frame, "syn": False})
+        flags = int(scalar(tcp["tcp.flags"]), 16)
+        if flags & TCP_SYN:
+            st["syn"] = True
+        for a in as_list(layers.get("amqp")):
+            if not isinstance(a, dict) or "amqp.type" not in a:
+                continue
+            kind = int(scalar(a["amqp.type"]))
+            channel = int(scalar(a.get("amqp.channel", "0")))
+            if kind == 1:
+                key = (int(scalar(a["amqp.method.class"])), int(scalar(a["amqp.method.method"])))
+                raw = a.get("amqp.method.arguments")
+                args = {}
+                if isinstance(raw, dict):
+                    for k, v in raw.items():
+                        if isinstance(v, str):
+                            args[k.rsplit(".", 1)[-1]] = v
+                events.append(Event(frame=frame, ts=ts, stream=stream, dir=d, channel=channel,
+                                    name=METHODS.get(key, f"{key[0]}.{key[1]}"), args=args))
+            elif kind == 2:
+                props = {}
+                for k, v in (a.get("amqp.header.properties") or {}).items():
+                    if isinstance(v, str):
+                        props[k.rsplit(".", 1)[-1]] = v
+                events.append(Event(frame=frame, ts=ts, stream=stream, dir=d, channel=channel,
+                                    name="content-header", args=props))
+        if flags & (TCP_FIN | TCP_RST):
+            events.append(Event(frame=frame, ts=ts, stream=stream, dir=d, channel=None,
+                                name="tcp.rst" if flags & TCP_RST else "tcp.fin", args={}))
+    return streams, events
+
+
+def connection_names(path, run):
+    """stream -> role, from the connection_name in each connection.start-ok."""
+    cmd = ["tshark", "-r", path, "-d", f"tcp.port=={BROKER_PORT},amqp", "-Y",
+           "amqp.method.class == 10 && amqp.method.method == 11", "-T", "fields",
+           "-e", "tcp.stream", "-e", "tcp.payload"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    roles = {}
+    pat = re.compile(rb"amqptrace-" + re.escape(run.encode()) + rb"-([A-Za-z0-9_.-]+)")
+    for line in out.splitlines():
+        stream, _, payload = line.partition("\t")
+        m = pat.search(bytes.fromhex(payload.replace(":", "").split(",")[0]))
+        if m:
+            roles[int(stream)] = m.group(1).decode()
+    return roles
+
+
+# ---------------------------------------------------------------------------
+# The state the verdicts are drawn from
+
+
+class Model:
+    def __init__(self, streams, events, roles):
+        self.streams, self.events, self.roles = streams, events, roles
+        self.consumers = []  # dicts: stream, channel, tag, queue, consume/ok frames, deliveries...
+        self.publishes = []
+        qos = {}  # (stream, channel) -> prefetch_count for consumers created after it
+        pending = {}  # (stream, channel) -> [basic.consume events awaiting consume-ok]
+        by_tag = {}
+        header_for = {}  # (stream, channel) -> the delivery/publish awaiting its content header
+        for e in events:
+            k = (e.stream, e.channel)
+            if e.name == "basic.qos" and e.dir == "c2s":
+                qos[k] = int(e.args.get("prefetch_count", "0"))
+            elif e.name == "basic.consume" and e.dir == "c2s":
+                pending.setdefault(k, []).append(e)
+            elif e.name == "basic.consume-ok":
+                req = pending.get(k, []).pop(0) if pending.get(k) else None
+                c = self.consumer(e.stream, e.channel, e.args["consumer_tag"], by_tag)
+                c.update(queue=req.args["queue"] if req else None, consume=req.frame if req else None,
+                         consume_ok=e.frame, consume_ok_ts=e.ts, prefetch=qos.get(k, 0))
+            elif e.name == "basic.deliver":
+                c = self.consumer(e.stream, e.channel, e.args["consumer_tag"], by_tag)
+                dl = {"frame": e.frame, "ts": e.ts, "tag": int(e.args["delivery_tag"]),
+                      "redelivered": e.args.get("redelivered") == "1", "message_id": None,
+                      "settled": None}
+                c["deliveries"].append(dl)
+                header_for[k] = dl
+            elif e.name == "basic.publish":
+                pb = {"frame": e.frame, "ts": e.ts, "stream": e.stream, "exchange": e.args.get("exchange", ""),
+                      "routing_key": e.args.get("routing_key", ""), "message_id": None}
+                self.publishes.append(pb)
+                header_for[k] = pb
+            elif e.name == "content-header":
+                if k in header_for:
+                    header_for.pop(k)["message_id"] = e.args.get("message_id")
+            elif e.name in ("basic.ack", "basic.nack", "basic.reject") and e.dir == "c2s":
+                tag = int(e.args["delivery_tag"])
+                multiple = e.args.get("multiple") == "1"
+                for c in self.consumers:
+                    if (c["stream"], c["channel"]) != k:
+                        continue
+                    for dl in c["deliveries"]:
+                        if dl["settled"] is None and (dl["tag"] == tag or (multiple and dl["tag"] <= tag)):
+                            dl["settled"] = {"frame": e.frame, "ts": e.ts, "how": e.name,
+                                             "requeue": e.args.get("requeue") == "1"}
+
+    def consumer(self, stream, channel, tag, by_tag):
+        key = (stream, channel, tag)
+        if key not in by_tag:
+            by_tag[key] = {"stream": stream, "channel": channel, "tag": tag, "queue": None, "consume": None,
+                           "consume_ok": None, "consume_ok_ts": None, "prefetch": 0, "deliveries": []}
+            self.consumers.append(by_tag[key])
+        return by_tag[key]
+
+    def conn(self, stream):
+        return f"127.0.0.1:{self.streams[stream]['client_port']}->127.0.0.1:{BROKER_PORT}"
+
+    def stream_of(self, role):
+        found = [s for s, r in self.roles.items() if r == role]
+        need(found, f"a connection for role {role}")
+        return found[0]
+
+    def find(self, name, stream=None, direction=None):
+        return [e for e in self.events if e.name == name and (stream is None or e.stream == stream)
+                and (direction is None or e.dir == direction)]
+
+    def consumer_for_role(self, role):
+        cs = [c for c in self.consumers if c["stream"] == self.stream_of(role)]
+        need(len(cs) == 1, f"exactly one consumer on the {role} connection, found {len(cs)}")
+        return cs[0]
+
+    # Verdict helpers -----------------------------------------------------
+    def verdict(self, verdict, scope, stream, *, channel=None, queue=None, tag=None, frame=None,
+                contains=(), facts=None):
+        v = {"verdict": verdict, "scope": scope, "queue": queue, "consumer_tag": tag, "frame": frame,
+             "explanation_contains": list(contains), "conn": self.conn(stream), "channel": channel,
+             "role": self.roles.get(stream)}
+        if facts:
+            v["facts"] = facts
+        return v
+
+    def consumer_verdict(self, c, verdict="healthy", **kw):
+        return self.verdict(verdict, "consumer", c["stream"], channel=c["channel"], queue=c["queue"],
+                            tag=c["tag"], **kw)
+
+    def connection_verdict(self, stream, verdict="healthy", **kw):
+        return self.verdict(verdict, "connection", stream, **kw)
+
+    def all_healthy(self):
+        """Every consumer and connection healthy: the baseline scenarios override."""
+        out = {("consumer", c["stream"], c["channel"], c["tag"]): self.consumer_verdict(c) for c in self.consumers}
+        for s in sorted(self.streams):
+            out[("connection", s)] = self.connection_verdict(s)
+        return out
+
+    # Facts -----------------------------------------------------------------
+    def latencies(self, c):
+        return [d["settled"]["ts"] - d["ts"] for d in c["deliveries"] if d["settled"]]
+
+    def window_full_frame(self, c):
+        """The delivery that filled the prefetch window with no settle after it."""
+        need(c["prefetch"] > 0, f"a prefetch limit for {c['tag']}")
+        unsettled = [d for d in c["deliveries"] if d["settled"] is None]
+        need(len(unsettled) >= c["prefetch"], f"{c['tag']}: window of {c['prefetch']} full "
+             f"(unsettled {len(unsettled)})")
+        last_settle = max((d["settled"]["frame"] for d in c["deliveries"] if d["settled"]), default=0)
+        filled = unsettled[c["prefetch"] - 1]
+        need(filled["frame"] > last_settle, "no settle after the window filled")
+        return filled
+
+    def first_unroutable_publish(self, c):
+        """The first publish after consume-ok whose default-exchange routing key is another queue."""
+        for p in self.publishes:
+            if p["frame"] > c["consume_ok"] and not (p["exchange"] == "" and p["routing_key"] == c["queue"]):
+                return p
+        raise NotShown(f"a publish after consume-ok of {c['tag']} that misses {c['queue']}")
+
+    def close_from_broker(self, name, stream):
+        es = self.find(name, stream, "s2c")
+        need(es, f"{name} from the broker on the {self.roles.get(stream)} connection")
+        return es[0]
+
+    def end_after(self, stream, frame):
+        """First close/FIN/RST on the connection after `frame`."""
+        for e in self.events:
+            if e.stream == stream and e.frame > frame and e.name in ("tcp.fin", "tcp.rst", "connection.close"):
+                return e
+        raise NotShown("the end of the silent connection")
+
+    def capture_seconds_after(self, frame):
+        last = self.events[-1].ts if self.events else 0.0
+        at = next(e.ts for e in self.events if e.frame >= frame)
+        return round(last - at, 3)
+
+
+# ---------------------------------------------------------------------------
+# Per-scenario expectations
+
+
+def idle_consumers_miss_publishes(m, v, meta):
+    """A consumer with no delivery, while publishes in the capture went to a queue no
+    consumer here consumes, is no_messages_routed_to_queue (see the README)."""
+    consumed = {c["queue"] for c in m.consumers if c["deliveries"]}
+    lost = [p for p in m.publishes if not (p["exchange"] == "" and p["routing_key"] in consumed)]
+    for c in m.consumers:
+        if c["deliveries"] or not lost or c["consume_ok"] is None:
+            continue
+        p = m.first_unroutable_publish(c)
+        v[("consumer", c["stream"], c["channel"], c["tag"])] = m.consumer_verdict(
+            c, "no_messages_routed_to_queue", frame=p["frame"],
+            contains=[c["queue"], p["routing_key"]],
+            facts={"published_exchange": p["exchange"], "published_routing_key": p["routing_key"],
+                   "publishes_missing_queue": len([q for q in lost if q["frame"] > c["consume_ok"]]),
+                   "capture_seconds_after": m.capture_seconds_after(p["frame"])})
+
+
+def x_healthy(m, meta, n=50):
+    c = m.consumer_for_role("consumer")
+    need(len(c["deliveries"]) == n and all(d["settled"] for d in c["deliveries"]), f"{n} deliveries, all acked")
+    v = m.all_healthy()
+    lat = m.latencies(c)
+    v[("consumer", c["stream"], c["channel"], c["tag"])]["facts"] = latency_facts(lat)
+    return v
+
+
+def latency_facts(lat):
+    lat = sorted(lat)
+    return {"acked": len(lat), "latency_p50_s": round(statistics.median(lat), 3),
+            "latency_p95_s": round(lat[min(len(lat) - 1, int(0.95 * len(lat)))], 3),
+            "latency_max_s": round(lat[-1], 3)}
+
+
+def x_slow(m, meta):
+    c = m.consumer_for_role("consumer")
+    need(len(c["deliveries"]) == 10 and all(d["settled"] for d in c["deliveries"]), "10 deliveries, all acked")
+    lat = m.latencies(c)
+    need(statistics.median(lat) >= 0.5, f"delivery->ack p50 >= 0.5 s, got {statistics.median(lat):.3f}")
+    v = m.all_healthy()
+    v[("consumer", c["stream"], c["channel"], c["tag"])] = m.consumer_verdict(
+        c, "slow_but_healthy", contains=[c["queue"]], facts=latency_facts(lat))
+    return v
+
+
+def stalled_window(m, v, c):
+    filled = m.window_full_frame(c)
+    after = m.capture_seconds_after(filled["frame"])
+    need(after >= 5.0, f"at least 5 s of capture after the window filled, got {after}")
+    unsettled = [d["tag"] for d in c["deliveries"] if d["settled"] is None]
+    v[("consumer", c["stream"], c["channel"], c["tag"])] = m.consumer_verdict(
+        c, "prefetch_exhausted", frame=filled["frame"], contains=[c["queue"], c["tag"]],
+        facts={"prefetch_count": c["prefetch"], "unacked_delivery_tags": unsettled,
+               "capture_seconds_after": after})
+
+
+def x_prefetch(m, meta):
+    c = m.consumer_for_role("consumer")
+    need(len(c["deliveries"]) == 5, f"exactly 5 deliveries, got {len(c['deliveries'])}")
+    v = m.all_healthy()
+    stalled_window(m, v, c)
+    return v
+
+
+def x_wrong_queue(m, meta):
+    c = m.consumer_for_role("consumer")
+    need(c["queue"] == meta["queues"]["consumed"] and not c["deliveries"], "an idle consumer on the tasks queue")
+    v = m.all_healthy()
+    idle_consumers_miss_publishes(m, v, meta)
+    got = v[("consumer", c["stream"], c["channel"], c["tag"])]
+    need(got["verdict"] == "no_messages_routed_to_queue", "the publishes go elsewhere")
+    need(got["facts"]["capture_seconds_after"] >= 5.0, "5 s of capture after the first misrouted publish")
+    return v
+
+
+def x_missing_queue(m, meta):
+    s = m.stream_of("consumer")
+    close = m.close_from_broker("channel.close", s)
+    need(close.args.get("reply_code") == "404", f"reply 404, got {close.args}")
+    consume = m.find("basic.consume", s, "c2s")[0]
+    need(not m.find("basic.consume-ok", s), "no consume-ok")
+    v = m.all_healthy()
+    q = consume.args["queue"]
+    v[("channel", s, close.channel)] = m.verdict(
+        "channel_closed_by_broker", "channel", s, channel=close.channel, queue=q,
+        tag=consume.args.get("consumer_tag") or None, frame=close.frame,
+        contains=["404", "NOT_FOUND", q],
+        facts={"reply_code": 404, "reply_text": close.args.get("reply_text"),
+               "class_id": int(close.args.get("class_id", 0)), "method_id": int(close.args.get("method_id", 0)),
+               "caused_by": METHODS.get((int(close.args.get("class_id", 0)), int(close.args.get("method_id", 0))))})
+    return v
+
+
+def x_blocked(m, meta):
+    s = m.stream_of("publisher")
+    b = m.close_from_broker("connection.blocked", s)
+    u = m.close_from_broker("connection.unblocked", s)
+    reason = b.args.get("reason", "")
+    need(reason, "a reason in connection.blocked")
+    v = m.all_healthy()
+    v[("connection", s)] = m.connection_verdict(
+        s, "connection_blocked", frame=b.frame, contains=[reason],
+        facts={"reason": reason, "unblocked_frame": u.frame, "blocked_for_s": round(u.ts - b.ts, 3)})
+    return v
+
+
+def x_ack_timeout(m, meta):
+    c = m.consumer_for_role("consumer")
+    close = m.close_from_broker("channel.close", c["stream"])
+    need(close.args.get("reply_code") == "406" and "timed out" in close.args.get("reply_text", ""),
+         f"a 406 ack timeout, got {close.args}")
+    need(c["deliveries"] and c["deliveries"][0]["settled"] is None, "an unacked delivery")
+    d = c["deliveries"][0]
+    v = m.all_healthy()
+    v[("consumer", c["stream"], c["channel"], c["tag"])] = m.consumer_verdict(
+        c, "ack_timeout", frame=close.frame, contains=["406", c["queue"]],
+        facts={"reply_text": close.args.get("reply_text"), "delivery_tag": d["tag"], "delivery_frame": d["frame"],
+               "held_for_s": round(close.ts - d["ts"], 3)})
+    return v
+
+
+def x_heartbeat(m, meta):
+    s = m.stream_of("consumer")
+    c = m.consumer_for_role("consumer")
+    tune = m.find("connection.tune-ok", s, "c2s")
+    need(tune and tune[0].args.get("heartbeat") == "2", "heartbeat 2 negotiated")
+    # The client's last packet before the freeze: after it only the broker speaks.
+    last_client = max(e.frame for e in m.events if e.stream == s and e.dir == "c2s")
+    end = m.end_after(s, last_client)
+    need(end.dir == "s2c", "the broker ends the connection")
+    silent = end.ts - next(e.ts for e in m.events if e.frame == last_client)
+    need(silent > 2 * 2, f"client silent for more than two heartbeats, got {silent:.1f} s")
+    need(not m.find("connection.close", s), "no connection.close (the broker just drops it)")
+    v = m.all_healthy()
+    facts = {"heartbeat_s": 2, "client_silent_s": round(silent, 3), "ended_by": end.name}
+    v[("connection", s)] = m.connection_verdict(s, "heartbeat_timeout", frame=end.frame, contains=["heartbeat"],
+                                                facts=facts)
+    # A consumer on a connection that died shares the connection's verdict.
+    v[("consumer", c["stream"], c["channel"], c["tag"])] = m.consumer_verdict(
+        c, "heartbeat_timeout", frame=end.frame, contains=[c["queue"]], facts=facts)
+    return v
+
+
+def x_queue_deleted(m, meta):
+    c = m.consumer_for_role("consumer")
+    cancel = m.close_from_broker("basic.cancel", c["stream"])
+    need(cancel.args.get("consumer_tag") == c["tag"], "the cancel names the consumer")
+    deletes = [e for e in m.find("queue.delete", direction="c2s") if e.args.get("queue") == c["queue"]]
+    need(deletes and deletes[0].frame < cancel.frame, "queue.delete before the cancel")
+    v = m.all_healthy()
+    v[("consumer", c["stream"], c["channel"], c["tag"])] = m.consumer_verdict(
+        c, "consumer_cancelled_by_broker", frame=cancel.frame, contains=[c["queue"], c["tag"]],
+        facts={"queue_delete_frame": deletes[0].frame, "deleted_by": m.roles.get(deletes[0].stream)})
+    return v
+
+
+def x_nack_loop(m, meta):
+    c = m.consumer_for_role("consumer")
+    by_id = {}
+    for d in c["deliveries"]:
+        by_id.setdefault(d["message_id"], []).append(d)
+    mid, ds = max(by_id.items(), key=lambda kv: len(kv[1]))
+    need(mid and len(ds) >= 5, f"one message delivered >= 5 times, got {len(ds)}")
+    need(all(d["settled"] and d["settled"]["how"] == "basic.nack" and d["settled"]["requeue"] for d in ds),
+         "every delivery nacked with requeue")
+    v = m.all_healthy()
+    v[("consumer", c["stream"], c["channel"], c["tag"])] = m.consumer_verdict(
+        c, "redelivery_loop", frame=ds[2]["frame"], contains=[mid, c["queue"]],
+        facts={"message_id": mid, "deliveries": len(ds), "nacks_with_requeue": len(ds)})
+    return v
+
+
+def x_three(m, meta):
+    v = m.all_healthy()
+    for role in ("consumer-a", "consumer-b"):
+        c = m.consumer_for_role(role)
+        need(c["deliveries"] and all(d["settled"] for d in c["deliveries"]), f"{role} acks all")
+        v[("consumer", c["stream"], c["channel"], c["tag"])]["facts"] = latency_facts(m.latencies(c))
+    c = m.consumer_for_role("consumer-stalled")
+    need(len(c["deliveries"]) == 3, f"the stalled consumer got 3, got {len(c['deliveries'])}")
+    stalled_window(m, v, c)
+    return v
+
+
+def x_dramatiq_healthy(m, meta):
+    worker_q = meta["queues"]["worker"]
+    main = [c for c in m.consumers if c["queue"] == worker_q]
+    need(len(main) == 1, f"one consumer on {worker_q}")
+    ds = main[0]["deliveries"]
+    need(len(ds) == 5 and all(d["settled"] and d["settled"]["how"] == "basic.ack" for d in ds), "5 acked deliveries")
+    v = m.all_healthy()
+    idle_consumers_miss_publishes(m, v, meta)
+    need(all(x["verdict"] == "healthy" for x in v.values()), "nothing but healthy")
+    return v
+
+
+def x_dramatiq_wrong(m, meta):
+    worker_q, sent_q = meta["queues"]["worker"], meta["queues"]["sender"]
+    main = [c for c in m.consumers if c["queue"] == worker_q]
+    need(len(main) == 1 and not main[0]["deliveries"], f"an idle consumer on {worker_q}")
+    need(any(p["routing_key"] == sent_q for p in m.publishes), f"publishes to {sent_q}")
+    v = m.all_healthy()
+    idle_consumers_miss_publishes(m, v, meta)
+    got = v[("consumer", main[0]["stream"], main[0]["channel"], main[0]["tag"])]
+    need(got["verdict"] == "no_messages_routed_to_queue", "the worker's queue gets nothing")
+    need(got["facts"]["capture_seconds_after"] >= 5.0, "5 s of capture after the first misrouted publish")
+    return v
+
+
+def x_mid_connection(m, meta):
+    s = m.stream_of("consumer")
+    need(not m.streams[s]["syn"] and not m.find("connection.start", s), "no handshake for the consumer")
+    cs = [c for c in m.consumers if c["stream"] == s]
+    need(len(cs) == 1 and cs[0]["consume_ok"] is None, "a consumer known only from its deliveries")
+    c = cs[0]
+    need(len(c["deliveries"]) == 20 and all(d["settled"] for d in c["deliveries"]), "20 deliveries, acked")
+    v = m.all_healthy()
+    v[("connection", s)] = m.connection_verdict(
+        s, "capture_incomplete", frame=m.streams[s]["first_frame"], contains=[],
+        facts={"unknown": ["handshake (heartbeat, frame_max, client properties)", "basic.consume (queue, prefetch)"]})
+    v[("consumer", c["stream"], c["channel"], c["tag"])]["facts"] = latency_facts(m.latencies(c))
+    return v
+
+
+EXPECT = {
+    "healthy": x_healthy, "slow-but-healthy": x_slow, "prefetch-exhausted": x_prefetch,
+    "wrong-queue": x_wrong_queue, "missing-queue-404": x_missing_queue, "blocked": x_blocked,
+    "ack-timeout": x_ack_timeout, "heartbeat-timeout": x_heartbeat, "queue-deleted-cancel": x_queue_deleted,
+    "nack-requeue-loop": x_nack_loop, "three-consumers-one-stalls": x_three,
+    "dramatiq-healthy": x_dramatiq_healthy, "dramatiq-wrong-queue": x_dramatiq_wrong,
+    "mid-connection": x_mid_connection,
+}
+
+SEVERITY_LAST = ("healthy", "slow_but_healthy")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("scenario", choices=sorted(EXPECT))
+    ap.add_argument("--dir", required=True)
+    ap.add_argument("--pcap", required=True)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    with open(os.path.join(a.dir, "meta.json")) as f:
+        meta = json.load(f)
+
+    # 1. Only this run's connections.
+    streams, _ = decode(a.pcap)
+    names = connection_names(a.pcap, meta["run"])
+    by_port = {p: r for r, p in meta["ports"].items()}
+    roles = {}
+    for s, st in streams.items():
+        role = names.get(s) or by_port.get(st["client_port"])
+        if role and role != "cleanup":
+            roles[s] = role
+    stray = sorted(set(streams) - set(roles))
+    if stray:
+        print(f"expect.py: leaving out {len(stray)} connection(s) not from this run", file=sys.stderr)
+    need(roles, "any connection of this run in the capture")
+    tmp_pcap = os.path.join(a.dir, f"{a.scenario}.pcapng")
+    keep = " || ".join(f"tcp.stream == {s}" for s in sorted(roles))
+    subprocess.run(["tshark", "-r", a.pcap, "-Y", keep, "-F", "pcapng", "-w", tmp_pcap],
+                   check=True, stderr=subprocess.DEVNULL)
+    # 2. Decode the file that is committed: frame numbers refer to it.
+    streams, events = decode(tmp_pcap)
+    ports = {st["client_port"]: s for s, st in streams.items()}
+    old_port = {s: st["client_port"] for s, st in decode(a.pcap)[0].items()}
+    roles = {ports[old_port[s]]: r for s, r in roles.items()}
+    m = Model(streams, events, roles)
+    # 3. The expectations, checked against the capture.
+    try:
+        v = EXPECT[a.scenario](m, meta)
+    except NotShown as e:
+        sys.exit(f"expect.py {a.scenario}: the capture does not show {e}")
+    verdicts = sorted(v.values(), key=lambda x: (x["verdict"] in SEVERITY_LAST, x["scope"] != "connection",
+                                                 x["conn"], x["consumer_tag"] or ""))
+    os.makedirs(a.out, exist_ok=True)
+    final_pcap = os.path.join(a.out, f"{a.scenario}.pcapng")
+    final_json = os.path.join(a.out, f"{a.scenario}.expect.json")
+    with open(final_json + ".tmp", "w") as f:
+        json.dump(verdicts, f, indent=2)
+        f.write("\n")
+    os.replace(tmp_pcap, final_pcap)
+    os.replace(final_json + ".tmp", final_json)
+    packets = len({e.frame for e in events})
+    summary = ", ".join(f"{x['verdict']}({x['scope']}{'@' + str(x['frame']) if x['frame'] else ''})" for x in verdicts)
+    print(f"expect.py {a.scenario}: {os.path.getsize(final_pcap)} bytes, {packets} AMQP/FIN packets; {summary}",
+          file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
