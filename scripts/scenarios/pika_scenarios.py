@@ -32,10 +32,15 @@ def props(i, run):
     return pika.BasicProperties(message_id=f"msg-{run}-{i}", content_type="application/json", delivery_mode=1)
 
 
-def publish(ch, routing_key, n, run, start=0, pause=0.0):
+def publish(ch, routing_key, n, run, start=0, pause=0.0, serve_conns=()):
+    """Publishes n messages on the default exchange; between two publishes it runs
+    the I/O loop of `serve_conns` (the consumers), so their acks are not delayed by
+    this single-threaded program."""
     for i in range(start, start + n):
         ch.basic_publish(exchange="", routing_key=routing_key, body=BODY, properties=props(i, run))
-        if pause:
+        if serve_conns:
+            serve_for(serve_conns, pause)
+        elif pause:
             time.sleep(pause)
 
 
@@ -60,7 +65,7 @@ def healthy(s):
         c.settled += 1
 
     tag = cch.basic_consume(q, on_msg, consumer_tag=f"worker-{s.run}")
-    publish(pch, q, 50, s.run, pause=0.005)
+    publish(pch, q, 50, s.run, pause=0.005, serve_conns=[con])
     serve_until([con, pub], lambda: c.settled >= 50, 30, "50 acks")
     cch.basic_cancel(tag)
     con.close()
@@ -255,8 +260,9 @@ def heartbeat_timeout(s):
         os.kill(child.pid, signal.SIGSTOP)
         t0 = time.monotonic()
         log("client frozen (SIGSTOP), port", port)
-        # The broker closes its side; the frozen client's socket sits in CLOSE-WAIT.
-        while not close_wait(port):
+        # The broker drops the connection (RabbitMQ 3.10 sends RST; a FIN would leave
+        # the frozen client's socket in CLOSE-WAIT): wait until it is no longer established.
+        while established(port):
             if time.monotonic() - t0 > 40:
                 raise SystemExit("the broker did not close the silent connection within 40 s")
             time.sleep(0.2)
@@ -269,9 +275,9 @@ def heartbeat_timeout(s):
         child.wait()
 
 
-def close_wait(port):
+def established(port):
     out = subprocess.run(
-        ["ss", "-tnH", "state", "close-wait", f"( sport = :{port} )"], capture_output=True, text=True
+        ["ss", "-tnH", "state", "established", f"( sport = :{port} )"], capture_output=True, text=True, check=True
     ).stdout
     return bool(out.strip())
 
@@ -346,13 +352,12 @@ def three_consumers_one_stalls(s):
         def on_msg(ch, m, p, b, c=c, acks=acks):
             c.deliveries.append(m.delivery_tag)
             if acks:
-                time.sleep(0.01)
                 ch.basic_ack(m.delivery_tag)
                 c.settled += 1
 
         ch.basic_consume(q, on_msg, consumer_tag=f"{role}-{s.run}")
         conns[role] = conn
-    publish(pch, q, 30, s.run, pause=0.01)
+    publish(pch, q, 30, s.run, pause=0.01, serve_conns=list(conns.values()))
     allc = list(conns.values()) + [pub]
     serve_until(
         allc,
