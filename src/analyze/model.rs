@@ -1,0 +1,298 @@
+//! The analysis document (`docs/analysis.md`, schema [`SCHEMA`]): verdicts,
+//! their evidence, and the connection and consumer summaries they rest on.
+
+use serde::Serialize;
+
+use crate::event::{Conn, Dir, Timestamp};
+
+/// The `schema` field of the `--format json` document.
+pub const SCHEMA: &str = "amqptrace.analysis/1";
+
+/// The public verdict vocabulary (`docs/verdicts.md`), serialised snake_case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictKind {
+    Healthy,
+    SlowButHealthy,
+    NoConsume,
+    ConsumeNotConfirmed,
+    PrefetchExhausted,
+    NoMessagesRoutedToQueue,
+    ChannelClosedByBroker,
+    AckTimeout,
+    ConnectionClosedByBroker,
+    ConnectionBlocked,
+    ChannelFlowPaused,
+    HeartbeatTimeout,
+    ConnectionLost,
+    ConsumerCancelledByBroker,
+    RedeliveryLoop,
+    CaptureIncomplete,
+}
+
+impl VerdictKind {
+    pub const ALL: &'static [VerdictKind] = &[
+        VerdictKind::Healthy,
+        VerdictKind::SlowButHealthy,
+        VerdictKind::NoConsume,
+        VerdictKind::ConsumeNotConfirmed,
+        VerdictKind::PrefetchExhausted,
+        VerdictKind::NoMessagesRoutedToQueue,
+        VerdictKind::ChannelClosedByBroker,
+        VerdictKind::AckTimeout,
+        VerdictKind::ConnectionClosedByBroker,
+        VerdictKind::ConnectionBlocked,
+        VerdictKind::ChannelFlowPaused,
+        VerdictKind::HeartbeatTimeout,
+        VerdictKind::ConnectionLost,
+        VerdictKind::ConsumerCancelledByBroker,
+        VerdictKind::RedeliveryLoop,
+        VerdictKind::CaptureIncomplete,
+    ];
+
+    /// The name as written in output and documentation, e.g. `prefetch_exhausted`.
+    pub fn name(self) -> &'static str {
+        match self {
+            VerdictKind::Healthy => "healthy",
+            VerdictKind::SlowButHealthy => "slow_but_healthy",
+            VerdictKind::NoConsume => "no_consume",
+            VerdictKind::ConsumeNotConfirmed => "consume_not_confirmed",
+            VerdictKind::PrefetchExhausted => "prefetch_exhausted",
+            VerdictKind::NoMessagesRoutedToQueue => "no_messages_routed_to_queue",
+            VerdictKind::ChannelClosedByBroker => "channel_closed_by_broker",
+            VerdictKind::AckTimeout => "ack_timeout",
+            VerdictKind::ConnectionClosedByBroker => "connection_closed_by_broker",
+            VerdictKind::ConnectionBlocked => "connection_blocked",
+            VerdictKind::ChannelFlowPaused => "channel_flow_paused",
+            VerdictKind::HeartbeatTimeout => "heartbeat_timeout",
+            VerdictKind::ConnectionLost => "connection_lost",
+            VerdictKind::ConsumerCancelledByBroker => "consumer_cancelled_by_broker",
+            VerdictKind::RedeliveryLoop => "redelivery_loop",
+            VerdictKind::CaptureIncomplete => "capture_incomplete",
+        }
+    }
+
+    /// `false` for `healthy` and `slow_but_healthy`: everything else makes
+    /// `amqptrace analyze` exit with the "stall found" code.
+    pub fn is_stall(&self) -> bool {
+        !matches!(self, VerdictKind::Healthy | VerdictKind::SlowButHealthy)
+    }
+
+    /// Ordering of the verdict block, most severe first: 0 healthy … 9 the
+    /// connection is gone. `capture_incomplete` ranks low because it says
+    /// "unknown", not "broken".
+    pub fn severity(&self) -> u8 {
+        match self {
+            VerdictKind::Healthy => 0,
+            VerdictKind::SlowButHealthy => 1,
+            VerdictKind::CaptureIncomplete => 2,
+            VerdictKind::ChannelFlowPaused => 4,
+            VerdictKind::ConnectionBlocked => 5,
+            VerdictKind::NoConsume
+            | VerdictKind::ConsumeNotConfirmed
+            | VerdictKind::NoMessagesRoutedToQueue
+            | VerdictKind::RedeliveryLoop => 6,
+            VerdictKind::PrefetchExhausted | VerdictKind::ConsumerCancelledByBroker => 7,
+            VerdictKind::ChannelClosedByBroker | VerdictKind::AckTimeout => 8,
+            VerdictKind::ConnectionClosedByBroker
+            | VerdictKind::HeartbeatTimeout
+            | VerdictKind::ConnectionLost => 9,
+        }
+    }
+}
+
+impl std::fmt::Display for VerdictKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a verdict is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    Connection,
+    Channel,
+    Consumer,
+}
+
+/// One frame of the timeline that proves a verdict.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvidenceRef {
+    pub frame: u64,
+    pub ts: Timestamp,
+    /// `class.method` as in the timeline, or `tcp.close`, `tcp.reset`, `gap`, `error`.
+    pub method: &'static str,
+    /// Set when the frame is on another connection than the verdict's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conn: Option<Conn>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<Dir>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consumer_tag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exchange: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routing_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery_tag: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefetch_count: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub global: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_code: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<u16>,
+    /// A few words on why this frame matters, e.g. "last frame from the client".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl EvidenceRef {
+    pub(crate) fn new(frame: u64, ts: Timestamp, method: &'static str) -> Self {
+        EvidenceRef {
+            frame,
+            ts,
+            method,
+            conn: None,
+            dir: None,
+            channel: None,
+            consumer_tag: None,
+            queue: None,
+            exchange: None,
+            routing_key: None,
+            delivery_tag: None,
+            prefetch_count: None,
+            global: None,
+            reply_code: None,
+            reply_text: None,
+            reason: None,
+            message_id: None,
+            heartbeat: None,
+            note: None,
+        }
+    }
+}
+
+/// One verdict on one consumer, channel or connection.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verdict {
+    pub scope: Scope,
+    pub conn: Conn,
+    pub channel: Option<u16>,
+    pub consumer_tag: Option<String>,
+    pub queue: Option<String>,
+    pub verdict: VerdictKind,
+    /// When the problem started: the frame that makes it certain (see `docs/verdicts.md`).
+    pub since: Option<Timestamp>,
+    /// Packet number of `since`.
+    pub frame: Option<u64>,
+    pub explanation: String,
+    pub evidence: Vec<EvidenceRef>,
+    /// On a `healthy` verdict: a stall that the evidence points to but that the
+    /// capture does not yet prove (too little time after the evidence).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suspected: Option<VerdictKind>,
+}
+
+/// Delivery→settle latency figures, in seconds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub p50_s: f64,
+    pub p95_s: f64,
+    pub max_s: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConnectionSummary {
+    pub conn: Conn,
+    pub first_frame: u64,
+    pub start: Timestamp,
+    pub end: Option<Timestamp>,
+    pub handshake_seen: bool,
+    pub client_product: Option<String>,
+    pub client_version: Option<String>,
+    pub connection_name: Option<String>,
+    pub broker_product: Option<String>,
+    pub broker_version: Option<String>,
+    pub user: Option<String>,
+    pub vhost: Option<String>,
+    pub heartbeat: Option<u16>,
+    pub frame_max: Option<u32>,
+    pub channels_opened: u32,
+    pub consumes: u32,
+    pub publishes: u64,
+    pub gets: u64,
+    pub deliveries: u64,
+    pub blocked: bool,
+    /// `client` or `broker`: who sent connection.close, if anyone did.
+    pub closed_by: Option<&'static str>,
+    pub reply_code: Option<u16>,
+    pub reply_text: Option<String>,
+    pub close_ok: bool,
+    /// `fin` or `rst` when the TCP connection ended in the capture.
+    pub tcp_end: Option<&'static str>,
+    pub gaps: u64,
+    pub errors: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConsumerSummary {
+    pub conn: Conn,
+    pub channel: u16,
+    pub consumer_tag: String,
+    pub queue: Option<String>,
+    pub no_ack: bool,
+    pub consume_frame: Option<u64>,
+    pub consume_ok: bool,
+    /// Per-consumer prefetch_count in force (basic.qos global=false before the consume).
+    pub prefetch_count: Option<u16>,
+    /// Channel-wide prefetch_count (basic.qos global=true).
+    pub channel_prefetch_count: Option<u16>,
+    pub deliveries: u64,
+    pub redelivered: u64,
+    pub acks: u64,
+    pub nacks_requeue: u64,
+    pub nacks_drop: u64,
+    pub rejects_requeue: u64,
+    pub rejects_drop: u64,
+    pub unacked: u32,
+    pub last_delivery: Option<Timestamp>,
+    pub last_settle: Option<Timestamp>,
+    pub latency: Option<LatencySummary>,
+    /// `client`, `broker`, `channel_closed`, `connection_closed`, `tcp` when it ended.
+    pub ended_by: Option<&'static str>,
+}
+
+/// The whole `--format json` document.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Analysis {
+    pub schema: &'static str,
+    /// The moment of the analysis (the last event's timestamp for a file).
+    pub at: Timestamp,
+    /// Seconds a time-proven verdict needs after its evidence in this analysis.
+    pub stall_after_s: f64,
+    pub connections: Vec<ConnectionSummary>,
+    pub consumers: Vec<ConsumerSummary>,
+    /// Most severe first.
+    pub verdicts: Vec<Verdict>,
+}
+
+impl Analysis {
+    /// `true` when some verdict is a stall (exit code "stall found").
+    pub fn has_stall(&self) -> bool {
+        self.verdicts.iter().any(|v| v.verdict.is_stall())
+    }
+}
