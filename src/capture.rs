@@ -62,6 +62,31 @@ impl CaptureError {
     }
 }
 
+/// A reader whose `read` fills the buffer unless the source ends: pcap-parser
+/// decides the format from its first single `read`, which must see a whole
+/// section header block, not just the bytes we peeked.
+struct FillingReader<R>(R);
+
+impl<R: Read> Read for FillingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut n = 0;
+        while n < buf.len() {
+            match self.0.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if n > 0 => {
+                    // Report what we have; the error comes back on the next call.
+                    let _ = e;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+}
+
 /// One packet, borrowed from the reader until the next call.
 #[derive(Debug, Clone, Copy)]
 pub struct Packet<'a> {
@@ -200,7 +225,7 @@ impl<'r> CaptureReader<'r> {
                 len: head.len() as u64,
             });
         }
-        let chained = io::Cursor::new(head.to_vec()).chain(source);
+        let chained = FillingReader(io::Cursor::new(head.to_vec()).chain(source));
         let inner = match create_reader(BUFFER_SIZE, chained) {
             Ok(r) => r,
             Err(PcapError::Incomplete(_)) | Err(PcapError::Eof) | Err(PcapError::UnexpectedEof) => {

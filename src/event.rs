@@ -562,6 +562,9 @@ pub enum DecodeError {
     /// The peer announced another protocol or AMQP version.
     #[error("unsupported protocol {protocol}: only AMQP 0-9-1 is decoded")]
     UnsupportedProtocol { protocol: String },
+    /// A connection on a TLS port (5671 by default): its bytes are encrypted.
+    #[error("TLS on port {port}: AMQP over TLS is not decoded")]
+    Tls { port: u16 },
     #[error("invalid frame type {frame_type}")]
     BadFrameType { frame_type: u8 },
     #[error("frame size {size} exceeds the limit of {limit} bytes")]

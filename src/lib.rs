@@ -18,5 +18,8 @@ pub mod amqp;
 pub mod analyze;
 pub mod capture;
 pub mod link;
+pub mod pipeline;
+pub mod sink;
+pub mod stream;
 pub mod tcp;
 pub mod event;

@@ -1,0 +1,306 @@
+//! Offline driver: capture files → link → tcp → stream → events, in capture order.
+//!
+//! Opens every file up front (so a bad argument fails before any output),
+//! merges several files by packet time, and hands each event to the caller's
+//! closure. It owns the glue only: every stage it calls knows nothing of the
+//! others, and the closure (sinks, analyzer) knows nothing of files.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::capture::{CaptureError, CaptureReader, Packet};
+use crate::event::{Event, Timestamp};
+use crate::link::{self, LinkError};
+use crate::stream::{StreamConfig, StreamStats, Tracker};
+use crate::tcp::{PacketRef, Reassembler, TcpOutput};
+
+/// Why a run stops.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    #[error("{path}: unsupported link type {name}: amqptrace reads Ethernet, Linux cooked (SLL, SLL2), BSD loopback and raw IP")]
+    UnsupportedLinkType { path: PathBuf, name: String },
+    /// The consumer of events failed (e.g. the output disk is full).
+    #[error("writing output: {0}")]
+    Output(#[source] io::Error),
+}
+
+/// What a run saw, for the end-of-run summary and the exit code.
+#[derive(Debug, Default)]
+pub struct RunSummary {
+    pub packets: u64,
+    pub bytes: u64,
+    pub tcp_packets: u64,
+    pub events: u64,
+    pub first_ts: Option<Timestamp>,
+    pub last_ts: Option<Timestamp>,
+    pub streams: StreamStats,
+    /// Damage found after some packets were read: everything before it was processed.
+    pub damage: Vec<CaptureError>,
+    /// Non-fatal notes (packets of unsupported link types in a pcapng, malformed headers).
+    pub warnings: Vec<String>,
+}
+
+/// Runs the decode pipeline over `paths`, calling `on_event` for each event in time order.
+pub fn run_files<F>(paths: &[PathBuf], cfg: &StreamConfig, mut on_event: F) -> Result<RunSummary, PipelineError>
+where
+    F: FnMut(&Event) -> io::Result<()>,
+{
+    let mut readers = Vec::with_capacity(paths.len());
+    for p in paths {
+        readers.push(CaptureReader::open(p)?);
+    }
+    let mut driver = Driver::new(cfg.clone());
+    let mut sink_error = None;
+    let mut emit = |ev: &Event| -> bool {
+        match on_event(ev) {
+            Ok(()) => true,
+            Err(e) => {
+                sink_error = Some(e);
+                false
+            }
+        }
+    };
+    if readers.len() == 1 {
+        let mut r = readers.pop().expect("one reader");
+        let path = r.path().to_path_buf();
+        loop {
+            match r.next_packet() {
+                Ok(Some(pkt)) => {
+                    if !driver.packet(0, &path, &pkt, &mut emit)? {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) if e.is_partial() => {
+                    driver.summary.damage.push(e);
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    } else {
+        merge(&mut readers, &mut driver, &mut emit)?;
+    }
+    driver.finish(&mut emit);
+    if let Some(e) = driver.unsupported_error() {
+        return Err(e);
+    }
+    if let Some(e) = sink_error {
+        return Err(PipelineError::Output(e));
+    }
+    let mut summary = driver.summary;
+    summary.streams = driver.tracker.stats().clone();
+    Ok(summary)
+}
+
+/// An owned copy of a packet, for the time-ordered merge of several files.
+struct Owned {
+    frame: u64,
+    ts: Timestamp,
+    linktype: i32,
+    orig_len: u32,
+    data: Vec<u8>,
+}
+
+fn merge<E: FnMut(&Event) -> bool>(
+    readers: &mut [CaptureReader<'static>],
+    driver: &mut Driver,
+    emit: &mut E,
+) -> Result<(), PipelineError> {
+    let mut heads: Vec<Option<Owned>> = Vec::with_capacity(readers.len());
+    let fill = |r: &mut CaptureReader<'static>, slot: &mut Option<Owned>, damage: &mut Vec<CaptureError>| -> Result<(), PipelineError> {
+        let mut buf = slot.take().map(|o| o.data).unwrap_or_default();
+        match r.next_packet() {
+            Ok(Some(p)) => {
+                buf.clear();
+                buf.extend_from_slice(p.data);
+                *slot = Some(Owned {
+                    frame: p.frame,
+                    ts: p.ts,
+                    linktype: p.linktype,
+                    orig_len: p.orig_len,
+                    data: buf,
+                });
+            }
+            Ok(None) => {}
+            Err(e) if e.is_partial() => damage.push(e),
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    };
+    for r in readers.iter_mut() {
+        let mut slot = None;
+        fill(r, &mut slot, &mut driver.summary.damage)?;
+        heads.push(slot);
+    }
+    loop {
+        // Earliest head; ties go to the earlier file, keeping each file's own order.
+        let next = heads
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| h.as_ref().map(|o| (o.ts, i)))
+            .min();
+        let Some((_, i)) = next else { break };
+        if let Some(o) = heads[i].as_ref() {
+            let pkt = Packet {
+                frame: o.frame,
+                ts: o.ts,
+                linktype: o.linktype,
+                data: &o.data,
+                orig_len: o.orig_len,
+            };
+            let path = readers[i].path().to_path_buf();
+            if !driver.packet(i as u32, &path, &pkt, emit)? {
+                return Ok(());
+            }
+        }
+        fill(&mut readers[i], &mut heads[i], &mut driver.summary.damage)?;
+    }
+    Ok(())
+}
+
+/// The stages of one run, fed packet by packet.
+struct Driver {
+    reassembler: Reassembler,
+    tracker: Tracker,
+    summary: RunSummary,
+    seq: u64,
+    /// Events waiting behind a connection that is not yet classified.
+    held: BTreeMap<(Timestamp, u64), Event>,
+    held_n: u64,
+    warned_linktypes: Vec<i32>,
+    unsupported: Option<(PathBuf, i32)>,
+    stopped: bool,
+}
+
+impl Driver {
+    fn new(cfg: StreamConfig) -> Self {
+        Driver {
+            reassembler: Reassembler::new(),
+            tracker: Tracker::new(cfg),
+            summary: RunSummary::default(),
+            seq: 0,
+            held: BTreeMap::new(),
+            held_n: 0,
+            warned_linktypes: Vec::new(),
+            unsupported: None,
+            stopped: false,
+        }
+    }
+
+    /// Returns Ok(false) when the event consumer failed and the run must stop.
+    fn packet<E: FnMut(&Event) -> bool>(
+        &mut self,
+        file: u32,
+        path: &Path,
+        pkt: &Packet<'_>,
+        emit: &mut E,
+    ) -> Result<bool, PipelineError> {
+        self.seq += 1;
+        self.summary.packets += 1;
+        self.summary.bytes += pkt.data.len() as u64;
+        self.summary.first_ts.get_or_insert(pkt.ts);
+        self.summary.last_ts = Some(pkt.ts);
+        let seg = match link::tcp_segment(pkt.linktype, pkt.data) {
+            Ok(s) => s,
+            Err(LinkError::UnsupportedLinkType(lt)) => {
+                if !self.warned_linktypes.contains(&lt) {
+                    self.warned_linktypes.push(lt);
+                    self.unsupported.get_or_insert((path.to_path_buf(), lt));
+                    self.summary.warnings.push(format!(
+                        "{}: packets of unsupported link type {} skipped (first: packet {})",
+                        path.display(),
+                        link::linktype_name(lt),
+                        pkt.frame
+                    ));
+                }
+                return Ok(true);
+            }
+            Err(_) => return Ok(true),
+        };
+        self.summary.tcp_packets += 1;
+        let p = PacketRef {
+            file,
+            frame: pkt.frame,
+            ts: pkt.ts,
+            seq: self.seq,
+        };
+        let tracker = &mut self.tracker;
+        let held = &mut self.held;
+        let held_n = &mut self.held_n;
+        let summary = &mut self.summary;
+        let stopped = &mut self.stopped;
+        let holding = tracker.has_held();
+        let mut forward = |ev: Event| {
+            if *stopped {
+                return;
+            }
+            summary.events += 1;
+            if holding || !held.is_empty() {
+                *held_n += 1;
+                held.insert((ev.ts, *held_n), ev);
+            } else if !emit(&ev) {
+                *stopped = true;
+            }
+        };
+        self.reassembler.handle(p, &seg, &mut |o: TcpOutput<'_>| {
+            tracker.handle(o, &mut forward);
+        });
+        self.release(emit, false);
+        Ok(!self.stopped)
+    }
+
+    /// Emits held events older than the oldest packet an unclassified connection still holds.
+    fn release<E: FnMut(&Event) -> bool>(&mut self, emit: &mut E, all: bool) {
+        if self.held.is_empty() {
+            return;
+        }
+        let limit = if all { None } else { self.tracker.oldest_held_ts() };
+        while let Some(entry) = self.held.first_entry() {
+            if let Some(limit) = limit {
+                if entry.key().0 >= limit {
+                    break;
+                }
+            }
+            let ev = entry.remove();
+            if !self.stopped && !emit(&ev) {
+                self.stopped = true;
+            }
+        }
+    }
+
+    fn finish<E: FnMut(&Event) -> bool>(&mut self, emit: &mut E) {
+        let p = PacketRef {
+            file: 0,
+            frame: 0,
+            ts: self.summary.last_ts.unwrap_or_default(),
+            seq: self.seq + 1,
+        };
+        let tracker = &mut self.tracker;
+        let held = &mut self.held;
+        let held_n = &mut self.held_n;
+        let events = &mut self.summary.events;
+        self.reassembler.finish(p, &mut |o: TcpOutput<'_>| {
+            tracker.handle(o, &mut |ev: Event| {
+                *events += 1;
+                *held_n += 1;
+                held.insert((ev.ts, *held_n), ev);
+            });
+        });
+        self.release(emit, true);
+    }
+
+    /// The run read no TCP at all because its link type is unknown: an error, not a warning.
+    fn unsupported_error(&self) -> Option<PipelineError> {
+        if self.summary.tcp_packets > 0 {
+            return None;
+        }
+        self.unsupported.as_ref().map(|(path, lt)| PipelineError::UnsupportedLinkType {
+            path: path.clone(),
+            name: link::linktype_name(*lt),
+        })
+    }
+}

@@ -1,0 +1,25 @@
+//! Sinks: where the timeline goes. Terminal text, JSON Lines, per-method counts.
+//!
+//! A sink takes [`Event`]s one at a time and writes them to any `io::Write`;
+//! it knows nothing of sources, reassembly or decoding. Output is buffered and
+//! flushed by [`Sink::finish`] (and on drop of the writer), so nothing already
+//! traced is lost at exit.
+
+mod counts;
+mod jsonl;
+mod text;
+
+use std::io;
+
+use crate::event::Event;
+
+pub use counts::CountsSink;
+pub use jsonl::JsonlSink;
+pub use text::{TextOptions, TextSink};
+
+/// A consumer of timeline events.
+pub trait Sink {
+    fn event(&mut self, ev: &Event) -> io::Result<()>;
+    /// Writes whatever is pending (a summary, buffered bytes).
+    fn finish(&mut self) -> io::Result<()>;
+}

@@ -1,0 +1,468 @@
+//! Streams → timeline: finds which TCP connections speak AMQP, which side is
+//! the broker, and runs one [`FrameDecoder`] per direction to turn their bytes
+//! into [`Event`]s.
+//!
+//! A connection is AMQP when (a) one of its ports is a configured broker port,
+//! (b) the client's first bytes are the protocol header, or (c) for a
+//! connection whose start is not captured, its payload parses as consecutive
+//! well-formed frames. The broker is the side on the configured port, the side
+//! that did not send the protocol header, or the side that sends what only a
+//! broker sends (`connection.start`, `basic.deliver`, `*-ok`), in that order.
+//! Until a connection is classified its input is held (bounded) and replayed.
+//!
+//! Sources that already know the roles (the proxy) call [`Tracker::handle`]
+//! with TCP-like events too; nothing here knows about files or sockets.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use amq_protocol::protocol::parse_class;
+use nom::combinator::all_consuming;
+use nom::Parser;
+
+use crate::amqp::{DecodedItem, DecoderConfig, FrameDecoder, FRAME_END, FRAME_HEARTBEAT, FRAME_METHOD};
+use crate::event::{Conn, DecodeError, Dir, Event, EventKind, GapReason, MethodKind, ProtocolHeaderTag};
+use crate::tcp::{PacketRef, TcpEvent, TcpOutput};
+
+/// Input held per unclassified connection before it is declared not AMQP.
+const MAX_PENDING_BYTES: usize = 256 * 1024;
+const MAX_PENDING_CHUNKS: usize = 64;
+
+/// Which connections to decode and how.
+#[derive(Debug, Clone)]
+pub struct StreamConfig {
+    /// Broker ports: connections to them are AMQP without further evidence.
+    pub ports: Vec<u16>,
+    /// Ports whose connections are AMQP over TLS: reported, not decoded.
+    pub tls_ports: Vec<u16>,
+    pub decoder: DecoderConfig,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            ports: vec![5672],
+            tls_ports: vec![5671],
+            decoder: DecoderConfig::default(),
+        }
+    }
+}
+
+/// Counters for the end-of-run summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamStats {
+    pub amqp_connections: u64,
+    pub tls_connections: u64,
+    pub other_connections: u64,
+}
+
+#[derive(Debug)]
+enum OwnedTcpEvent {
+    Open,
+    Data(Vec<u8>),
+    Gap { bytes: Option<u64>, reason: GapReason },
+    Fin,
+    Reset,
+}
+
+impl OwnedTcpEvent {
+    fn from(e: TcpEvent<'_>) -> Self {
+        match e {
+            TcpEvent::Open => OwnedTcpEvent::Open,
+            TcpEvent::Data(b) => OwnedTcpEvent::Data(b.to_vec()),
+            TcpEvent::Gap { bytes, reason } => OwnedTcpEvent::Gap { bytes, reason },
+            TcpEvent::Fin => OwnedTcpEvent::Fin,
+            TcpEvent::Reset => OwnedTcpEvent::Reset,
+        }
+    }
+    fn borrow(&self) -> TcpEvent<'_> {
+        match self {
+            OwnedTcpEvent::Open => TcpEvent::Open,
+            OwnedTcpEvent::Data(b) => TcpEvent::Data(b),
+            OwnedTcpEvent::Gap { bytes, reason } => TcpEvent::Gap {
+                bytes: *bytes,
+                reason: *reason,
+            },
+            OwnedTcpEvent::Fin => TcpEvent::Fin,
+            OwnedTcpEvent::Reset => TcpEvent::Reset,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Held {
+    packet: PacketRef,
+    src: SocketAddr,
+    dst: SocketAddr,
+    initiator: Option<SocketAddr>,
+    event: OwnedTcpEvent,
+}
+
+#[derive(Debug)]
+enum State {
+    Undecided { held: Vec<Held>, bytes: usize },
+    Amqp(Box<AmqpConn>),
+    /// Not AMQP (or encrypted): further input is dropped.
+    Ignored,
+}
+
+#[derive(Debug)]
+struct AmqpConn {
+    conn: Conn,
+    c2s: FrameDecoder,
+    s2c: FrameDecoder,
+    fin: [bool; 2],
+}
+
+/// Per-input tracker of every connection.
+#[derive(Debug)]
+pub struct Tracker {
+    cfg: StreamConfig,
+    conns: HashMap<u64, State>,
+    stats: StreamStats,
+}
+
+impl Tracker {
+    pub fn new(cfg: StreamConfig) -> Self {
+        Tracker {
+            cfg,
+            conns: HashMap::new(),
+            stats: StreamStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &StreamStats {
+        &self.stats
+    }
+
+    /// Time of the oldest packet still held by an unclassified connection:
+    /// events of later packets must wait behind it to keep the timeline in
+    /// capture order.
+    pub fn oldest_held_ts(&self) -> Option<crate::event::Timestamp> {
+        self.conns
+            .values()
+            .filter_map(|s| match s {
+                State::Undecided { held, .. } => held.first().map(|h| h.packet.ts),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Whether any connection is waiting to be classified.
+    pub fn has_held(&self) -> bool {
+        self.conns.values().any(|s| matches!(s, State::Undecided { .. }))
+    }
+
+    /// Feeds one reassembler output; `out` receives the resulting events.
+    pub fn handle<F: FnMut(Event)>(&mut self, o: TcpOutput<'_>, out: &mut F) {
+        let state = self.conns.entry(o.flow).or_insert_with(|| State::Undecided {
+            held: Vec::new(),
+            bytes: 0,
+        });
+        match state {
+            State::Ignored => {
+                if matches!(o.event, TcpEvent::Reset) {
+                    self.conns.remove(&o.flow);
+                }
+            }
+            State::Amqp(c) => {
+                let done = amqp_event(c, o.packet, o.src, o.event, out);
+                if done {
+                    self.conns.remove(&o.flow);
+                }
+            }
+            State::Undecided { held, bytes } => {
+                if let TcpEvent::Data(b) = o.event {
+                    *bytes += b.len();
+                }
+                held.push(Held {
+                    packet: o.packet,
+                    src: o.src,
+                    dst: o.dst,
+                    initiator: o.initiator,
+                    event: OwnedTcpEvent::from(o.event),
+                });
+                let decision = classify(&self.cfg, held, *bytes);
+                match decision {
+                    Decision::Wait => {}
+                    Decision::NotAmqp => {
+                        self.stats.other_connections += 1;
+                        *state = State::Ignored;
+                    }
+                    Decision::Tls { conn, port } => {
+                        self.stats.tls_connections += 1;
+                        let first = &held[0];
+                        let dir = if first.src == conn.client { Dir::C2S } else { Dir::S2C };
+                        out(Event {
+                            frame: first.packet.frame,
+                            file: first.packet.file,
+                            ts: first.packet.ts,
+                            conn,
+                            dir,
+                            kind: EventKind::Error {
+                                offset: 0,
+                                error: DecodeError::Tls { port },
+                            },
+                        });
+                        *state = State::Ignored;
+                    }
+                    Decision::Amqp(conn) => {
+                        self.stats.amqp_connections += 1;
+                        let held = std::mem::take(held);
+                        let mut c = Box::new(AmqpConn {
+                            conn,
+                            c2s: FrameDecoder::new(self.cfg.decoder.clone()),
+                            s2c: FrameDecoder::new(self.cfg.decoder.clone()),
+                            fin: [false; 2],
+                        });
+                        let mut done = false;
+                        for h in &held {
+                            done = amqp_event(&mut c, h.packet, h.src, h.event.borrow(), out);
+                        }
+                        if done {
+                            self.conns.remove(&o.flow);
+                        } else {
+                            *state = State::Amqp(c);
+                        }
+                    }
+                }
+                if matches!(o.event, TcpEvent::Reset) && matches!(self.conns.get(&o.flow), Some(State::Undecided { .. }) | Some(State::Ignored)) {
+                    self.conns.remove(&o.flow);
+                }
+            }
+        }
+    }
+}
+
+/// Decodes one event of a classified connection. Returns true when the
+/// connection is over (reset, or both FINs) and its state can be released.
+fn amqp_event<F: FnMut(Event)>(c: &mut AmqpConn, p: PacketRef, src: SocketAddr, ev: TcpEvent<'_>, out: &mut F) -> bool {
+    let dir = if src == c.conn.client { Dir::C2S } else { Dir::S2C };
+    let conn = c.conn;
+    let mk = |kind: EventKind| Event {
+        frame: p.frame,
+        file: p.file,
+        ts: p.ts,
+        conn,
+        dir,
+        kind,
+    };
+    let dec = match dir {
+        Dir::C2S => &mut c.c2s,
+        Dir::S2C => &mut c.s2c,
+    };
+    match ev {
+        TcpEvent::Open => out(mk(EventKind::TcpOpen)),
+        TcpEvent::Data(b) => {
+            dec.push(b);
+            while let Some(d) = dec.poll() {
+                let kind = match d.item {
+                    DecodedItem::Frame { channel, frame } => EventKind::Frame { channel, frame },
+                    DecodedItem::ProtocolHeader { protocol, supported } => EventKind::ProtocolHeader {
+                        method: ProtocolHeaderTag,
+                        protocol,
+                        supported,
+                    },
+                    DecodedItem::Error(error) => EventKind::Error {
+                        offset: d.offset,
+                        error,
+                    },
+                };
+                out(mk(kind));
+            }
+        }
+        TcpEvent::Gap { bytes, reason } => {
+            dec.gap(bytes);
+            out(mk(EventKind::Gap { bytes, reason }));
+        }
+        TcpEvent::Fin => {
+            out(mk(EventKind::TcpClose));
+            c.fin[dir as usize] = true;
+            return c.fin[0] && c.fin[1];
+        }
+        TcpEvent::Reset => {
+            out(mk(EventKind::TcpReset));
+            return true;
+        }
+    }
+    false
+}
+
+enum Decision {
+    Wait,
+    NotAmqp,
+    Tls { conn: Conn, port: u16 },
+    Amqp(Conn),
+}
+
+fn classify(cfg: &StreamConfig, held: &[Held], bytes: usize) -> Decision {
+    let Some(first) = held.first() else { return Decision::Wait };
+    let (a, b) = (first.src, first.dst);
+    let initiator = held.iter().rev().find_map(|h| h.initiator);
+    let oriented = |broker: SocketAddr| {
+        let client = if broker == a { b } else { a };
+        Conn { client, broker }
+    };
+    // (a) a configured port.
+    let on_port = |ports: &[u16]| -> Option<SocketAddr> {
+        match (ports.contains(&a.port()), ports.contains(&b.port())) {
+            (true, true) => Some(initiator.map(|i| if i == a { b } else { a }).unwrap_or(b)),
+            (true, false) => Some(a),
+            (false, true) => Some(b),
+            (false, false) => None,
+        }
+    };
+    if let Some(broker) = on_port(&cfg.tls_ports) {
+        return Decision::Tls {
+            conn: oriented(broker),
+            port: broker.port(),
+        };
+    }
+    if let Some(broker) = on_port(&cfg.ports) {
+        return Decision::Amqp(oriented(broker));
+    }
+    // (b) the protocol header at a stream start we saw.
+    let mid: Vec<SocketAddr> = held
+        .iter()
+        .filter(|h| matches!(h.event, OwnedTcpEvent::Gap { reason: GapReason::MidConnection, .. }))
+        .map(|h| h.src)
+        .collect();
+    let first_data = held.iter().find(|h| matches!(h.event, OwnedTcpEvent::Data(_)));
+    if let Some(h) = first_data {
+        if let OwnedTcpEvent::Data(d) = &h.event {
+            if !mid.contains(&h.src) && initiator.is_some() {
+                // The start of the conversation is in the capture: an AMQP client speaks first.
+                if d.len() >= 4 && &d[..4] == b"AMQP" {
+                    return Decision::Amqp(oriented(h.dst));
+                }
+                if d.len() < 4 && b"AMQP".starts_with(d) {
+                    return Decision::Wait;
+                }
+                return Decision::NotAmqp;
+            }
+        }
+    }
+    // (c) consecutive well-formed frames in a connection caught mid-way.
+    let chunks = held.iter().filter(|h| matches!(h.event, OwnedTcpEvent::Data(_))).count();
+    let framed = held.iter().any(|h| match &h.event {
+        OwnedTcpEvent::Data(d) => looks_like_frames(d),
+        _ => false,
+    });
+    if framed {
+        let broker = broker_by_methods(held).unwrap_or_else(|| {
+            // No method gave the roles away: the lower (well-known) port is the broker's.
+            if a.port() <= b.port() {
+                a
+            } else {
+                b
+            }
+        });
+        return Decision::Amqp(oriented(broker));
+    }
+    if bytes > MAX_PENDING_BYTES || chunks > MAX_PENDING_CHUNKS || held.len() > 4 * MAX_PENDING_CHUNKS {
+        return Decision::NotAmqp;
+    }
+    if held.iter().any(|h| matches!(h.event, OwnedTcpEvent::Fin | OwnedTcpEvent::Reset)) {
+        return Decision::NotAmqp;
+    }
+    Decision::Wait
+}
+
+/// Walks complete frames from the start of `d`; true for two or more
+/// well-formed frames, or one method/heartbeat frame that fills `d` exactly.
+fn looks_like_frames(d: &[u8]) -> bool {
+    let mut pos = 0;
+    let mut count = 0;
+    let mut strong = false;
+    while d.len() - pos >= 7 {
+        let t = d[pos];
+        let channel = u16::from_be_bytes([d[pos + 1], d[pos + 2]]);
+        let size = u32::from_be_bytes([d[pos + 3], d[pos + 4], d[pos + 5], d[pos + 6]]) as usize;
+        if !matches!(t, 1 | 2 | 3 | 8) || channel > 2047 || size > 1 << 20 {
+            return false;
+        }
+        let end = pos + 7 + size;
+        if end >= d.len() {
+            break;
+        }
+        if d[end] != FRAME_END {
+            return false;
+        }
+        match t {
+            FRAME_METHOD => {
+                if all_consuming(parse_class).parse(&d[pos + 7..end]).is_err() {
+                    return false;
+                }
+                strong = true;
+            }
+            FRAME_HEARTBEAT => {
+                if channel != 0 || size != 0 {
+                    return false;
+                }
+                strong = true;
+            }
+            _ => {}
+        }
+        count += 1;
+        pos = end + 1;
+    }
+    count >= 2 || (count == 1 && strong && pos == d.len())
+}
+
+/// The broker, told by methods only a broker (or only a client) sends.
+fn broker_by_methods(held: &[Held]) -> Option<SocketAddr> {
+    for h in held {
+        let OwnedTcpEvent::Data(d) = &h.event else { continue };
+        let mut pos = 0;
+        while d.len().saturating_sub(pos) >= 7 {
+            let size = u32::from_be_bytes([d[pos + 3], d[pos + 4], d[pos + 5], d[pos + 6]]) as usize;
+            let end = pos + 7 + size;
+            if end >= d.len() || d[end] != FRAME_END {
+                break;
+            }
+            if d[pos] == FRAME_METHOD && size >= 4 {
+                let class_id = u16::from_be_bytes([d[pos + 7], d[pos + 8]]);
+                let method_id = u16::from_be_bytes([d[pos + 9], d[pos + 10]]);
+                match MethodKind::from_ids(class_id, method_id).and_then(sent_by_broker) {
+                    Some(true) => return Some(h.src),
+                    Some(false) => return Some(h.dst),
+                    None => {}
+                }
+            }
+            pos = end + 1;
+        }
+    }
+    None
+}
+
+/// Whether only the broker (true) or only the client (false) sends this method.
+pub fn sent_by_broker(m: MethodKind) -> Option<bool> {
+    use MethodKind::*;
+    match m {
+        ConnectionStart | ConnectionSecure | ConnectionTune | ConnectionOpenOk | ConnectionBlocked
+        | ConnectionUnblocked | ConnectionUpdateSecret | ChannelOpenOk | AccessRequestOk | ExchangeDeclareOk
+        | ExchangeDeleteOk | ExchangeBindOk | ExchangeUnbindOk | QueueDeclareOk | QueueBindOk | QueuePurgeOk
+        | QueueDeleteOk | QueueUnbindOk | BasicQosOk | BasicConsumeOk | BasicCancelOk | BasicReturn
+        | BasicDeliver | BasicGetOk | BasicGetEmpty | BasicRecoverOk | TxSelectOk | TxCommitOk
+        | TxRollbackOk | ConfirmSelectOk => Some(true),
+        ConnectionStartOk | ConnectionSecureOk | ConnectionTuneOk | ConnectionOpen
+        | ConnectionUpdateSecretOk | ChannelOpen | AccessRequest | ExchangeDeclare | ExchangeDelete
+        | ExchangeBind | ExchangeUnbind | QueueDeclare | QueueBind | QueuePurge | QueueDelete | QueueUnbind
+        | BasicQos | BasicConsume | BasicPublish | BasicGet | BasicReject | BasicRecoverAsync | BasicRecover
+        | TxSelect | TxCommit | TxRollback | ConfirmSelect => Some(false),
+        ConnectionClose | ConnectionCloseOk | ChannelFlow | ChannelFlowOk | ChannelClose | ChannelCloseOk
+        | BasicCancel | BasicAck | BasicNack => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lone_heartbeat_and_method_pairs_look_like_frames() {
+        assert!(looks_like_frames(&[8, 0, 0, 0, 0, 0, 0, 0xCE]));
+        assert!(!looks_like_frames(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(!looks_like_frames(&[8, 0, 0, 0, 0, 0, 0, 0xCF]));
+    }
+}
