@@ -260,8 +260,8 @@ fn connection_verdict(c: &ConnState, now: Timestamp, t: f64) -> Verdict {
         match hb {
             Some(h) if silent_s >= h as f64 => {
                 let s = format!(
-                    "the {} sent nothing for {} (negotiated heartbeat {h} s; a peer is dead after \
-                     missing 2 heartbeats), then the {} {how} at frame {} without connection.close{who}",
+                    "connection{who}: the {} sent nothing for {} (negotiated heartbeat {h} s; a peer is \
+                     dead after missing 2 heartbeats), then the {} {how} at frame {} without connection.close",
                     peer(silent_dir),
                     fmt_s(silent_s),
                     peer(end.dir),
@@ -284,7 +284,7 @@ fn connection_verdict(c: &ConnState, now: Timestamp, t: f64) -> Verdict {
             }
             _ => {
                 let mut s = format!(
-                    "the {} {how} at frame {} without connection.close{who}; the last frames were \
+                    "connection{who}: the {} {how} at frame {} without connection.close; the last frames were \
                      {} before it from the client and {} from the broker",
                     peer(end.dir),
                     end.at.frame,
@@ -315,13 +315,12 @@ fn connection_verdict(c: &ConnState, now: Timestamp, t: f64) -> Verdict {
         e.dir = Some(Dir::S2C);
         e.reason = Some(reason.clone());
         v.evidence.push(e);
-    } else if let Some((since, until, reason)) =
-        c.last_unblock.as_ref().filter(|_| c.longest_block_s >= t)
-    {
+    } else if let Some((since, until, reason)) = &c.last_unblock {
+        // A lifted block still held the publisher's messages: reported, with its length.
         let s = format!(
             "the broker blocked the connection{who} (reason \"{reason}\") for {} (connection.blocked \
-             at frame {}, connection.unblocked at frame {})",
-            fmt_s(c.longest_block_s),
+             at frame {}, connection.unblocked at frame {}); it is unblocked when the capture ends",
+            fmt_s(until.ts.secs_since(since.ts)),
             since.frame,
             until.frame
         );
@@ -1224,11 +1223,7 @@ fn redelivery_loop(
                 .to_string()
         }
     };
-    let settles = tr
-        .events
-        .iter()
-        .filter(|e| e.method != MethodKind::BasicDeliver)
-        .count();
+    let settles = tr.requeues;
     let mut s = format!(
         "{name}: {msg} was delivered {} times, each time settled with requeue=true ({} nack/reject seen) \
          and delivered again; the third delivery is at frame {}",
