@@ -139,6 +139,9 @@ pub(crate) struct TcpEnd {
     pub at: Mark,
     pub dir: Dir,
     pub kind: TcpEndKind,
+    /// Consumers still registered and deliveries unsettled at that moment.
+    pub live_consumers: u32,
+    pub unacked: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -533,12 +536,20 @@ impl Analyzer {
                 } else {
                     TcpEndKind::Fin
                 };
-                let c = &mut self.conns[ci as usize];
+                let c = &self.conns[ci as usize];
                 if c.tcp_end.is_none() {
-                    c.tcp_end = Some(TcpEnd {
+                    let live_consumers = c
+                        .consumers
+                        .iter()
+                        .filter(|&&i| self.consumers[i as usize].end.is_none())
+                        .count() as u32;
+                    let unacked = c.channels.values().map(|st| st.live_unacked).sum();
+                    self.conns[ci as usize].tcp_end = Some(TcpEnd {
                         at: mark,
                         dir: ev.dir,
                         kind,
+                        live_consumers,
+                        unacked,
                     });
                 }
                 self.end_connection(ci, mark, None);

@@ -239,7 +239,10 @@ fn connection_verdict(c: &ConnState, now: Timestamp, t: f64) -> Verdict {
         if let Some(end) = c.tcp_end {
             v.evidence.push(tcp_end_ev(end));
         }
-    } else if let (None, Some(end)) = (c.close.as_ref(), c.tcp_end) {
+    } else if let (None, Some(end)) = (
+        c.close.as_ref(),
+        c.tcp_end.filter(|e| !is_quiet_client_exit(e)),
+    ) {
         let how = match end.kind {
             TcpEndKind::Fin => "closed the TCP connection (FIN)",
             TcpEndKind::Rst => "reset the TCP connection (RST)",
@@ -375,6 +378,15 @@ fn connection_verdict(c: &ConnState, now: Timestamp, t: f64) -> Verdict {
     v
 }
 
+/// A client that closes its socket (FIN) without connection.close while no
+/// consumer of it is registered and nothing is unsettled loses nothing: an
+/// idle connection dropped at process exit (Dramatiq does this with a
+/// connection whose consume failed). RabbitMQ logs it as "client unexpectedly
+/// closed TCP connection", and the healthy verdict says so.
+fn is_quiet_client_exit(e: &super::TcpEnd) -> bool {
+    e.kind == TcpEndKind::Fin && e.dir == Dir::C2S && e.live_consumers == 0 && e.unacked == 0
+}
+
 fn suffix_who(who: &str) -> String {
     if who.is_empty() {
         String::new()
@@ -480,6 +492,13 @@ fn healthy_connection(c: &ConnState, who: &str) -> String {
             s,
             "; closed by the client ({} {})",
             cl.reply_code, cl.reply_text
+        );
+    } else if let Some(e) = c.tcp_end.filter(is_quiet_client_exit) {
+        let _ = write!(
+            s,
+            "; the client closed the socket (FIN, frame {}) without connection.close while no \
+             consumer of it was registered and nothing was unacknowledged",
+            e.at.frame
         );
     }
     if let Some((since, until, reason)) = &c.last_unblock {
