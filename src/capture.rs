@@ -26,9 +26,9 @@ const MAX_BUFFER_SIZE: usize = 256 << 20;
 /// Why a capture file cannot be read (further).
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
-    #[error("{path}: cannot open: {source}")]
+    #[error("{path}: cannot open")]
     Open { path: PathBuf, source: io::Error },
-    #[error("{path}: read error at byte {offset}: {source}")]
+    #[error("{path}: read error at byte {offset}")]
     Read {
         path: PathBuf,
         offset: u64,
