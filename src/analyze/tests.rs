@@ -1,1 +1,1122 @@
-//! Unit tests of the analyzer: events built in code, one test per verdict path.
+//! Unit tests of the analyzer: events built in code, at least one test per
+//! verdict path, and no stall verdict on a healthy consumer.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::*;
+use crate::event::{
+    ContentHeader, Frame, GapReason, Heartbeat, Method, MethodArgs, MethodKind, Properties,
+};
+
+const BROKER: &str = "127.0.0.1:5672";
+
+fn conn(port: u16) -> Conn {
+    Conn {
+        client: SocketAddr::from(([127, 0, 0, 1], port)),
+        broker: BROKER.parse().expect("literal address"),
+    }
+}
+
+/// Drives an analyzer with events at a settable time, numbering packets.
+struct Sim {
+    a: Analyzer,
+    frame: u64,
+    now: Timestamp,
+}
+
+const T0: i64 = 1_764_000_000_000_000_000;
+
+impl Sim {
+    fn new() -> Self {
+        Sim::with(AnalyzerConfig::default())
+    }
+    fn with(cfg: AnalyzerConfig) -> Self {
+        Sim {
+            a: Analyzer::new(cfg),
+            frame: 0,
+            now: Timestamp(T0),
+        }
+    }
+    /// Sets the clock to `s` seconds after the start.
+    fn at(&mut self, s: f64) -> &mut Self {
+        self.now = Timestamp(T0 + (s * 1e9) as i64);
+        self
+    }
+    fn event(&mut self, c: Conn, dir: Dir, kind: EventKind) -> u64 {
+        self.frame += 1;
+        let ev = Event {
+            frame: self.frame,
+            file: 0,
+            ts: self.now,
+            conn: c,
+            dir,
+            kind,
+        };
+        self.a.handle(&ev);
+        self.frame
+    }
+    fn method(&mut self, c: Conn, dir: Dir, ch: u16, m: MethodKind, args: MethodArgs) -> u64 {
+        let frame = Frame::Method(Box::new(Method { method: m, args }));
+        self.event(c, dir, EventKind::Frame { channel: ch, frame })
+    }
+    fn handshake(&mut self, c: Conn, heartbeat: u16) {
+        self.event(c, Dir::C2S, EventKind::TcpOpen);
+        self.method(
+            c,
+            Dir::S2C,
+            0,
+            MethodKind::ConnectionStart,
+            MethodArgs::default(),
+        );
+        self.method(
+            c,
+            Dir::C2S,
+            0,
+            MethodKind::ConnectionStartOk,
+            MethodArgs {
+                product: Some("test-client".into()),
+                ..Default::default()
+            },
+        );
+        self.method(
+            c,
+            Dir::S2C,
+            0,
+            MethodKind::ConnectionTune,
+            MethodArgs {
+                heartbeat: Some(60),
+                ..Default::default()
+            },
+        );
+        self.method(
+            c,
+            Dir::C2S,
+            0,
+            MethodKind::ConnectionTuneOk,
+            MethodArgs {
+                heartbeat: Some(heartbeat),
+                ..Default::default()
+            },
+        );
+        self.method(
+            c,
+            Dir::C2S,
+            0,
+            MethodKind::ConnectionOpen,
+            MethodArgs {
+                vhost: Some("/".into()),
+                ..Default::default()
+            },
+        );
+        self.method(
+            c,
+            Dir::S2C,
+            0,
+            MethodKind::ConnectionOpenOk,
+            MethodArgs::default(),
+        );
+    }
+    fn channel(&mut self, c: Conn, ch: u16) {
+        self.method(
+            c,
+            Dir::C2S,
+            ch,
+            MethodKind::ChannelOpen,
+            MethodArgs::default(),
+        );
+        self.method(
+            c,
+            Dir::S2C,
+            ch,
+            MethodKind::ChannelOpenOk,
+            MethodArgs::default(),
+        );
+    }
+    fn qos(&mut self, c: Conn, ch: u16, n: u16, global: bool) -> u64 {
+        self.method(
+            c,
+            Dir::C2S,
+            ch,
+            MethodKind::BasicQos,
+            MethodArgs {
+                prefetch_count: Some(n),
+                global: Some(global),
+                ..Default::default()
+            },
+        )
+    }
+    fn declare(&mut self, c: Conn, ch: u16, q: &str) {
+        let args = MethodArgs {
+            queue: Some(q.into()),
+            ..Default::default()
+        };
+        self.method(c, Dir::C2S, ch, MethodKind::QueueDeclare, args.clone());
+        self.method(
+            c,
+            Dir::S2C,
+            ch,
+            MethodKind::QueueDeclareOk,
+            MethodArgs {
+                message_count: Some(0),
+                consumer_count: Some(0),
+                ..args
+            },
+        );
+    }
+    fn consume_only(&mut self, c: Conn, ch: u16, q: &str, tag: &str) -> u64 {
+        self.method(
+            c,
+            Dir::C2S,
+            ch,
+            MethodKind::BasicConsume,
+            MethodArgs {
+                queue: Some(q.into()),
+                consumer_tag: Some(tag.into()),
+                no_ack: Some(false),
+                ..Default::default()
+            },
+        )
+    }
+    fn consume(&mut self, c: Conn, ch: u16, q: &str, tag: &str) -> u64 {
+        self.consume_only(c, ch, q, tag);
+        self.method(
+            c,
+            Dir::S2C,
+            ch,
+            MethodKind::BasicConsumeOk,
+            MethodArgs {
+                consumer_tag: Some(tag.into()),
+                ..Default::default()
+            },
+        )
+    }
+    fn deliver(
+        &mut self,
+        c: Conn,
+        ch: u16,
+        tag: &str,
+        dtag: u64,
+        redelivered: bool,
+        id: Option<&str>,
+    ) -> u64 {
+        let f = self.method(
+            c,
+            Dir::S2C,
+            ch,
+            MethodKind::BasicDeliver,
+            MethodArgs {
+                consumer_tag: Some(tag.into()),
+                delivery_tag: Some(dtag),
+                redelivered: Some(redelivered),
+                exchange: Some(String::new()),
+                routing_key: Some("q".into()),
+                ..Default::default()
+            },
+        );
+        let header = ContentHeader {
+            class_id: 60,
+            body_size: 10,
+            properties: Properties {
+                message_id: id.map(str::to_string),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        self.event(
+            c,
+            Dir::S2C,
+            EventKind::Frame {
+                channel: ch,
+                frame: Frame::ContentHeader(Box::new(header)),
+            },
+        );
+        f
+    }
+    fn ack(&mut self, c: Conn, ch: u16, dtag: u64, multiple: bool) -> u64 {
+        self.method(
+            c,
+            Dir::C2S,
+            ch,
+            MethodKind::BasicAck,
+            MethodArgs {
+                delivery_tag: Some(dtag),
+                multiple: Some(multiple),
+                ..Default::default()
+            },
+        )
+    }
+    fn nack(&mut self, c: Conn, ch: u16, dtag: u64, requeue: bool) -> u64 {
+        self.method(
+            c,
+            Dir::C2S,
+            ch,
+            MethodKind::BasicNack,
+            MethodArgs {
+                delivery_tag: Some(dtag),
+                multiple: Some(false),
+                requeue: Some(requeue),
+                ..Default::default()
+            },
+        )
+    }
+    fn publish(&mut self, c: Conn, ch: u16, x: &str, rk: &str) -> u64 {
+        self.method(
+            c,
+            Dir::C2S,
+            ch,
+            MethodKind::BasicPublish,
+            MethodArgs {
+                exchange: Some(x.into()),
+                routing_key: Some(rk.into()),
+                ..Default::default()
+            },
+        )
+    }
+    fn heartbeat(&mut self, c: Conn, dir: Dir) {
+        self.event(
+            c,
+            dir,
+            EventKind::Frame {
+                channel: 0,
+                frame: Frame::Heartbeat(Heartbeat),
+            },
+        );
+    }
+    fn close_conn_by_client(&mut self, c: Conn) {
+        self.method(
+            c,
+            Dir::C2S,
+            0,
+            MethodKind::ConnectionClose,
+            MethodArgs {
+                reply_code: Some(200),
+                reply_text: Some("Normal shutdown".into()),
+                ..Default::default()
+            },
+        );
+        self.method(
+            c,
+            Dir::S2C,
+            0,
+            MethodKind::ConnectionCloseOk,
+            MethodArgs::default(),
+        );
+        self.event(c, Dir::C2S, EventKind::TcpClose);
+    }
+    fn analysis(&self) -> Analysis {
+        self.a.analysis(self.now)
+    }
+}
+
+fn consumer_verdict<'a>(an: &'a Analysis, tag: &str) -> &'a Verdict {
+    an.verdicts
+        .iter()
+        .find(|v| v.scope == Scope::Consumer && v.consumer_tag.as_deref() == Some(tag))
+        .unwrap_or_else(|| panic!("no verdict for consumer {tag}: {:#?}", an.verdicts))
+}
+
+fn conn_verdict(an: &Analysis, c: Conn) -> &Verdict {
+    an.verdicts
+        .iter()
+        .find(|v| v.scope == Scope::Connection && v.conn == c)
+        .unwrap_or_else(|| panic!("no verdict for connection {c}: {:#?}", an.verdicts))
+}
+
+fn channel_verdict(an: &Analysis, c: Conn, ch: u16) -> &Verdict {
+    an.verdicts
+        .iter()
+        .find(|v| v.scope == Scope::Channel && v.conn == c && v.channel == Some(ch))
+        .unwrap_or_else(|| panic!("no verdict for channel {ch}: {:#?}", an.verdicts))
+}
+
+/// A worker (prefetch `prefetch`) on queue `q` with tag `tag` on channel 1 of `c`.
+fn worker(s: &mut Sim, c: Conn, q: &str, tag: &str, prefetch: u16) {
+    s.handshake(c, 60);
+    s.channel(c, 1);
+    s.declare(c, 1, q);
+    s.qos(c, 1, prefetch, false);
+    s.consume(c, 1, q, tag);
+}
+
+#[test]
+fn healthy_consumer_and_connections_have_no_stall() {
+    let mut s = Sim::new();
+    let (p, w) = (conn(1000), conn(1001));
+    worker(&mut s, w, "jobs", "w1", 10);
+    s.handshake(p, 60);
+    s.channel(p, 1);
+    for i in 1..=50u64 {
+        s.at(i as f64 * 0.1);
+        s.publish(p, 1, "", "jobs");
+        s.deliver(w, 1, "w1", i, false, None);
+        s.at(i as f64 * 0.1 + 0.002);
+        s.ack(w, 1, i, false);
+    }
+    s.at(60.0);
+    s.heartbeat(w, Dir::C2S);
+    let an = s.analysis();
+    assert!(!an.has_stall(), "{:#?}", an.verdicts);
+    let v = consumer_verdict(&an, "w1");
+    assert_eq!(v.verdict, VerdictKind::Healthy);
+    assert_eq!(v.suspected, None);
+    assert!(v.explanation.contains("50 deliveries"), "{}", v.explanation);
+    assert_eq!(conn_verdict(&an, p).verdict, VerdictKind::Healthy);
+    assert_eq!(an.consumers[0].latency.as_ref().map(|l| l.count), Some(50));
+    assert_eq!(an.verdicts.len(), 3);
+}
+
+#[test]
+fn slow_acks_that_keep_coming_are_slow_but_healthy() {
+    let mut s = Sim::new();
+    let w = conn(1002);
+    worker(&mut s, w, "slow", "sw", 1);
+    for i in 1..=10u64 {
+        let t0 = i as f64 * 2.0;
+        s.at(t0);
+        s.deliver(w, 1, "sw", i, false, None);
+        s.at(t0 + 1.5);
+        s.ack(w, 1, i, false);
+    }
+    let an = s.analysis();
+    let v = consumer_verdict(&an, "sw");
+    assert_eq!(v.verdict, VerdictKind::SlowButHealthy, "{}", v.explanation);
+    assert!(!v.verdict.is_stall());
+    assert!(v.explanation.contains("p95"), "{}", v.explanation);
+    assert!(v.since.is_some() && v.frame.is_some());
+}
+
+#[test]
+fn full_prefetch_window_without_settle_is_prefetch_exhausted_once_certain() {
+    let mut s = Sim::new();
+    let w = conn(1003);
+    worker(&mut s, w, "pq", "stuck", 3);
+    s.at(1.0);
+    s.deliver(w, 1, "stuck", 1, false, None);
+    s.deliver(w, 1, "stuck", 2, false, None);
+    let filled = s.deliver(w, 1, "stuck", 3, false, None);
+    // 2 s later: suspected, not certain.
+    s.at(3.0);
+    s.heartbeat(w, Dir::S2C);
+    let an = s.analysis();
+    let v = consumer_verdict(&an, "stuck");
+    assert_eq!(v.verdict, VerdictKind::Healthy);
+    assert_eq!(v.suspected, Some(VerdictKind::PrefetchExhausted));
+    assert!(
+        v.explanation.contains("not yet certain"),
+        "{}",
+        v.explanation
+    );
+    // 7 s later: certain at the end of a capture, not yet live (30 s).
+    s.at(8.0);
+    s.heartbeat(w, Dir::S2C);
+    let an = s.analysis();
+    let v = consumer_verdict(&an, "stuck");
+    assert_eq!(
+        v.verdict,
+        VerdictKind::PrefetchExhausted,
+        "{}",
+        v.explanation
+    );
+    assert_eq!(v.frame, Some(filled));
+    assert!(v.explanation.contains("1, 2, 3"), "{}", v.explanation);
+    assert!(v.explanation.contains("'pq'"), "{}", v.explanation);
+    assert!(v
+        .evidence
+        .iter()
+        .any(|e| e.method == "basic.qos" && e.prefetch_count == Some(3)));
+    assert_eq!(
+        v.evidence
+            .iter()
+            .filter(|e| e.method == "basic.deliver")
+            .count(),
+        3
+    );
+    let live = s.a.live_analysis(s.now);
+    assert_eq!(
+        consumer_verdict(&live, "stuck").verdict,
+        VerdictKind::Healthy
+    );
+    s.at(40.0);
+    let live = s.a.live_analysis(s.now);
+    assert_eq!(
+        consumer_verdict(&live, "stuck").verdict,
+        VerdictKind::PrefetchExhausted
+    );
+    // A settle empties the verdict.
+    s.ack(w, 1, 0, true);
+    assert_eq!(
+        consumer_verdict(&s.analysis(), "stuck").verdict,
+        VerdictKind::SlowButHealthy
+    );
+}
+
+#[test]
+fn global_qos_window_is_shared_by_the_channel() {
+    let mut s = Sim::new();
+    let w = conn(1004);
+    s.handshake(w, 60);
+    s.channel(w, 1);
+    s.qos(w, 1, 2, true);
+    s.consume(w, 1, "a", "ca");
+    s.consume(w, 1, "b", "cb");
+    s.at(1.0);
+    s.deliver(w, 1, "ca", 1, false, None);
+    s.deliver(w, 1, "cb", 2, false, None);
+    s.at(20.0);
+    let an = s.analysis();
+    for tag in ["ca", "cb"] {
+        let v = consumer_verdict(&an, tag);
+        assert_eq!(
+            v.verdict,
+            VerdictKind::PrefetchExhausted,
+            "{}",
+            v.explanation
+        );
+        assert!(v.explanation.contains("channel-wide"), "{}", v.explanation);
+    }
+}
+
+#[test]
+fn qos_after_consume_does_not_limit_that_consumer() {
+    let mut s = Sim::new();
+    let w = conn(1005);
+    s.handshake(w, 60);
+    s.channel(w, 1);
+    s.consume(w, 1, "a", "early");
+    s.qos(w, 1, 1, false);
+    s.deliver(w, 1, "early", 1, false, None);
+    s.at(20.0);
+    assert_eq!(
+        consumer_verdict(&s.analysis(), "early").verdict,
+        VerdictKind::Healthy
+    );
+}
+
+#[test]
+fn multiple_ack_settles_every_tag_up_to_it() {
+    let mut s = Sim::new();
+    let w = conn(1006);
+    worker(&mut s, w, "m", "mc", 100);
+    for i in 1..=10 {
+        s.deliver(w, 1, "mc", i, false, None);
+    }
+    s.ack(w, 1, 4, false);
+    s.ack(w, 1, 7, true);
+    let an = s.analysis();
+    assert_eq!(an.consumers[0].unacked, 3);
+    assert_eq!(an.consumers[0].acks, 7);
+    assert_eq!(
+        s.a.unacked_of(0)
+            .iter()
+            .map(|(t, _)| *t)
+            .collect::<Vec<_>>(),
+        vec![8, 9, 10]
+    );
+    s.ack(w, 1, 0, true);
+    assert_eq!(s.analysis().consumers[0].unacked, 0);
+}
+
+#[test]
+fn publishes_to_another_queue_are_no_messages_routed_to_queue() {
+    let mut s = Sim::new();
+    let (p, w) = (conn(1007), conn(1008));
+    s.handshake(p, 60);
+    s.channel(p, 1);
+    s.declare(p, 1, "task");
+    worker(&mut s, w, "tasks", "tw", 10);
+    s.at(1.0);
+    let first = s.publish(p, 1, "", "task");
+    s.at(2.0);
+    s.publish(p, 1, "", "task");
+    s.at(10.0);
+    s.heartbeat(w, Dir::S2C);
+    let an = s.analysis();
+    let v = consumer_verdict(&an, "tw");
+    assert_eq!(
+        v.verdict,
+        VerdictKind::NoMessagesRoutedToQueue,
+        "{}",
+        v.explanation
+    );
+    assert_eq!(v.frame, Some(first));
+    assert!(
+        v.explanation.contains("routing key 'task'"),
+        "{}",
+        v.explanation
+    );
+    assert!(v.explanation.contains("'tasks'"), "{}", v.explanation);
+    let publish = v
+        .evidence
+        .iter()
+        .find(|e| e.method == "basic.publish")
+        .expect("publish evidence");
+    assert_eq!(publish.conn, Some(p));
+    assert_eq!(conn_verdict(&an, w).verdict, VerdictKind::Healthy);
+}
+
+#[test]
+fn named_exchange_without_matching_binding_is_explained() {
+    let mut s = Sim::new();
+    let (p, w) = (conn(1009), conn(1010));
+    worker(&mut s, w, "orders", "ow", 10);
+    s.method(
+        w,
+        Dir::C2S,
+        1,
+        MethodKind::QueueBind,
+        MethodArgs {
+            queue: Some("orders".into()),
+            exchange: Some("shop".into()),
+            routing_key: Some("order.created".into()),
+            ..Default::default()
+        },
+    );
+    s.handshake(p, 60);
+    s.channel(p, 1);
+    s.at(1.0);
+    s.publish(p, 1, "shop", "order.paid");
+    s.at(9.0);
+    let v = consumer_verdict(&s.analysis(), "ow").clone();
+    assert_eq!(v.verdict, VerdictKind::NoMessagesRoutedToQueue);
+    assert!(
+        v.explanation.contains("only with key(s) 'order.created'"),
+        "{}",
+        v.explanation
+    );
+}
+
+#[test]
+fn no_publisher_at_all_is_said() {
+    let mut s = Sim::new();
+    let w = conn(1011);
+    let ok = {
+        s.handshake(w, 60);
+        s.channel(w, 1);
+        s.consume(w, 1, "idle", "iw")
+    };
+    s.at(4.0);
+    let v = consumer_verdict(&s.analysis(), "iw").clone();
+    assert_eq!(v.verdict, VerdictKind::Healthy);
+    assert_eq!(v.suspected, Some(VerdictKind::NoMessagesRoutedToQueue));
+    s.at(6.0);
+    let v = consumer_verdict(&s.analysis(), "iw").clone();
+    assert_eq!(v.verdict, VerdictKind::NoMessagesRoutedToQueue);
+    assert_eq!(v.frame, Some(ok));
+    assert!(
+        v.explanation.contains("no publisher on the wire"),
+        "{}",
+        v.explanation
+    );
+}
+
+#[test]
+fn idle_consumer_next_to_a_served_one_is_healthy() {
+    // Dramatiq: the delay queue's consumer idles while the main queue works.
+    let mut s = Sim::new();
+    let (p, w1, w2) = (conn(1012), conn(1013), conn(1014));
+    worker(&mut s, w1, "default", "main", 10);
+    worker(&mut s, w2, "default.DQ", "delay", 10);
+    s.handshake(p, 60);
+    s.channel(p, 1);
+    s.at(1.0);
+    s.publish(p, 1, "", "default");
+    s.deliver(w1, 1, "main", 1, false, None);
+    s.ack(w1, 1, 1, false);
+    s.at(30.0);
+    let an = s.analysis();
+    assert!(!an.has_stall(), "{:#?}", an.verdicts);
+}
+
+#[test]
+fn connection_that_never_consumes_is_no_consume() {
+    let mut s = Sim::new();
+    let w = conn(1015);
+    s.handshake(w, 60);
+    s.channel(w, 1);
+    s.declare(w, 1, "q1");
+    let last = s.qos(w, 1, 5, false);
+    s.at(40.0);
+    s.heartbeat(w, Dir::C2S);
+    let an = s.analysis();
+    let v = conn_verdict(&an, w);
+    assert_eq!(v.verdict, VerdictKind::NoConsume, "{}", v.explanation);
+    assert_eq!(v.frame, Some(last));
+    assert!(
+        v.explanation.contains("queue.declare x1"),
+        "{}",
+        v.explanation
+    );
+    assert!(v.explanation.contains("'q1'"), "{}", v.explanation);
+}
+
+#[test]
+fn consume_without_consume_ok_is_consume_not_confirmed() {
+    let mut s = Sim::new();
+    let w = conn(1016);
+    s.handshake(w, 60);
+    s.channel(w, 1);
+    let f = s.consume_only(w, 1, "q", "nc");
+    s.at(10.0);
+    let v = consumer_verdict(&s.analysis(), "nc").clone();
+    assert_eq!(v.verdict, VerdictKind::ConsumeNotConfirmed);
+    assert_eq!(v.frame, Some(f));
+}
+
+#[test]
+fn broker_channel_close_on_consume_is_channel_closed_by_broker() {
+    let mut s = Sim::new();
+    let w = conn(1017);
+    s.handshake(w, 60);
+    s.channel(w, 1);
+    s.consume_only(w, 1, "missing", "orphan");
+    let close = s.method(
+        w,
+        Dir::S2C,
+        1,
+        MethodKind::ChannelClose,
+        MethodArgs {
+            reply_code: Some(404),
+            reply_text: Some("NOT_FOUND - no queue 'missing' in vhost '/'".into()),
+            class_id: Some(60),
+            method_id: Some(20),
+            failing_method: Some(MethodKind::BasicConsume),
+            ..Default::default()
+        },
+    );
+    s.method(
+        w,
+        Dir::C2S,
+        1,
+        MethodKind::ChannelCloseOk,
+        MethodArgs::default(),
+    );
+    s.at(10.0);
+    let an = s.analysis();
+    let ch = channel_verdict(&an, w, 1);
+    assert_eq!(ch.verdict, VerdictKind::ChannelClosedByBroker);
+    assert_eq!(ch.frame, Some(close));
+    assert_eq!(ch.consumer_tag.as_deref(), Some("orphan"));
+    assert_eq!(ch.queue.as_deref(), Some("missing"));
+    assert!(
+        ch.explanation.contains("404 NOT_FOUND"),
+        "{}",
+        ch.explanation
+    );
+    assert!(
+        ch.explanation.contains("basic.consume"),
+        "{}",
+        ch.explanation
+    );
+    assert_eq!(
+        consumer_verdict(&an, "orphan").verdict,
+        VerdictKind::ChannelClosedByBroker
+    );
+    assert_eq!(conn_verdict(&an, w).verdict, VerdictKind::Healthy);
+}
+
+#[test]
+fn ack_timeout_names_the_held_delivery() {
+    let mut s = Sim::new();
+    let w = conn(1018);
+    worker(&mut s, w, "slowq", "holder", 10);
+    s.at(1.0);
+    s.deliver(w, 1, "holder", 1, false, None);
+    s.at(7.0);
+    let close = s.method(
+        w,
+        Dir::S2C,
+        1,
+        MethodKind::ChannelClose,
+        MethodArgs {
+            reply_code: Some(406),
+            reply_text: Some(
+                "PRECONDITION_FAILED - delivery acknowledgement on channel 1 timed out. Timeout value used: 5000 ms"
+                    .into(),
+            ),
+            ..Default::default()
+        },
+    );
+    let an = s.analysis();
+    let ch = channel_verdict(&an, w, 1);
+    assert_eq!(ch.verdict, VerdictKind::AckTimeout);
+    assert_eq!(ch.frame, Some(close));
+    assert!(
+        ch.explanation.contains("delivery tag 1"),
+        "{}",
+        ch.explanation
+    );
+    assert!(ch.explanation.contains("6.00 s"), "{}", ch.explanation);
+    assert_eq!(
+        consumer_verdict(&an, "holder").verdict,
+        VerdictKind::AckTimeout
+    );
+}
+
+#[test]
+fn broker_connection_close_is_connection_closed_by_broker() {
+    let mut s = Sim::new();
+    let w = conn(1019);
+    worker(&mut s, w, "q", "cw", 10);
+    s.at(2.0);
+    let f = s.method(
+        w,
+        Dir::S2C,
+        0,
+        MethodKind::ConnectionClose,
+        MethodArgs {
+            reply_code: Some(320),
+            reply_text: Some(
+                "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"
+                    .into(),
+            ),
+            ..Default::default()
+        },
+    );
+    let an = s.analysis();
+    let v = conn_verdict(&an, w);
+    assert_eq!(v.verdict, VerdictKind::ConnectionClosedByBroker);
+    assert_eq!(v.frame, Some(f));
+    assert!(v.explanation.contains("320 CONNECTION_FORCED"));
+    assert_eq!(
+        consumer_verdict(&an, "cw").verdict,
+        VerdictKind::ConnectionClosedByBroker
+    );
+}
+
+#[test]
+fn blocked_connection_is_connection_blocked_even_when_lifted() {
+    let mut s = Sim::new();
+    let p = conn(1020);
+    s.handshake(p, 60);
+    s.channel(p, 1);
+    s.publish(p, 1, "", "q");
+    s.at(1.0);
+    let f = s.method(
+        p,
+        Dir::S2C,
+        0,
+        MethodKind::ConnectionBlocked,
+        MethodArgs {
+            reason: Some("low on memory".into()),
+            ..Default::default()
+        },
+    );
+    s.at(3.0);
+    let v = conn_verdict(&s.analysis(), p).clone();
+    assert_eq!(v.verdict, VerdictKind::ConnectionBlocked);
+    assert!(v.explanation.contains("low on memory"));
+    assert_eq!(v.frame, Some(f));
+    s.method(
+        p,
+        Dir::S2C,
+        0,
+        MethodKind::ConnectionUnblocked,
+        MethodArgs::default(),
+    );
+    let v = conn_verdict(&s.analysis(), p).clone();
+    assert_eq!(v.verdict, VerdictKind::ConnectionBlocked);
+    assert!(v.explanation.contains("2.00 s"), "{}", v.explanation);
+}
+
+#[test]
+fn channel_flow_pause_is_channel_flow_paused() {
+    let mut s = Sim::new();
+    let p = conn(1021);
+    s.handshake(p, 60);
+    s.channel(p, 1);
+    let f = s.method(
+        p,
+        Dir::S2C,
+        1,
+        MethodKind::ChannelFlow,
+        MethodArgs {
+            active: Some(false),
+            ..Default::default()
+        },
+    );
+    s.at(5.0);
+    let an = s.analysis();
+    let v = channel_verdict(&an, p, 1);
+    assert_eq!(v.verdict, VerdictKind::ChannelFlowPaused);
+    assert_eq!(v.frame, Some(f));
+    s.method(
+        p,
+        Dir::S2C,
+        1,
+        MethodKind::ChannelFlow,
+        MethodArgs {
+            active: Some(true),
+            ..Default::default()
+        },
+    );
+    assert!(!s
+        .analysis()
+        .verdicts
+        .iter()
+        .any(|v| v.scope == Scope::Channel));
+}
+
+#[test]
+fn silent_client_then_reset_is_heartbeat_timeout() {
+    let mut s = Sim::new();
+    let w = conn(1022);
+    s.handshake(w, 2);
+    s.channel(w, 1);
+    s.consume(w, 1, "hb", "frozen");
+    s.heartbeat(w, Dir::C2S);
+    for i in 1..=5 {
+        s.at(i as f64);
+        s.heartbeat(w, Dir::S2C);
+    }
+    s.at(6.0);
+    let rst = s.event(w, Dir::S2C, EventKind::TcpReset);
+    let an = s.analysis();
+    let v = conn_verdict(&an, w);
+    assert_eq!(
+        v.verdict,
+        VerdictKind::HeartbeatTimeout,
+        "{}",
+        v.explanation
+    );
+    assert_eq!(v.frame, Some(rst));
+    assert!(v.explanation.contains("heartbeat 2 s"), "{}", v.explanation);
+    let c = consumer_verdict(&an, "frozen");
+    assert_eq!(c.verdict, VerdictKind::HeartbeatTimeout);
+    assert_eq!(c.frame, Some(rst));
+}
+
+#[test]
+fn reset_with_a_live_consumer_is_connection_lost() {
+    let mut s = Sim::new();
+    let w = conn(1023);
+    worker(&mut s, w, "q", "lw", 10);
+    s.deliver(w, 1, "lw", 1, false, None);
+    s.at(0.5);
+    let f = s.event(w, Dir::C2S, EventKind::TcpReset);
+    let an = s.analysis();
+    assert_eq!(conn_verdict(&an, w).verdict, VerdictKind::ConnectionLost);
+    assert_eq!(conn_verdict(&an, w).frame, Some(f));
+    assert_eq!(
+        consumer_verdict(&an, "lw").verdict,
+        VerdictKind::ConnectionLost
+    );
+}
+
+#[test]
+fn client_fin_with_nothing_in_flight_is_a_quiet_exit() {
+    let mut s = Sim::new();
+    let p = conn(1024);
+    s.handshake(p, 60);
+    s.channel(p, 1);
+    s.publish(p, 1, "", "q");
+    s.event(p, Dir::C2S, EventKind::TcpClose);
+    let v = conn_verdict(&s.analysis(), p).clone();
+    assert_eq!(v.verdict, VerdictKind::Healthy);
+    assert!(
+        v.explanation.contains("without connection.close"),
+        "{}",
+        v.explanation
+    );
+}
+
+#[test]
+fn broker_cancel_after_queue_delete_is_consumer_cancelled_by_broker() {
+    let mut s = Sim::new();
+    let (p, w) = (conn(1025), conn(1026));
+    worker(&mut s, w, "gone", "oc", 10);
+    s.handshake(p, 60);
+    s.channel(p, 1);
+    s.at(1.0);
+    let del = s.method(
+        p,
+        Dir::C2S,
+        1,
+        MethodKind::QueueDelete,
+        MethodArgs {
+            queue: Some("gone".into()),
+            ..Default::default()
+        },
+    );
+    let cancel = s.method(
+        w,
+        Dir::S2C,
+        1,
+        MethodKind::BasicCancel,
+        MethodArgs {
+            consumer_tag: Some("oc".into()),
+            ..Default::default()
+        },
+    );
+    let an = s.analysis();
+    let v = consumer_verdict(&an, "oc");
+    assert_eq!(v.verdict, VerdictKind::ConsumerCancelledByBroker);
+    assert_eq!(v.frame, Some(cancel));
+    assert!(
+        v.explanation.contains(&format!("frame {del}")),
+        "{}",
+        v.explanation
+    );
+    assert!(v
+        .evidence
+        .iter()
+        .any(|e| e.method == "queue.delete" && e.conn == Some(p)));
+}
+
+#[test]
+fn same_message_nacked_and_redelivered_is_a_redelivery_loop() {
+    let mut s = Sim::new();
+    let w = conn(1027);
+    worker(&mut s, w, "loop", "nk", 1);
+    let mut third = 0;
+    for round in 1..=5u64 {
+        s.at(round as f64 * 0.1);
+        let f = s.deliver(w, 1, "nk", round, round > 1, Some("msg-0"));
+        if round == 3 {
+            third = f;
+        }
+        s.nack(w, 1, round, true);
+    }
+    let an = s.analysis();
+    let v = consumer_verdict(&an, "nk");
+    assert_eq!(v.verdict, VerdictKind::RedeliveryLoop, "{}", v.explanation);
+    assert_eq!(v.frame, Some(third));
+    assert!(v.explanation.contains("msg-0"), "{}", v.explanation);
+    assert!(v.explanation.contains("5 times"), "{}", v.explanation);
+    assert!(v.explanation.contains("5 nack/reject"), "{}", v.explanation);
+}
+
+#[test]
+fn a_retry_that_succeeds_is_not_a_loop() {
+    let mut s = Sim::new();
+    let w = conn(1028);
+    worker(&mut s, w, "retry", "rt", 1);
+    s.deliver(w, 1, "rt", 1, false, Some("m"));
+    s.nack(w, 1, 1, true);
+    s.deliver(w, 1, "rt", 2, true, Some("m"));
+    s.ack(w, 1, 2, false);
+    assert_eq!(
+        consumer_verdict(&s.analysis(), "rt").verdict,
+        VerdictKind::Healthy
+    );
+}
+
+#[test]
+fn mid_connection_start_is_capture_incomplete_but_acking_consumer_is_healthy() {
+    let mut s = Sim::new();
+    let w = conn(1029);
+    let first = s.event(
+        w,
+        Dir::S2C,
+        EventKind::Gap {
+            bytes: None,
+            reason: GapReason::MidConnection,
+        },
+    );
+    for i in 100..110 {
+        s.deliver(w, 1, "early", i, false, None);
+        s.ack(w, 1, i, false);
+    }
+    s.at(20.0);
+    let an = s.analysis();
+    let v = conn_verdict(&an, w);
+    assert_eq!(v.verdict, VerdictKind::CaptureIncomplete);
+    assert_eq!(v.frame, Some(first));
+    assert!(
+        v.explanation.contains("mid-connection"),
+        "{}",
+        v.explanation
+    );
+    let c = consumer_verdict(&an, "early");
+    assert_eq!(c.verdict, VerdictKind::Healthy, "{}", c.explanation);
+    assert_eq!(c.queue, None);
+}
+
+#[test]
+fn unknown_prefetch_with_stuck_deliveries_is_capture_incomplete() {
+    let mut s = Sim::new();
+    let w = conn(1030);
+    s.event(
+        w,
+        Dir::S2C,
+        EventKind::Gap {
+            bytes: None,
+            reason: GapReason::MidConnection,
+        },
+    );
+    s.deliver(w, 1, "x", 7, false, None);
+    s.at(20.0);
+    let c = consumer_verdict(&s.analysis(), "x").clone();
+    assert_eq!(
+        c.verdict,
+        VerdictKind::CaptureIncomplete,
+        "{}",
+        c.explanation
+    );
+}
+
+#[test]
+fn every_verdict_name_is_snake_case_and_severity_orders_the_block() {
+    for k in VerdictKind::ALL {
+        let json = serde_json::to_string(k).expect("serialise");
+        assert_eq!(json, format!("\"{}\"", k.name()));
+        assert_eq!(
+            k.is_stall(),
+            !matches!(k, VerdictKind::Healthy | VerdictKind::SlowButHealthy)
+        );
+    }
+    assert_eq!(VerdictKind::ALL.len(), 16);
+    assert!(VerdictKind::ConnectionLost.severity() > VerdictKind::PrefetchExhausted.severity());
+}
+
+#[test]
+fn json_document_and_text_block() {
+    let mut s = Sim::with(AnalyzerConfig::default().with_stall_after(Duration::from_secs(2)));
+    let w = conn(1031);
+    worker(&mut s, w, "pq", "stuck", 1);
+    s.deliver(w, 1, "stuck", 1, false, None);
+    s.at(3.0);
+    let an = s.analysis();
+    assert_eq!(an.stall_after_s, 2.0);
+    let doc: serde_json::Value = serde_json::to_value(&an).expect("serialise");
+    assert_eq!(doc["schema"], "amqptrace.analysis/1");
+    let v = &doc["verdicts"][0];
+    assert_eq!(v["verdict"], "prefetch_exhausted");
+    assert_eq!(v["scope"], "consumer");
+    assert_eq!(v["conn"], "127.0.0.1:1031->127.0.0.1:5672");
+    assert_eq!(v["queue"], "pq");
+    assert!(v["since"].as_str().is_some_and(|s| s.ends_with('Z')));
+    assert!(v["evidence"][0]["frame"].is_u64());
+    let healthy = doc["verdicts"][1].clone();
+    assert_eq!(healthy["channel"], serde_json::Value::Null);
+    assert_eq!(healthy["consumer_tag"], serde_json::Value::Null);
+    let mut out = Vec::new();
+    write_verdict_block(&an, &mut out).expect("write to a Vec");
+    let text = String::from_utf8(out).expect("utf-8");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "verdicts:");
+    assert!(
+        lines[1].trim_start().starts_with("prefetch_exhausted"),
+        "{text}"
+    );
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.contains("healthy: 0 consumer(s), 1 connection(s)")),
+        "{text}"
+    );
+}
+
+#[test]
+fn closed_connections_release_channel_state() {
+    let mut s = Sim::new();
+    for port in 2000..2100u16 {
+        let w = conn(port);
+        worker(&mut s, w, "q", "t", 10);
+        s.deliver(w, 1, "t", 1, false, None);
+        s.ack(w, 1, 1, false);
+        s.close_conn_by_client(w);
+    }
+    assert!(s.a.conns.iter().all(|c| c.open_channels().count() == 0));
+    assert!(!s.analysis().has_stall());
+}
