@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Offline decode benchmark: amqptrace against tshark on the same capture, in one run.
+#
+#   scripts/bench-decode.sh [CAPTURE] [--scale]
+#
+# CAPTURE defaults to target/captures/large.pcap (made by `scripts/make-captures.sh --large`
+# when absent). For each tool/mode it prints wall time, MB/s, packets/s, AMQP frames/s, peak
+# RSS and the ratio of amqptrace's MB/s to tshark's. The file is read once beforehand so
+# every run finds it in the page cache. With --scale it also runs amqptrace at 1x, 2x and 4x
+# the capture length (examples/scale_capture.rs) to show how time and memory grow.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+
+CAPTURE=${1:-target/captures/large.pcap}
+SCALE=0
+for a in "$@"; do [ "$a" = --scale ] && SCALE=1; done
+[ "${1:-}" = --scale ] && CAPTURE=target/captures/large.pcap
+
+if [ ! -f "$CAPTURE" ]; then
+    echo "no $CAPTURE: making it with scripts/make-captures.sh --large" >&2
+    scripts/make-captures.sh --large
+fi
+cargo build --release --quiet
+cargo build --release --quiet --example scale_capture
+BIN=target/release/amqptrace
+TIME=/usr/bin/time
+[ -x "$TIME" ] || { echo "needs GNU time (apt-get install time)" >&2; exit 1; }
+
+size=$(stat -c %s "$CAPTURE")
+mb=$(awk -v s="$size" 'BEGIN { printf "%.1f", s / 1e6 }')
+cat "$CAPTURE" > /dev/null # page cache
+packets=$(capinfos -c -M "$CAPTURE" | awk -F: '/Number of packets/ { gsub(/ /, "", $2); print $2 }')
+frames=$($BIN analyze --format counts "$CAPTURE" 2>/dev/null | awk 'NR > 1 && $2 !~ /^(tcp\.|gap|error)/ { n += $1 } END { print n }')
+echo "capture: $CAPTURE  ${mb} MB  ${packets} packets  ${frames} AMQP frames  ($(nproc) cores)"
+printf '%-34s %9s %9s %11s %12s %10s %8s\n' tool/mode wall_s MB/s packets/s frames/s peak_RSS_MB x_tshark
+
+# run LABEL CMD...: times CMD (stdout discarded), prints a row. Sets LAST_MBS.
+TSHARK_MBS=
+run() {
+    local label=$1
+    shift
+    local log
+    log=$(mktemp)
+    "$TIME" -f '%e %M' -o "$log" "$@" > /dev/null 2>/dev/null || true
+    read -r wall rss < "$log"
+    rm -f "$log"
+    local mbs pps fps ratio
+    mbs=$(awk -v s="$size" -v w="$wall" 'BEGIN { printf "%.1f", s / 1e6 / (w > 0 ? w : 0.001) }')
+    pps=$(awk -v p="$packets" -v w="$wall" 'BEGIN { printf "%.0f", p / (w > 0 ? w : 0.001) }')
+    fps=$(awk -v f="$frames" -v w="$wall" 'BEGIN { printf "%.0f", f / (w > 0 ? w : 0.001) }')
+    if [ -z "$TSHARK_MBS" ]; then TSHARK_MBS=$mbs; fi
+    ratio=$(awk -v a="$mbs" -v t="$TSHARK_MBS" 'BEGIN { printf "%.1f", a / t }')
+    printf '%-34s %9s %9s %11s %12s %10s %8s\n' "$label" "$wall" "$mbs" "$pps" "$fps" "$((rss / 1024))" "$ratio"
+}
+
+run "tshark -T fields (5 fields)" tshark -n -r "$CAPTURE" -d tcp.port==5672,amqp -Y amqp -T fields \
+    -e frame.time_epoch -e tcp.srcport -e amqp.channel -e amqp.method.class -e amqp.method.method
+run "amqptrace --format jsonl" "$BIN" analyze --format jsonl -o /dev/null "$CAPTURE"
+run "amqptrace --format json (verdicts)" "$BIN" analyze --format json -o /dev/null "$CAPTURE"
+run "amqptrace --format counts" "$BIN" analyze --format counts -o /dev/null "$CAPTURE"
+
+if [ "$SCALE" = 1 ]; then
+    echo
+    echo "scaling (amqptrace --format json): same traffic repeated as new connections"
+    for n in 1 2 4; do
+        f=target/captures/scaled-${n}x.pcap
+        [ -f "$f" ] || target/release/examples/scale_capture "$CAPTURE" "$f" "$n"
+        log=$(mktemp)
+        "$TIME" -f '%e %M' -o "$log" "$BIN" analyze --format json -o /dev/null "$f" > /dev/null 2>&1 || true
+        read -r wall rss < "$log"
+        rm -f "$log"
+        printf '  %sx  %6.0f MB  wall %6ss  peak RSS %5s MB\n' "$n" "$(awk -v s="$(stat -c %s "$f")" 'BEGIN { print s / 1e6 }')" "$wall" "$((rss / 1024))"
+    done
+fi
