@@ -468,6 +468,7 @@ pub struct Analyzer {
     pub(crate) exchange_types: HashMap<String, String>,
     pub(crate) requeued: HashMap<u64, RequeueTrack>,
     pub(crate) last: Option<Mark>,
+    settle_scratch: Vec<Unacked>,
 }
 
 fn hash_of<T: Hash + ?Sized>(v: &T) -> u64 {
@@ -506,6 +507,7 @@ impl Analyzer {
             exchange_types: HashMap::new(),
             requeued: HashMap::new(),
             last: None,
+            settle_scratch: Vec::new(),
         }
     }
 
@@ -1212,7 +1214,9 @@ impl Analyzer {
         let Some(st) = self.conns[ci as usize].channels.get_mut(&ch) else {
             return;
         };
-        let mut settled: Vec<Unacked> = Vec::new();
+        // Reused buffer: no allocation per settle.
+        let mut settled = std::mem::take(&mut self.settle_scratch);
+        settled.clear();
         if multiple {
             // tag 0 with multiple: everything outstanding on the channel.
             while let Some(front) = st.unacked.front() {
@@ -1246,6 +1250,7 @@ impl Analyzer {
             }
         }
         if settled.is_empty() {
+            self.settle_scratch = settled;
             return;
         }
         st.live_unacked = st.live_unacked.saturating_sub(settled.len() as u32);
@@ -1332,6 +1337,7 @@ impl Analyzer {
                 }
             }
         }
+        self.settle_scratch = settled;
     }
 
     fn close_channel(

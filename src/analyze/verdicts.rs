@@ -923,10 +923,12 @@ fn consumer_verdict(
         }
     }
 
-    if cs.deliveries == 0 && !cs.discovered && (cs.consume_ok.is_some() || cs.nowait) {
-        if no_messages(a, cs, c, &name, at_now, t, served, &ended_note, &mut v) {
-            return v;
-        }
+    if cs.deliveries == 0
+        && !cs.discovered
+        && (cs.consume_ok.is_some() || cs.nowait)
+        && no_messages(a, cs, c, &name, at_now, t, served, &ended_note, &mut v)
+    {
+        return v;
     }
 
     if cs.discovered && c.is_incomplete() && cs.unacked > 0 {
