@@ -337,7 +337,10 @@ pub(crate) struct ConnState {
     pub heartbeat: Option<u16>,
     pub frame_max: Option<u32>,
     /// Last frame from each direction: [c2s, s2c].
-    pub last_frame: [Option<Mark>; 2],
+    /// Last frame from each direction and its name: [c2s, s2c].
+    pub last_frame: [Option<(Mark, &'static str)>; 2],
+    /// Name of the first event seen on the connection (`tcp.open`, a method, `gap`...).
+    pub first_name: &'static str,
     pub blocked: Option<(Mark, String)>,
     pub last_unblock: Option<(Mark, Mark, String)>,
     pub close: Option<CloseRec>,
@@ -393,6 +396,7 @@ impl ConnState {
             heartbeat: None,
             frame_max: None,
             last_frame: [None, None],
+            first_name: event_name(&ev.kind),
             blocked: None,
             last_unblock: None,
             close: None,
@@ -595,7 +599,7 @@ impl Analyzer {
             }
             EventKind::Frame { channel, frame } => {
                 let c = &mut self.conns[ci as usize];
-                c.last_frame[dir_index(ev.dir)] = Some(mark);
+                c.last_frame[dir_index(ev.dir)] = Some((mark, frame.name()));
                 match frame {
                     Frame::Method(m) => self.on_method(ci, ev, mark, *channel, m),
                     Frame::ContentHeader(h) if ev.dir == Dir::S2C => {
@@ -1476,6 +1480,18 @@ impl Analyzer {
         let st = self.conns[ci as usize].channels.get(&ch)?;
         let q = st.global_qos.as_ref().filter(|q| q.prefetch_count > 0)?;
         Some((q, st.global_full_since, st.live_unacked))
+    }
+}
+
+fn event_name(k: &EventKind) -> &'static str {
+    match k {
+        EventKind::TcpOpen => "tcp.open",
+        EventKind::TcpClose => "tcp.close",
+        EventKind::TcpReset => "tcp.reset",
+        EventKind::Gap { .. } => "gap",
+        EventKind::Error { .. } => "error",
+        EventKind::ProtocolHeader { .. } => "protocol-header",
+        EventKind::Frame { frame, .. } => frame.name(),
     }
 }
 

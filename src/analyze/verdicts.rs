@@ -151,7 +151,7 @@ fn incompleteness(c: &ConnState) -> Option<(Mark, String, Vec<EvidenceRef>)> {
             c.first.frame
         ));
         at = Some(c.first);
-        let mut e = ev(c.first, "gap");
+        let mut e = ev(c.first, c.first_name);
         e.note = Some("first packet of the connection in the capture".into());
         evidence.push(e);
     }
@@ -250,8 +250,8 @@ fn connection_verdict(c: &ConnState, now: Timestamp, t: f64) -> Verdict {
         let hb = c.heartbeat.filter(|h| *h > 0);
         // The peer silent the longest before the end.
         let silence = |d: Dir| {
-            let last = c.last_frame[super::dir_index(d)].unwrap_or(c.first);
-            (end.at.ts.secs_since(last.ts), last)
+            let last = c.last_frame[super::dir_index(d)].unwrap_or((c.first, c.first_name));
+            (end.at.ts.secs_since(last.0.ts), last)
         };
         let (sc, lc) = silence(Dir::C2S);
         let (sb, lb) = silence(Dir::S2C);
@@ -271,14 +271,14 @@ fn connection_verdict(c: &ConnState, now: Timestamp, t: f64) -> Verdict {
                     end.at.frame
                 );
                 set(&mut v, VerdictKind::HeartbeatTimeout, end.at, s);
-                let mut e = ev(silent_last, "last-frame");
+                let mut e = ev(silent_last.0, silent_last.1);
                 e.dir = Some(silent_dir);
                 e.heartbeat = Some(h);
                 e.note = Some(format!("last frame from the {}", peer(silent_dir)));
                 v.evidence.push(e);
                 let other = silent_dir.reverse();
-                if let Some(m) = c.last_frame[super::dir_index(other)] {
-                    let mut e = ev(m, "last-frame");
+                if let Some((m, name)) = c.last_frame[super::dir_index(other)] {
+                    let mut e = ev(m, name);
                     e.dir = Some(other);
                     e.note = Some(format!("the {} was still sending", peer(other)));
                     v.evidence.push(e);
@@ -352,7 +352,10 @@ fn connection_verdict(c: &ConnState, now: Timestamp, t: f64) -> Verdict {
         );
         if idle_s >= t {
             set(&mut v, VerdictKind::NoConsume, at, s);
-            let mut e = ev(at, "last-client-method");
+            let mut e = ev(
+                at,
+                c.last_client_method.map_or(c.first_name, |(_, k)| k.name()),
+            );
             e.dir = Some(Dir::C2S);
             e.note = Some(
                 c.last_client_method
