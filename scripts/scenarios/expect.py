@@ -403,7 +403,7 @@ def x_ack_timeout(m, meta):
     d = c["deliveries"][0]
     v = m.all_healthy()
     v[("consumer", c["stream"], c["channel"], c["tag"])] = m.consumer_verdict(
-        c, "ack_timeout", frame=close.frame, contains=["406", c["queue"]],
+        c, "ack_timeout", frame=close.frame, contains=["406", "timed out", c["queue"]],
         facts={"reply_text": close.args.get("reply_text"), "delivery_tag": d["tag"], "delivery_frame": d["frame"],
                "held_for_s": round(close.ts - d["ts"], 3)})
     return v
