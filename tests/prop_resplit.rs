@@ -1,0 +1,123 @@
+//! Property: the timeline of a real capture does not depend on how TCP cut its bytes.
+//!
+//! Every committed capture is decoded once as captured, then again with each TCP
+//! segment's payload re-split at random points into several segments (sequence numbers
+//! adjusted, flags on the right piece). The events must be identical.
+
+use std::path::{Path, PathBuf};
+
+use amqptrace::capture::CaptureReader;
+use amqptrace::event::Event;
+use amqptrace::link::{self, TcpFlags, TcpSegment};
+use amqptrace::stream::{StreamConfig, Tracker};
+use amqptrace::tcp::{PacketRef, Reassembler, TcpOutput};
+use proptest::prelude::*;
+
+fn captures() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "pcap" || x == "pcapng") {
+                out.push(p);
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("captures"), &mut v);
+    v.sort();
+    v
+}
+
+/// xorshift64*: a tiny deterministic generator driven by proptest's seed.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+fn decode(path: &Path, mut split: Option<Rng>) -> Vec<Event> {
+    let mut reader = CaptureReader::open(path).expect("committed capture opens");
+    let mut reassembler = Reassembler::new();
+    let mut tracker = Tracker::new(StreamConfig::default());
+    let mut events = Vec::new();
+    let mut seq = 0;
+    let mut last = PacketRef {
+        file: 0,
+        frame: 0,
+        ts: Default::default(),
+        seq: 0,
+    };
+    while let Ok(Some(pkt)) = reader.next_packet() {
+        let Ok(seg) = link::tcp_segment(pkt.linktype, pkt.data) else { continue };
+        seq += 1;
+        let p = PacketRef {
+            file: 0,
+            frame: pkt.frame,
+            ts: pkt.ts,
+            seq,
+        };
+        last = p;
+        let mut feed = |s: &TcpSegment<'_>| {
+            reassembler.handle(p, s, &mut |o: TcpOutput<'_>| tracker.handle(o, &mut |e| events.push(e)));
+        };
+        match split.as_mut() {
+            Some(rng) if seg.payload.len() > 1 && !seg.flags.syn => {
+                let mut cuts: Vec<usize> = (0..1 + rng.next() % 4)
+                    .map(|_| 1 + (rng.next() as usize) % (seg.payload.len() - 1))
+                    .collect();
+                cuts.sort();
+                cuts.dedup();
+                cuts.push(seg.payload.len());
+                let mut start = 0;
+                for (i, &end) in cuts.iter().enumerate() {
+                    let lastpiece = i == cuts.len() - 1;
+                    let piece = TcpSegment {
+                        seq: seg.seq.wrapping_add(start as u32),
+                        payload: &seg.payload[start..end],
+                        missing: if lastpiece { seg.missing } else { 0 },
+                        flags: TcpFlags {
+                            fin: seg.flags.fin && lastpiece,
+                            rst: seg.flags.rst && lastpiece,
+                            ..seg.flags
+                        },
+                        ..seg
+                    };
+                    feed(&piece);
+                    start = end;
+                }
+            }
+            _ => feed(&seg),
+        }
+    }
+    reassembler.finish(last, &mut |o: TcpOutput<'_>| tracker.handle(o, &mut |e| events.push(e)));
+    events
+}
+
+#[test]
+fn there_are_captures_to_check() {
+    assert!(captures().len() >= 5, "expected committed captures under captures/");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+    #[test]
+    fn resplitting_tcp_payloads_changes_nothing(seed in 1u64..u64::MAX) {
+        for path in captures() {
+            let whole = decode(&path, None);
+            prop_assert!(!whole.is_empty(), "{} decodes to nothing", path.display());
+            let resplit = decode(&path, Some(Rng(seed)));
+            if whole != resplit {
+                let at = whole.iter().zip(&resplit).position(|(a, b)| a != b).unwrap_or(whole.len().min(resplit.len()));
+                prop_assert!(false, "{}: events differ at index {} (of {} vs {}):\n whole:   {:?}\n resplit: {:?}",
+                    path.display(), at, whole.len(), resplit.len(), whole.get(at), resplit.get(at));
+            }
+        }
+    }
+}
