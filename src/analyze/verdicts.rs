@@ -239,9 +239,14 @@ fn connection_verdict(c: &ConnState, now: Timestamp, t: f64) -> Verdict {
         if let Some(end) = c.tcp_end {
             v.evidence.push(tcp_end_ev(end));
         }
-    } else if let (None, Some(end)) = (
+    } else if let (None, Some(end), false) = (
         c.close.as_ref(),
         c.tcp_end.filter(|e| !is_quiet_client_exit(e)),
+        // With bytes missing, the connection.close may be among them: say so
+        // (capture_incomplete below) rather than guess connection_lost.
+        c.gaps
+            .iter()
+            .any(|g| g.reason != super::GapReason::MidConnection),
     ) {
         let how = match end.kind {
             TcpEndKind::Fin => "closed the TCP connection (FIN)",
