@@ -227,9 +227,9 @@ fn connection_verdict(c: &ConnState, now: Timestamp, t: f64) -> Verdict {
             VerdictKind::ConnectionClosedByBroker
         };
         let mut s = format!(
-            "the broker closed the connection{who} with connection.close {} at frame {}",
-            describe_close(cl),
-            cl.at.frame
+            "the broker closed the connection{who} at frame {} with connection.close {}",
+            cl.at.frame,
+            describe_close(cl)
         );
         if c.close_ok.is_none() {
             s.push_str("; no connection.close-ok from the client followed");
@@ -574,10 +574,10 @@ fn channel_close_verdict(a: &Analyzer, c: &ConnState, rec: &ChannelCloseRec) -> 
 fn channel_close_text(a: &Analyzer, rec: &ChannelCloseRec) -> (VerdictKind, String) {
     let _ = a;
     let mut s = format!(
-        "the broker closed channel {} with channel.close {} at frame {}",
+        "the broker closed channel {} at frame {} with channel.close {}",
         rec.channel,
-        describe_close(&rec.close),
-        rec.close.at.frame
+        rec.close.at.frame,
+        describe_close(&rec.close)
     );
     let kind = if is_ack_timeout(&rec.close) {
         if let Some(h) = &rec.oldest_unacked {
