@@ -1,23 +1,16 @@
 //! The `amqptrace` binary: argument parsing and wiring of library stages. Thin on purpose.
 
-use std::fs::File;
-use std::io::{self, BufWriter, IsTerminal, Write};
-use std::path::PathBuf;
+use std::io;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
-use amqptrace::amqp::DecoderConfig;
-use amqptrace::analyze::{write_verdict_block, Analyzer, AnalyzerConfig};
-use amqptrace::event::Event;
-use amqptrace::pipeline::{self, PipelineError, RunSummary};
-use amqptrace::sink::{CountsSink, JsonlSink, Sink, TextOptions, TextSink};
-use amqptrace::stream::StreamConfig;
+use amqptrace::pipeline::PipelineError;
+
+mod cli;
 
 /// Exit codes, documented in `--help` and the README.
-mod exit {
+pub mod exit {
     /// Every verdict is healthy or slow_but_healthy.
     pub const OK: u8 = 0;
     /// A stall (any other verdict) was found.
@@ -28,7 +21,7 @@ mod exit {
     pub const DAMAGED: u8 = 3;
 }
 
-const EXIT_CODES_HELP: &str = "\
+pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  no stall: every consumer and connection is healthy (or slow but healthy)
   1  a stall was found (see the verdict block, or \"verdicts\" in --format json)
@@ -62,65 +55,7 @@ struct Cli {
 enum Command {
     /// Decode pcap/pcapng captures into a timeline and verdicts.
     #[command(after_help = EXIT_CODES_HELP)]
-    Analyze(AnalyzeArgs),
-}
-
-#[derive(clap::Args, Debug)]
-struct AnalyzeArgs {
-    /// Capture files (pcap or pcapng, e.g. from `tcpdump -w` or Wireshark). Several are merged by time.
-    #[arg(required = true, value_name = "CAPTURE")]
-    captures: Vec<PathBuf>,
-
-    /// Output format: text (timeline + verdict block), jsonl (one event per line, docs/events.md),
-    /// json (the analysis document with verdicts, docs/analysis.md), counts (events per method;
-    /// decode only, no verdicts).
-    #[arg(short, long, value_enum, default_value_t = Format::Text)]
-    format: Format,
-
-    /// Write to FILE instead of standard output.
-    #[arg(short, long, value_name = "FILE")]
-    output: Option<PathBuf>,
-
-    /// Broker port (repeatable). Connections on other ports are still found by their
-    /// protocol header or their frames.
-    #[arg(short, long = "port", value_name = "PORT", default_values_t = [5672])]
-    ports: Vec<u16>,
-
-    /// Port of AMQP over TLS (repeatable): noted, not decoded.
-    #[arg(long = "tls-port", value_name = "PORT", default_values_t = [5671])]
-    tls_ports: Vec<u16>,
-
-    /// Show heartbeats and content header/body frames (folded by default).
-    #[arg(short, long)]
-    verbose: bool,
-
-    /// Record the first N bytes of each message body (never recorded by default).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    bodies: usize,
-
-    /// Seconds a full prefetch window without settle, or a consumer without deliveries while
-    /// publishes go elsewhere, must last before it is called a stall.
-    #[arg(long, value_name = "SECS")]
-    stall_after: Option<f64>,
-
-    /// Colour in text output: auto (only on a terminal, and not when NO_COLOR is set), always, never.
-    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
-    color: ColorChoice,
-}
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-enum Format {
-    Text,
-    Jsonl,
-    Json,
-    Counts,
-}
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-enum ColorChoice {
-    Auto,
-    Always,
-    Never,
+    Analyze(cli::analyze::AnalyzeArgs),
 }
 
 fn main() -> ExitCode {
@@ -161,117 +96,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
-        Command::Analyze(args) => analyze(args),
+        Command::Analyze(args) => cli::analyze::run(args),
     }
 }
 
-fn analyze(args: AnalyzeArgs) -> anyhow::Result<u8> {
-    let stream_cfg = StreamConfig {
-        ports: args.ports.clone(),
-        tls_ports: args.tls_ports.clone(),
-        decoder: DecoderConfig {
-            body_prefix: args.bodies,
-            ..DecoderConfig::default()
-        },
-    };
-    let mut analyzer_cfg = AnalyzerConfig::default();
-    if let Some(secs) = args.stall_after {
-        anyhow::ensure!(secs.is_finite() && secs >= 0.0, "--stall-after must be a number of seconds ≥ 0");
-        analyzer_cfg = analyzer_cfg.with_stall_after(Duration::from_secs_f64(secs));
-    }
-    let to_terminal = args.output.is_none() && io::stdout().is_terminal();
-    let color = match args.color {
-        ColorChoice::Always => true,
-        ColorChoice::Never => false,
-        ColorChoice::Auto => to_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
-    };
-    let out: Box<dyn Write> = match &args.output {
-        Some(path) => Box::new(BufWriter::with_capacity(
-            1 << 16,
-            File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
-        )),
-        None => Box::new(BufWriter::with_capacity(1 << 16, io::stdout().lock())),
-    };
-
-    let mut analyzer = Analyzer::new(analyzer_cfg);
-    let (summary, mut out) = match args.format {
-        Format::Text => {
-            let mut sink = TextSink::new(out, TextOptions { verbose: args.verbose, color });
-            let summary = drive(&args.captures, &stream_cfg, &mut analyzer, Some(&mut sink))?;
-            sink.finish()?;
-            (summary, into_writer_text(sink))
-        }
-        Format::Jsonl => {
-            let mut sink = JsonlSink::new(out);
-            let summary = drive(&args.captures, &stream_cfg, &mut analyzer, Some(&mut sink))?;
-            sink.finish()?;
-            (summary, None)
-        }
-        Format::Counts => {
-            // Decode only: no analyzer, so this is also the baseline the analysis cost is measured against.
-            let mut sink = CountsSink::new(out);
-            let summary = pipeline::run_files(&args.captures, &stream_cfg, |ev: &Event| sink.event(ev))?;
-            sink.finish()?;
-            return Ok(damage_or_ok(&summary));
-        }
-        Format::Json => {
-            let summary = drive::<TextSink<Box<dyn Write>>>(&args.captures, &stream_cfg, &mut analyzer, None)?;
-            (summary, Some(out))
-        }
-    };
-
-    let now = summary.last_ts.unwrap_or_default();
-    let analysis = analyzer.analysis(now);
-    let stall = analysis.verdicts.iter().any(|v| v.verdict.is_stall());
-    if let Some(w) = out.as_mut() {
-        match args.format {
-            Format::Json => {
-                serde_json::to_writer_pretty(&mut *w, &analysis)?;
-                writeln!(w)?;
-            }
-            _ => {
-                writeln!(w)?;
-                write_verdict_block(&analysis, &mut *w)?;
-            }
-        }
-        w.flush()?;
-    }
-    let code = damage_or_ok(&summary);
-    Ok(if stall { exit::STALL } else { code })
-}
-
-/// Prints the run's warnings and returns DAMAGED or OK.
-fn damage_or_ok(summary: &RunSummary) -> u8 {
-    for warning in &summary.warnings {
-        eprintln!("amqptrace: warning: {warning}");
-    }
-    for damage in &summary.damage {
-        eprintln!("amqptrace: warning: {damage}");
-    }
-    if summary.damage.is_empty() {
-        exit::OK
-    } else {
-        exit::DAMAGED
-    }
-}
-
-fn into_writer_text(sink: TextSink<Box<dyn Write>>) -> Option<Box<dyn Write>> {
-    Some(sink.into_inner())
-}
-
-/// Runs the pipeline, feeding every event to the analyzer and the sink.
-fn drive<S: Sink>(
-    captures: &[PathBuf],
-    cfg: &StreamConfig,
-    analyzer: &mut Analyzer,
-    mut sink: Option<&mut S>,
-) -> anyhow::Result<RunSummary> {
-    let summary = pipeline::run_files(captures, cfg, |ev: &Event| {
-        analyzer.handle(ev);
-        match sink.as_mut() {
-            Some(s) => s.event(ev),
-            None => Ok(()),
-        }
-    })?;
-    Ok(summary)
-}

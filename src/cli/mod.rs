@@ -1,0 +1,3 @@
+//! The binary's subcommands, one file each; `main.rs` only parses and dispatches.
+
+pub mod analyze;
