@@ -22,7 +22,7 @@ mod verdicts;
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::time::Duration;
 
 use crate::event::{
@@ -347,7 +347,7 @@ pub(crate) struct ConnState {
     pub close_ok: Option<Mark>,
     pub tcp_end: Option<TcpEnd>,
     pub ended: Option<Mark>,
-    channels: HashMap<u16, ChannelState>,
+    channels: FxMap<u16, ChannelState>,
     pub channel_closes: Vec<ChannelCloseRec>,
     /// Channels paused by channel.flow when the connection ended (kept for the verdict).
     pub flows_paused: Vec<(u16, FlowRec)>,
@@ -403,7 +403,7 @@ impl ConnState {
             close_ok: None,
             tcp_end: None,
             ended: None,
-            channels: HashMap::new(),
+            channels: FxMap::default(),
             channel_closes: Vec::new(),
             flows_paused: Vec::new(),
             client_methods: vec![0; MethodKind::ALL.len()].into_boxed_slice(),
@@ -457,11 +457,11 @@ pub(crate) struct QueueInfo {
 #[derive(Debug)]
 pub struct Analyzer {
     cfg: AnalyzerConfig,
-    by_conn: HashMap<Conn, u32>,
+    by_conn: FxMap<Conn, u32>,
     pub(crate) conns: Vec<ConnState>,
     pub(crate) consumers: Vec<ConsumerState>,
     /// exchange -> routing key -> index into `destinations`.
-    dest_index: HashMap<String, HashMap<String, u32>>,
+    dest_index: FxMap<String, FxMap<String, u32>>,
     pub(crate) destinations: Vec<Destination>,
     pub(crate) publishes_untracked: u64,
     /// Bumped at every consumer registration; see `Destination::after`.
@@ -470,13 +470,74 @@ pub struct Analyzer {
     /// queue -> (exchange, binding key) from queue.bind.
     pub(crate) bindings: HashMap<String, Vec<(String, String)>>,
     pub(crate) exchange_types: HashMap<String, String>,
-    pub(crate) requeued: HashMap<u64, RequeueTrack>,
+    pub(crate) requeued: FxMap<u64, RequeueTrack>,
     pub(crate) last: Option<Mark>,
     settle_scratch: Vec<Unacked>,
+    last_conn: Option<(Conn, u32)>,
 }
 
+/// rustc's FxHash: the analyzer hashes a few small keys per event (connection,
+/// channel, exchange/routing key, message fingerprint) and SipHash's DoS
+/// resistance buys nothing for a tool reading a capture, at 3-5x the cost.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher(u64);
+
+const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(FX_SEED);
+    }
+}
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(c);
+            self.add(u64::from_le_bytes(b));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(b));
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, v: u8) {
+        self.add(v as u64)
+    }
+    #[inline]
+    fn write_u16(&mut self, v: u16) {
+        self.add(v as u64)
+    }
+    #[inline]
+    fn write_u32(&mut self, v: u32) {
+        self.add(v as u64)
+    }
+    #[inline]
+    fn write_u64(&mut self, v: u64) {
+        self.add(v)
+    }
+    #[inline]
+    fn write_usize(&mut self, v: usize) {
+        self.add(v as u64)
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub(crate) type FxBuild = BuildHasherDefault<FxHasher>;
+pub(crate) type FxMap<K, V> = HashMap<K, V, FxBuild>;
+
 fn hash_of<T: Hash + ?Sized>(v: &T) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut h = FxHasher::default();
     v.hash(&mut h);
     h.finish()
 }
@@ -499,19 +560,20 @@ impl Analyzer {
     pub fn new(cfg: AnalyzerConfig) -> Self {
         Analyzer {
             cfg,
-            by_conn: HashMap::new(),
+            by_conn: FxMap::default(),
             conns: Vec::new(),
             consumers: Vec::new(),
-            dest_index: HashMap::new(),
+            dest_index: FxMap::default(),
             destinations: Vec::new(),
             publishes_untracked: 0,
             epoch: 0,
             queues: HashMap::new(),
             bindings: HashMap::new(),
             exchange_types: HashMap::new(),
-            requeued: HashMap::new(),
+            requeued: FxMap::default(),
             last: None,
             settle_scratch: Vec::new(),
+            last_conn: None,
         }
     }
 
@@ -612,6 +674,18 @@ impl Analyzer {
     }
 
     fn conn_index(&mut self, ev: &Event) -> u32 {
+        // Consecutive events mostly share a connection: skip the hash lookup.
+        if let Some((c, i)) = self.last_conn {
+            if c == ev.conn && !matches!(ev.kind, EventKind::TcpOpen) {
+                return i;
+            }
+        }
+        let i = self.conn_index_slow(ev);
+        self.last_conn = Some((ev.conn, i));
+        i
+    }
+
+    fn conn_index_slow(&mut self, ev: &Event) -> u32 {
         if let Some(&i) = self.by_conn.get(&ev.conn) {
             let c = &self.conns[i as usize];
             // A SYN on a finished 4-tuple is a new connection reusing the ports.

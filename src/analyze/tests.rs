@@ -1120,3 +1120,113 @@ fn closed_connections_release_channel_state() {
     assert!(s.a.conns.iter().all(|c| c.open_channels().count() == 0));
     assert!(!s.analysis().has_stall());
 }
+
+/// Throughput check (run with `cargo test --release -- --ignored analyzer_throughput --nocapture`):
+/// the publish/deliver/header/ack cycle of one message, events hot in cache as
+/// they are when they come straight from the decoder.
+#[test]
+#[ignore]
+fn analyzer_throughput() {
+    let mut s = Sim::new();
+    let (p, w) = (conn(3000), conn(3001));
+    worker(&mut s, w, "jobs", "w1", 100);
+    s.handshake(p, 60);
+    s.channel(p, 1);
+    let m = |k: MethodKind, args: MethodArgs| EventKind::Frame {
+        channel: 1,
+        frame: Frame::Method(Box::new(Method { method: k, args })),
+    };
+    let ev = |c: Conn, dir: Dir, kind: EventKind| Event {
+        frame: 0,
+        file: 0,
+        ts: Timestamp(T0),
+        conn: c,
+        dir,
+        kind,
+    };
+    let mut cycle = [
+        ev(
+            p,
+            Dir::C2S,
+            m(
+                MethodKind::BasicPublish,
+                MethodArgs {
+                    exchange: Some(String::new()),
+                    routing_key: Some("jobs".into()),
+                    ..Default::default()
+                },
+            ),
+        ),
+        ev(
+            w,
+            Dir::S2C,
+            m(
+                MethodKind::BasicDeliver,
+                MethodArgs {
+                    consumer_tag: Some("w1".into()),
+                    delivery_tag: Some(1),
+                    redelivered: Some(false),
+                    exchange: Some(String::new()),
+                    routing_key: Some("jobs".into()),
+                    ..Default::default()
+                },
+            ),
+        ),
+        ev(
+            w,
+            Dir::S2C,
+            EventKind::Frame {
+                channel: 1,
+                frame: Frame::ContentHeader(Box::new(ContentHeader {
+                    class_id: 60,
+                    body_size: 10,
+                    properties: Properties {
+                        message_id: Some("m-000001".into()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                })),
+            },
+        ),
+        ev(
+            w,
+            Dir::C2S,
+            m(
+                MethodKind::BasicAck,
+                MethodArgs {
+                    delivery_tag: Some(1),
+                    multiple: Some(false),
+                    ..Default::default()
+                },
+            ),
+        ),
+    ];
+    let n = 500_000u64;
+    let mut ts = T0;
+    let start = std::time::Instant::now();
+    for i in 1..=n {
+        for (k, e) in cycle.iter_mut().enumerate() {
+            ts += 10_000;
+            e.ts = Timestamp(ts);
+            e.frame = i * 4 + k as u64;
+            if let EventKind::Frame {
+                frame: Frame::Method(mm),
+                ..
+            } = &mut e.kind
+            {
+                if mm.args.delivery_tag.is_some() {
+                    mm.args.delivery_tag = Some(i);
+                }
+            }
+            s.a.handle(e);
+        }
+    }
+    let el = start.elapsed();
+    eprintln!(
+        "{} events in {:?}: {:.0} ns/event",
+        n * 4,
+        el,
+        el.as_nanos() as f64 / (n * 4) as f64
+    );
+    assert!(!s.a.analysis(Timestamp(ts)).has_stall());
+}
