@@ -24,7 +24,8 @@ ensure_venv() {
 
 # capture_start FILE FILTER [extra tcpdump args...]
 # Starts tcpdump on lo (unless -i is given in the extra args) writing FILE, waits
-# until it is listening, and holds the capture lock until capture_stop.
+# until it is listening, and holds the capture lock until capture_stop. When
+# CAPTURE_PREFIX is set, tcpdump runs through it (see below).
 capture_start() {
     local file=$1 filter=$2
     shift 2
@@ -34,7 +35,10 @@ capture_start() {
     for a in "$@"; do [ "$a" = -i ] && iface=(); done
     local errlog
     errlog=$(mktemp)
-    tcpdump "${iface[@]}" -U --immediate-mode -w "$file" "$@" "$filter" 2>"$errlog" &
+    # CAPTURE_PREFIX (optional, unset by default) runs tcpdump through a wrapper,
+    # e.g. CAPTURE_PREFIX="ip netns exec NS" to capture on a network namespace's lo.
+    # shellcheck disable=SC2086 # the prefix is a command line, split on purpose
+    ${CAPTURE_PREFIX:-} tcpdump "${iface[@]}" -U --immediate-mode -w "$file" "$@" "$filter" 2>"$errlog" &
     CAPTURE_PID=$!
     CAPTURE_ERR=$errlog
     for _ in $(seq 100); do
