@@ -31,6 +31,8 @@ done
 WORK=$(mktemp -d /tmp/amqptrace-failures.XXXXXX)
 export AMQPTRACE_QUEUE_LIST="$WORK/created-queues"
 export AMQPTRACE_BROKER_STATE="$WORK/broker-state.json"
+# The scenario modules are imported from the source tree: leave no __pycache__ there.
+export PYTHONDONTWRITEBYTECODE=1
 BG_PIDS=()
 FAILED=()
 
