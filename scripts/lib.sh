@@ -24,8 +24,8 @@ ensure_venv() {
 
 # capture_start FILE FILTER [extra tcpdump args...]
 # Starts tcpdump on lo (unless -i is given in the extra args) writing FILE, waits
-# until it is listening, and holds the capture lock until capture_stop. When
-# CAPTURE_PREFIX is set, tcpdump runs through it (see below).
+# until it is listening, and holds the capture lock until capture_stop.
+# CAPTURE_PREFIX and CAPTURE_BUFFERED (both unset by default) are described below.
 capture_start() {
     local file=$1 filter=$2
     shift 2
@@ -35,10 +35,15 @@ capture_start() {
     for a in "$@"; do [ "$a" = -i ] && iface=(); done
     local errlog
     errlog=$(mktemp)
+    # CAPTURE_BUFFERED=1 (optional) drops -U --immediate-mode: at tens of
+    # thousands of packets a second, waking tcpdump for every packet makes the
+    # kernel drop a quarter of them; buffered, none.
+    local live=(-U --immediate-mode)
+    [ -n "${CAPTURE_BUFFERED:-}" ] && live=()
     # CAPTURE_PREFIX (optional, unset by default) runs tcpdump through a wrapper,
-    # e.g. CAPTURE_PREFIX="ip netns exec NS" to capture on a network namespace's lo.
+    # e.g. CAPTURE_PREFIX="ip netns exec NS" to capture inside a network namespace.
     # shellcheck disable=SC2086 # the prefix is a command line, split on purpose
-    ${CAPTURE_PREFIX:-} tcpdump "${iface[@]}" -U --immediate-mode -w "$file" "$@" "$filter" 2>"$errlog" &
+    ${CAPTURE_PREFIX:-} tcpdump "${iface[@]}" "${live[@]}" -w "$file" "$@" "$filter" 2>"$errlog" &
     CAPTURE_PID=$!
     CAPTURE_ERR=$errlog
     for _ in $(seq 100); do
