@@ -254,8 +254,7 @@ fn amqp_event<F: FnMut(Event)>(c: &mut AmqpConn, p: PacketRef, src: SocketAddr, 
     match ev {
         TcpEvent::Open => out(mk(EventKind::TcpOpen)),
         TcpEvent::Data(b) => {
-            dec.push(b);
-            while let Some(d) = dec.poll() {
+            dec.feed(b, &mut |d| {
                 let kind = match d.item {
                     DecodedItem::Frame { channel, frame } => EventKind::Frame { channel, frame },
                     DecodedItem::ProtocolHeader { protocol, supported } => EventKind::ProtocolHeader {
@@ -269,7 +268,7 @@ fn amqp_event<F: FnMut(Event)>(c: &mut AmqpConn, p: PacketRef, src: SocketAddr, 
                     },
                 };
                 out(mk(kind));
-            }
+            });
         }
         TcpEvent::Gap { bytes, reason } => {
             dec.gap(bytes);
@@ -329,17 +328,25 @@ fn classify(cfg: &StreamConfig, held: &[Held], bytes: usize) -> Decision {
         .collect();
     let first_data = held.iter().find(|h| matches!(h.event, OwnedTcpEvent::Data(_)));
     if let Some(h) = first_data {
-        if let OwnedTcpEvent::Data(d) = &h.event {
-            if !mid.contains(&h.src) && initiator.is_some() {
-                // The start of the conversation is in the capture: an AMQP client speaks first.
-                if d.len() >= 4 && &d[..4] == b"AMQP" {
-                    return Decision::Amqp(oriented(h.dst));
+        if !mid.contains(&h.src) && initiator.is_some() {
+            // The start of the conversation is in the capture: an AMQP client speaks
+            // first, with the protocol header (which TCP may have cut anywhere).
+            let mut head = Vec::with_capacity(8);
+            for d in held.iter().filter(|x| x.src == h.src) {
+                if let OwnedTcpEvent::Data(d) = &d.event {
+                    head.extend_from_slice(&d[..d.len().min(8 - head.len())]);
+                    if head.len() == 8 {
+                        break;
+                    }
                 }
-                if d.len() < 4 && b"AMQP".starts_with(d) {
-                    return Decision::Wait;
-                }
-                return Decision::NotAmqp;
             }
+            if head.len() >= 4 && &head[..4] == b"AMQP" {
+                return Decision::Amqp(oriented(h.dst));
+            }
+            if head.len() < 4 && b"AMQP".starts_with(&head) {
+                return Decision::Wait;
+            }
+            return Decision::NotAmqp;
         }
     }
     // (c) consecutive well-formed frames in a connection caught mid-way.

@@ -39,8 +39,8 @@ pub fn method_from_class(class: AMQPClass, payload: &[u8]) -> Method {
                 a.platform = table_str(&s.client_properties, "platform");
                 a.connection_name = table_str(&s.client_properties, "connection_name");
                 a.user = sasl_user(s.mechanism.as_str(), s.response.as_bytes());
-                a.mechanism = Some(s.mechanism.to_string());
-                a.locale = Some(s.locale.to_string());
+                a.mechanism = Some(s.mechanism.into());
+                a.locale = Some(s.locale.into());
                 K::ConnectionStartOk
             }
             // Challenge and response are credentials material: never kept.
@@ -59,22 +59,22 @@ pub fn method_from_class(class: AMQPClass, payload: &[u8]) -> Method {
                 K::ConnectionTuneOk
             }
             connection::AMQPMethod::Open(o) => {
-                a.vhost = Some(o.virtual_host.to_string());
+                a.vhost = Some(o.virtual_host.into());
                 K::ConnectionOpen
             }
             connection::AMQPMethod::OpenOk(_) => K::ConnectionOpenOk,
             connection::AMQPMethod::Close(c) => {
-                close_args(&mut a, c.reply_code, c.reply_text.to_string(), c.class_id, c.method_id);
+                close_args(&mut a, c.reply_code, c.reply_text.into(), c.class_id, c.method_id);
                 K::ConnectionClose
             }
             connection::AMQPMethod::CloseOk(_) => K::ConnectionCloseOk,
             connection::AMQPMethod::Blocked(b) => {
-                a.reason = Some(b.reason.to_string());
+                a.reason = Some(b.reason.into());
                 K::ConnectionBlocked
             }
             connection::AMQPMethod::Unblocked(_) => K::ConnectionUnblocked,
             connection::AMQPMethod::UpdateSecret(u) => {
-                a.reason = Some(u.reason.to_string());
+                a.reason = Some(u.reason.into());
                 K::ConnectionUpdateSecret
             }
             connection::AMQPMethod::UpdateSecretOk(_) => K::ConnectionUpdateSecretOk,
@@ -91,14 +91,14 @@ pub fn method_from_class(class: AMQPClass, payload: &[u8]) -> Method {
                 K::ChannelFlowOk
             }
             channel::AMQPMethod::Close(c) => {
-                close_args(&mut a, c.reply_code, c.reply_text.to_string(), c.class_id, c.method_id);
+                close_args(&mut a, c.reply_code, c.reply_text.into(), c.class_id, c.method_id);
                 K::ChannelClose
             }
             channel::AMQPMethod::CloseOk(_) => K::ChannelCloseOk,
         },
         AMQPClass::Access(m) => match m {
             access::AMQPMethod::Request(r) => {
-                a.realm = Some(r.realm.to_string());
+                a.realm = Some(r.realm.into());
                 a.exclusive = Some(r.exclusive);
                 a.passive = Some(r.passive);
                 a.active = Some(r.active);
@@ -108,8 +108,8 @@ pub fn method_from_class(class: AMQPClass, payload: &[u8]) -> Method {
         },
         AMQPClass::Exchange(m) => match m {
             exchange::AMQPMethod::Declare(d) => {
-                a.exchange = Some(d.exchange.to_string());
-                a.exchange_type = Some(d.kind.to_string());
+                a.exchange = Some(d.exchange.into());
+                a.exchange_type = Some(d.kind.into());
                 a.passive = Some(d.passive);
                 a.durable = Some(d.durable);
                 a.auto_delete = Some(d.auto_delete);
@@ -120,25 +120,25 @@ pub fn method_from_class(class: AMQPClass, payload: &[u8]) -> Method {
             }
             exchange::AMQPMethod::DeclareOk(_) => K::ExchangeDeclareOk,
             exchange::AMQPMethod::Delete(d) => {
-                a.exchange = Some(d.exchange.to_string());
+                a.exchange = Some(d.exchange.into());
                 a.if_unused = Some(d.if_unused);
                 a.nowait = Some(d.nowait);
                 K::ExchangeDelete
             }
             exchange::AMQPMethod::DeleteOk(_) => K::ExchangeDeleteOk,
             exchange::AMQPMethod::Bind(b) => {
-                a.destination = Some(b.destination.to_string());
-                a.source = Some(b.source.to_string());
-                a.routing_key = Some(b.routing_key.to_string());
+                a.destination = Some(b.destination.into());
+                a.source = Some(b.source.into());
+                a.routing_key = Some(b.routing_key.into());
                 a.nowait = Some(b.nowait);
                 a.arguments = table_json(&b.arguments);
                 K::ExchangeBind
             }
             exchange::AMQPMethod::BindOk(_) => K::ExchangeBindOk,
             exchange::AMQPMethod::Unbind(b) => {
-                a.destination = Some(b.destination.to_string());
-                a.source = Some(b.source.to_string());
-                a.routing_key = Some(b.routing_key.to_string());
+                a.destination = Some(b.destination.into());
+                a.source = Some(b.source.into());
+                a.routing_key = Some(b.routing_key.into());
                 a.nowait = Some(b.nowait);
                 a.arguments = table_json(&b.arguments);
                 K::ExchangeUnbind
@@ -147,7 +147,7 @@ pub fn method_from_class(class: AMQPClass, payload: &[u8]) -> Method {
         },
         AMQPClass::Queue(m) => match m {
             queue::AMQPMethod::Declare(d) => {
-                a.queue = Some(d.queue.to_string());
+                a.queue = Some(d.queue.into());
                 a.passive = Some(d.passive);
                 a.durable = Some(d.durable);
                 a.exclusive = Some(d.exclusive);
@@ -157,22 +157,22 @@ pub fn method_from_class(class: AMQPClass, payload: &[u8]) -> Method {
                 K::QueueDeclare
             }
             queue::AMQPMethod::DeclareOk(d) => {
-                a.queue = Some(d.queue.to_string());
+                a.queue = Some(d.queue.into());
                 a.message_count = Some(d.message_count);
                 a.consumer_count = Some(d.consumer_count);
                 K::QueueDeclareOk
             }
             queue::AMQPMethod::Bind(b) => {
-                a.queue = Some(b.queue.to_string());
-                a.exchange = Some(b.exchange.to_string());
-                a.routing_key = Some(b.routing_key.to_string());
+                a.queue = Some(b.queue.into());
+                a.exchange = Some(b.exchange.into());
+                a.routing_key = Some(b.routing_key.into());
                 a.nowait = Some(b.nowait);
                 a.arguments = table_json(&b.arguments);
                 K::QueueBind
             }
             queue::AMQPMethod::BindOk(_) => K::QueueBindOk,
             queue::AMQPMethod::Purge(p) => {
-                a.queue = Some(p.queue.to_string());
+                a.queue = Some(p.queue.into());
                 a.nowait = Some(p.nowait);
                 K::QueuePurge
             }
@@ -181,7 +181,7 @@ pub fn method_from_class(class: AMQPClass, payload: &[u8]) -> Method {
                 K::QueuePurgeOk
             }
             queue::AMQPMethod::Delete(d) => {
-                a.queue = Some(d.queue.to_string());
+                a.queue = Some(d.queue.into());
                 a.if_unused = Some(d.if_unused);
                 a.if_empty = Some(d.if_empty);
                 a.nowait = Some(d.nowait);
@@ -192,9 +192,9 @@ pub fn method_from_class(class: AMQPClass, payload: &[u8]) -> Method {
                 K::QueueDeleteOk
             }
             queue::AMQPMethod::Unbind(b) => {
-                a.queue = Some(b.queue.to_string());
-                a.exchange = Some(b.exchange.to_string());
-                a.routing_key = Some(b.routing_key.to_string());
+                a.queue = Some(b.queue.into());
+                a.exchange = Some(b.exchange.into());
+                a.routing_key = Some(b.routing_key.into());
                 a.arguments = table_json(&b.arguments);
                 K::QueueUnbind
             }
@@ -212,8 +212,8 @@ pub fn method_from_class(class: AMQPClass, payload: &[u8]) -> Method {
             }
             basic::AMQPMethod::QosOk(_) => K::BasicQosOk,
             basic::AMQPMethod::Consume(c) => {
-                a.queue = Some(c.queue.to_string());
-                a.consumer_tag = Some(c.consumer_tag.to_string());
+                a.queue = Some(c.queue.into());
+                a.consumer_tag = Some(c.consumer_tag.into());
                 a.no_local = Some(c.no_local);
                 a.no_ack = Some(c.no_ack);
                 a.exclusive = Some(c.exclusive);
@@ -222,50 +222,50 @@ pub fn method_from_class(class: AMQPClass, payload: &[u8]) -> Method {
                 K::BasicConsume
             }
             basic::AMQPMethod::ConsumeOk(c) => {
-                a.consumer_tag = Some(c.consumer_tag.to_string());
+                a.consumer_tag = Some(c.consumer_tag.into());
                 K::BasicConsumeOk
             }
             basic::AMQPMethod::Cancel(c) => {
-                a.consumer_tag = Some(c.consumer_tag.to_string());
+                a.consumer_tag = Some(c.consumer_tag.into());
                 a.nowait = Some(c.nowait);
                 K::BasicCancel
             }
             basic::AMQPMethod::CancelOk(c) => {
-                a.consumer_tag = Some(c.consumer_tag.to_string());
+                a.consumer_tag = Some(c.consumer_tag.into());
                 K::BasicCancelOk
             }
             basic::AMQPMethod::Publish(p) => {
-                a.exchange = Some(p.exchange.to_string());
-                a.routing_key = Some(p.routing_key.to_string());
+                a.exchange = Some(p.exchange.into());
+                a.routing_key = Some(p.routing_key.into());
                 a.mandatory = Some(p.mandatory);
                 a.immediate = Some(p.immediate);
                 K::BasicPublish
             }
             basic::AMQPMethod::Return(r) => {
                 a.reply_code = Some(r.reply_code);
-                a.reply_text = Some(r.reply_text.to_string());
-                a.exchange = Some(r.exchange.to_string());
-                a.routing_key = Some(r.routing_key.to_string());
+                a.reply_text = Some(r.reply_text.into());
+                a.exchange = Some(r.exchange.into());
+                a.routing_key = Some(r.routing_key.into());
                 K::BasicReturn
             }
             basic::AMQPMethod::Deliver(d) => {
-                a.consumer_tag = Some(d.consumer_tag.to_string());
+                a.consumer_tag = Some(d.consumer_tag.into());
                 a.delivery_tag = Some(d.delivery_tag);
                 a.redelivered = Some(d.redelivered);
-                a.exchange = Some(d.exchange.to_string());
-                a.routing_key = Some(d.routing_key.to_string());
+                a.exchange = Some(d.exchange.into());
+                a.routing_key = Some(d.routing_key.into());
                 K::BasicDeliver
             }
             basic::AMQPMethod::Get(g) => {
-                a.queue = Some(g.queue.to_string());
+                a.queue = Some(g.queue.into());
                 a.no_ack = Some(g.no_ack);
                 K::BasicGet
             }
             basic::AMQPMethod::GetOk(g) => {
                 a.delivery_tag = Some(g.delivery_tag);
                 a.redelivered = Some(g.redelivered);
-                a.exchange = Some(g.exchange.to_string());
-                a.routing_key = Some(g.routing_key.to_string());
+                a.exchange = Some(g.exchange.into());
+                a.routing_key = Some(g.routing_key.into());
                 a.message_count = Some(g.message_count);
                 K::BasicGetOk
             }

@@ -133,6 +133,46 @@ impl FrameDecoder {
         self.buf.extend_from_slice(data);
     }
 
+    /// Pushes `data` and hands every item it completes to `out`: the same as
+    /// [`push`](Self::push) then [`poll`](Self::poll) until `None`, but frames
+    /// lying whole in `data` are decoded in place instead of being copied
+    /// through the buffer first (the common case: most segments carry whole
+    /// frames).
+    pub fn feed<F: FnMut(Decoded)>(&mut self, mut data: &[u8], out: &mut F) {
+        if self.state == State::Frames && self.pos == self.buf.len() {
+            self.compact();
+            self.buf.clear();
+            let mut p = 0;
+            while data.len() - p >= FRAME_HEADER_LEN {
+                let avail = &data[p..];
+                let frame_type = avail[0];
+                let channel = u16::from_be_bytes([avail[1], avail[2]]);
+                let size = u32::from_be_bytes([avail[3], avail[4], avail[5], avail[6]]);
+                if !matches!(frame_type, FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT)
+                    || size > self.cfg.max_frame_size
+                {
+                    break; // the buffered path reports it
+                }
+                let total = FRAME_HEADER_LEN + size as usize + 1;
+                if avail.len() < total || avail[total - 1] != FRAME_END {
+                    break;
+                }
+                let item = decode_payload(frame_type, channel, &avail[FRAME_HEADER_LEN..total - 1], self.cfg.body_prefix);
+                out(Decoded {
+                    offset: self.base + p as u64,
+                    item,
+                });
+                p += total;
+            }
+            self.base += p as u64;
+            data = &data[p..];
+        }
+        self.push(data);
+        while let Some(d) = self.poll() {
+            out(d);
+        }
+    }
+
     /// A hole of `len` bytes (unknown size when `None`) precedes the next push:
     /// whatever partial frame is buffered is lost, and decoding resumes at the
     /// next plausible frame boundary.
