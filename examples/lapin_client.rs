@@ -210,9 +210,11 @@ async fn declare_queue(channel: &Channel, queue: &str) -> Result<()> {
         auto_delete: true,
         ..Default::default()
     };
-    channel
-        .queue_declare(queue.into(), opts, FieldTable::default())
-        .await?;
+    // auto_delete removes the queue when its consumer goes; x-expires also
+    // when the client dies before it ever consumed.
+    let mut args = FieldTable::default();
+    args.insert("x-expires".into(), AMQPValue::LongInt(60_000));
+    channel.queue_declare(queue.into(), opts, args).await?;
     Ok(())
 }
 
@@ -582,7 +584,7 @@ async fn load_connection(
     while !stop.load(Ordering::SeqCst) {
         for _ in 0..shape.batch {
             n += 1;
-            let body = if shape.large_every > 0 && n % shape.large_every == 0 {
+            let body = if shape.large_every > 0 && n.is_multiple_of(shape.large_every) {
                 &large
             } else {
                 &small
