@@ -215,6 +215,9 @@ impl Reassembler {
         if payload_len > 0 {
             accept(flow, d, key, p, data_seq, seg.payload, seg.missing, out);
         }
+        if seg.flags.ack {
+            acked_hole(flow, 1 - d, key, p, seg.ack, out);
+        }
         maybe_fin(flow, d, key, p, out);
         if flow.dirs[0].fin_done && flow.dirs[1].fin_done {
             flow.closed_at = Some(p.ts);
@@ -382,32 +385,66 @@ fn drain<F: FnMut(TcpOutput<'_>)>(flow: &mut Flow, d: usize, key: FlowKey, p: Pa
     }
 }
 
-/// Delivers everything buffered in a direction, declaring the holes between.
-fn flush_direction<F: FnMut(TcpOutput<'_>)>(flow: &mut Flow, d: usize, key: FlowKey, p: PacketRef, out: &mut F) {
+/// Declares the bytes from the direction's position up to stream offset `to`
+/// lost (one `Gap`), then delivers whatever buffered data has become in order.
+fn skip_to<F: FnMut(TcpOutput<'_>)>(flow: &mut Flow, d: usize, key: FlowKey, p: PacketRef, to: u64, out: &mut F) {
     let (src, dst) = endpoints(key, d);
-    loop {
-        let (id, initiator) = (flow.id, flow.initiator);
-        let dir = &mut flow.dirs[d];
-        let Some((&at, _)) = dir.ooo.iter().next() else { break };
-        if at > dir.offset {
-            let hole = at - dir.offset;
-            dir.offset = at;
-            dir.next = dir.next.map(|n| n.wrapping_add(hole as u32));
-            out(TcpOutput {
-                flow: id,
-                packet: p,
-                src,
-                dst,
-                initiator,
-                event: TcpEvent::Gap {
-                    bytes: Some(hole),
-                    reason: GapReason::Lost,
-                },
-            });
+    let (id, initiator) = (flow.id, flow.initiator);
+    let dir = &mut flow.dirs[d];
+    if to > dir.offset {
+        let hole = to - dir.offset;
+        dir.offset = to;
+        dir.next = dir.next.map(|n| n.wrapping_add(hole as u32));
+        out(TcpOutput {
+            flow: id,
+            packet: p,
+            src,
+            dst,
+            initiator,
+            event: TcpEvent::Gap {
+                bytes: Some(hole),
+                reason: GapReason::Lost,
+            },
+        });
+    }
+    drain(flow, d, key, p, out);
+}
+
+/// Delivers everything buffered in a direction, declaring the holes between,
+/// up to its FIN when one was seen.
+fn flush_direction<F: FnMut(TcpOutput<'_>)>(flow: &mut Flow, d: usize, key: FlowKey, p: PacketRef, out: &mut F) {
+    while let Some((&at, _)) = flow.dirs[d].ooo.iter().next() {
+        skip_to(flow, d, key, p, at, out);
+    }
+    let dir = &flow.dirs[d];
+    if let (Some(fin), Some(next), false) = (dir.fin, dir.next, dir.fin_done) {
+        let ahead = seq_diff(fin, next);
+        if ahead > 0 {
+            let to = dir.offset + ahead as u64;
+            skip_to(flow, d, key, p, to, out);
         }
-        drain(flow, d, key, p, out);
     }
     maybe_fin(flow, d, key, p, out);
+}
+
+/// The peer acknowledged bytes the capture does not have: they were sent and
+/// received, so no retransmission will fill the hole. Declare it lost now
+/// rather than holding the data behind it until the end of the capture.
+fn acked_hole<F: FnMut(TcpOutput<'_>)>(flow: &mut Flow, d: usize, key: FlowKey, p: PacketRef, ack: u32, out: &mut F) {
+    loop {
+        let dir = &flow.dirs[d];
+        let (Some(next), Some((&at, _))) = (dir.next, dir.ooo.iter().next()) else { return };
+        let acked = seq_diff(ack, next);
+        if acked <= 0 {
+            return;
+        }
+        // Only the part of the hole the ack covers is certainly lost.
+        let to = at.min(dir.offset + acked as u64);
+        if to <= dir.offset {
+            return;
+        }
+        skip_to(flow, d, key, p, to, out);
+    }
 }
 
 /// Emits the FIN once the stream has reached it.
@@ -552,5 +589,55 @@ mod tests {
         ]);
         assert_eq!(data, b"abcd");
         assert_eq!(evs, vec!["Open", "Fin"]);
+    }
+
+    #[test]
+    fn a_hole_the_peer_acknowledged_is_lost_at_once() {
+        let mut ack = seg(false, 9000, b"", ACK);
+        ack.ack = 113; // the broker received everything up to "xyz"'s end
+        let mut r = Reassembler::new();
+        let mut log = Vec::new();
+        for (i, s) in [seg(true, 100, b"", SYN), seg(true, 101, b"abc", ACK), seg(true, 110, b"xyz", ACK), ack]
+            .iter()
+            .enumerate()
+        {
+            let p = PacketRef {
+                file: 0,
+                frame: i as u64 + 1,
+                ts: Timestamp(i as i64),
+                seq: i as u64,
+            };
+            r.handle(p, s, &mut |o: TcpOutput<'_>| log.push((o.packet.frame, format!("{:?}", o.event))));
+        }
+        assert_eq!(
+            log,
+            vec![
+                (1, "Open".to_string()),
+                (2, "Data([97, 98, 99])".to_string()),
+                (4, "Gap { bytes: Some(6), reason: Lost }".to_string()),
+                (4, "Data([120, 121, 122])".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_hole_just_before_the_fin_is_reported_when_the_connection_resets() {
+        let fin = TcpFlags {
+            fin: true,
+            ack: true,
+            ..Default::default()
+        };
+        let rst = TcpFlags {
+            rst: true,
+            ..Default::default()
+        };
+        let (data, evs) = run(&[
+            seg(true, 100, b"", SYN),
+            seg(true, 101, b"abc", ACK),
+            seg(true, 110, b"", fin), // 6 bytes before the FIN never captured
+            seg(false, 5000, b"", rst),
+        ]);
+        assert_eq!(data, b"abc");
+        assert_eq!(evs, vec!["Open", "Gap { bytes: Some(6), reason: Lost }", "Fin", "Reset"]);
     }
 }
