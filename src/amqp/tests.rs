@@ -968,3 +968,17 @@ fn buffered_bytes_stay_below_the_frame_limit() {
     assert_eq!(body.offset, 8);
     assert_eq!(d.buffered(), 0);
 }
+
+#[test]
+fn a_false_candidate_with_a_large_size_does_not_hold_resync_back() {
+    // After a hole: bytes that look like a method frame header announcing
+    // 64 KiB, whose payload does not open with known ids, then a real ack.
+    let mut d = FrameDecoder::new(DecoderConfig::default());
+    d.gap(None);
+    d.push(&[1, 0, 1, 0, 1, 0, 0, b'h', b'e', b'l', b'l', b'o']);
+    d.push(&ack());
+    let items: Vec<_> = std::iter::from_fn(|| d.poll()).collect();
+    assert_eq!(items.len(), 1, "{items:#?}");
+    assert_eq!(items[0].offset, 12);
+    assert_eq!(method_of(&items[0]).method, MethodKind::BasicAck);
+}
