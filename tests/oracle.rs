@@ -1,0 +1,564 @@
+//! tshark as the decoding oracle: on every capture under `captures/`, the
+//! method frames amqptrace decodes equal tshark's, per connection and
+//! direction, frame for frame — same channel, same `class.method`, and the
+//! same packet number (both report a frame that spans several packets at the
+//! packet that completes it).
+//!
+//! Only method frames are compared: they are what both tools decode and name.
+//! tshark gives numeric class and method ids; they are named here from the
+//! AMQP 0-9-1 spec table below (an independent table, not amqptrace's), and
+//! that table is itself checked against the names in tshark's Info column.
+//!
+//! Documented exceptions, each checked precisely rather than skipped:
+//! see [`Exception`].
+
+mod util;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde_json::Value;
+
+/// Fewer captures than this means the captures were not made (or not found):
+/// the oracle must not pass on an empty directory.
+const MIN_CAPTURES: usize = 10;
+
+/// One method frame as a tool decoded it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct MethodFrame {
+    /// 1-based packet number in the file.
+    packet: u64,
+    channel: u16,
+    /// `class.method`, lower case, spec spelling.
+    method: String,
+}
+
+/// `(conn, dir)`: conn as amqptrace spells it (`client->broker`), dir `c2s`/`s2c`.
+type Direction = (String, String);
+
+/// What amqptrace says about one capture.
+#[derive(Default)]
+struct Trace {
+    methods: BTreeMap<Direction, Vec<MethodFrame>>,
+    /// `(client, broker)` addresses per conn string.
+    conns: BTreeMap<String, (SocketAddr, SocketAddr)>,
+    /// Holes amqptrace reported per direction: `(packet, reason)`.
+    gaps: BTreeMap<Direction, Vec<(u64, String)>>,
+}
+
+fn parse_conn(conn: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let (c, b) = conn.split_once("->")?;
+    Some((c.parse().ok()?, b.parse().ok()?))
+}
+
+fn amqptrace_trace(capture: &Path) -> Trace {
+    let run = util::amqptrace([
+        "analyze".as_ref(),
+        "--format".as_ref(),
+        "jsonl".as_ref(),
+        capture.as_os_str(),
+    ]);
+    // 1 (stall) and 3 (damaged after some packets) still give a full timeline.
+    assert!(
+        matches!(run.code, Some(0 | 1 | 3)),
+        "amqptrace analyze {}: {}",
+        util::short(capture),
+        run.context()
+    );
+    let mut trace = Trace::default();
+    for (i, line) in run.stdout.lines().enumerate() {
+        let ev: Value = serde_json::from_str(line).unwrap_or_else(|e| {
+            panic!(
+                "{} line {}: not JSON ({e}): {line}",
+                util::short(capture),
+                i + 1
+            )
+        });
+        let conn = ev["conn"].as_str().unwrap_or_default().to_string();
+        let dir = ev["dir"].as_str().unwrap_or_default().to_string();
+        if let Some(addrs) = parse_conn(&conn) {
+            trace.conns.insert(conn.clone(), addrs);
+        }
+        let packet = ev["frame"].as_u64().unwrap_or(0);
+        match ev["event"].as_str() {
+            Some("frame") => {
+                let method = ev["method"].as_str().unwrap_or_default();
+                // content-header, content-body, heartbeat, protocol-header carry no dot.
+                if method.contains('.') {
+                    trace
+                        .methods
+                        .entry((conn, dir))
+                        .or_default()
+                        .push(MethodFrame {
+                            packet,
+                            channel: ev["channel"].as_u64().unwrap_or(u64::MAX) as u16,
+                            method: method.to_string(),
+                        });
+                }
+            }
+            Some("gap") => {
+                let reason = ev["reason"].as_str().unwrap_or_default().to_string();
+                trace
+                    .gaps
+                    .entry((conn, dir))
+                    .or_default()
+                    .push((packet, reason));
+            }
+            _ => {}
+        }
+    }
+    trace
+}
+
+/// `class.method` for AMQP 0-9-1 ids, with RabbitMQ's extensions, as the spec spells them.
+fn spec_method_name(class: u16, method: u16) -> Option<&'static str> {
+    Some(match (class, method) {
+        (10, 10) => "connection.start",
+        (10, 11) => "connection.start-ok",
+        (10, 20) => "connection.secure",
+        (10, 21) => "connection.secure-ok",
+        (10, 30) => "connection.tune",
+        (10, 31) => "connection.tune-ok",
+        (10, 40) => "connection.open",
+        (10, 41) => "connection.open-ok",
+        (10, 50) => "connection.close",
+        (10, 51) => "connection.close-ok",
+        (10, 60) => "connection.blocked",
+        (10, 61) => "connection.unblocked",
+        (10, 70) => "connection.update-secret",
+        (10, 71) => "connection.update-secret-ok",
+        (20, 10) => "channel.open",
+        (20, 11) => "channel.open-ok",
+        (20, 20) => "channel.flow",
+        (20, 21) => "channel.flow-ok",
+        (20, 40) => "channel.close",
+        (20, 41) => "channel.close-ok",
+        (30, 10) => "access.request",
+        (30, 11) => "access.request-ok",
+        (40, 10) => "exchange.declare",
+        (40, 11) => "exchange.declare-ok",
+        (40, 20) => "exchange.delete",
+        (40, 21) => "exchange.delete-ok",
+        (40, 30) => "exchange.bind",
+        (40, 31) => "exchange.bind-ok",
+        (40, 40) => "exchange.unbind",
+        (40, 51) => "exchange.unbind-ok",
+        (50, 10) => "queue.declare",
+        (50, 11) => "queue.declare-ok",
+        (50, 20) => "queue.bind",
+        (50, 21) => "queue.bind-ok",
+        (50, 30) => "queue.purge",
+        (50, 31) => "queue.purge-ok",
+        (50, 40) => "queue.delete",
+        (50, 41) => "queue.delete-ok",
+        (50, 50) => "queue.unbind",
+        (50, 51) => "queue.unbind-ok",
+        (60, 10) => "basic.qos",
+        (60, 11) => "basic.qos-ok",
+        (60, 20) => "basic.consume",
+        (60, 21) => "basic.consume-ok",
+        (60, 30) => "basic.cancel",
+        (60, 31) => "basic.cancel-ok",
+        (60, 40) => "basic.publish",
+        (60, 50) => "basic.return",
+        (60, 60) => "basic.deliver",
+        (60, 70) => "basic.get",
+        (60, 71) => "basic.get-ok",
+        (60, 72) => "basic.get-empty",
+        (60, 80) => "basic.ack",
+        (60, 90) => "basic.reject",
+        (60, 100) => "basic.recover-async",
+        (60, 110) => "basic.recover",
+        (60, 111) => "basic.recover-ok",
+        (60, 120) => "basic.nack",
+        (85, 10) => "confirm.select",
+        (85, 11) => "confirm.select-ok",
+        (90, 10) => "tx.select",
+        (90, 11) => "tx.select-ok",
+        (90, 20) => "tx.commit",
+        (90, 21) => "tx.commit-ok",
+        (90, 30) => "tx.rollback",
+        (90, 31) => "tx.rollback-ok",
+        _ => return None,
+    })
+}
+
+/// tshark's class names, as they open a method's entry in the Info column (`Basic.Consume-Ok`).
+const TSHARK_CLASSES: &[&str] = &[
+    "Connection",
+    "Channel",
+    "Access",
+    "Exchange",
+    "Queue",
+    "Basic",
+    "Confirm",
+    "Tx",
+];
+
+/// The `Class.Method` tokens of an Info column, lower-cased (`basic.consume-ok`).
+fn info_method_names(info: &str) -> Vec<String> {
+    info.split_whitespace()
+        .filter(|tok| {
+            tok.split_once('.').is_some_and(|(class, m)| {
+                TSHARK_CLASSES.contains(&class) && m.starts_with(|c: char| c.is_ascii_uppercase())
+            })
+        })
+        .map(str::to_ascii_lowercase)
+        .collect()
+}
+
+/// tshark's method frames per direction, keyed like amqptrace's. A tshark
+/// connection that amqptrace does not know is keyed `src->dst` with dir `?`,
+/// so that it shows up as a disagreement.
+/// What tshark decodes in one capture.
+#[derive(Default)]
+struct Oracle {
+    methods: BTreeMap<Direction, Vec<MethodFrame>>,
+    /// Packets whose capture length is shorter than their length on the wire (snaplen).
+    truncated: BTreeSet<u64>,
+}
+
+fn tshark_methods(capture: &Path, trace: &Trace, out_of_order: bool) -> Oracle {
+    let broker_ports: BTreeSet<u16> = trace
+        .conns
+        .values()
+        .map(|(_, broker)| broker.port())
+        .chain([5672])
+        .collect();
+    // Out-of-order reassembly on, as the issue asks: the lossy capture's
+    // reordered segments are then put back in order, as amqptrace does.
+    let mut args: Vec<String> = vec![
+        "-o".into(),
+        format!(
+            "tcp.reassemble_out_of_order:{}",
+            if out_of_order { "TRUE" } else { "FALSE" }
+        ),
+    ];
+    for port in &broker_ports {
+        args.push("-d".into());
+        args.push(format!("tcp.port=={port},amqp"));
+    }
+    args.extend(
+        [
+            "-Y",
+            "amqp",
+            "-T",
+            "fields",
+            "-E",
+            "occurrence=a",
+            "-E",
+            "aggregator=,",
+            "-E",
+            "separator=/t",
+        ]
+        .map(String::from),
+    );
+    for field in [
+        "frame.number",
+        "frame.len",
+        "frame.cap_len",
+        "ip.src",
+        "ipv6.src",
+        "tcp.srcport",
+        "ip.dst",
+        "ipv6.dst",
+        "tcp.dstport",
+        "amqp.type",
+        "amqp.channel",
+        "amqp.method.class",
+        "amqp.method.method",
+        // Last: it may contain commas.
+        "_ws.col.Info",
+    ] {
+        args.push("-e".into());
+        args.push(field.into());
+    }
+    let out = util::tshark(capture, &args);
+    let mut oracle = Oracle::default();
+    for line in out.lines() {
+        let f: Vec<&str> = line.splitn(14, '\t').collect();
+        assert_eq!(
+            f.len(),
+            14,
+            "{}: unexpected tshark line: {line}",
+            util::short(capture)
+        );
+        let packet: u64 = f[0].parse().expect("tshark frame.number");
+        if f[1] != f[2] {
+            oracle.truncated.insert(packet);
+        }
+        let f = &f[2..];
+        // With tunnelled IP the innermost header is the last occurrence.
+        let addr = |v4: &str, v6: &str, port: &str| -> SocketAddr {
+            let ip = list(v4)
+                .last()
+                .or(list(v6).last())
+                .copied()
+                .unwrap_or("0.0.0.0");
+            format!(
+                "{}:{}",
+                if ip.contains(':') {
+                    format!("[{ip}]")
+                } else {
+                    ip.to_string()
+                },
+                port
+            )
+            .parse()
+            .unwrap_or_else(|e| panic!("tshark address {ip} port {port}: {e}"))
+        };
+        let src = addr(f[1], f[2], f[3]);
+        let dst = addr(f[4], f[5], f[6]);
+        let key = trace
+            .conns
+            .iter()
+            .find_map(|(conn, &(client, broker))| {
+                if (src, dst) == (client, broker) {
+                    Some((conn.clone(), "c2s".to_string()))
+                } else if (src, dst) == (broker, client) {
+                    Some((conn.clone(), "s2c".to_string()))
+                } else {
+                    None
+                }
+            })
+            .unwrap_or_else(|| (format!("{src}->{dst}"), "?".to_string()));
+        let types = list(f[7]);
+        let channels = list(f[8]);
+        let (classes, ids) = (list(f[9]), list(f[10]));
+        let info_names = info_method_names(f[11]);
+        let mut next_method = 0;
+        let mut names_here = Vec::new();
+        for (i, ty) in types.iter().enumerate() {
+            if *ty != "1" {
+                continue;
+            }
+            let (Some(class), Some(id)) = (classes.get(next_method), ids.get(next_method)) else {
+                panic!("{}: packet {packet}: a method frame without class/method in tshark's fields: {line}", util::short(capture));
+            };
+            next_method += 1;
+            let (class, id): (u16, u16) = (
+                class.parse().expect("class id"),
+                id.parse().expect("method id"),
+            );
+            let method = spec_method_name(class, id)
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("unknown({class}.{id})"));
+            names_here.push(method.clone());
+            oracle
+                .methods
+                .entry(key.clone())
+                .or_default()
+                .push(MethodFrame {
+                    packet,
+                    channel: channels
+                        .get(i)
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or(u16::MAX),
+                    method,
+                });
+        }
+        // The Info column is capped in length; only check the names where it holds them all.
+        if info_names.len() == names_here.len() {
+            assert_eq!(
+                names_here,
+                info_names,
+                "{}: packet {packet}: this test's spec name table disagrees with tshark's names",
+                util::short(capture)
+            );
+        }
+    }
+    oracle
+}
+
+/// A tshark field's comma-aggregated occurrences.
+fn list(s: &str) -> Vec<&str> {
+    s.split(',').filter(|x| !x.is_empty()).collect()
+}
+
+/// Why a direction cannot be compared with tshark's out-of-order reassembly as is.
+///
+/// Both exceptions come from a hole in the byte stream that amqptrace reports
+/// as a `gap` event. With `tcp.reassemble_out_of_order:TRUE`, tshark holds
+/// every segment after a hole waiting for the missing bytes, which never come:
+/// it decodes nothing more in that direction (checked: its frames must be
+/// exactly amqptrace's up to the hole). So the rest is compared with tshark
+/// run again with out-of-order reassembly off, where it dissects each segment
+/// after a hole from its start — the same resynchronisation amqptrace does.
+/// In that run, two differences are expected and each is checked precisely:
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Exception {
+    /// `gap reason=truncated` (snaplen): tshark names a method from the class
+    /// and method ids in the captured prefix of a truncated packet, even when
+    /// the rest of the frame was not captured; amqptrace reports the hole and
+    /// does not invent the frame. Allowed: amqptrace omits a tshark frame only
+    /// when tshark's packet is truncated (cap_len < len) and amqptrace reported
+    /// a truncated gap at that packet in that direction.
+    Truncated,
+    /// `gap reason=lost`: amqptrace buffers the segments after a hole until
+    /// the peer acknowledges past it (proof the capture missed the bytes), then
+    /// reports the hole and decodes the buffered bytes at that later packet;
+    /// tshark (in-order only) reports them at the packet that carried them.
+    /// Allowed: the same channel and method, with amqptrace's packet number
+    /// later than tshark's, only for frames amqptrace reports at the packet of
+    /// its `lost` gap.
+    Lost,
+}
+
+/// Compares one direction; returns a description of the disagreement, if any.
+fn compare_direction(
+    key: &Direction,
+    trace: &Trace,
+    ooo: &Oracle,
+    in_order: Option<&Oracle>,
+    used: &mut BTreeSet<Exception>,
+) -> Result<(), String> {
+    let none: &[MethodFrame] = &[];
+    let ours = trace.methods.get(key).map_or(none, Vec::as_slice);
+    let theirs = ooo.methods.get(key).map_or(none, Vec::as_slice);
+    let holes: Vec<&(u64, String)> = trace
+        .gaps
+        .get(key)
+        .into_iter()
+        .flatten()
+        .filter(|(_, reason)| reason == "lost" || reason == "truncated")
+        .collect();
+    if ours == theirs {
+        return Ok(());
+    }
+    let Some(&&(first_hole, _)) = holes.first() else {
+        return Err(diff(ours, theirs));
+    };
+    // tshark with out-of-order reassembly stops at the first hole: what it
+    // has must be exactly amqptrace's frames up to there.
+    let before = ours.iter().take_while(|m| m.packet < first_hole).count();
+    if theirs.len() < before || theirs != &ours[..theirs.len()] {
+        return Err(format!(
+            "  before the first hole (packet {first_hole}), out-of-order tshark differs:\n{}",
+            diff(ours, theirs)
+        ));
+    }
+    let plain = in_order.expect("tshark in order is run whenever amqptrace reports a hole");
+    let theirs = plain.methods.get(key).map_or(none, Vec::as_slice);
+    let hole_at =
+        |packet: u64, reason: &str| holes.iter().any(|(p, r)| *p == packet && r == reason);
+    let (mut i, mut j) = (0, 0);
+    while i < theirs.len() || j < ours.len() {
+        let (t, o) = (theirs.get(i), ours.get(j));
+        if let (Some(t), Some(o)) = (t, o) {
+            if t == o {
+                (i, j) = (i + 1, j + 1);
+                continue;
+            }
+            if (t.channel, &t.method) == (o.channel, &o.method)
+                && o.packet > t.packet
+                && hole_at(o.packet, "lost")
+            {
+                used.insert(Exception::Lost);
+                (i, j) = (i + 1, j + 1);
+                continue;
+            }
+        }
+        if let Some(t) = t {
+            if plain.truncated.contains(&t.packet) && hole_at(t.packet, "truncated") {
+                used.insert(Exception::Truncated);
+                i += 1;
+                continue;
+            }
+        }
+        return Err(format!(
+            "  after a hole, compared with in-order tshark: amqptrace frame {j} vs tshark frame {i} \
+             fits no documented exception\n{}",
+            diff_at(ours, theirs, j, i)
+        ));
+    }
+    Ok(())
+}
+
+/// A side-by-side listing of two sequences from their first difference.
+fn diff(ours: &[MethodFrame], theirs: &[MethodFrame]) -> String {
+    let first = ours.iter().zip(theirs).take_while(|(a, b)| a == b).count();
+    diff_at(ours, theirs, first, first)
+}
+
+/// A side-by-side listing around `ours[j]` and `theirs[i]`.
+fn diff_at(ours: &[MethodFrame], theirs: &[MethodFrame], j: usize, i: usize) -> String {
+    let mut s = format!(
+        "  amqptrace has {} method frames, tshark {}; listing from amqptrace #{j} / tshark #{i}\n  {:<42} | tshark\n",
+        ours.len(),
+        theirs.len(),
+        "amqptrace"
+    );
+    let show = |m: Option<&MethodFrame>| {
+        m.map_or("-".to_string(), |m| {
+            format!("#{} ch{} {}", m.packet, m.channel, m.method)
+        })
+    };
+    let back = j.min(i).min(2);
+    for k in 0..12 {
+        let (a, b) = (
+            (j + k).checked_sub(back).and_then(|x| ours.get(x)),
+            (i + k).checked_sub(back).and_then(|x| theirs.get(x)),
+        );
+        if a.is_none() && b.is_none() {
+            break;
+        }
+        let mark = if a == b { ' ' } else { '!' };
+        let _ = writeln!(s, "{mark} {:<42} | {}", show(a), show(b));
+    }
+    s
+}
+
+#[test]
+fn method_frames_equal_tsharks_on_every_capture() {
+    let captures = util::committed_captures();
+    assert!(
+        captures.len() >= MIN_CAPTURES,
+        "only {} captures under captures/ (expected ≥ {MIN_CAPTURES}): run scripts/make-captures.sh",
+        captures.len()
+    );
+    if !util::tshark_available() {
+        return;
+    }
+    let mut failures = String::new();
+    let mut compared = 0usize;
+    for capture in &captures {
+        let name = util::short(capture);
+        let trace = amqptrace_trace(capture);
+        let ooo = tshark_methods(capture, &trace, true);
+        let has_holes = trace
+            .gaps
+            .values()
+            .flatten()
+            .any(|(_, r)| r == "lost" || r == "truncated");
+        let in_order = has_holes.then(|| tshark_methods(capture, &trace, false));
+        let total: usize = trace.methods.values().map(Vec::len).sum();
+        assert!(total > 0, "{name}: amqptrace decoded no method frame");
+        let keys: BTreeSet<Direction> = trace
+            .methods
+            .keys()
+            .chain(ooo.methods.keys())
+            .cloned()
+            .collect();
+        let mut used = BTreeSet::new();
+        for key in &keys {
+            let result = compare_direction(key, &trace, &ooo, in_order.as_ref(), &mut used);
+            compared += trace.methods.get(key).map_or(0, Vec::len);
+            if let Err(why) = result {
+                let _ = write!(failures, "\n{name}: {} {}:\n{why}", key.0, key.1);
+            }
+        }
+        if !used.is_empty() {
+            eprintln!("oracle: {name}: compared past holes with documented exceptions: {used:?}");
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "amqptrace and tshark disagree:{failures}"
+    );
+    eprintln!(
+        "oracle: {} captures, {compared} amqptrace method frames checked against tshark",
+        captures.len()
+    );
+}
