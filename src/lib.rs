@@ -17,9 +17,10 @@
 pub mod amqp;
 pub mod analyze;
 pub mod capture;
+pub mod event;
 pub mod link;
 pub mod pipeline;
+pub mod proxy;
 pub mod sink;
 pub mod stream;
 pub mod tcp;
-pub mod event;

@@ -56,6 +56,9 @@ enum Command {
     /// Decode pcap/pcapng captures into a timeline and verdicts.
     #[command(after_help = EXIT_CODES_HELP)]
     Analyze(cli::analyze::AnalyzeArgs),
+    /// Forward clients to RabbitMQ as a transparent TCP proxy, tracing and diagnosing live.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Proxy(cli::proxy::ProxyArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,7 +73,11 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { exit::ERROR } else { exit::OK });
+            return ExitCode::from(if e.use_stderr() {
+                exit::ERROR
+            } else {
+                exit::OK
+            });
         }
     };
     match run(cli) {
@@ -97,6 +104,6 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Analyze(args) => cli::analyze::run(args),
+        Command::Proxy(args) => cli::proxy::run(args),
     }
 }
-

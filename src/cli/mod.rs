@@ -1,3 +1,4 @@
 //! The binary's subcommands, one file each; `main.rs` only parses and dispatches.
 
 pub mod analyze;
+pub mod proxy;

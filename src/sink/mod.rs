@@ -7,6 +7,7 @@
 
 mod counts;
 mod jsonl;
+pub mod pcapng;
 mod text;
 
 use std::io;
@@ -15,6 +16,7 @@ use crate::event::Event;
 
 pub use counts::CountsSink;
 pub use jsonl::JsonlSink;
+pub use pcapng::PcapngWriter;
 pub use text::{TextOptions, TextSink};
 
 /// A consumer of timeline events.
