@@ -12,7 +12,7 @@ use amqptrace::amqp::DecoderConfig;
 use amqptrace::analyze::{write_verdict_block, Analyzer, AnalyzerConfig};
 use amqptrace::event::Event;
 use amqptrace::pipeline::{self, RunSummary};
-use amqptrace::sink::{CountsSink, JsonlSink, Sink, TextOptions, TextSink};
+use amqptrace::sink::{ChromeTraceSink, CountsSink, JsonlSink, Sink, TextOptions, TextSink};
 use amqptrace::stream::StreamConfig;
 
 use crate::exit;
@@ -25,7 +25,8 @@ pub struct AnalyzeArgs {
 
     /// Output format: text (timeline + verdict block), jsonl (one event per line, docs/events.md),
     /// json (the analysis document with verdicts, docs/analysis.md), counts (events per method;
-    /// decode only, no verdicts).
+    /// decode only, no verdicts), chrome-trace (Trace Event Format JSON for ui.perfetto.dev and
+    /// chrome://tracing: connections as processes, channels as threads, deliveries as slices).
     #[arg(short, long, value_enum, default_value_t = Format::Text)]
     format: Format,
 
@@ -66,6 +67,8 @@ pub enum Format {
     Jsonl,
     Json,
     Counts,
+    /// Trace Event Format JSON for ui.perfetto.dev and chrome://tracing.
+    ChromeTrace,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -123,6 +126,12 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<u8> {
             let summary = pipeline::run_files(&args.captures, &stream_cfg, |ev: &Event| sink.event(ev))?;
             sink.finish()?;
             return Ok(damage_or_ok(&summary));
+        }
+        Format::ChromeTrace => {
+            let mut sink = ChromeTraceSink::new(out);
+            let summary = drive(&args.captures, &stream_cfg, &mut analyzer, Some(&mut sink))?;
+            sink.finish()?;
+            (summary, None)
         }
         Format::Json => {
             let summary = drive::<TextSink<Box<dyn Write>>>(&args.captures, &stream_cfg, &mut analyzer, None)?;

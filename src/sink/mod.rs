@@ -5,7 +5,9 @@
 //! flushed by [`Sink::finish`] (and on drop of the writer), so nothing already
 //! traced is lost at exit.
 
+mod chrome_trace;
 mod counts;
+pub mod deliveries;
 mod jsonl;
 pub mod pcapng;
 mod text;
@@ -14,6 +16,7 @@ use std::io;
 
 use crate::event::Event;
 
+pub use chrome_trace::ChromeTraceSink;
 pub use counts::CountsSink;
 pub use jsonl::JsonlSink;
 pub use pcapng::PcapngWriter;
