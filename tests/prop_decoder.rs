@@ -611,3 +611,30 @@ proptest! {
         let _ = read_all(&file);
     }
 }
+
+/// Found while fuzzing: an interface whose `if_tsoffset` option is near
+/// i64::MAX, with a large packet timestamp, overflows `secs + offset` in
+/// `CaptureReader::next_packet` (a panic in debug builds, a wrapped time in
+/// release). Un-ignore once that addition saturates.
+#[test]
+#[ignore = "capture.rs: `(ticks / r) as i64 + iface.ts_offset_secs` overflows; use saturating_add"]
+fn pcapng_timestamp_offset_near_the_limit_does_not_panic() {
+    let mut shb = Vec::new();
+    shb.extend_from_slice(&0x1a2b3c4du32.to_le_bytes());
+    shb.extend_from_slice(&[1, 0, 0, 0]);
+    shb.extend_from_slice(&(-1i64).to_le_bytes());
+    let mut file = pcapng_block(0x0a0d0d0a, &shb);
+    // Ethernet, snaplen 0, option if_tsoffset (14) of 8 bytes, end of options.
+    let mut idb = vec![1, 0, 0, 0, 0, 0, 0, 0, 14, 0, 8, 0];
+    idb.extend_from_slice(&i64::MAX.to_le_bytes());
+    idb.extend_from_slice(&[0, 0, 0, 0]);
+    file.extend(pcapng_block(1, &idb));
+    let mut epb = Vec::new();
+    for word in [0, u32::MAX, u32::MAX, 4, 4] {
+        epb.extend_from_slice(&word.to_le_bytes());
+    }
+    epb.extend_from_slice(&[1, 2, 3, 4]);
+    file.extend(pcapng_block(6, &epb));
+    let (packets, _) = read_all(&file).expect("a valid file");
+    assert_eq!(packets, vec![vec![1, 2, 3, 4]]);
+}
