@@ -1,0 +1,206 @@
+//! A borrowed fast path for the frames that make up almost all of a busy
+//! connection: `basic.deliver`, `basic.ack`, `basic.nack`, `basic.reject`,
+//! `basic.publish` and content headers.
+//!
+//! amq-protocol stays the codec of record: this module only reads the fixed
+//! layouts of those few methods (AMQP 0-9-1 spec §1.8) straight from the
+//! payload, and returns `None` — sending the frame to amq-protocol — for
+//! anything it is not certain about (other methods, a length that does not add
+//! up, a string that is not UTF-8). A property test checks it against
+//! amq-protocol's full parse on every frame of every committed capture and on
+//! generated frames (`tests/fast_path.rs`).
+
+use crate::event::{ContentHeader, ContentHeaderTag, Method, MethodArgs, MethodKind, Properties};
+
+/// A cursor over a payload; every read fails (None) past the end.
+struct Reader<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn u8(&mut self) -> Option<u8> {
+        let v = *self.b.get(self.pos)?;
+        self.pos += 1;
+        Some(v)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        let s = self.b.get(self.pos..self.pos + 2)?;
+        self.pos += 2;
+        Some(u16::from_be_bytes([s[0], s[1]]))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        let s = self.b.get(self.pos..self.pos + 4)?;
+        self.pos += 4;
+        Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        let s = self.b.get(self.pos..self.pos + 8)?;
+        self.pos += 8;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(s);
+        Some(u64::from_be_bytes(a))
+    }
+    fn shortstr(&mut self) -> Option<String> {
+        let len = self.u8()? as usize;
+        let s = self.b.get(self.pos..self.pos + len)?;
+        self.pos += len;
+        std::str::from_utf8(s).ok().map(str::to_owned)
+    }
+    fn bytes(&mut self, len: usize) -> Option<&'a [u8]> {
+        let s = self.b.get(self.pos..self.pos + len)?;
+        self.pos += len;
+        Some(s)
+    }
+    fn at_end(&self) -> bool {
+        self.pos == self.b.len()
+    }
+}
+
+/// The method in `payload` (class id, method id, arguments), if it is one of
+/// the hot methods and reads cleanly to the last byte.
+pub fn method(payload: &[u8]) -> Option<Method> {
+    let mut r = Reader { b: payload, pos: 0 };
+    let class_id = r.u16()?;
+    let method_id = r.u16()?;
+    if class_id != 60 {
+        return None;
+    }
+    let mut a = MethodArgs::default();
+    let kind = match method_id {
+        60 => {
+            a.consumer_tag = Some(r.shortstr()?);
+            a.delivery_tag = Some(r.u64()?);
+            a.redelivered = Some(r.u8()? & 1 != 0);
+            a.exchange = Some(r.shortstr()?);
+            a.routing_key = Some(r.shortstr()?);
+            MethodKind::BasicDeliver
+        }
+        80 => {
+            a.delivery_tag = Some(r.u64()?);
+            a.multiple = Some(r.u8()? & 1 != 0);
+            MethodKind::BasicAck
+        }
+        90 => {
+            a.delivery_tag = Some(r.u64()?);
+            a.requeue = Some(r.u8()? & 1 != 0);
+            MethodKind::BasicReject
+        }
+        120 => {
+            a.delivery_tag = Some(r.u64()?);
+            let bits = r.u8()?;
+            a.multiple = Some(bits & 1 != 0);
+            a.requeue = Some(bits & 2 != 0);
+            MethodKind::BasicNack
+        }
+        40 => {
+            let _ticket = r.u16()?;
+            a.exchange = Some(r.shortstr()?);
+            a.routing_key = Some(r.shortstr()?);
+            let bits = r.u8()?;
+            a.mandatory = Some(bits & 1 != 0);
+            a.immediate = Some(bits & 2 != 0);
+            MethodKind::BasicPublish
+        }
+        _ => return None,
+    };
+    if !r.at_end() {
+        return None;
+    }
+    Some(Method { method: kind, args: a })
+}
+
+/// Property flag bits of class basic, highest first (spec §1.8.2).
+const P_CONTENT_TYPE: u16 = 1 << 15;
+const P_CONTENT_ENCODING: u16 = 1 << 14;
+const P_HEADERS: u16 = 1 << 13;
+const P_DELIVERY_MODE: u16 = 1 << 12;
+const P_PRIORITY: u16 = 1 << 11;
+const P_CORRELATION_ID: u16 = 1 << 10;
+const P_REPLY_TO: u16 = 1 << 9;
+const P_EXPIRATION: u16 = 1 << 8;
+const P_MESSAGE_ID: u16 = 1 << 7;
+const P_TIMESTAMP: u16 = 1 << 6;
+const P_TYPE: u16 = 1 << 5;
+const P_USER_ID: u16 = 1 << 4;
+const P_APP_ID: u16 = 1 << 3;
+const P_CLUSTER_ID: u16 = 1 << 2;
+
+/// A content header of class basic, if it reads cleanly. `with_headers`
+/// converts the headers table (through amq-protocol's table parser); without
+/// it the table is skipped by its length, for outputs that do not show it.
+pub fn content_header(payload: &[u8], with_headers: bool) -> Option<ContentHeader> {
+    let mut r = Reader { b: payload, pos: 0 };
+    let class_id = r.u16()?;
+    let _weight = r.u16()?;
+    let body_size = r.u64()?;
+    let flags = r.u16()?;
+    // A set bit 0 announces more flag words; no broker or client sends them.
+    if class_id != 60 || flags & 1 != 0 {
+        return None;
+    }
+    let mut p = Properties::default();
+    let has = |bit: u16| flags & bit != 0;
+    if has(P_CONTENT_TYPE) {
+        p.content_type = Some(r.shortstr()?);
+    }
+    if has(P_CONTENT_ENCODING) {
+        p.content_encoding = Some(r.shortstr()?);
+    }
+    if has(P_HEADERS) {
+        let start = r.pos;
+        let len = r.u32()? as usize;
+        let table = r.bytes(len)?;
+        if with_headers {
+            let (rest, t) = amq_protocol::types::parsing::parse_field_table(&payload[start..r.pos]).ok()?;
+            if !rest.is_empty() {
+                return None;
+            }
+            p.headers = Some(super::convert::field_table_to_json(&t));
+        } else {
+            let _ = table;
+        }
+    }
+    if has(P_DELIVERY_MODE) {
+        p.delivery_mode = Some(r.u8()?);
+    }
+    if has(P_PRIORITY) {
+        p.priority = Some(r.u8()?);
+    }
+    if has(P_CORRELATION_ID) {
+        p.correlation_id = Some(r.shortstr()?);
+    }
+    if has(P_REPLY_TO) {
+        p.reply_to = Some(r.shortstr()?);
+    }
+    if has(P_EXPIRATION) {
+        p.expiration = Some(r.shortstr()?);
+    }
+    if has(P_MESSAGE_ID) {
+        p.message_id = Some(r.shortstr()?);
+    }
+    if has(P_TIMESTAMP) {
+        p.timestamp = Some(r.u64()?);
+    }
+    if has(P_TYPE) {
+        p.kind = Some(r.shortstr()?);
+    }
+    if has(P_USER_ID) {
+        p.user_id = Some(r.shortstr()?);
+    }
+    if has(P_APP_ID) {
+        p.app_id = Some(r.shortstr()?);
+    }
+    if has(P_CLUSTER_ID) {
+        let _cluster_id = r.shortstr()?;
+    }
+    if !r.at_end() {
+        return None;
+    }
+    Some(ContentHeader {
+        method: ContentHeaderTag,
+        class_id,
+        body_size,
+        properties: p,
+    })
+}
