@@ -21,6 +21,7 @@ pub mod event;
 pub mod link;
 pub mod pipeline;
 pub mod proxy;
+pub mod report;
 pub mod sink;
 pub mod stream;
 pub mod tcp;

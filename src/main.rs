@@ -59,6 +59,10 @@ enum Command {
     /// Forward clients to RabbitMQ as a transparent TCP proxy, tracing and diagnosing live.
     #[command(after_help = EXIT_CODES_HELP)]
     Proxy(cli::proxy::ProxyArgs),
+    /// Build one self-contained report.html (verdicts, swimlane timeline, unacked vs prefetch)
+    /// from a capture or a `--format jsonl` timeline.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Report(cli::report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -105,5 +109,6 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Analyze(args) => cli::analyze::run(args),
         Command::Proxy(args) => cli::proxy::run(args),
+        Command::Report(args) => cli::report::run(args),
     }
 }

@@ -1,0 +1,132 @@
+//! `amqptrace report`: a capture or a timeline file → one self-contained report.html.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use amqptrace::amqp::DecoderConfig;
+use amqptrace::analyze::{Analyzer, AnalyzerConfig};
+use amqptrace::event::{Event, Timestamp};
+use amqptrace::pipeline;
+use amqptrace::report::{jsonl, ReportBuilder};
+use amqptrace::stream::StreamConfig;
+
+use crate::exit;
+
+#[derive(clap::Args, Debug)]
+pub struct ReportArgs {
+    /// A capture (pcap or pcapng, told apart by their magic numbers) or a timeline
+    /// written by `amqptrace analyze --format jsonl`. Verdicts are computed from its
+    /// events either way.
+    #[arg(value_name = "CAPTURE_OR_JSONL")]
+    input: PathBuf,
+
+    /// The HTML file to write.
+    #[arg(short, long, value_name = "FILE", default_value = "report.html")]
+    output: PathBuf,
+
+    /// Broker port (repeatable), for a capture; as in `amqptrace analyze`.
+    #[arg(short, long = "port", value_name = "PORT", default_values_t = [5672])]
+    ports: Vec<u16>,
+
+    /// Port of AMQP over TLS (repeatable): noted, not decoded.
+    #[arg(long = "tls-port", value_name = "PORT", default_values_t = [5671])]
+    tls_ports: Vec<u16>,
+
+    /// As in `amqptrace analyze`: seconds a stall must last before it is called one.
+    #[arg(long, value_name = "SECS")]
+    stall_after: Option<f64>,
+}
+
+enum InputKind {
+    Capture,
+    Jsonl,
+}
+
+fn input_kind(path: &Path) -> anyhow::Result<InputKind> {
+    let mut head = [0u8; 4];
+    let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let n = f
+        .read(&mut head)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    anyhow::ensure!(n > 0, "{}: empty file", path.display());
+    Ok(match head {
+        // pcap (both byte orders, micro- and nanosecond) and pcapng's section header block.
+        [0xa1, 0xb2, 0xc3, 0xd4]
+        | [0xd4, 0xc3, 0xb2, 0xa1]
+        | [0xa1, 0xb2, 0x3c, 0x4d]
+        | [0x4d, 0x3c, 0xb2, 0xa1]
+        | [0x0a, 0x0d, 0x0d, 0x0a] => InputKind::Capture,
+        _ if head[..n].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') => InputKind::Jsonl,
+        _ => anyhow::bail!(
+            "{}: neither a capture (pcap/pcapng) nor a JSON Lines timeline",
+            path.display()
+        ),
+    })
+}
+
+pub fn run(args: ReportArgs) -> anyhow::Result<u8> {
+    let mut cfg = AnalyzerConfig::default();
+    if let Some(secs) = args.stall_after {
+        anyhow::ensure!(
+            secs.is_finite() && secs >= 0.0,
+            "--stall-after must be a number of seconds ≥ 0"
+        );
+        cfg = cfg.with_stall_after(Duration::from_secs_f64(secs));
+    }
+    let mut analyzer = Analyzer::new(cfg);
+    let mut builder = ReportBuilder::new();
+    let mut last: Option<Timestamp> = None;
+    let mut code = exit::OK;
+    let mut take = |ev: &Event| {
+        analyzer.handle(ev);
+        builder.event(ev);
+        last = Some(last.map_or(ev.ts, |l| l.max(ev.ts)));
+    };
+    match input_kind(&args.input)? {
+        InputKind::Capture => {
+            let stream_cfg = StreamConfig {
+                ports: args.ports.clone(),
+                tls_ports: args.tls_ports.clone(),
+                decoder: DecoderConfig::default(),
+            };
+            let summary =
+                pipeline::run_files(std::slice::from_ref(&args.input), &stream_cfg, |ev| {
+                    take(ev);
+                    Ok(())
+                })?;
+            for w in &summary.warnings {
+                eprintln!("amqptrace: warning: {w}");
+            }
+            for d in &summary.damage {
+                eprintln!("amqptrace: warning: {d}");
+                code = exit::DAMAGED;
+            }
+        }
+        InputKind::Jsonl => {
+            let f = File::open(&args.input)
+                .with_context(|| format!("cannot open {}", args.input.display()))?;
+            jsonl::read_events(BufReader::with_capacity(1 << 16, f), &mut take)
+                .with_context(|| format!("{}", args.input.display()))?;
+        }
+    }
+    let analysis = analyzer.analysis(last.unwrap_or_default());
+    let out = File::create(&args.output)
+        .with_context(|| format!("cannot create {}", args.output.display()))?;
+    let title = args
+        .input
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    builder
+        .write_html(&analysis, &title, BufWriter::with_capacity(1 << 16, out))
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    Ok(if analysis.has_stall() {
+        exit::STALL
+    } else {
+        code
+    })
+}

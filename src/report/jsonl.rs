@@ -1,0 +1,309 @@
+//! Reading a timeline back: JSON Lines written by `amqptrace analyze --format
+//! jsonl` (schema in `docs/events.md`) turned into [`Event`]s again, so that a
+//! report built from a timeline file gets the same verdicts as one built from
+//! the capture.
+//!
+//! It reads through `serde_json::Value` and fills the event types field by
+//! field instead of deriving `Deserialize` on them: `src/event.rs` keeps its
+//! serialisation-only types, and a field added there without a line here is
+//! simply not read back (the JSON is the contract, not the Rust layout).
+//! What the schema never carries (message bodies beyond `--bodies`, the
+//! password) cannot come back either.
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::event::{
+    Conn, ContentBody, ContentBodyTag, ContentHeader, ContentHeaderTag, DecodeError, Dir, Event,
+    EventKind, Frame, GapReason, Heartbeat, Method, MethodArgs, MethodKind, Properties,
+    ProtocolHeaderTag, Timestamp,
+};
+
+/// Why a line of a timeline file cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum JsonlError {
+    #[error("line {line}: {source}")]
+    Io {
+        line: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("line {line}: not JSON: {source}")]
+    Json {
+        line: u64,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("line {line}: {what}")]
+    Schema { line: u64, what: String },
+}
+
+/// Reads every event of a JSON Lines timeline, calling `on_event` for each; blank lines are skipped.
+pub fn read_events<R: BufRead>(
+    input: R,
+    mut on_event: impl FnMut(&Event),
+) -> Result<u64, JsonlError> {
+    let mut n = 0;
+    for (i, line) in input.lines().enumerate() {
+        let line_no = i as u64 + 1;
+        let line = line.map_err(|source| JsonlError::Io {
+            line: line_no,
+            source,
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(&line).map_err(|source| JsonlError::Json {
+            line: line_no,
+            source,
+        })?;
+        let ev = event_from_value(v).map_err(|what| JsonlError::Schema {
+            line: line_no,
+            what,
+        })?;
+        on_event(&ev);
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// One JSON object of the schema → its [`Event`].
+pub fn event_from_value(v: Value) -> Result<Event, String> {
+    let Value::Object(o) = v else {
+        return Err("not a JSON object".into());
+    };
+    let frame = o.get("frame").and_then(Value::as_u64).ok_or("no frame")?;
+    let file = o.get("file").and_then(Value::as_u64).unwrap_or(0) as u32;
+    let ts = parse_rfc3339(o.get("ts").and_then(Value::as_str).ok_or("no ts")?)?;
+    let conn = parse_conn(o.get("conn").and_then(Value::as_str).ok_or("no conn")?)?;
+    let dir = match o.get("dir").and_then(Value::as_str) {
+        Some("c2s") => Dir::C2S,
+        Some("s2c") => Dir::S2C,
+        _ => return Err("dir is neither c2s nor s2c".into()),
+    };
+    let kind = match o.get("event").and_then(Value::as_str).ok_or("no event")? {
+        "tcp.open" => EventKind::TcpOpen,
+        "tcp.close" => EventKind::TcpClose,
+        "tcp.reset" => EventKind::TcpReset,
+        "gap" => EventKind::Gap {
+            bytes: get(&o, "bytes"),
+            reason: match o.get("reason").and_then(Value::as_str) {
+                Some("mid_connection") => GapReason::MidConnection,
+                Some("truncated") => GapReason::Truncated,
+                _ => GapReason::Lost,
+            },
+        },
+        "error" => EventKind::Error {
+            offset: get(&o, "offset").unwrap_or(0),
+            error: decode_error(o.get("error")),
+        },
+        "frame" => frame_kind(&o)?,
+        other => return Err(format!("unknown event {other:?}")),
+    };
+    Ok(Event {
+        frame,
+        file,
+        ts,
+        conn,
+        dir,
+        kind,
+    })
+}
+
+fn get<T: DeserializeOwned>(o: &Map<String, Value>, key: &str) -> Option<T> {
+    o.get(key)
+        .filter(|v| !v.is_null())
+        .and_then(|v| T::deserialize(v).ok())
+}
+
+fn decode_error(v: Option<&Value>) -> DecodeError {
+    let Some(Value::Object(o)) = v else {
+        return DecodeError::NotAmqp {
+            first_bytes: String::new(),
+        };
+    };
+    let s = |k: &str| get::<String>(o, k).unwrap_or_default();
+    match o.get("kind").and_then(Value::as_str) {
+        Some("unsupported_protocol") => DecodeError::UnsupportedProtocol {
+            protocol: s("protocol"),
+        },
+        Some("tls") => DecodeError::Tls {
+            port: get(o, "port").unwrap_or(0),
+        },
+        Some("bad_frame_type") => DecodeError::BadFrameType {
+            frame_type: get(o, "frame_type").unwrap_or(0),
+        },
+        Some("frame_too_large") => DecodeError::FrameTooLarge {
+            size: get(o, "size").unwrap_or(0),
+            limit: get(o, "limit").unwrap_or(0),
+        },
+        Some("bad_frame_end") => DecodeError::BadFrameEnd {
+            found: get(o, "found").unwrap_or(0),
+        },
+        Some("malformed") => DecodeError::Malformed {
+            what: s("what"),
+            channel: get(o, "channel").unwrap_or(0),
+            detail: s("detail"),
+        },
+        _ => DecodeError::NotAmqp {
+            first_bytes: s("first_bytes"),
+        },
+    }
+}
+
+/// Fills a struct whose fields all have the JSON key of their own name.
+macro_rules! from_keys {
+    ($o:expr, $ty:ident { $($field:ident),* $(,)? } $(, $extra:ident : $val:expr)*) => {
+        $ty {
+            $($field: get($o, stringify!($field)),)*
+            $($extra: $val,)*
+        }
+    };
+}
+
+fn frame_kind(o: &Map<String, Value>) -> Result<EventKind, String> {
+    let method = o.get("method").and_then(Value::as_str).ok_or("no method")?;
+    if method == "protocol-header" {
+        return Ok(EventKind::ProtocolHeader {
+            method: ProtocolHeaderTag,
+            protocol: get(o, "protocol").unwrap_or_default(),
+            supported: get(o, "supported").unwrap_or(false),
+        });
+    }
+    let channel = get(o, "channel").unwrap_or(0);
+    let frame = match method {
+        "heartbeat" => Frame::Heartbeat(Heartbeat),
+        "content-body" => Frame::ContentBody(ContentBody {
+            method: ContentBodyTag,
+            size: get(o, "size").unwrap_or(0),
+            body: get(o, "body"),
+        }),
+        "content-header" => Frame::ContentHeader(Box::new(ContentHeader {
+            method: ContentHeaderTag,
+            class_id: get(o, "class_id").unwrap_or(60),
+            body_size: get(o, "body_size").unwrap_or(0),
+            properties: from_keys!(o, Properties {
+                content_type, content_encoding, headers, delivery_mode, priority,
+                correlation_id, reply_to, expiration, message_id, timestamp, user_id, app_id,
+            }, kind: get(o, "type")),
+        })),
+        name => {
+            let kind = method_by_name(name).ok_or_else(|| format!("unknown method {name:?}"))?;
+            let args = from_keys!(o, MethodArgs {
+                queue, exchange, routing_key, consumer_tag, delivery_tag, multiple, requeue,
+                redelivered, prefetch_count, prefetch_size, global, no_ack, no_local, exclusive,
+                passive, durable, auto_delete, internal, if_unused, if_empty, mandatory, immediate,
+                nowait, exchange_type, source, destination, message_count, consumer_count,
+                arguments, reply_code, reply_text, class_id, method_id, active, reason, vhost,
+                channel_max, frame_max, heartbeat, mechanism, mechanisms, user, locale, product,
+                version, platform, connection_name, realm,
+            }, failing_method: o
+                .get("failing_method")
+                .and_then(Value::as_str)
+                .and_then(method_by_name));
+            Frame::Method(Box::new(Method { method: kind, args }))
+        }
+    };
+    Ok(EventKind::Frame { channel, frame })
+}
+
+fn method_by_name(name: &str) -> Option<MethodKind> {
+    MethodKind::ALL.iter().copied().find(|m| m.name() == name)
+}
+
+fn parse_conn(s: &str) -> Result<Conn, String> {
+    let (c, b) = s
+        .split_once("->")
+        .ok_or_else(|| format!("conn {s:?} is not client->broker"))?;
+    let addr = |a: &str| {
+        a.parse::<SocketAddr>()
+            .map_err(|e| format!("conn {s:?}: {a:?}: {e}"))
+    };
+    Ok(Conn {
+        client: addr(c)?,
+        broker: addr(b)?,
+    })
+}
+
+/// `2026-11-25T13:24:32.123456Z` (what [`Timestamp::to_rfc3339`] writes; any
+/// number of fraction digits, `Z` or a numeric offset).
+pub fn parse_rfc3339(s: &str) -> Result<Timestamp, String> {
+    let bad = || format!("ts {s:?} is not RFC 3339");
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return Err(bad());
+    }
+    let num = |r: std::ops::Range<usize>| -> Result<i64, String> {
+        s.get(r).and_then(|x| x.parse::<i64>().ok()).ok_or_else(bad)
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut i = 19;
+    let mut nanos = 0i64;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            if i - start < 9 {
+                nanos = nanos * 10 + (b[i] - b'0') as i64;
+            }
+            i += 1;
+        }
+        for _ in (i - start).min(9)..9 {
+            nanos *= 10;
+        }
+    }
+    let offset = match b.get(i) {
+        Some(b'Z' | b'z') => 0,
+        Some(sign @ (b'+' | b'-')) => {
+            let oh = num(i + 1..i + 3)?;
+            let om = num(i + 4..i + 6)?;
+            let o = (oh * 60 + om) * 60;
+            if *sign == b'+' {
+                o
+            } else {
+                -o
+            }
+        }
+        _ => return Err(bad()),
+    };
+    let days = days_from_civil(y, mo, d);
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset;
+    Ok(Timestamp(secs * 1_000_000_000 + nanos))
+}
+
+/// Howard Hinnant's `days_from_civil`: the inverse of the writer's `civil_from_days`.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trips() {
+        for ns in [0i64, 1_764_077_072_123_456_000, 951_782_400_000_001_000] {
+            let t = Timestamp(ns);
+            assert_eq!(parse_rfc3339(&t.to_rfc3339()), Ok(t));
+        }
+        assert_eq!(parse_rfc3339("1970-01-01T01:00:00+01:00"), Ok(Timestamp(0)));
+        assert!(parse_rfc3339("yesterday").is_err());
+    }
+
+    #[test]
+    fn event_round_trips_through_its_json() {
+        let line = r#"{"frame":7,"ts":"2026-11-25T13:42:30.082652Z","conn":"127.0.0.1:44290->127.0.0.1:5672","dir":"s2c","event":"frame","channel":1,"method":"basic.deliver","consumer_tag":"c","delivery_tag":3,"redelivered":false,"exchange":"","routing_key":"q"}"#;
+        let ev = event_from_value(serde_json::from_str(line).unwrap()).unwrap();
+        assert_eq!(serde_json::to_string(&ev).unwrap(), line);
+    }
+}
