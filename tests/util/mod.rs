@@ -255,7 +255,10 @@ pub fn synthesised_tcp_pcap(client_port: u16, server_port: u16, segments: &[Segm
             server_seq = server_seq.wrapping_add(advance);
         }
         if seg.captured {
-            pcap_record(&mut pcap, 1_764_077_000, i as u32 * 1000, &packet);
+            // Each conversation starts at a second of its own (its client
+            // port's), so that several can be concatenated in time order.
+            let sec = 1_764_077_000 + u32::from(client_port);
+            pcap_record(&mut pcap, sec, i as u32 * 1000, &packet);
         }
     }
     pcap
