@@ -300,10 +300,30 @@ mod tests {
         assert!(parse_rfc3339("yesterday").is_err());
     }
 
+    /// Every event of committed captures comes back equal from its own JSON.
     #[test]
-    fn event_round_trips_through_its_json() {
-        let line = r#"{"frame":7,"ts":"2026-11-25T13:42:30.082652Z","conn":"127.0.0.1:44290->127.0.0.1:5672","dir":"s2c","event":"frame","channel":1,"method":"basic.deliver","consumer_tag":"c","delivery_tag":3,"redelivered":false,"exchange":"","routing_key":"q"}"#;
-        let ev = event_from_value(serde_json::from_str(line).unwrap()).unwrap();
-        assert_eq!(serde_json::to_string(&ev).unwrap(), line);
+    fn events_of_committed_captures_round_trip() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let paths: Vec<std::path::PathBuf> = [
+            "captures/pika-basic.pcapng",
+            "captures/lapin-basic.pcap",
+            "captures/snaplen-80.pcap",
+            "captures/failures/missing-queue-404.pcapng",
+        ]
+        .iter()
+        .map(|p| root.join(p))
+        .collect();
+        let mut n = 0;
+        for p in paths {
+            crate::pipeline::run_files(&[p], &crate::stream::StreamConfig::default(), |ev| {
+                let json = serde_json::to_value(ev).unwrap();
+                let back = event_from_value(json.clone()).unwrap();
+                assert_eq!(serde_json::to_value(&back).unwrap(), json);
+                n += 1;
+                Ok(())
+            })
+            .unwrap();
+        }
+        assert!(n > 300, "{n} events");
     }
 }

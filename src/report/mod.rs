@@ -189,9 +189,10 @@ impl ReportBuilder {
             EventKind::Gap { .. } => ("gap", None),
             EventKind::Error { .. } => ("error", None),
             EventKind::ProtocolHeader { .. } => ("protocol-header", None),
-            EventKind::Frame { frame, .. }
-                if matches!(frame, Frame::ContentHeader(_) | Frame::ContentBody(_)) =>
-            {
+            EventKind::Frame {
+                frame: Frame::ContentHeader(_) | Frame::ContentBody(_),
+                ..
+            } => {
                 self.folded_content += 1;
                 return;
             }
@@ -244,7 +245,12 @@ impl ReportBuilder {
     }
 
     /// Writes the page: verdicts (also as plain HTML, readable without script), then the data block.
-    pub fn write_html<W: Write>(&self, analysis: &Analysis, title: &str, mut out: W) -> io::Result<()> {
+    pub fn write_html<W: Write>(
+        &self,
+        analysis: &Analysis,
+        title: &str,
+        mut out: W,
+    ) -> io::Result<()> {
         let data = self.data(analysis);
         write!(
             out,
@@ -255,9 +261,9 @@ impl ReportBuilder {
              <title>amqptrace report: {}</title>\n<style>\n{PAGE_CSS}</style>\n</head>\n<body>\n",
             html_escape(title)
         )?;
-        write!(
+        writeln!(
             out,
-            "<header><h1>amqptrace report</h1><p class=\"sub\">{} · {} events ({} marks drawn, {} content frames folded) · {} connections · {} consumers · from {} to {}</p></header>\n",
+            "<header><h1>amqptrace report</h1><p class=\"sub\">{} · {} events ({} marks drawn, {} content frames folded) · {} connections · {} consumers · from {} to {}</p></header>",
             html_escape(title),
             self.events_seen,
             self.marks(),
@@ -288,7 +294,10 @@ impl ReportBuilder {
         // `<` never appears outside a JSON string, and inside one `\u003c` means the same:
         // the data can then never close the script element.
         serde_json::to_writer(HtmlSafe(&mut out), &data).map_err(io::Error::other)?;
-        write!(out, "</script>\n<script>\n{PAGE_JS}</script>\n</body>\n</html>\n")?;
+        write!(
+            out,
+            "</script>\n<script>\n{PAGE_JS}</script>\n</body>\n</html>\n"
+        )?;
         out.flush()
     }
 
@@ -402,7 +411,11 @@ impl ReportBuilder {
         let mut order: Vec<u32> = (0..self.lanes.len() as u32).collect();
         order.sort_by_key(|&i| {
             let k = self.lanes[i as usize];
-            (k.conn, k.channel.map_or(-1, |c| c as i32), k.consumer.map_or(-1, |c| c as i64))
+            (
+                k.conn,
+                k.channel.map_or(-1, |c| c as i32),
+                k.consumer.map_or(-1, |c| c as i64),
+            )
         });
         Data {
             schema: REPORT_SCHEMA,
@@ -529,17 +542,23 @@ struct Data<'a> {
 }
 
 fn write_verdicts<W: Write>(analysis: &Analysis, out: &mut W) -> io::Result<()> {
-    let (stalls, fine): (Vec<_>, Vec<_>) = analysis.verdicts.iter().partition(|v| v.verdict.is_stall());
+    let (stalls, fine): (Vec<_>, Vec<_>) =
+        analysis.verdicts.iter().partition(|v| v.verdict.is_stall());
     out.write_all(b"<section id=\"verdicts\"><h2>Verdicts</h2>\n")?;
     if stalls.is_empty() {
-        out.write_all(b"<p class=\"ok\">No stall: every consumer and connection is healthy.</p>\n")?;
+        out.write_all(
+            b"<p class=\"ok\">No stall: every consumer and connection is healthy.</p>\n",
+        )?;
     } else {
         out.write_all(b"<ol class=\"stalls\">\n")?;
         for v in &stalls {
             let who = match (&v.consumer_tag, v.channel) {
                 (Some(tag), Some(ch)) => format!(
                     "consumer {tag}{} on channel {ch} of {}",
-                    v.queue.as_deref().map(|q| format!(" (queue {q})")).unwrap_or_default(),
+                    v.queue
+                        .as_deref()
+                        .map(|q| format!(" (queue {q})"))
+                        .unwrap_or_default(),
                     v.conn
                 ),
                 (None, Some(ch)) => format!("channel {ch} of {}", v.conn),

@@ -23,7 +23,7 @@ use std::io::{self, Write};
 
 use serde_json::{json, Value};
 
-use super::deliveries::{DeliveryTracker, EndKind, Ended};
+use super::deliveries::{DeliveryTracker, EndKind, Ended, Outstanding};
 use super::Sink;
 use crate::event::{Conn, Dir, Event, EventKind, Frame, MethodKind, Timestamp};
 
@@ -257,17 +257,18 @@ impl<W: Write> Sink for ChromeTraceSink<W> {
                 .write_all(b"{\"displayTimeUnit\":\"ms\",\"traceEvents\":[")?;
         }
         // Deliveries still unsettled at the end of the timeline: the stall, made visible.
-        let mut left: Vec<(Conn, u16, u64, u32, Timestamp, u64, Option<u32>)> = self
+        let mut left: Vec<(Conn, u16, u64, Outstanding)> = self
             .tracker
             .unsettled()
-            .map(|(c, ch, t, o)| (c, ch, t, o.aux, o.ts, o.frame, o.consumer))
+            .map(|(c, ch, t, o)| (c, ch, t, *o))
             .collect();
-        left.sort_by_key(|x| (x.4, x.2));
-        for (conn, channel, tag, slot, ts, frame, consumer) in left {
+        left.sort_by_key(|x| (x.3.ts, x.2));
+        for (conn, channel, tag, o) in left {
             let pid = self.pid(conn)?;
-            let tid = self.tid(pid, channel, slot)?;
-            let start = self.us(ts);
-            let consumer_tag = self.consumer_tag(consumer);
+            let tid = self.tid(pid, channel, o.aux)?;
+            let start = self.us(o.ts);
+            let frame = o.frame;
+            let consumer_tag = self.consumer_tag(o.consumer);
             self.write(&json!({"ph": "i", "s": "t", "cat": "delivery",
                 "name": format!("delivery {tag} never settled"), "pid": pid, "tid": tid, "ts": start,
                 "args": {"delivery_tag": tag, "consumer_tag": consumer_tag, "deliver_frame": frame}}))?;
