@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use pcap_parser::pcapng::Block;
 use pcap_parser::traits::PcapReaderIterator;
-use pcap_parser::{create_reader, PcapBlockOwned, PcapError};
+use pcap_parser::{LegacyPcapReader, PcapBlockOwned, PcapError, PcapNGReader};
 
 use crate::event::Timestamp;
 
@@ -58,7 +58,10 @@ pub enum CaptureError {
 impl CaptureError {
     /// True for damage found after some packets were read: what came before stands.
     pub fn is_partial(&self) -> bool {
-        matches!(self, CaptureError::Truncated { .. } | CaptureError::Corrupt { .. })
+        matches!(
+            self,
+            CaptureError::Truncated { .. } | CaptureError::Corrupt { .. }
+        )
     }
 }
 
@@ -226,7 +229,14 @@ impl<'r> CaptureReader<'r> {
             });
         }
         let chained = FillingReader(io::Cursor::new(head.to_vec()).chain(source));
-        let inner = match create_reader(BUFFER_SIZE, chained) {
+        // Open with the reader the magic names, so a cut header is reported as cut
+        // rather than as "not a capture" (create_reader would fall back to guessing).
+        let opened = if head[..4] == [0x0a, 0x0d, 0x0d, 0x0a] {
+            PcapNGReader::new(BUFFER_SIZE, chained).map(|r| Box::new(r) as Box<dyn PcapReaderIterator + Send + 'r>)
+        } else {
+            LegacyPcapReader::new(BUFFER_SIZE, chained).map(|r| Box::new(r) as Box<dyn PcapReaderIterator + Send + 'r>)
+        };
+        let inner = match opened {
             Ok(r) => r,
             Err(PcapError::Incomplete(_)) | Err(PcapError::Eof) | Err(PcapError::UnexpectedEof) => {
                 return Err(CaptureError::HeaderTruncated {
@@ -325,8 +335,9 @@ impl<'r> CaptureReader<'r> {
                             Some(iface) => {
                                 let ticks = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
                                 let r = iface.ts_resolution;
-                                let secs = (ticks / r) as i64 + iface.ts_offset_secs;
-                                let nanos = ((ticks % r) as u128 * 1_000_000_000 / r as u128) as u32;
+                                let secs = ((ticks / r) as i64).saturating_add(iface.ts_offset_secs);
+                                let nanos =
+                                    ((ticks % r) as u128 * 1_000_000_000 / r as u128) as u32;
                                 Step::Packet {
                                     len,
                                     ts: Timestamp::from_secs_nanos(secs, nanos),
@@ -427,8 +438,12 @@ impl<'r> CaptureReader<'r> {
     fn block_data(&mut self, caplen: usize) -> &[u8] {
         match self.inner.next() {
             Ok((_, PcapBlockOwned::Legacy(b))) => &b.data[..caplen.min(b.data.len())],
-            Ok((_, PcapBlockOwned::NG(Block::EnhancedPacket(b)))) => &b.data[..caplen.min(b.data.len())],
-            Ok((_, PcapBlockOwned::NG(Block::SimplePacket(b)))) => &b.data[..caplen.min(b.data.len())],
+            Ok((_, PcapBlockOwned::NG(Block::EnhancedPacket(b)))) => {
+                &b.data[..caplen.min(b.data.len())]
+            }
+            Ok((_, PcapBlockOwned::NG(Block::SimplePacket(b)))) => {
+                &b.data[..caplen.min(b.data.len())]
+            }
             // Unreachable: the same bytes parsed as a packet block a moment ago.
             _ => &[],
         }

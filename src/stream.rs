@@ -13,15 +13,19 @@
 //! Sources that already know the roles (the proxy) call [`Tracker::handle`]
 //! with TCP-like events too; nothing here knows about files or sockets.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::net::SocketAddr;
 
 use amq_protocol::protocol::parse_class;
 use nom::combinator::all_consuming;
 use nom::Parser;
 
-use crate::amqp::{DecodedItem, DecoderConfig, FrameDecoder, FRAME_END, FRAME_HEARTBEAT, FRAME_METHOD};
-use crate::event::{Conn, DecodeError, Dir, Event, EventKind, GapReason, MethodKind, ProtocolHeaderTag};
+use crate::amqp::{
+    DecodedItem, DecoderConfig, FrameDecoder, FRAME_END, FRAME_HEARTBEAT, FRAME_METHOD,
+};
+use crate::event::{
+    Conn, DecodeError, Dir, Event, EventKind, GapReason, MethodKind, ProtocolHeaderTag,
+};
 use crate::tcp::{PacketRef, TcpEvent, TcpOutput};
 
 /// Input held per unclassified connection before it is declared not AMQP.
@@ -60,7 +64,10 @@ pub struct StreamStats {
 enum OwnedTcpEvent {
     Open,
     Data(Vec<u8>),
-    Gap { bytes: Option<u64>, reason: GapReason },
+    Gap {
+        bytes: Option<u64>,
+        reason: GapReason,
+    },
     Fin,
     Reset,
 }
@@ -100,7 +107,10 @@ struct Held {
 
 #[derive(Debug)]
 enum State {
-    Undecided { held: Vec<Held>, bytes: usize },
+    Undecided {
+        held: Vec<Held>,
+        bytes: usize,
+    },
     Amqp(Box<AmqpConn>),
     /// Not AMQP (or encrypted): further input is dropped.
     Ignored,
@@ -126,7 +136,7 @@ impl Tracker {
     pub fn new(cfg: StreamConfig) -> Self {
         Tracker {
             cfg,
-            conns: HashMap::new(),
+            conns: HashMap::default(),
             stats: StreamStats::default(),
         }
     }
@@ -150,15 +160,20 @@ impl Tracker {
 
     /// Whether any connection is waiting to be classified.
     pub fn has_held(&self) -> bool {
-        self.conns.values().any(|s| matches!(s, State::Undecided { .. }))
+        self.conns
+            .values()
+            .any(|s| matches!(s, State::Undecided { .. }))
     }
 
     /// Feeds one reassembler output; `out` receives the resulting events.
     pub fn handle<F: FnMut(Event)>(&mut self, o: TcpOutput<'_>, out: &mut F) {
-        let state = self.conns.entry(o.flow).or_insert_with(|| State::Undecided {
-            held: Vec::new(),
-            bytes: 0,
-        });
+        let state = self
+            .conns
+            .entry(o.flow)
+            .or_insert_with(|| State::Undecided {
+                held: Vec::new(),
+                bytes: 0,
+            });
         match state {
             State::Ignored => {
                 if matches!(o.event, TcpEvent::Reset) {
@@ -192,7 +207,11 @@ impl Tracker {
                     Decision::Tls { conn, port } => {
                         self.stats.tls_connections += 1;
                         let first = &held[0];
-                        let dir = if first.src == conn.client { Dir::C2S } else { Dir::S2C };
+                        let dir = if first.src == conn.client {
+                            Dir::C2S
+                        } else {
+                            Dir::S2C
+                        };
                         out(Event {
                             frame: first.packet.frame,
                             file: first.packet.file,
@@ -226,7 +245,12 @@ impl Tracker {
                         }
                     }
                 }
-                if matches!(o.event, TcpEvent::Reset) && matches!(self.conns.get(&o.flow), Some(State::Undecided { .. }) | Some(State::Ignored)) {
+                if matches!(o.event, TcpEvent::Reset)
+                    && matches!(
+                        self.conns.get(&o.flow),
+                        Some(State::Undecided { .. }) | Some(State::Ignored)
+                    )
+                {
                     self.conns.remove(&o.flow);
                 }
             }
@@ -236,8 +260,18 @@ impl Tracker {
 
 /// Decodes one event of a classified connection. Returns true when the
 /// connection is over (reset, or both FINs) and its state can be released.
-fn amqp_event<F: FnMut(Event)>(c: &mut AmqpConn, p: PacketRef, src: SocketAddr, ev: TcpEvent<'_>, out: &mut F) -> bool {
-    let dir = if src == c.conn.client { Dir::C2S } else { Dir::S2C };
+fn amqp_event<F: FnMut(Event)>(
+    c: &mut AmqpConn,
+    p: PacketRef,
+    src: SocketAddr,
+    ev: TcpEvent<'_>,
+    out: &mut F,
+) -> bool {
+    let dir = if src == c.conn.client {
+        Dir::C2S
+    } else {
+        Dir::S2C
+    };
     let conn = c.conn;
     let mk = |kind: EventKind| Event {
         frame: p.frame,
@@ -257,7 +291,10 @@ fn amqp_event<F: FnMut(Event)>(c: &mut AmqpConn, p: PacketRef, src: SocketAddr, 
             dec.feed(b, &mut |d| {
                 let kind = match d.item {
                     DecodedItem::Frame { channel, frame } => EventKind::Frame { channel, frame },
-                    DecodedItem::ProtocolHeader { protocol, supported } => EventKind::ProtocolHeader {
+                    DecodedItem::ProtocolHeader {
+                        protocol,
+                        supported,
+                    } => EventKind::ProtocolHeader {
                         method: ProtocolHeaderTag,
                         protocol,
                         supported,
@@ -295,7 +332,9 @@ enum Decision {
 }
 
 fn classify(cfg: &StreamConfig, held: &[Held], bytes: usize) -> Decision {
-    let Some(first) = held.first() else { return Decision::Wait };
+    let Some(first) = held.first() else {
+        return Decision::Wait;
+    };
     let (a, b) = (first.src, first.dst);
     let initiator = held.iter().rev().find_map(|h| h.initiator);
     let oriented = |broker: SocketAddr| {
@@ -323,10 +362,20 @@ fn classify(cfg: &StreamConfig, held: &[Held], bytes: usize) -> Decision {
     // (b) the protocol header at a stream start we saw.
     let mid: Vec<SocketAddr> = held
         .iter()
-        .filter(|h| matches!(h.event, OwnedTcpEvent::Gap { reason: GapReason::MidConnection, .. }))
+        .filter(|h| {
+            matches!(
+                h.event,
+                OwnedTcpEvent::Gap {
+                    reason: GapReason::MidConnection,
+                    ..
+                }
+            )
+        })
         .map(|h| h.src)
         .collect();
-    let first_data = held.iter().find(|h| matches!(h.event, OwnedTcpEvent::Data(_)));
+    let first_data = held
+        .iter()
+        .find(|h| matches!(h.event, OwnedTcpEvent::Data(_)));
     if let Some(h) = first_data {
         if !mid.contains(&h.src) && initiator.is_some() {
             // The start of the conversation is in the capture: an AMQP client speaks
@@ -350,7 +399,10 @@ fn classify(cfg: &StreamConfig, held: &[Held], bytes: usize) -> Decision {
         }
     }
     // (c) consecutive well-formed frames in a connection caught mid-way.
-    let chunks = held.iter().filter(|h| matches!(h.event, OwnedTcpEvent::Data(_))).count();
+    let chunks = held
+        .iter()
+        .filter(|h| matches!(h.event, OwnedTcpEvent::Data(_)))
+        .count();
     let framed = held.iter().any(|h| match &h.event {
         OwnedTcpEvent::Data(d) => looks_like_frames(d),
         _ => false,
@@ -366,10 +418,16 @@ fn classify(cfg: &StreamConfig, held: &[Held], bytes: usize) -> Decision {
         });
         return Decision::Amqp(oriented(broker));
     }
-    if bytes > MAX_PENDING_BYTES || chunks > MAX_PENDING_CHUNKS || held.len() > 4 * MAX_PENDING_CHUNKS {
+    if bytes > MAX_PENDING_BYTES
+        || chunks > MAX_PENDING_CHUNKS
+        || held.len() > 4 * MAX_PENDING_CHUNKS
+    {
         return Decision::NotAmqp;
     }
-    if held.iter().any(|h| matches!(h.event, OwnedTcpEvent::Fin | OwnedTcpEvent::Reset)) {
+    if held
+        .iter()
+        .any(|h| matches!(h.event, OwnedTcpEvent::Fin | OwnedTcpEvent::Reset))
+    {
         return Decision::NotAmqp;
     }
     Decision::Wait
@@ -419,10 +477,13 @@ fn looks_like_frames(d: &[u8]) -> bool {
 /// The broker, told by methods only a broker (or only a client) sends.
 fn broker_by_methods(held: &[Held]) -> Option<SocketAddr> {
     for h in held {
-        let OwnedTcpEvent::Data(d) = &h.event else { continue };
+        let OwnedTcpEvent::Data(d) = &h.event else {
+            continue;
+        };
         let mut pos = 0;
         while d.len().saturating_sub(pos) >= 7 {
-            let size = u32::from_be_bytes([d[pos + 3], d[pos + 4], d[pos + 5], d[pos + 6]]) as usize;
+            let size =
+                u32::from_be_bytes([d[pos + 3], d[pos + 4], d[pos + 5], d[pos + 6]]) as usize;
             let end = pos + 7 + size;
             if end >= d.len() || d[end] != FRAME_END {
                 break;
@@ -446,19 +507,65 @@ fn broker_by_methods(held: &[Held]) -> Option<SocketAddr> {
 pub fn sent_by_broker(m: MethodKind) -> Option<bool> {
     use MethodKind::*;
     match m {
-        ConnectionStart | ConnectionSecure | ConnectionTune | ConnectionOpenOk | ConnectionBlocked
-        | ConnectionUnblocked | ConnectionUpdateSecret | ChannelOpenOk | AccessRequestOk | ExchangeDeclareOk
-        | ExchangeDeleteOk | ExchangeBindOk | ExchangeUnbindOk | QueueDeclareOk | QueueBindOk | QueuePurgeOk
-        | QueueDeleteOk | QueueUnbindOk | BasicQosOk | BasicConsumeOk | BasicCancelOk | BasicReturn
-        | BasicDeliver | BasicGetOk | BasicGetEmpty | BasicRecoverOk | TxSelectOk | TxCommitOk
-        | TxRollbackOk | ConfirmSelectOk => Some(true),
-        ConnectionStartOk | ConnectionSecureOk | ConnectionTuneOk | ConnectionOpen
-        | ConnectionUpdateSecretOk | ChannelOpen | AccessRequest | ExchangeDeclare | ExchangeDelete
-        | ExchangeBind | ExchangeUnbind | QueueDeclare | QueueBind | QueuePurge | QueueDelete | QueueUnbind
-        | BasicQos | BasicConsume | BasicPublish | BasicGet | BasicReject | BasicRecoverAsync | BasicRecover
-        | TxSelect | TxCommit | TxRollback | ConfirmSelect => Some(false),
-        ConnectionClose | ConnectionCloseOk | ChannelFlow | ChannelFlowOk | ChannelClose | ChannelCloseOk
-        | BasicCancel | BasicAck | BasicNack => None,
+        ConnectionStart
+        | ConnectionSecure
+        | ConnectionTune
+        | ConnectionOpenOk
+        | ConnectionBlocked
+        | ConnectionUnblocked
+        | ConnectionUpdateSecret
+        | ChannelOpenOk
+        | AccessRequestOk
+        | ExchangeDeclareOk
+        | ExchangeDeleteOk
+        | ExchangeBindOk
+        | ExchangeUnbindOk
+        | QueueDeclareOk
+        | QueueBindOk
+        | QueuePurgeOk
+        | QueueDeleteOk
+        | QueueUnbindOk
+        | BasicQosOk
+        | BasicConsumeOk
+        | BasicCancelOk
+        | BasicReturn
+        | BasicDeliver
+        | BasicGetOk
+        | BasicGetEmpty
+        | BasicRecoverOk
+        | TxSelectOk
+        | TxCommitOk
+        | TxRollbackOk
+        | ConfirmSelectOk => Some(true),
+        ConnectionStartOk
+        | ConnectionSecureOk
+        | ConnectionTuneOk
+        | ConnectionOpen
+        | ConnectionUpdateSecretOk
+        | ChannelOpen
+        | AccessRequest
+        | ExchangeDeclare
+        | ExchangeDelete
+        | ExchangeBind
+        | ExchangeUnbind
+        | QueueDeclare
+        | QueueBind
+        | QueuePurge
+        | QueueDelete
+        | QueueUnbind
+        | BasicQos
+        | BasicConsume
+        | BasicPublish
+        | BasicGet
+        | BasicReject
+        | BasicRecoverAsync
+        | BasicRecover
+        | TxSelect
+        | TxCommit
+        | TxRollback
+        | ConfirmSelect => Some(false),
+        ConnectionClose | ConnectionCloseOk | ChannelFlow | ChannelFlowOk | ChannelClose
+        | ChannelCloseOk | BasicCancel | BasicAck | BasicNack => None,
     }
 }
 

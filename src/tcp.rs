@@ -11,7 +11,9 @@
 //! connections are released (a small tombstone remembers them for a while so
 //! late retransmissions do not open a phantom connection).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::net::SocketAddr;
 
 use crate::event::{GapReason, Timestamp};
@@ -122,7 +124,12 @@ impl Reassembler {
     }
 
     /// Feeds one segment; `out` is called for each resulting event, in order.
-    pub fn handle<F: FnMut(TcpOutput<'_>)>(&mut self, p: PacketRef, seg: &TcpSegment<'_>, out: &mut F) {
+    pub fn handle<F: FnMut(TcpOutput<'_>)>(
+        &mut self,
+        p: PacketRef,
+        seg: &TcpSegment<'_>,
+        out: &mut F,
+    ) {
         self.sweep(p.ts);
         let key = FlowKey::new(seg.src, seg.dst);
         let d = usize::from(seg.src != key.lo);
@@ -186,7 +193,11 @@ impl Reassembler {
         }
 
         let payload_len = seg.payload.len() as u32 + seg.missing;
-        let data_seq = if seg.flags.syn { seg.seq.wrapping_add(1) } else { seg.seq };
+        let data_seq = if seg.flags.syn {
+            seg.seq.wrapping_add(1)
+        } else {
+            seg.seq
+        };
         {
             let dir = &mut flow.dirs[d];
             if dir.next.is_none() {
@@ -352,7 +363,10 @@ fn deliver<F: FnMut(TcpOutput<'_>)>(
     let (data, missing) = if skip <= payload.len() {
         (&payload[skip..], missing as u64)
     } else {
-        (&payload[..0], (missing as u64).saturating_sub((skip - payload.len()) as u64))
+        (
+            &payload[..0],
+            (missing as u64).saturating_sub((skip - payload.len()) as u64),
+        )
     };
     if !data.is_empty() {
         out(mk(TcpEvent::Data(data)));
@@ -369,14 +383,24 @@ fn deliver<F: FnMut(TcpOutput<'_>)>(
 }
 
 /// Delivers buffered segments that have become in order.
-fn drain<F: FnMut(TcpOutput<'_>)>(flow: &mut Flow, d: usize, key: FlowKey, p: PacketRef, out: &mut F) {
+fn drain<F: FnMut(TcpOutput<'_>)>(
+    flow: &mut Flow,
+    d: usize,
+    key: FlowKey,
+    p: PacketRef,
+    out: &mut F,
+) {
     loop {
         let dir = &mut flow.dirs[d];
-        let Some((&at, _)) = dir.ooo.iter().next() else { return };
+        let Some((&at, _)) = dir.ooo.iter().next() else {
+            return;
+        };
         if at > dir.offset {
             return;
         }
-        let Some((bytes, missing)) = dir.ooo.remove(&at) else { return };
+        let Some((bytes, missing)) = dir.ooo.remove(&at) else {
+            return;
+        };
         dir.ooo_bytes -= bytes.len();
         let skip = (dir.offset - at) as usize;
         if skip < bytes.len() + missing as usize {
@@ -387,7 +411,14 @@ fn drain<F: FnMut(TcpOutput<'_>)>(flow: &mut Flow, d: usize, key: FlowKey, p: Pa
 
 /// Declares the bytes from the direction's position up to stream offset `to`
 /// lost (one `Gap`), then delivers whatever buffered data has become in order.
-fn skip_to<F: FnMut(TcpOutput<'_>)>(flow: &mut Flow, d: usize, key: FlowKey, p: PacketRef, to: u64, out: &mut F) {
+fn skip_to<F: FnMut(TcpOutput<'_>)>(
+    flow: &mut Flow,
+    d: usize,
+    key: FlowKey,
+    p: PacketRef,
+    to: u64,
+    out: &mut F,
+) {
     let (src, dst) = endpoints(key, d);
     let (id, initiator) = (flow.id, flow.initiator);
     let dir = &mut flow.dirs[d];
@@ -412,7 +443,13 @@ fn skip_to<F: FnMut(TcpOutput<'_>)>(flow: &mut Flow, d: usize, key: FlowKey, p: 
 
 /// Delivers everything buffered in a direction, declaring the holes between,
 /// up to its FIN when one was seen.
-fn flush_direction<F: FnMut(TcpOutput<'_>)>(flow: &mut Flow, d: usize, key: FlowKey, p: PacketRef, out: &mut F) {
+fn flush_direction<F: FnMut(TcpOutput<'_>)>(
+    flow: &mut Flow,
+    d: usize,
+    key: FlowKey,
+    p: PacketRef,
+    out: &mut F,
+) {
     while let Some((&at, _)) = flow.dirs[d].ooo.iter().next() {
         skip_to(flow, d, key, p, at, out);
     }
@@ -430,10 +467,19 @@ fn flush_direction<F: FnMut(TcpOutput<'_>)>(flow: &mut Flow, d: usize, key: Flow
 /// The peer acknowledged bytes the capture does not have: they were sent and
 /// received, so no retransmission will fill the hole. Declare it lost now
 /// rather than holding the data behind it until the end of the capture.
-fn acked_hole<F: FnMut(TcpOutput<'_>)>(flow: &mut Flow, d: usize, key: FlowKey, p: PacketRef, ack: u32, out: &mut F) {
+fn acked_hole<F: FnMut(TcpOutput<'_>)>(
+    flow: &mut Flow,
+    d: usize,
+    key: FlowKey,
+    p: PacketRef,
+    ack: u32,
+    out: &mut F,
+) {
     loop {
         let dir = &flow.dirs[d];
-        let (Some(next), Some((&at, _))) = (dir.next, dir.ooo.iter().next()) else { return };
+        let (Some(next), Some((&at, _))) = (dir.next, dir.ooo.iter().next()) else {
+            return;
+        };
         let acked = seq_diff(ack, next);
         if acked <= 0 {
             return;
@@ -448,7 +494,13 @@ fn acked_hole<F: FnMut(TcpOutput<'_>)>(flow: &mut Flow, d: usize, key: FlowKey, 
 }
 
 /// Emits the FIN once the stream has reached it.
-fn maybe_fin<F: FnMut(TcpOutput<'_>)>(flow: &mut Flow, d: usize, key: FlowKey, p: PacketRef, out: &mut F) {
+fn maybe_fin<F: FnMut(TcpOutput<'_>)>(
+    flow: &mut Flow,
+    d: usize,
+    key: FlowKey,
+    p: PacketRef,
+    out: &mut F,
+) {
     let (src, dst) = endpoints(key, d);
     let (id, initiator) = (flow.id, flow.initiator);
     let dir = &mut flow.dirs[d];
@@ -572,7 +624,10 @@ mod tests {
         s.missing = 10;
         let (data, evs) = run(&[seg(true, 100, b"", SYN), s, seg(true, 113, b"z", ACK)]);
         assert_eq!(data, b"abz");
-        assert_eq!(evs, vec!["Open", "Gap { bytes: Some(10), reason: Truncated }"]);
+        assert_eq!(
+            evs,
+            vec!["Open", "Gap { bytes: Some(10), reason: Truncated }"]
+        );
     }
 
     #[test]
@@ -597,9 +652,14 @@ mod tests {
         ack.ack = 113; // the broker received everything up to "xyz"'s end
         let mut r = Reassembler::new();
         let mut log = Vec::new();
-        for (i, s) in [seg(true, 100, b"", SYN), seg(true, 101, b"abc", ACK), seg(true, 110, b"xyz", ACK), ack]
-            .iter()
-            .enumerate()
+        for (i, s) in [
+            seg(true, 100, b"", SYN),
+            seg(true, 101, b"abc", ACK),
+            seg(true, 110, b"xyz", ACK),
+            ack,
+        ]
+        .iter()
+        .enumerate()
         {
             let p = PacketRef {
                 file: 0,
@@ -607,7 +667,9 @@ mod tests {
                 ts: Timestamp(i as i64),
                 seq: i as u64,
             };
-            r.handle(p, s, &mut |o: TcpOutput<'_>| log.push((o.packet.frame, format!("{:?}", o.event))));
+            r.handle(p, s, &mut |o: TcpOutput<'_>| {
+                log.push((o.packet.frame, format!("{:?}", o.event)))
+            });
         }
         assert_eq!(
             log,
@@ -638,6 +700,14 @@ mod tests {
             seg(false, 5000, b"", rst),
         ]);
         assert_eq!(data, b"abc");
-        assert_eq!(evs, vec!["Open", "Gap { bytes: Some(6), reason: Lost }", "Fin", "Reset"]);
+        assert_eq!(
+            evs,
+            vec![
+                "Open",
+                "Gap { bytes: Some(6), reason: Lost }",
+                "Fin",
+                "Reset"
+            ]
+        );
     }
 }

@@ -84,19 +84,26 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<u8> {
         tls_ports: args.tls_ports.clone(),
         decoder: DecoderConfig {
             body_prefix: args.bodies,
+            // Only the timeline outputs show message headers; skip converting them otherwise.
+            headers: matches!(args.format, Format::Text | Format::Jsonl),
             ..DecoderConfig::default()
         },
     };
     let mut analyzer_cfg = AnalyzerConfig::default();
     if let Some(secs) = args.stall_after {
-        anyhow::ensure!(secs.is_finite() && secs >= 0.0, "--stall-after must be a number of seconds ≥ 0");
+        anyhow::ensure!(
+            secs.is_finite() && secs >= 0.0,
+            "--stall-after must be a number of seconds ≥ 0"
+        );
         analyzer_cfg = analyzer_cfg.with_stall_after(Duration::from_secs_f64(secs));
     }
     let to_terminal = args.output.is_none() && io::stdout().is_terminal();
     let color = match args.color {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
-        ColorChoice::Auto => to_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        ColorChoice::Auto => {
+            to_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        }
     };
     let out: Box<dyn Write> = match &args.output {
         Some(path) => Box::new(BufWriter::with_capacity(
@@ -109,7 +116,13 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<u8> {
     let mut analyzer = Analyzer::new(analyzer_cfg);
     let (summary, mut out) = match args.format {
         Format::Text => {
-            let mut sink = TextSink::new(out, TextOptions { verbose: args.verbose, color });
+            let mut sink = TextSink::new(
+                out,
+                TextOptions {
+                    verbose: args.verbose,
+                    color,
+                },
+            );
             let summary = drive(&args.captures, &stream_cfg, &mut analyzer, Some(&mut sink))?;
             sink.finish()?;
             (summary, into_writer_text(sink))
@@ -123,7 +136,8 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<u8> {
         Format::Counts => {
             // Decode only: no analyzer, so this is also the baseline the analysis cost is measured against.
             let mut sink = CountsSink::new(out);
-            let summary = pipeline::run_files(&args.captures, &stream_cfg, |ev: &Event| sink.event(ev))?;
+            let summary =
+                pipeline::run_files(&args.captures, &stream_cfg, |ev: &Event| sink.event(ev))?;
             sink.finish()?;
             return Ok(damage_or_ok(&summary));
         }
@@ -134,7 +148,12 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<u8> {
             (summary, None)
         }
         Format::Json => {
-            let summary = drive::<TextSink<Box<dyn Write>>>(&args.captures, &stream_cfg, &mut analyzer, None)?;
+            let summary = drive::<TextSink<Box<dyn Write>>>(
+                &args.captures,
+                &stream_cfg,
+                &mut analyzer,
+                None,
+            )?;
             (summary, Some(out))
         }
     };

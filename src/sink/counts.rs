@@ -1,7 +1,7 @@
 //! Counts only: how many of each method/event, per connection and in total.
 //! The cheapest output; what the benchmark's "counts only" mode measures.
 
-use std::collections::BTreeMap;
+use rustc_hash::FxHashMap;
 use std::io::{self, Write};
 
 use super::Sink;
@@ -9,16 +9,16 @@ use crate::event::{Conn, Event, EventKind};
 
 pub struct CountsSink<W: Write> {
     out: W,
-    total: BTreeMap<&'static str, u64>,
-    per_conn: BTreeMap<Conn, u64>,
+    total: FxHashMap<&'static str, u64>,
+    per_conn: FxHashMap<Conn, u64>,
 }
 
 impl<W: Write> CountsSink<W> {
     pub fn new(out: W) -> Self {
         CountsSink {
             out,
-            total: BTreeMap::new(),
-            per_conn: BTreeMap::new(),
+            total: FxHashMap::default(),
+            per_conn: FxHashMap::default(),
         }
     }
 }
@@ -45,7 +45,11 @@ impl<W: Write> Sink for CountsSink<W> {
 
     fn finish(&mut self) -> io::Result<()> {
         let all: u64 = self.total.values().sum();
-        writeln!(self.out, "{all} events on {} connections", self.per_conn.len())?;
+        writeln!(
+            self.out,
+            "{all} events on {} connections",
+            self.per_conn.len()
+        )?;
         let mut rows: Vec<_> = self.total.iter().collect();
         rows.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         for (name, n) in rows {
