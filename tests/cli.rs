@@ -294,7 +294,7 @@ fn every_output(path: &Path, dir: &Path) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for args in formats {
         let mut argv: Vec<&std::ffi::OsStr> = vec!["analyze".as_ref()];
-        argv.extend(args.iter().map(|a| std::ffi::OsStr::new(a)));
+        argv.extend(args.iter().map(std::ffi::OsStr::new));
         argv.push(path.as_os_str());
         let run = amqptrace(&argv);
         assert!(
