@@ -130,13 +130,10 @@ impl Tracer {
                 feed(msg.dir, TcpEvent::Reset);
             }
             TraceKind::Closed => {
-                // The proxy closed what was still open (shutdown after --drain):
-                // FIN on each side that had not sent one.
-                for dir in [Dir::C2S, Dir::S2C] {
-                    if !track.fin[dir as usize] {
-                        feed(dir, TcpEvent::Fin);
-                    }
-                }
+                // A side without FIN here was closed by the proxy's own shutdown
+                // (after --drain): that is not the peers' doing, so the timeline
+                // (and the final verdicts) end with the state the peers left, as
+                // a capture stopped at that moment would.
                 self.conns.remove(&info.id);
             }
         }
@@ -231,13 +228,9 @@ impl<W: Write> PcapRecorder<W> {
                 self.w.reset(second, c2s, ts)?;
             }
             TraceKind::Closed => {
-                for leg in [front, back] {
-                    if self.w.is_open(leg) {
-                        self.w.fin(leg, true, ts)?;
-                        self.w.fin(leg, false, ts)?;
-                        self.w.forget(leg);
-                    }
-                }
+                // As in the timeline: no FIN the peers did not send.
+                self.w.forget(front);
+                self.w.forget(back);
                 self.next.remove(&info.id);
             }
         }

@@ -1,0 +1,982 @@
+//! `amqptrace proxy` (and `capture -i`) against the real RabbitMQ on
+//! 127.0.0.1:5672 (guest/guest) and against small TCP servers of the tests'
+//! own. Every test runs its own proxy process on 127.0.0.1:0 and reads the
+//! chosen port from its "listening on ADDR" line on stderr.
+//!
+//! `upstream_stopped_mid_run` stops and restarts the shared broker; it runs
+//! only with `AMQPTRACE_DISRUPTIVE=1` (other developers' tests use the broker).
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use serde_json::Value;
+
+const BROKER: &str = "127.0.0.1:5672";
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_amqptrace")
+}
+
+/// A running `amqptrace proxy` writing its timeline to a file.
+struct Proxy {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+    out: PathBuf,
+    pcap: PathBuf,
+    stderr: Arc<Mutex<String>>,
+}
+
+struct Stopped {
+    status: ExitStatus,
+    out: String,
+    stderr: String,
+    /// Keeps the proxy's temp dir (and its recording) alive.
+    dir: tempfile::TempDir,
+    pcap: PathBuf,
+}
+
+impl Proxy {
+    fn start(upstream: &str, extra: &[&str]) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let pcap = dir.path().join("proxy.pcapng");
+        let args: Vec<String> = extra
+            .iter()
+            .map(|a| {
+                if *a == "PCAP" {
+                    pcap.display().to_string()
+                } else {
+                    a.to_string()
+                }
+            })
+            .collect();
+        let mut cmd = Command::new(bin());
+        cmd.args([
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            upstream,
+            "-o",
+        ])
+        .arg(&out)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn amqptrace proxy");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let stderr = stderr.clone();
+            let pipe = child.stderr.take().unwrap();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if let Some(rest) = line.strip_prefix("amqptrace: listening on ") {
+                        let addr = rest.split(',').next().unwrap_or("").to_string();
+                        let _ = tx.send(addr);
+                    }
+                    let mut s = stderr.lock().unwrap();
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            });
+        }
+        {
+            let pipe = child.stdout.take().unwrap();
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut BufReader::new(pipe), &mut std::io::sink());
+            });
+        }
+        let addr = match rx.recv_timeout(Duration::from_secs(15)) {
+            Ok(a) => a.parse().expect("listen address"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("proxy did not start: {}", stderr.lock().unwrap());
+            }
+        };
+        Proxy {
+            child,
+            addr,
+            _dir: dir,
+            out,
+            pcap,
+            stderr,
+        }
+    }
+
+    fn uri(&self) -> String {
+        format!("amqp://guest:guest@{}/%2f", self.addr)
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until the output has a line for which `pred` holds; returns it.
+    fn wait_for_line(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        let t0 = Instant::now();
+        while t0.elapsed() < timeout {
+            if let Some(l) = self.output().lines().find(|l| pred(l)) {
+                return Some(l.to_string());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+
+    /// SIGINT, then waits for the exit (at most 30 s).
+    fn stop(self) -> Stopped {
+        self.stop_with("-INT")
+    }
+
+    fn stop_with(mut self, sig: &str) -> Stopped {
+        self.signal(sig);
+        let t0 = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if t0.elapsed() > Duration::from_secs(30) {
+                let _ = self.child.kill();
+                panic!("proxy did not exit after {sig}: {}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Let the stderr reader take the last lines.
+        std::thread::sleep(Duration::from_millis(100));
+        let out = self.output();
+        let stderr = self.stderr();
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
+        Stopped {
+            status,
+            out,
+            stderr,
+            dir,
+            pcap: self.pcap.clone(),
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn jsonl(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
+        .collect()
+}
+
+fn method(v: &Value) -> &str {
+    v["method"].as_str().unwrap_or("")
+}
+
+fn events<'a>(all: &'a [Value], name: &str) -> Vec<&'a Value> {
+    all.iter().filter(|v| v["event"] == name).collect()
+}
+
+/// (dir, channel, method) of every AMQP frame, per client address.
+fn method_sequences(
+    all: &[Value],
+    broker_port: u16,
+) -> BTreeMap<String, Vec<(String, u64, String)>> {
+    let mut m: BTreeMap<String, Vec<(String, u64, String)>> = BTreeMap::new();
+    for v in all.iter().filter(|v| v["event"] == "frame") {
+        let conn = v["conn"].as_str().unwrap();
+        let (client, broker) = conn.split_once("->").unwrap();
+        if !broker.ends_with(&format!(":{broker_port}")) {
+            continue;
+        }
+        m.entry(client.to_string()).or_default().push((
+            v["dir"].as_str().unwrap().to_string(),
+            v["channel"].as_u64().unwrap_or(0),
+            method(v).to_string(),
+        ));
+    }
+    m
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*).
+fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(n + 8);
+    while v.len() < n {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        v.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    v.truncate(n);
+    v
+}
+
+async fn connect(uri: &str) -> Connection {
+    Connection::connect(uri, ConnectionProperties::default())
+        .await
+        .unwrap_or_else(|e| panic!("connect {uri}: {e}"))
+}
+
+fn unique(name: &str) -> String {
+    format!(
+        "amqptrace-proxy-{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            % 1_000_000_000
+    )
+}
+
+/// Publish/consume/ack on several channels: two consumers on two queues with
+/// prefetch, one publisher; bodies of many sizes (up to 200 KB, several
+/// frames each) must come back byte for byte.
+async fn workload(uri: &str, messages: usize) {
+    let conn = connect(uri).await;
+    let publisher = conn.create_channel().await.unwrap();
+    let mut consumers = Vec::new();
+    let mut queues = Vec::new();
+    for i in 0..2 {
+        let q = unique(&format!("wl{i}"));
+        publisher
+            .queue_declare(
+                q.as_str().into(),
+                QueueDeclareOptions {
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        ch.basic_qos(10, BasicQosOptions::default()).await.unwrap();
+        let consumer = ch
+            .basic_consume(
+                q.as_str().into(),
+                format!("ctag-{i}").as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let rx = deliveries(&consumer);
+        consumers.push((ch, rx));
+        queues.push(q);
+    }
+    let bodies: Vec<Vec<u8>> = (0..messages)
+        .map(|i| random_bytes(i as u64 + 7, [10, 100, 5000, 200_000][i % 4]))
+        .collect();
+    for (i, b) in bodies.iter().enumerate() {
+        publisher
+            .basic_publish(
+                "".into(),
+                queues[i % 2].as_str().into(),
+                BasicPublishOptions::default(),
+                b,
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap();
+    }
+    for (k, (_, rx)) in consumers.iter_mut().enumerate() {
+        let expected: Vec<&Vec<u8>> = bodies.iter().skip(k).step_by(2).collect();
+        for want in expected {
+            let d = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+                .await
+                .expect("delivery in time")
+                .expect("delivery");
+            assert_eq!(&d.data, want, "body changed on its way through the proxy");
+            d.acker.ack(BasicAckOptions::default()).await.unwrap();
+        }
+    }
+    // The auto-delete queues go with their consumers (deleting them first
+    // would cancel the consumers: consumer_cancelled_by_broker).
+    conn.close(200, "OK".into()).await.unwrap();
+}
+
+/// Deliveries of a consumer as a channel (lapin calls the delegate).
+fn deliveries(
+    consumer: &lapin::Consumer,
+) -> tokio::sync::mpsc::UnboundedReceiver<lapin::message::Delivery> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    consumer.set_delegate(move |d: lapin::message::DeliveryResult| {
+        if let Ok(Some(d)) = d {
+            let _ = tx.send(d);
+        }
+        std::future::ready(())
+    });
+    rx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lapin_through_proxy_timeline_and_verdicts() {
+    let proxy = Proxy::start(BROKER, &["--format", "jsonl"]);
+    workload(&proxy.uri(), 40).await;
+    let s = tokio::task::spawn_blocking(move || proxy.stop())
+        .await
+        .unwrap();
+    assert_eq!(s.status.code(), Some(0), "{}", s.stderr);
+    let all = jsonl(&s.out);
+    let seq = method_sequences(&all, 5672);
+    assert_eq!(seq.len(), 1, "one connection: {:?}", seq.keys());
+    let frames = seq.values().next().unwrap();
+    let count = |dir: &str, m: &str| {
+        frames
+            .iter()
+            .filter(|(d, _, mm)| d == dir && mm == m)
+            .count()
+    };
+    assert_eq!(count("c2s", "protocol-header"), 1);
+    assert_eq!(count("s2c", "connection.start"), 1);
+    assert_eq!(count("c2s", "basic.qos"), 2);
+    assert_eq!(count("c2s", "basic.consume"), 2);
+    assert_eq!(count("s2c", "basic.consume-ok"), 2);
+    assert_eq!(count("c2s", "basic.publish"), 40);
+    assert_eq!(count("s2c", "basic.deliver"), 40);
+    assert_eq!(count("c2s", "basic.ack"), 40);
+    assert_eq!(count("c2s", "connection.close"), 1);
+    assert_eq!(count("s2c", "connection.close-ok"), 1);
+    let channels: HashSet<u64> = frames.iter().map(|(_, c, _)| *c).collect();
+    assert!(channels.len() >= 4, "channels 0..=3 used: {channels:?}");
+    // Connection ids show the client's real address and the broker's.
+    let conn = all[0]["conn"].as_str().unwrap();
+    assert!(
+        conn.starts_with("127.0.0.1:") && conn.ends_with("->127.0.0.1:5672"),
+        "{conn}"
+    );
+    assert_eq!(events(&all, "tcp.open").len(), 1);
+    assert!(all
+        .iter()
+        .all(|v| v["event"] != "error" && v["event"] != "gap"));
+    let verdicts: Vec<&Value> = events(&all, "verdict");
+    assert_eq!(
+        verdicts.len(),
+        3,
+        "two consumers and one connection: {verdicts:?}"
+    );
+    assert!(
+        verdicts.iter().all(|v| v["verdict"] == "healthy"),
+        "{verdicts:?}"
+    );
+    assert!(
+        s.stderr.contains("verdicts:"),
+        "final block on stderr with jsonl: {}",
+        s.stderr
+    );
+    assert!(!s.stderr.contains("dropped"), "{}", s.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_connections() {
+    let proxy = Proxy::start(BROKER, &["--format", "jsonl", "--quiet"]);
+    let uri = proxy.uri();
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let uri = uri.clone();
+        tasks.push(tokio::spawn(async move {
+            let conn = connect(&uri).await;
+            let ch = conn.create_channel().await.unwrap();
+            let q = ch
+                .queue_declare(
+                    "".into(),
+                    QueueDeclareOptions {
+                        exclusive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
+            ch.basic_publish(
+                "".into(),
+                q.name().as_str().into(),
+                BasicPublishOptions::default(),
+                b"hello",
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap();
+            conn
+        }));
+    }
+    let mut conns = Vec::new();
+    for t in tasks {
+        conns.push(t.await.unwrap());
+    }
+    // All 200 are open at once here.
+    assert_eq!(conns.iter().filter(|c| c.status().connected()).count(), 200);
+    for c in conns {
+        c.close(200, "OK".into()).await.unwrap();
+    }
+    let s = tokio::task::spawn_blocking(move || proxy.stop())
+        .await
+        .unwrap();
+    assert!(!s.stderr.contains("dropped"), "{}", s.stderr);
+    assert_eq!(s.status.code(), Some(0), "{}", s.stderr);
+    // --quiet: only verdicts; one per connection, all healthy.
+    let all = jsonl(&s.out);
+    assert!(all.iter().all(|v| v["event"] == "verdict"));
+    let conns: HashSet<&str> = all.iter().map(|v| v["conn"].as_str().unwrap()).collect();
+    assert_eq!(conns.len(), 200);
+    assert!(all.iter().all(|v| v["verdict"] == "healthy"), "{all:?}");
+}
+
+/// A server that records everything it receives and sends `reply` meanwhile.
+fn recording_server(reply: Vec<u8>) -> (SocketAddr, std::thread::JoinHandle<Vec<u8>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let h = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut w = s.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            for chunk in reply.chunks(50_000) {
+                w.write_all(chunk).unwrap();
+            }
+            w.shutdown(Shutdown::Write).unwrap();
+        });
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        writer.join().unwrap();
+        got
+    });
+    (addr, h)
+}
+
+#[test]
+fn byte_exact_both_directions() {
+    let to_server = random_bytes(1, 24 << 20);
+    let to_client = random_bytes(2, 24 << 20);
+    let (server, h) = recording_server(to_client.clone());
+    let proxy = Proxy::start(
+        &server.to_string(),
+        &["--format", "jsonl", "--pcap", "PCAP"],
+    );
+    let mut c = TcpStream::connect(proxy.addr).unwrap();
+    let mut w = c.try_clone().unwrap();
+    let sent = to_server.clone();
+    let writer = std::thread::spawn(move || {
+        // Odd write sizes so reads on the way split everywhere.
+        let mut pos = 0;
+        let mut k = 1usize;
+        while pos < sent.len() {
+            let n = (k * 7919 % 70_000 + 1).min(sent.len() - pos);
+            w.write_all(&sent[pos..pos + n]).unwrap();
+            pos += n;
+            k += 1;
+        }
+        w.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).unwrap();
+    writer.join().unwrap();
+    let server_got = h.join().unwrap();
+    assert!(
+        server_got == to_server,
+        "client→server bytes differ ({} vs {} bytes)",
+        server_got.len(),
+        to_server.len()
+    );
+    assert!(
+        got == to_client,
+        "server→client bytes differ ({} vs {} bytes)",
+        got.len(),
+        to_client.len()
+    );
+    let s = proxy.stop();
+    // Not AMQP: reported, and forwarded untouched all the same.
+    assert!(
+        s.out.contains("not_amqp"),
+        "{}",
+        &s.out[..s.out.len().min(2000)]
+    );
+    assert!(!s.stderr.contains("dropped"), "{}", s.stderr);
+    // The analyzer cannot vouch for a connection it could not decode: not "no stall".
+    assert_eq!(s.status.code(), Some(1), "{}", s.stderr);
+}
+
+#[test]
+fn http_request_forwarded_untouched_and_reported_not_amqp() {
+    let response =
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello".to_vec();
+    let (server, h) = recording_server(response.clone());
+    let proxy = Proxy::start(&server.to_string(), &[]);
+    let request = b"GET /api/overview HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let mut c = TcpStream::connect(proxy.addr).unwrap();
+    c.write_all(request).unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).unwrap();
+    assert_eq!(got, response);
+    assert_eq!(h.join().unwrap(), request);
+    let s = proxy.stop();
+    assert!(s.out.contains("not AMQP: stream starts with"), "{}", s.out);
+    assert!(s.out.contains("GET /api"), "{}", s.out);
+    assert_eq!(s.status.code(), Some(1), "{}", s.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pcapng_reanalysed_matches_live_timeline() {
+    let proxy = Proxy::start(BROKER, &["--format", "jsonl", "--pcap", "PCAP"]);
+    let listen_port = proxy.addr.port();
+    workload(&proxy.uri(), 24).await;
+    let s = tokio::task::spawn_blocking(move || proxy.stop())
+        .await
+        .unwrap();
+    let kept = s.pcap.clone();
+    assert!(s.dir.path().exists());
+    assert_eq!(s.status.code(), Some(0), "{}", s.stderr);
+    let live = method_sequences(&jsonl(&s.out), 5672);
+    let analyzed = Command::new(bin())
+        .args(["analyze", "--format", "jsonl"])
+        .arg(&kept)
+        .output()
+        .unwrap();
+    assert!(
+        analyzed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&analyzed.stderr)
+    );
+    let recorded = jsonl(&String::from_utf8_lossy(&analyzed.stdout));
+    // The client leg keeps the client's address; the upstream leg has the proxy's.
+    let front = method_sequences(&recorded, listen_port);
+    let back = method_sequences(&recorded, 5672);
+    assert_eq!(live.len(), 1);
+    assert_eq!(front, live, "client leg of the recording vs live timeline");
+    assert_eq!(
+        back.values().collect::<Vec<_>>(),
+        live.values().collect::<Vec<_>>(),
+        "broker leg"
+    );
+    // tshark reads it too, as AMQP on both legs.
+    if let Ok(t) = Command::new("tshark")
+        .arg("-r")
+        .arg(&kept)
+        .args([
+            "-d",
+            &format!("tcp.port=={listen_port},amqp"),
+            "-Y",
+            "amqp",
+            "-T",
+            "fields",
+        ])
+        .args(["-e", "amqp.method.class", "-e", "amqp.method.method"])
+        .output()
+    {
+        // One line per packet; several frames in a packet give comma-separated lists.
+        let mut delivers = 0;
+        for line in String::from_utf8_lossy(&t.stdout).lines() {
+            let (classes, methods) = line.split_once('\t').unwrap_or((line, ""));
+            delivers += classes
+                .split(',')
+                .zip(methods.split(','))
+                .filter(|p| *p == ("60", "60"))
+                .count();
+        }
+        assert_eq!(
+            delivers,
+            2 * 24,
+            "tshark finds every basic.deliver on both legs"
+        );
+    }
+    // And the re-analysis gives the same verdicts (each consumer seen on both legs).
+    let analysis = Command::new(bin())
+        .args(["analyze", "--format", "json"])
+        .arg(&kept)
+        .output()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&analysis.stdout).unwrap();
+    let verdicts = doc["verdicts"].as_array().unwrap();
+    assert_eq!(verdicts.len(), 6);
+    assert!(
+        verdicts.iter().all(|v| v["verdict"] == "healthy"),
+        "{verdicts:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetch_stall_reported_live() {
+    let proxy = Proxy::start(BROKER, &["--format", "jsonl", "--stall-after", "3"]);
+    let conn = connect(&proxy.uri()).await;
+    let ch = conn.create_channel().await.unwrap();
+    let q = unique("stall");
+    ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions {
+            auto_delete: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.basic_qos(5, BasicQosOptions::default()).await.unwrap();
+    let consumer = ch
+        .basic_consume(
+            q.as_str().into(),
+            "stuck".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut rx = deliveries(&consumer);
+    for i in 0..10u8 {
+        ch.basic_publish(
+            "".into(),
+            q.as_str().into(),
+            BasicPublishOptions::default(),
+            &[i; 10],
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    }
+    for _ in 0..5 {
+        tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    // The fifth delivery filled the window; never ack.
+    let t0 = Instant::now();
+    let proxy = Arc::new(proxy);
+    let p2 = proxy.clone();
+    let line = tokio::task::spawn_blocking(move || {
+        p2.wait_for_line(Duration::from_secs(8), |l| {
+            l.contains("\"verdict\":\"prefetch_exhausted\"")
+        })
+    })
+    .await
+    .unwrap();
+    let elapsed = t0.elapsed();
+    let line =
+        line.unwrap_or_else(|| panic!("no live prefetch_exhausted verdict: {}", proxy.output()));
+    assert!(
+        elapsed <= Duration::from_secs(5),
+        "reported after {elapsed:?} (stall-after 3 s + 2 s)"
+    );
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["live"], true);
+    assert_eq!(v["consumer_tag"], "stuck");
+    assert_eq!(v["queue"], q.as_str());
+    // Stopping while the consumer still holds its window: exit code "stall found".
+    let proxy = Arc::try_unwrap(proxy).ok().unwrap();
+    let s = tokio::task::spawn_blocking(move || proxy.stop())
+        .await
+        .unwrap();
+    assert_eq!(s.status.code(), Some(1), "{}", s.stderr);
+    // The proxy's own shutdown is not the client's doing: the final block still
+    // shows the state at shutdown.
+    assert!(s.stderr.contains("prefetch_exhausted"), "{}", s.stderr);
+    // The live verdict was printed once, not on every tick.
+    let live = jsonl(&s.out)
+        .into_iter()
+        .filter(|v| {
+            v["event"] == "verdict" && v["live"] == true && v["verdict"] == "prefetch_exhausted"
+        })
+        .count();
+    assert_eq!(live, 1);
+    drop(conn);
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+#[test]
+fn upstream_down_at_start_closes_client_and_reports() {
+    let port = free_port();
+    let proxy = Proxy::start(&format!("127.0.0.1:{port}"), &[]);
+    let t0 = Instant::now();
+    let mut c = TcpStream::connect(proxy.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = c.write_all(b"AMQP\x00\x00\x09\x01");
+    let mut buf = [0u8; 16];
+    match c.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("client not closed: {other:?}"),
+    }
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "closed after {:?}",
+        t0.elapsed()
+    );
+    let out = proxy.wait_for_line(Duration::from_secs(3), |l| {
+        l.contains("upstream unreachable")
+    });
+    assert!(
+        out.is_some_and(|l| l.contains("Connection refused")),
+        "{}",
+        proxy.output()
+    );
+    let s = proxy.stop();
+    assert!(
+        s.stderr.contains("upstream unreachable") && s.stderr.contains("os error 111"),
+        "{}",
+        s.stderr
+    );
+    assert_eq!(s.status.code(), Some(0));
+}
+
+#[test]
+fn credentials_in_upstream_url_never_printed() {
+    let secret = "Sup3rS3cretPw";
+    let proxy = Proxy::start(
+        &format!("amqp://guest:{secret}@127.0.0.1:5672/%2f"),
+        &["--format", "jsonl"],
+    );
+    assert!(
+        proxy.stderr().contains("forwarding to 127.0.0.1:5672"),
+        "{}",
+        proxy.stderr()
+    );
+    let s = proxy.stop();
+    assert!(
+        !s.stderr.contains(secret) && !s.out.contains(secret),
+        "{}{}",
+        s.stderr,
+        s.out
+    );
+    // A bad URL is refused without echoing the password either.
+    let bad = Command::new(bin())
+        .args([
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &format!("amqp://guest:{secret}@127.0.0.1:99999/"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&bad.stdout),
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    assert!(text.contains("port") && !text.contains(secret), "{text}");
+}
+
+/// Run as a child process by `client_killed_with_sigkill`: connects through
+/// the proxy given in the environment, opens a channel, says so, and waits.
+#[tokio::test]
+async fn sigkill_helper_client() {
+    let Ok(uri) = std::env::var("AMQPTRACE_TEST_HELPER_URI") else {
+        return;
+    };
+    let conn = connect(&uri).await;
+    let ch = conn.create_channel().await.unwrap();
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let _consumer = ch
+        .basic_consume(
+            q.name().as_str().into(),
+            "doomed".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    println!("HELPER READY");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+}
+
+#[test]
+fn client_killed_with_sigkill() {
+    let proxy = Proxy::start(BROKER, &["--format", "jsonl"]);
+    let mut helper = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "sigkill_helper_client",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("AMQPTRACE_TEST_HELPER_URI", proxy.uri())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(helper.stdout.take().unwrap()).lines();
+    let ready = lines.any(|l| l.is_ok_and(|l| l.contains("HELPER READY")));
+    assert!(ready, "helper did not connect");
+    assert!(proxy
+        .wait_for_line(Duration::from_secs(5), |l| l.contains("basic.consume-ok"))
+        .is_some());
+    helper.kill().unwrap(); // SIGKILL
+    helper.wait().unwrap();
+    // The kernel closes the killed process's socket (FIN, or RST with unread data).
+    let end = proxy.wait_for_line(Duration::from_secs(5), |l| {
+        (l.contains("\"tcp.close\"") || l.contains("\"tcp.reset\"")) && l.contains("\"c2s\"")
+    });
+    assert!(end.is_some(), "{}", proxy.output());
+    // The proxy goes on serving.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let conn = connect(&proxy.uri()).await;
+        conn.close(200, "OK".into()).await.unwrap();
+    });
+    let s = proxy.stop();
+    let all = jsonl(&s.out);
+    assert_eq!(events(&all, "tcp.open").len(), 2);
+    // The killed client's connection ended without connection.close: connection_lost.
+    assert!(
+        all.iter()
+            .any(|v| v["event"] == "verdict" && v["verdict"] == "connection_lost"),
+        "{}",
+        s.out
+    );
+}
+
+#[test]
+fn sigterm_drains_live_connections_then_exits() {
+    // An echo server: the connection stays usable during the drain.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 || s.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    let proxy = Proxy::start(&addr.to_string(), &["--drain", "2"]);
+    let mut c = TcpStream::connect(proxy.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"ping").unwrap();
+    let mut buf = [0u8; 4];
+    c.read_exact(&mut buf).unwrap();
+    proxy.signal("-TERM");
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    // New clients are refused, the live one still works.
+    assert!(
+        TcpStream::connect(proxy.addr).is_err(),
+        "still accepting after SIGTERM"
+    );
+    c.write_all(b"pong").unwrap();
+    c.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"pong");
+    // After the drain the proxy closes it.
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest);
+    let closed = t0.elapsed();
+    assert!(
+        closed >= Duration::from_millis(1800) && closed < Duration::from_secs(5),
+        "closed after {closed:?}"
+    );
+    let s = proxy.stop_with("-0");
+    assert_eq!(
+        s.status.code(),
+        Some(1),
+        "not AMQP: not vouched for; {}",
+        s.stderr
+    );
+    assert!(s.out.contains("verdicts:"), "{}", s.out);
+}
+
+/// Restarts the broker's app on drop, even when the test fails.
+struct StartAppGuard;
+
+impl Drop for StartAppGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl").arg("start_app").status();
+        let _ = Command::new("rabbitmqctl").arg("await_startup").status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_stopped_mid_run() {
+    if std::env::var("AMQPTRACE_DISRUPTIVE").ok().as_deref() != Some("1") {
+        eprintln!("skipped: stops the shared broker; run with AMQPTRACE_DISRUPTIVE=1");
+        return;
+    }
+    let proxy = Proxy::start(BROKER, &["--format", "jsonl"]);
+    let conn = connect(&proxy.uri()).await;
+    let _ch = conn.create_channel().await.unwrap();
+    let guard = StartAppGuard;
+    assert!(Command::new("rabbitmqctl")
+        .arg("stop_app")
+        .status()
+        .unwrap()
+        .success());
+    let p = Arc::new(proxy);
+    let p2 = p.clone();
+    let forced = tokio::task::spawn_blocking(move || {
+        p2.wait_for_line(Duration::from_secs(15), |l| {
+            l.contains("connection.close") && l.contains("\"s2c\"")
+        })
+    })
+    .await
+    .unwrap();
+    let forced = forced.unwrap_or_else(|| panic!("{}", p.output()));
+    assert!(forced.contains("320"), "{forced}");
+    // While the broker is down, new clients are closed and reported.
+    let mut c = TcpStream::connect(p.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut b = [0u8; 1];
+    let _ = c.read(&mut b);
+    drop(guard);
+    assert!(
+        p.stderr().contains("upstream unreachable"),
+        "{}",
+        p.stderr()
+    );
+    // Back up: the proxy serves again.
+    let conn = connect(&p.uri()).await;
+    conn.close(200, "OK".into()).await.unwrap();
+    let proxy = Arc::try_unwrap(p).ok().unwrap();
+    let s = tokio::task::spawn_blocking(move || proxy.stop())
+        .await
+        .unwrap();
+    let all = jsonl(&s.out);
+    assert!(
+        all.iter()
+            .any(|v| v["event"] == "verdict" && v["verdict"] == "connection_closed_by_broker"),
+        "{}",
+        s.out
+    );
+}
