@@ -183,11 +183,11 @@ impl<W: Write> PcapRecorder<W> {
             self.w.reset(front, false, ts)?;
             return Ok(());
         }
-        if !self.next.contains_key(&info.id) {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.next.entry(info.id) {
             if matches!(msg.kind, TraceKind::Closed) {
                 return Ok(());
             }
-            self.next.insert(info.id, [0, 0]);
+            e.insert([0, 0]);
             self.w.open(front, info.client, info.listen, ts)?;
             if let Some(local) = info.upstream_local {
                 self.w.open(back, local, info.upstream, ts)?;
