@@ -290,8 +290,8 @@ fn stalled_report_in_headless_chromium() {
     assert_eq!(chart["verdict"], json!("prefetch_exhausted"), "{charts}");
     assert_eq!(chart["limit"], json!(5));
     assert_eq!(chart["max_unacked"], json!(5));
-    let tl_ink = b.eval(&s, &format!("{INKED}('timeline', 300, 0, 1000, 120)"));
-    let chart_ink = b.eval(&s, &format!("{INKED}('charts', 300, 0, 1000, 70)"));
+    let tl_ink = b.eval(&s, &format!("{INKED}('timeline', 320, 0, 1000, 120)"));
+    let chart_ink = b.eval(&s, &format!("{INKED}('charts', 320, 0, 1000, 70)"));
     assert!(
         tl_ink.as_u64().unwrap() > 1000,
         "timeline canvas nearly blank: {tl_ink}"

@@ -55,7 +55,7 @@
   var KCAT = Uint8Array.from(D.kinds.map(catOf));
 
   // ---- layout and view ----------------------------------------------------
-  var LABEL_W = 300, LANE_H = 20, AXIS_H = 22, CHART_H = 74;
+  var LABEL_W = 320, LANE_H = 20, AXIS_H = 22, CHART_H = 74;
   var tl = document.getElementById('timeline'), ch = document.getElementById('charts');
   var tip = document.getElementById('tooltip'), selBox = document.getElementById('selected');
   var fConn = document.getElementById('f-conn'), fCons = document.getElementById('f-consumer');
@@ -120,6 +120,27 @@
     var s = d.toISOString(); // ...ss.mmmZ
     return s.slice(0, 23) + String(micro).padStart(3, '0') + 'Z';
   }
+  /** `text` shortened in its middle until it fits `maxW` pixels. */
+  function fit(g, text, maxW) {
+    if (g.measureText(text).width <= maxW) return text;
+    var keep = text.length;
+    while (keep > 4) {
+      keep--;
+      var head = Math.ceil(keep * 0.6), t = text.slice(0, head) + '…' + text.slice(text.length - (keep - head));
+      if (g.measureText(t).width <= maxW) return t;
+    }
+    return text.slice(0, 4) + '…';
+  }
+  function laneLabel(L) {
+    var base = L.label;
+    if (L.consumer !== null) {
+      var c = D.consumers[L.consumer], tag = c.consumer_tag;
+      if (tag.length > 22) tag = tag.slice(0, 12) + '…' + tag.slice(-6);
+      base = 'consumer ' + tag + (c.queue ? ' ← ' + c.queue : '');
+    }
+    // A stalled lane is red with a red band; its verdict is spelled out above and in the chart.
+    return (L.verdict ? '⚠ ' : '') + base;
+  }
   function niceStep(rangeUs, px) {
     var raw = rangeUs / Math.max(px / 110, 1), p = Math.pow(10, Math.floor(Math.log10(raw)));
     var m = raw / p; return (m < 2 ? 2 : m < 5 ? 5 : 10) * p;
@@ -152,9 +173,8 @@
       g.fillStyle = L.verdict ? '#c62828' : '#1d2430';
       g.font = (L.channel === null ? '600 ' : '') + '12px system-ui, sans-serif';
       var indent = L.channel === null ? 4 : L.consumer === null ? 16 : 28;
-      var label = L.label + (L.verdict ? '  ⚠ ' + L.verdict : '');
       g.save(); g.beginPath(); g.rect(0, y, LABEL_W - 6, LANE_H); g.clip();
-      g.fillText(label, indent, y + 14); g.restore();
+      g.fillText(fit(g, laneLabel(L), LABEL_W - 8 - indent), indent, y + 14); g.restore();
       var idx = laneIdx[li], lt = laneT[li], i0 = lower(lt, view.a), i1 = upper(lt, view.b), n = i1 - i0, drawn = 0;
       g.save(); g.beginPath(); g.rect(LABEL_W, y, pw, LANE_H); g.clip();
       if (n > pw * 1.5) {
@@ -201,10 +221,11 @@
       }
       g.fillStyle = C.verdict ? '#c62828' : '#1d2430'; g.font = '600 12px system-ui, sans-serif';
       g.save(); g.beginPath(); g.rect(0, y0, LABEL_W - 6, CHART_H); g.clip();
-      g.fillText(C.consumer_tag, 4, y0 + 16);
+      g.fillText(fit(g, C.consumer_tag, LABEL_W - 12), 4, y0 + 15);
       g.font = '11px system-ui, sans-serif'; g.fillStyle = '#5b6575';
-      g.fillText((C.queue ? 'queue ' + C.queue + ' · ' : '') + 'max unacked ' + C.max_unacked + (limit ? ' / prefetch ' + limit : ' (no prefetch limit)'), 4, y0 + 32);
-      if (C.verdict) { g.fillStyle = '#c62828'; g.fillText('⚠ ' + C.verdict + (C.since_us !== null ? ' since +' + fmtDur(C.since_us) : ''), 4, y0 + 48); }
+      g.fillText(fit(g, C.queue ? 'queue ' + C.queue : 'queue unknown', LABEL_W - 12), 4, y0 + 29);
+      g.fillText('max unacked ' + C.max_unacked + (limit ? ' / prefetch ' + limit : ' (no prefetch limit)'), 4, y0 + 43);
+      if (C.verdict) { g.fillStyle = '#c62828'; g.fillText('⚠ ' + C.verdict + (C.since_us !== null ? ' since +' + fmtDur(C.since_us) : ''), 4, y0 + 57); }
       g.restore();
       g.save(); g.beginPath(); g.rect(LABEL_W, y0, pw, CHART_H); g.clip();
       if (limit) {
