@@ -24,7 +24,10 @@ pub struct Timestamp(pub i64);
 
 impl Timestamp {
     pub fn from_secs_nanos(secs: i64, nanos: u32) -> Self {
-        Timestamp(secs.saturating_mul(1_000_000_000).saturating_add(nanos as i64))
+        Timestamp(
+            secs.saturating_mul(1_000_000_000)
+                .saturating_add(nanos as i64),
+        )
     }
 
     pub fn as_nanos(self) -> i64 {

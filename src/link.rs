@@ -122,7 +122,11 @@ pub fn tcp_segment(lt: i32, data: &[u8]) -> Result<TcpSegment<'_>, LinkError> {
             let b = data.get(..4).ok_or(LinkError::Malformed("loopback"))?;
             // NULL stores the address family in the capturing host's byte order,
             // LOOP in network order; look at whichever end is non-zero.
-            let family = if b[0] == 0 && b[1] == 0 { b[3].max(b[2]) } else { b[0].max(b[1]) };
+            let family = if b[0] == 0 && b[1] == 0 {
+                b[3].max(b[2])
+            } else {
+                b[0].max(b[1])
+            };
             match family {
                 2 | 24 | 28 | 30 => &data[4..],
                 _ => return Err(LinkError::NotTcp),
@@ -176,14 +180,20 @@ fn ip_tcp(ip: &[u8]) -> Result<TcpSegment<'_>, LinkError> {
                     6 => break,
                     0 | 43 | 60 => {
                         let nh = *ip.get(off).ok_or(LinkError::Malformed("IPv6"))?;
-                        let len = (*ip.get(off + 1).ok_or(LinkError::Malformed("IPv6"))? as usize + 1) * 8;
+                        let len = (*ip.get(off + 1).ok_or(LinkError::Malformed("IPv6"))? as usize
+                            + 1)
+                            * 8;
                         next = nh;
                         off += len;
                     }
                     _ => return Err(LinkError::NotTcp),
                 }
             }
-            let total = if payload_len == 0 { ip.len() } else { 40 + payload_len };
+            let total = if payload_len == 0 {
+                ip.len()
+            } else {
+                40 + payload_len
+            };
             if total < off || off > ip.len() {
                 return Err(LinkError::Malformed("IPv6"));
             }

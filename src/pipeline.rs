@@ -44,7 +44,11 @@ pub struct RunSummary {
 }
 
 /// Runs the decode pipeline over `paths`, calling `on_event` for each event in time order.
-pub fn run_files<F>(paths: &[PathBuf], cfg: &StreamConfig, mut on_event: F) -> Result<RunSummary, PipelineError>
+pub fn run_files<F>(
+    paths: &[PathBuf],
+    cfg: &StreamConfig,
+    mut on_event: F,
+) -> Result<RunSummary, PipelineError>
 where
     F: FnMut(&Event) -> io::Result<()>,
 {
@@ -111,7 +115,10 @@ fn merge<E: FnMut(&Event) -> bool>(
     emit: &mut E,
 ) -> Result<(), PipelineError> {
     let mut heads: Vec<Option<Owned>> = Vec::with_capacity(readers.len());
-    let fill = |r: &mut CaptureReader<'static>, slot: &mut Option<Owned>, damage: &mut Vec<CaptureError>| -> Result<(), PipelineError> {
+    let fill = |r: &mut CaptureReader<'static>,
+                slot: &mut Option<Owned>,
+                damage: &mut Vec<CaptureError>|
+     -> Result<(), PipelineError> {
         let mut buf = slot.take().map(|o| o.data).unwrap_or_default();
         match r.next_packet() {
             Ok(Some(p)) => {
@@ -258,7 +265,11 @@ impl Driver {
         if self.held.is_empty() {
             return;
         }
-        let limit = if all { None } else { self.tracker.oldest_held_ts() };
+        let limit = if all {
+            None
+        } else {
+            self.tracker.oldest_held_ts()
+        };
         while let Some(entry) = self.held.first_entry() {
             if let Some(limit) = limit {
                 if entry.key().0 >= limit {
@@ -298,9 +309,11 @@ impl Driver {
         if self.summary.tcp_packets > 0 {
             return None;
         }
-        self.unsupported.as_ref().map(|(path, lt)| PipelineError::UnsupportedLinkType {
-            path: path.clone(),
-            name: link::linktype_name(*lt),
-        })
+        self.unsupported
+            .as_ref()
+            .map(|(path, lt)| PipelineError::UnsupportedLinkType {
+                path: path.clone(),
+                name: link::linktype_name(*lt),
+            })
     }
 }

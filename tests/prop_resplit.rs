@@ -15,7 +15,9 @@ use proptest::prelude::*;
 
 fn captures() -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -26,7 +28,10 @@ fn captures() -> Vec<PathBuf> {
         }
     }
     let mut v = Vec::new();
-    walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("captures"), &mut v);
+    walk(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("captures"),
+        &mut v,
+    );
     v.sort();
     v
 }
@@ -55,7 +60,9 @@ fn decode(path: &Path, mut split: Option<Rng>) -> Vec<Event> {
         seq: 0,
     };
     while let Ok(Some(pkt)) = reader.next_packet() {
-        let Ok(seg) = link::tcp_segment(pkt.linktype, pkt.data) else { continue };
+        let Ok(seg) = link::tcp_segment(pkt.linktype, pkt.data) else {
+            continue;
+        };
         seq += 1;
         let p = PacketRef {
             file: 0,
@@ -65,7 +72,9 @@ fn decode(path: &Path, mut split: Option<Rng>) -> Vec<Event> {
         };
         last = p;
         let mut feed = |s: &TcpSegment<'_>| {
-            reassembler.handle(p, s, &mut |o: TcpOutput<'_>| tracker.handle(o, &mut |e| events.push(e)));
+            reassembler.handle(p, s, &mut |o: TcpOutput<'_>| {
+                tracker.handle(o, &mut |e| events.push(e))
+            });
         };
         match split.as_mut() {
             Some(rng) if seg.payload.len() > 1 && !seg.flags.syn => {
@@ -96,13 +105,18 @@ fn decode(path: &Path, mut split: Option<Rng>) -> Vec<Event> {
             _ => feed(&seg),
         }
     }
-    reassembler.finish(last, &mut |o: TcpOutput<'_>| tracker.handle(o, &mut |e| events.push(e)));
+    reassembler.finish(last, &mut |o: TcpOutput<'_>| {
+        tracker.handle(o, &mut |e| events.push(e))
+    });
     events
 }
 
 #[test]
 fn there_are_captures_to_check() {
-    assert!(captures().len() >= 5, "expected committed captures under captures/");
+    assert!(
+        captures().len() >= 5,
+        "expected committed captures under captures/"
+    );
 }
 
 proptest! {

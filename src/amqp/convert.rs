@@ -64,7 +64,13 @@ pub fn method_from_class(class: AMQPClass, payload: &[u8]) -> Method {
             }
             connection::AMQPMethod::OpenOk(_) => K::ConnectionOpenOk,
             connection::AMQPMethod::Close(c) => {
-                close_args(&mut a, c.reply_code, c.reply_text.into(), c.class_id, c.method_id);
+                close_args(
+                    &mut a,
+                    c.reply_code,
+                    c.reply_text.into(),
+                    c.class_id,
+                    c.method_id,
+                );
                 K::ConnectionClose
             }
             connection::AMQPMethod::CloseOk(_) => K::ConnectionCloseOk,
@@ -91,7 +97,13 @@ pub fn method_from_class(class: AMQPClass, payload: &[u8]) -> Method {
                 K::ChannelFlowOk
             }
             channel::AMQPMethod::Close(c) => {
-                close_args(&mut a, c.reply_code, c.reply_text.into(), c.class_id, c.method_id);
+                close_args(
+                    &mut a,
+                    c.reply_code,
+                    c.reply_text.into(),
+                    c.class_id,
+                    c.method_id,
+                );
                 K::ChannelClose
             }
             channel::AMQPMethod::CloseOk(_) => K::ChannelCloseOk,
@@ -312,10 +324,19 @@ pub fn method_from_class(class: AMQPClass, payload: &[u8]) -> Method {
             confirm::AMQPMethod::SelectOk(_) => K::ConfirmSelectOk,
         },
     };
-    Method { method: kind, args: a }
+    Method {
+        method: kind,
+        args: a,
+    }
 }
 
-fn close_args(a: &mut MethodArgs, reply_code: u16, reply_text: String, class_id: u16, method_id: u16) {
+fn close_args(
+    a: &mut MethodArgs,
+    reply_code: u16,
+    reply_text: String,
+    class_id: u16,
+    method_id: u16,
+) {
     a.reply_code = Some(reply_code);
     a.reply_text = Some(reply_text);
     a.class_id = Some(class_id);
@@ -333,7 +354,8 @@ pub fn sasl_user(mechanism: &str, response: &[u8]) -> Option<String> {
             let mut framed = Vec::with_capacity(response.len() + 4);
             framed.extend_from_slice(&(response.len() as u32).to_be_bytes());
             framed.extend_from_slice(response);
-            let (_, table) = amq_protocol::types::parsing::parse_field_table(framed.as_slice()).ok()?;
+            let (_, table) =
+                amq_protocol::types::parsing::parse_field_table(framed.as_slice()).ok()?;
             table_str(&table, "LOGIN")
         }
         _ => None,

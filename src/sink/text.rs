@@ -94,7 +94,10 @@ impl<W: Write> Sink for TextSink<W> {
             EventKind::Frame { channel, frame } => {
                 let _ = write!(line, "ch{channel:<3} ");
                 let name = frame.name();
-                let code = if name.ends_with(".close") || name == "connection.blocked" || name == "basic.cancel" {
+                let code = if name.ends_with(".close")
+                    || name == "connection.blocked"
+                    || name == "basic.cancel"
+                {
                     YELLOW
                 } else {
                     BOLD
@@ -115,7 +118,11 @@ impl<W: Write> Sink for TextSink<W> {
                         line.push_str(&k);
                         line.push('=');
                         match v {
-                            serde_json::Value::String(s) if !s.is_empty() && !s.contains([' ', '"', '=']) => line.push_str(&s),
+                            serde_json::Value::String(s)
+                                if !s.is_empty() && !s.contains([' ', '"', '=']) =>
+                            {
+                                line.push_str(&s)
+                            }
                             other => line.push_str(&other.to_string()),
                         }
                     }
@@ -136,10 +143,20 @@ impl<W: Write> Sink for TextSink<W> {
                 paint(line, YELLOW, &what);
             }
             EventKind::Error { offset, error } => {
-                paint(line, RED, &format!("     error at stream offset {offset}: {error}"));
+                paint(
+                    line,
+                    RED,
+                    &format!("     error at stream offset {offset}: {error}"),
+                );
             }
         }
-        let _ = write!(line, "  {DIM_OPEN}#{}{DIM_CLOSE}", ev.frame, DIM_OPEN = if c { DIM } else { "" }, DIM_CLOSE = if c { RESET } else { "" });
+        let _ = write!(
+            line,
+            "  {DIM_OPEN}#{}{DIM_CLOSE}",
+            ev.frame,
+            DIM_OPEN = if c { DIM } else { "" },
+            DIM_CLOSE = if c { RESET } else { "" }
+        );
         line.push('\n');
         self.out.write_all(line.as_bytes())
     }
