@@ -38,7 +38,7 @@ pub enum CaptureError {
     Empty { path: PathBuf },
     #[error("{path}: not a pcap or pcapng file (first bytes: {first_bytes})")]
     NotACapture { path: PathBuf, first_bytes: String },
-    #[error("{path}: file header is cut short ({len} bytes): not a complete pcap/pcapng file")]
+    #[error("{path}: file header is cut short: the file ends inside its pcap/pcapng header")]
     HeaderTruncated { path: PathBuf, len: u64 },
     #[error("{path}: capture is cut in the middle of packet {frame} (at byte {offset}); everything before it was read")]
     Truncated {

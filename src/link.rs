@@ -48,8 +48,8 @@ pub fn linktype_name(lt: i32) -> String {
         LINUX_SLL2 => "LINUX_SLL2".into(),
         IPV4 => "IPV4".into(),
         IPV6 => "IPV6".into(),
-        105 => "IEEE802_11 (Wi-Fi)".into(),
-        127 => "IEEE802_11_RADIOTAP".into(),
+        105 => "105 (IEEE802_11, Wi-Fi)".into(),
+        127 => "127 (IEEE802_11_RADIOTAP)".into(),
         other => format!("LINKTYPE {other}"),
     }
 }
