@@ -10,8 +10,10 @@
 //! What the schema never carries (message bodies beyond `--bodies`, the
 //! password) cannot come back either.
 
+use std::collections::HashMap;
 use std::io::BufRead;
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -154,14 +156,101 @@ fn decode_error(v: Option<&Value>) -> DecodeError {
     }
 }
 
-/// Fills a struct whose fields all have the JSON key of their own name.
-macro_rules! from_keys {
-    ($o:expr, $ty:ident { $($field:ident),* $(,)? } $(, $extra:ident : $val:expr)*) => {
-        $ty {
-            $($field: get($o, stringify!($field)),)*
-            $($extra: $val,)*
+/// Sets one field of a `T` from its JSON value.
+type Setter<T> = fn(&mut T, &Value);
+
+/// A key → setter table for fields whose JSON key is their own name (plus renamed ones).
+macro_rules! setters {
+    ($ty:ty { $($field:ident),* $(,)? } $(, $key:literal => $renamed:ident)*) => {{
+        let mut m: HashMap<&'static str, Setter<$ty>> = HashMap::new();
+        $( m.insert(stringify!($field), |t: &mut $ty, v: &Value| t.$field = value(v)); )*
+        $( m.insert($key, |t: &mut $ty, v: &Value| t.$renamed = value(v)); )*
+        m
+    }};
+}
+
+fn value<T: DeserializeOwned>(v: &Value) -> Option<T> {
+    if v.is_null() {
+        return None;
+    }
+    T::deserialize(v).ok()
+}
+
+/// Walks the object's keys once (instead of looking up every field's key).
+fn fill<T: Default>(o: &Map<String, Value>, table: &HashMap<&'static str, Setter<T>>) -> T {
+    let mut t = T::default();
+    for (k, v) in o {
+        if let Some(set) = table.get(k.as_str()) {
+            set(&mut t, v);
         }
-    };
+    }
+    t
+}
+
+fn args_table() -> &'static HashMap<&'static str, Setter<MethodArgs>> {
+    static TABLE: OnceLock<HashMap<&'static str, Setter<MethodArgs>>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        setters!(MethodArgs {
+            queue,
+            exchange,
+            routing_key,
+            consumer_tag,
+            delivery_tag,
+            multiple,
+            requeue,
+            redelivered,
+            prefetch_count,
+            prefetch_size,
+            global,
+            no_ack,
+            no_local,
+            exclusive,
+            passive,
+            durable,
+            auto_delete,
+            internal,
+            if_unused,
+            if_empty,
+            mandatory,
+            immediate,
+            nowait,
+            exchange_type,
+            source,
+            destination,
+            message_count,
+            consumer_count,
+            arguments,
+            reply_code,
+            reply_text,
+            class_id,
+            method_id,
+            active,
+            reason,
+            vhost,
+            channel_max,
+            frame_max,
+            heartbeat,
+            mechanism,
+            mechanisms,
+            user,
+            locale,
+            product,
+            version,
+            platform,
+            connection_name,
+            realm,
+        })
+    })
+}
+
+fn properties_table() -> &'static HashMap<&'static str, Setter<Properties>> {
+    static TABLE: OnceLock<HashMap<&'static str, Setter<Properties>>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        setters!(Properties {
+            content_type, content_encoding, headers, delivery_mode, priority,
+            correlation_id, reply_to, expiration, message_id, timestamp, user_id, app_id,
+        }, "type" => kind)
+    })
 }
 
 fn frame_kind(o: &Map<String, Value>) -> Result<EventKind, String> {
@@ -185,25 +274,15 @@ fn frame_kind(o: &Map<String, Value>) -> Result<EventKind, String> {
             method: ContentHeaderTag,
             class_id: get(o, "class_id").unwrap_or(60),
             body_size: get(o, "body_size").unwrap_or(0),
-            properties: from_keys!(o, Properties {
-                content_type, content_encoding, headers, delivery_mode, priority,
-                correlation_id, reply_to, expiration, message_id, timestamp, user_id, app_id,
-            }, kind: get(o, "type")),
+            properties: fill(o, properties_table()),
         })),
         name => {
             let kind = method_by_name(name).ok_or_else(|| format!("unknown method {name:?}"))?;
-            let args = from_keys!(o, MethodArgs {
-                queue, exchange, routing_key, consumer_tag, delivery_tag, multiple, requeue,
-                redelivered, prefetch_count, prefetch_size, global, no_ack, no_local, exclusive,
-                passive, durable, auto_delete, internal, if_unused, if_empty, mandatory, immediate,
-                nowait, exchange_type, source, destination, message_count, consumer_count,
-                arguments, reply_code, reply_text, class_id, method_id, active, reason, vhost,
-                channel_max, frame_max, heartbeat, mechanism, mechanisms, user, locale, product,
-                version, platform, connection_name, realm,
-            }, failing_method: o
+            let mut args: MethodArgs = fill(o, args_table());
+            args.failing_method = o
                 .get("failing_method")
                 .and_then(Value::as_str)
-                .and_then(method_by_name));
+                .and_then(method_by_name);
             Frame::Method(Box::new(Method { method: kind, args }))
         }
     };
@@ -211,7 +290,11 @@ fn frame_kind(o: &Map<String, Value>) -> Result<EventKind, String> {
 }
 
 fn method_by_name(name: &str) -> Option<MethodKind> {
-    MethodKind::ALL.iter().copied().find(|m| m.name() == name)
+    static BY_NAME: OnceLock<HashMap<&'static str, MethodKind>> = OnceLock::new();
+    BY_NAME
+        .get_or_init(|| MethodKind::ALL.iter().map(|m| (m.name(), *m)).collect())
+        .get(name)
+        .copied()
 }
 
 fn parse_conn(s: &str) -> Result<Conn, String> {
