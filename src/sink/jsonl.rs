@@ -110,9 +110,11 @@ mod tests {
             client: "[::1]:40000".parse().unwrap(),
             broker: "[::1]:5682".parse().unwrap(),
         };
-        let mut args = MethodArgs::default();
-        args.queue = Some("tasks \"quoted\" \u{e9}".into());
-        args.delivery_tag = Some(7);
+        let args = MethodArgs {
+            queue: Some("tasks \"quoted\" \u{e9}".into()),
+            delivery_tag: Some(7),
+            ..MethodArgs::default()
+        };
         let kinds = vec![
             EventKind::TcpOpen,
             EventKind::Gap {
