@@ -63,6 +63,10 @@ enum Command {
     /// from a capture or a `--format jsonl` timeline.
     #[command(after_help = EXIT_CODES_HELP)]
     Report(cli::report::ReportArgs),
+    /// Run a command (tests, a worker) through the proxy and leave an artifacts folder behind:
+    /// timeline, verdicts, summary, pcapng recording and report.html. For CI.
+    #[command(after_help = cli::run::RUN_HELP)]
+    Run(cli::run::RunArgs),
 }
 
 fn main() -> ExitCode {
@@ -110,5 +114,6 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Analyze(args) => cli::analyze::run(args),
         Command::Proxy(args) => cli::proxy::run(args),
         Command::Report(args) => cli::report::run(args),
+        Command::Run(args) => cli::run::run(args),
     }
 }

@@ -3,3 +3,4 @@
 pub mod analyze;
 pub mod proxy;
 pub mod report;
+pub mod run;

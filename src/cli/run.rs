@@ -1,0 +1,713 @@
+//! `amqptrace run`: wraps a command (a test suite, a worker) in CI. It starts
+//! the proxy on a free loopback port, hands the command the proxy's URL in the
+//! environment, runs it with stdin/stdout/stderr passed through, forwards
+//! SIGINT/SIGTERM to it, and when it ends writes an artifacts folder:
+//! `timeline.jsonl`, `verdicts.json`, `summary.txt`, `capture.pcapng` and
+//! `report.html`.
+//!
+//! Threads: the main thread waits for the child and for signals; a tokio
+//! runtime forwards (the proxy module); one tracer thread owns the decoder,
+//! the analyzer and every artifact writer, fed through the proxy's bounded
+//! trace channel. Artifacts are written after the child ends, whatever the
+//! way it ended (exit, crash, signal, amqptrace's own SIGTERM forwarded to
+//! it); the timeline and the recording are flushed every second on the way,
+//! so even a SIGKILL of amqptrace leaves what was traced until then.
+
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::net::SocketAddr;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use amqptrace::amqp::DecoderConfig;
+use amqptrace::analyze::{write_verdict_block, Analysis, Analyzer, AnalyzerConfig};
+use amqptrace::event::Event;
+use amqptrace::proxy::tracer::{PcapRecorder, Tracer};
+use amqptrace::proxy::{self, ProxyConfig, TraceCounters, TraceKind, TraceMsg, TraceRx, Upstream};
+use amqptrace::report::ReportBuilder;
+use amqptrace::sink::{JsonlSink, Sink};
+use amqptrace::stream::StreamConfig;
+
+use crate::exit;
+
+/// The variables the common AMQP clients and task queues read their broker URL from.
+const DEFAULT_ENV: [&str; 5] = [
+    "AMQP_URL",
+    "BROKER_URL",
+    "CELERY_BROKER_URL",
+    "DRAMATIQ_RABBITMQ_URL",
+    "RABBITMQ_URL",
+];
+
+pub const RUN_HELP: &str = "\
+Exit codes:
+  the command's own exit code (128+N when it was killed by signal N), except:
+  1    with --fail-on-stall, when a stall was found (verdicts.json lists it)
+  2    amqptrace could not start (bad --upstream, artifacts folder not writable),
+       or the command exited 0 but the artifacts could not be written
+  126  the command could not be started; 127 it was not found
+
+Artifacts (written when the command ends, however it ends, and when amqptrace
+gets SIGINT/SIGTERM: the signal is forwarded and the command is waited for):
+  timeline.jsonl   every decoded event (docs/events.md)
+  verdicts.json    the --format json analysis (docs/analysis.md)
+  summary.txt      the verdict block, then counts per connection and consumer
+  capture.pcapng   the proxied traffic, both legs (open it in Wireshark)
+  report.html      verdicts, swimlanes and unacked vs prefetch, self-contained
+
+Examples:
+  amqptrace run -- pytest tests/
+  amqptrace run --fail-on-stall --stall-after 10 --artifacts out/ -- python worker_test.py
+  amqptrace run --env MY_BROKER --upstream amqp://app:secret@127.0.0.1:5672/app -- ./e2e.sh";
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The broker, as an amqp:// URL (or host:port). The command gets this URL with only host
+    /// and port replaced by the proxy's; user, password, vhost and query are kept.
+    #[arg(
+        short,
+        long,
+        value_name = "URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/"
+    )]
+    pub upstream: String,
+
+    /// Folder for the artifacts (created if missing; files in it are overwritten).
+    #[arg(short, long, value_name = "DIR", default_value = "amqptrace-artifacts")]
+    pub artifacts: PathBuf,
+
+    /// Environment variable that gets the proxy's URL (repeatable). Given once, it replaces the
+    /// defaults.
+    #[arg(long = "env", value_name = "NAME", default_values_t = DEFAULT_ENV.map(String::from))]
+    pub env: Vec<String>,
+
+    /// Exit 1 when a stall was found, even when the command succeeded.
+    #[arg(long)]
+    pub fail_on_stall: bool,
+
+    /// Seconds a full prefetch window without settle (and the other time-proven stalls) must
+    /// last to be called a stall.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub stall_after: f64,
+
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+/// Trace messages in flight at most, and their payload bytes at most (as `proxy`).
+const TRACE_QUEUE_MESSAGES: usize = 16 * 1024;
+const TRACE_QUEUE_BYTES: usize = 64 << 20;
+
+pub fn run(args: RunArgs) -> anyhow::Result<u8> {
+    let upstream = Upstream::parse(&args.upstream)?;
+    anyhow::ensure!(
+        args.stall_after.is_finite() && args.stall_after >= 0.0,
+        "--stall-after must be a number of seconds ≥ 0"
+    );
+    for name in &args.env {
+        anyhow::ensure!(
+            !name.is_empty() && !name.contains(['=', '\0']),
+            "--env {name:?}: not a variable name"
+        );
+    }
+    fs::create_dir_all(&args.artifacts)
+        .with_context(|| format!("cannot create {}", args.artifacts.display()))?;
+    let files = ArtifactFiles::create(&args.artifacts)?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("amqptrace-proxy")
+        .build()
+        .context("cannot start the async runtime")?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(("127.0.0.1", 0)))
+        .context("cannot listen on 127.0.0.1")?;
+    let listen = listener.local_addr().context("the proxy's own address")?;
+    let url = proxied_url(&args.upstream, listen);
+    // Registered before the child exists, so a signal in between is not fatal to us.
+    let mut signals = rt.block_on(async { Signals::new() })?;
+
+    let stream_cfg = StreamConfig {
+        ports: vec![upstream.port],
+        decoder: DecoderConfig::default(),
+        ..StreamConfig::default()
+    };
+    let analyzer_cfg =
+        AnalyzerConfig::default().with_stall_after(Duration::from_secs_f64(args.stall_after));
+    let (tx, rx, counters) = proxy::trace_channel(TRACE_QUEUE_MESSAGES, TRACE_QUEUE_BYTES);
+    let tracer_counters = counters.clone();
+    let tracer = std::thread::Builder::new()
+        .name("amqptrace-tracer".into())
+        .spawn(move || trace_loop(rx, stream_cfg, analyzer_cfg, files, tracer_counters))
+        .context("cannot start the tracer thread")?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let cfg = ProxyConfig {
+        upstream: upstream.clone(),
+        max_connections: 4096,
+        drain: Duration::ZERO,
+    };
+    let proxy_task = rt.spawn(proxy::run(vec![listener], cfg, tx, async move {
+        let _ = stop_rx.await;
+    }));
+    eprintln!(
+        "amqptrace: proxy on {listen} forwarding to {upstream}; {} set to {}",
+        args.env.join(", "),
+        redacted(&url)
+    );
+
+    let status = run_child(&rt, &args, &url, &mut signals);
+
+    // The command is over: close what its subprocesses may still hold open
+    // and let the tracer write the artifacts.
+    let _ = stop_tx.send(());
+    let _ = rt.block_on(proxy_task);
+    rt.shutdown_timeout(Duration::from_secs(1));
+    let outcome = match tracer.join() {
+        Ok(r) => r,
+        Err(_) => Err(anyhow::anyhow!("the tracer thread panicked")),
+    };
+    report_drops(&counters);
+
+    let child_code = match &status {
+        Ok(s) => exit_code_of(*s),
+        Err(ChildError { code, .. }) => *code,
+    };
+    if let Err(ChildError { error, .. }) = &status {
+        eprintln!("amqptrace: cannot run {:?}: {error}", args.command[0]);
+    }
+    match outcome {
+        Ok(analysis) => {
+            eprintln!(
+                "amqptrace: artifacts in {} ({} connection(s), {} consumer(s))",
+                args.artifacts.display(),
+                analysis.connections.len(),
+                analysis.consumers.len()
+            );
+            let mut block = Vec::new();
+            write_verdict_block(&analysis, &mut block)?;
+            for line in String::from_utf8_lossy(&block).lines() {
+                eprintln!("amqptrace: {line}");
+            }
+            if args.fail_on_stall && analysis.has_stall() {
+                eprintln!(
+                    "amqptrace: --fail-on-stall: a stall was found; exit {} (the command exited {child_code})",
+                    exit::STALL
+                );
+                return Ok(exit::STALL);
+            }
+            Ok(child_code)
+        }
+        Err(e) => {
+            eprintln!(
+                "amqptrace: artifacts in {}: {e:#}",
+                args.artifacts.display()
+            );
+            Ok(if child_code == 0 {
+                exit::ERROR
+            } else {
+                child_code
+            })
+        }
+    }
+}
+
+/// Why the command did not run, with the shell's exit code for it.
+struct ChildError {
+    code: u8,
+    error: io::Error,
+}
+
+/// Spawns the command and waits for it, forwarding SIGINT/SIGTERM.
+fn run_child(
+    rt: &tokio::runtime::Runtime,
+    args: &RunArgs,
+    url: &str,
+    signals: &mut Signals,
+) -> Result<ExitStatus, ChildError> {
+    let mut cmd = Command::new(&args.command[0]);
+    cmd.args(&args.command[1..]);
+    for name in &args.env {
+        cmd.env(name, url);
+    }
+    let mut child = cmd.spawn().map_err(|error| ChildError {
+        // As a POSIX shell: 127 when not found, 126 when found but not runnable.
+        code: if error.kind() == io::ErrorKind::NotFound {
+            127
+        } else {
+            126
+        },
+        error,
+    })?;
+    let pid = child.id();
+    let wait = rt.spawn_blocking(move || child.wait());
+    rt.block_on(async {
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                r = &mut wait => {
+                    return match r {
+                        Ok(Ok(status)) => Ok(status),
+                        Ok(Err(error)) => Err(ChildError { code: exit::ERROR, error }),
+                        Err(e) => Err(ChildError { code: exit::ERROR, error: io::Error::other(e) }),
+                    };
+                }
+                sig = signals.recv() => {
+                    eprintln!("amqptrace: {} received: passed on to the command; artifacts follow when it ends", sig.name());
+                    forward_signal(pid, sig);
+                }
+            }
+        }
+    })
+}
+
+/// The exit code that reports `status`: the code, or 128+signal as a shell does.
+fn exit_code_of(status: ExitStatus) -> u8 {
+    match (status.code(), status.signal()) {
+        (Some(c), _) => (c & 0xff) as u8,
+        (None, Some(sig)) => (128 + sig).clamp(0, 255) as u8,
+        (None, None) => exit::ERROR,
+    }
+}
+
+#[derive(Copy, Clone, Debug)]
+enum Sig {
+    Int,
+    Term,
+}
+
+impl Sig {
+    fn name(self) -> &'static str {
+        match self {
+            Sig::Int => "SIGINT",
+            Sig::Term => "SIGTERM",
+        }
+    }
+    fn number(self) -> i32 {
+        // Linux and every BSD agree on these two numbers.
+        match self {
+            Sig::Int => 2,
+            Sig::Term => 15,
+        }
+    }
+}
+
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+        })
+    }
+    async fn recv(&mut self) -> Sig {
+        tokio::select! {
+            _ = self.int.recv() => Sig::Int,
+            _ = self.term.recv() => Sig::Term,
+        }
+    }
+}
+
+fn forward_signal(pid: u32, sig: Sig) {
+    extern "C" {
+        fn kill(pid: i32, sig: i32) -> i32;
+    }
+    let Ok(pid) = i32::try_from(pid) else {
+        return;
+    };
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours. The
+    // child is not reaped before the wait above returns, so its pid cannot
+    // have been reused by another process yet.
+    unsafe {
+        kill(pid, sig.number());
+    }
+}
+
+fn report_drops(c: &TraceCounters) {
+    let dropped = c.dropped.load(Ordering::Relaxed);
+    if dropped > 0 {
+        eprintln!(
+            "amqptrace: {dropped} trace events dropped ({} bytes not traced): the tracer could not keep up; forwarding was not affected",
+            c.dropped_bytes.load(Ordering::Relaxed)
+        );
+    }
+}
+
+/// `upstream` with only its host and port replaced by `listen`: user,
+/// password, vhost and query stay as the command would have sent them. A
+/// bare `host:port` becomes `amqp://LISTEN` (the client's defaults apply).
+pub fn proxied_url(upstream: &str, listen: SocketAddr) -> String {
+    let Some(scheme_end) = upstream.find("://") else {
+        return format!("amqp://{listen}");
+    };
+    let after = scheme_end + 3;
+    let rest = &upstream[after..];
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_len];
+    let userinfo = match authority.rfind('@') {
+        Some(i) => &authority[..=i],
+        None => "",
+    };
+    format!(
+        "{}{userinfo}{listen}{}",
+        &upstream[..after],
+        &rest[authority_len..]
+    )
+}
+
+/// A URL as it may be printed: the password replaced by `***`.
+fn redacted(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let after = scheme_end + 3;
+    let rest = &url[after..];
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_len];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
+    let user = match authority[..at].split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => authority[..at].to_string(),
+    };
+    format!("{}{user}{}", &url[..after], &rest[at..])
+}
+
+/// The artifact files, created before the command starts so that an
+/// unwritable folder fails at once.
+struct ArtifactFiles {
+    dir: PathBuf,
+    timeline: BufWriter<File>,
+    pcap: BufWriter<File>,
+}
+
+impl ArtifactFiles {
+    fn create(dir: &Path) -> anyhow::Result<ArtifactFiles> {
+        let open = |name: &str| -> anyhow::Result<BufWriter<File>> {
+            let p = dir.join(name);
+            Ok(BufWriter::with_capacity(
+                1 << 16,
+                File::create(&p).with_context(|| format!("cannot create {}", p.display()))?,
+            ))
+        };
+        Ok(ArtifactFiles {
+            dir: dir.to_path_buf(),
+            timeline: open("timeline.jsonl")?,
+            pcap: open("capture.pcapng")?,
+        })
+    }
+}
+
+/// The tracer thread: decode, analyse, record; then the artifacts.
+fn trace_loop(
+    mut rx: TraceRx,
+    stream_cfg: StreamConfig,
+    analyzer_cfg: AnalyzerConfig,
+    files: ArtifactFiles,
+    counters: Arc<TraceCounters>,
+) -> anyhow::Result<Analysis> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .context("cannot start the tracer's runtime")?;
+    let dir = files.dir;
+    let mut rec = Recorder {
+        tracer: Tracer::new(stream_cfg),
+        analyzer: Analyzer::new(analyzer_cfg),
+        report: ReportBuilder::new(),
+        timeline: Some(JsonlSink::new(files.timeline)),
+        pcap: match PcapRecorder::new(files.pcap) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("amqptrace: capture.pcapng: {e}; no recording");
+                None
+            }
+        },
+        events: 0,
+    };
+    rt.block_on(async {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                m = rx.recv() => {
+                    let Some(m) = m else { break };
+                    proxy::processed(&counters, &m);
+                    rec.handle(&m);
+                }
+                _ = tick.tick() => rec.flush(),
+            }
+        }
+    });
+    let Recorder {
+        analyzer,
+        report,
+        mut timeline,
+        mut pcap,
+        events,
+        ..
+    } = rec;
+
+    let mut failures = Vec::new();
+    if let Some(mut t) = timeline.take() {
+        if let Err(e) = t.finish() {
+            failures.push(format!("timeline.jsonl: {e}"));
+        }
+    }
+    if let Some(p) = pcap.take() {
+        if let Err(e) = p.finish().and_then(|mut w| w.flush()) {
+            failures.push(format!("capture.pcapng: {e}"));
+        }
+    }
+    let analysis = analyzer.live_analysis(proxy::now());
+    let dropped = counters.dropped.load(Ordering::Relaxed);
+    let mut write = |name: &str, f: &dyn Fn(&mut BufWriter<File>) -> io::Result<()>| {
+        let p = dir.join(name);
+        let r = File::create(&p).and_then(|file| {
+            let mut w = BufWriter::with_capacity(1 << 16, file);
+            f(&mut w)?;
+            w.flush()
+        });
+        if let Err(e) = r {
+            failures.push(format!("{name}: {e}"));
+        }
+    };
+    write("verdicts.json", &|w| {
+        serde_json::to_writer_pretty(&mut *w, &analysis)?;
+        writeln!(w)
+    });
+    write("summary.txt", &|w| {
+        write_summary(&analysis, events, dropped, w)
+    });
+    write("report.html", &|w| {
+        report.write_html(&analysis, "amqptrace run", &mut *w)
+    });
+    anyhow::ensure!(failures.is_empty(), "{}", failures.join("; "));
+    Ok(analysis)
+}
+
+/// Everything the tracer thread feeds, in the order events come.
+struct Recorder {
+    tracer: Tracer,
+    analyzer: Analyzer,
+    report: ReportBuilder,
+    timeline: Option<JsonlSink<BufWriter<File>>>,
+    pcap: Option<PcapRecorder<BufWriter<File>>>,
+    events: u64,
+}
+
+impl Recorder {
+    fn handle(&mut self, msg: &TraceMsg) {
+        if let Some(p) = self.pcap.as_mut() {
+            if let Err(e) = p.record(msg) {
+                eprintln!("amqptrace: capture.pcapng: {e}; recording stopped, tracing goes on");
+                self.pcap = None;
+            }
+        }
+        if let TraceKind::UpstreamFailed { error } = &msg.kind {
+            eprintln!(
+                "amqptrace: {}: upstream unreachable ({error}); client closed",
+                msg.conn.client
+            );
+            return;
+        }
+        let Recorder {
+            tracer,
+            analyzer,
+            report,
+            timeline,
+            events,
+            ..
+        } = self;
+        tracer.handle(msg, &mut |ev: Event| {
+            *events += 1;
+            analyzer.handle(&ev);
+            report.event(&ev);
+            if let Some(t) = timeline.as_mut() {
+                if let Err(e) = t.event(&ev) {
+                    eprintln!("amqptrace: timeline.jsonl: {e}; timeline stopped, tracing goes on");
+                    *timeline = None;
+                }
+            }
+        });
+    }
+
+    /// Flushed as we go: a SIGKILL of amqptrace still leaves what was traced.
+    fn flush(&mut self) {
+        if let Some(p) = self.pcap.as_mut() {
+            let _ = p.flush();
+        }
+        if let Some(t) = self.timeline.as_mut() {
+            let _ = t.finish();
+        }
+    }
+}
+
+/// The verdict block, then one line per connection and per consumer with its counts.
+fn write_summary(
+    analysis: &Analysis,
+    events: u64,
+    dropped: u64,
+    w: &mut dyn Write,
+) -> io::Result<()> {
+    write_verdict_block(analysis, w)?;
+    writeln!(w)?;
+    writeln!(w, "connections: {}", analysis.connections.len())?;
+    for c in &analysis.connections {
+        let mut who = Vec::new();
+        if let Some(n) = &c.connection_name {
+            who.push(format!("\"{n}\""));
+        }
+        if let Some(p) = &c.client_product {
+            who.push(format!(
+                "{p}{}",
+                c.client_version
+                    .as_deref()
+                    .map(|v| format!(" {v}"))
+                    .unwrap_or_default()
+            ));
+        }
+        if let Some(v) = &c.vhost {
+            who.push(format!("vhost '{v}'"));
+        }
+        write!(
+            w,
+            "  {}  {}\n      channels {}, consumes {}, publishes {}, gets {}, deliveries {}",
+            c.conn,
+            who.join(", "),
+            c.channels_opened,
+            c.consumes,
+            c.publishes,
+            c.gets,
+            c.deliveries
+        )?;
+        if c.gaps > 0 || c.errors > 0 {
+            write!(w, ", gaps {}, decode errors {}", c.gaps, c.errors)?;
+        }
+        match (c.closed_by, c.tcp_end) {
+            (Some(by), _) => write!(
+                w,
+                "; closed by {by}{}",
+                c.reply_code
+                    .map(|code| format!(" ({code} {})", c.reply_text.as_deref().unwrap_or("")))
+                    .unwrap_or_default()
+            )?,
+            (None, Some(end)) => write!(w, "; TCP {end} without connection.close")?,
+            (None, None) => write!(w, "; open at the end")?,
+        }
+        writeln!(w)?;
+    }
+    writeln!(w, "consumers: {}", analysis.consumers.len())?;
+    for c in &analysis.consumers {
+        write!(
+            w,
+            "  '{}' queue '{}' on {} ch {}\n      prefetch {}, deliveries {} (redelivered {}), acks {}, nacks {}, rejects {}, unacked at the end {}",
+            c.consumer_tag,
+            c.queue.as_deref().unwrap_or("?"),
+            c.conn,
+            c.channel,
+            c.prefetch_count
+                .or(c.channel_prefetch_count)
+                .map_or("none".to_string(), |p| p.to_string()),
+            c.deliveries,
+            c.redelivered,
+            c.acks,
+            c.nacks_requeue + c.nacks_drop,
+            c.rejects_requeue + c.rejects_drop,
+            c.unacked
+        )?;
+        if let Some(l) = &c.latency {
+            write!(
+                w,
+                ", deliver→settle p50 {:.3} s p95 {:.3} s max {:.3} s",
+                l.p50_s, l.p95_s, l.max_s
+            )?;
+        }
+        if let Some(by) = c.ended_by {
+            write!(w, "; ended by {by}")?;
+        }
+        writeln!(w)?;
+    }
+    write!(w, "events traced: {events}")?;
+    if dropped > 0 {
+        write!(
+            w,
+            " ({dropped} trace messages dropped: the tracer could not keep up)"
+        )?;
+    }
+    writeln!(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listen() -> SocketAddr {
+        "127.0.0.1:40123".parse().unwrap()
+    }
+
+    #[test]
+    fn proxied_url_keeps_all_but_host_and_port() {
+        let cases = [
+            (
+                "amqp://guest:guest@127.0.0.1:5672/",
+                "amqp://guest:guest@127.0.0.1:40123/",
+            ),
+            (
+                "amqp://u:p@host/vhost?heartbeat=5",
+                "amqp://u:p@127.0.0.1:40123/vhost?heartbeat=5",
+            ),
+            (
+                "amqp://u:p@[::1]:5672/%2f?heartbeat=5&frame_max=8192",
+                "amqp://u:p@127.0.0.1:40123/%2f?heartbeat=5&frame_max=8192",
+            ),
+            ("amqp://[2001:db8::7]", "amqp://127.0.0.1:40123"),
+            (
+                "amqp://rabbit.example:5672?heartbeat=5",
+                "amqp://127.0.0.1:40123?heartbeat=5",
+            ),
+            // A raw '@' in the password: the host starts after the last one.
+            ("amqp://u:p@ss@host:1/v", "amqp://u:p@ss@127.0.0.1:40123/v"),
+            ("amqps://u:p@host/v", "amqps://u:p@127.0.0.1:40123/v"),
+            ("127.0.0.1:5672", "amqp://127.0.0.1:40123"),
+        ];
+        for (upstream, want) in cases {
+            assert_eq!(proxied_url(upstream, listen()), want, "{upstream}");
+        }
+    }
+
+    #[test]
+    fn redacted_hides_only_the_password() {
+        assert_eq!(
+            redacted("amqp://app:s3cret@127.0.0.1:1/v?heartbeat=5"),
+            "amqp://app:***@127.0.0.1:1/v?heartbeat=5"
+        );
+        assert_eq!(
+            redacted("amqp://app@127.0.0.1:1/"),
+            "amqp://app@127.0.0.1:1/"
+        );
+        assert_eq!(redacted("amqp://127.0.0.1:1/"), "amqp://127.0.0.1:1/");
+        assert!(!redacted("amqp://u:p@ss@h:1/").contains("ss"));
+    }
+
+    #[test]
+    fn exit_codes_follow_the_shell() {
+        assert_eq!(exit_code_of(ExitStatus::from_raw(7 << 8)), 7);
+        assert_eq!(exit_code_of(ExitStatus::from_raw(15)), 143);
+        assert_eq!(exit_code_of(ExitStatus::from_raw(9)), 137);
+    }
+}
