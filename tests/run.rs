@@ -1,0 +1,381 @@
+//! `amqptrace run`: the CI wrapper. Fast tests with `sh` as the command
+//! (exit codes, the URL handed to the child, signals, artifacts written
+//! however the child ends), and the end-to-end Dramatiq tests against the
+//! real RabbitMQ on 127.0.0.1:5672: `tests/dramatiq/run_worker.py` starts a
+//! worker with `subprocess.Popen`, which reaches the broker through the
+//! proxy because it inherits DRAMATIQ_RABBITMQ_URL.
+//!
+//! The Dramatiq tests need the virtualenv of `scripts/lib.sh` (pika,
+//! dramatiq); they create it when it is missing (about 30 s, from PyPI).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+const ARTIFACTS: [&str; 5] = [
+    "timeline.jsonl",
+    "verdicts.json",
+    "summary.txt",
+    "capture.pcapng",
+    "report.html",
+];
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_amqptrace")
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `amqptrace run ARGS` with the artifacts in `dir`, stdin closed.
+fn run(dir: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(bin());
+    cmd.arg("run").arg("--artifacts").arg(dir).args(args);
+    // The defaults must come from amqptrace, not from the test's environment.
+    for v in [
+        "AMQP_URL",
+        "BROKER_URL",
+        "CELERY_BROKER_URL",
+        "DRAMATIQ_RABBITMQ_URL",
+        "RABBITMQ_URL",
+        "MY_URL",
+    ] {
+        cmd.env_remove(v);
+    }
+    cmd.stdin(Stdio::null()).output().expect("amqptrace runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Every artifact exists; returns verdicts.json.
+fn artifacts_written(dir: &Path) -> Value {
+    for name in ARTIFACTS {
+        assert!(
+            dir.join(name).is_file(),
+            "{name} missing in {}",
+            dir.display()
+        );
+    }
+    let pcap = std::fs::read(dir.join("capture.pcapng")).unwrap();
+    assert_eq!(
+        &pcap[..4],
+        &[0x0a, 0x0d, 0x0d, 0x0a],
+        "a pcapng section header"
+    );
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(
+        html.contains("<section id=\"verdicts\">"),
+        "report.html has its verdicts"
+    );
+    let summary = std::fs::read_to_string(dir.join("summary.txt")).unwrap();
+    assert!(summary.starts_with("verdicts:"), "{summary}");
+    serde_json::from_str(&std::fs::read_to_string(dir.join("verdicts.json")).unwrap())
+        .expect("verdicts.json is JSON")
+}
+
+#[test]
+fn exit_code_is_the_commands_and_artifacts_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let art = dir.path().join("art");
+    let out = run(
+        &art,
+        &[
+            "--",
+            "sh",
+            "-c",
+            "echo to-stdout; echo to-stderr >&2; exit 7",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "to-stdout\n",
+        "the child's stdout passes through"
+    );
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("to-stderr\n"), "{stderr}");
+    for line in stderr.lines().filter(|l| *l != "to-stderr") {
+        assert!(line.starts_with("amqptrace: "), "unprefixed: {line}");
+    }
+    let v = artifacts_written(&art);
+    assert_eq!(v["connections"].as_array().map(Vec::len), Some(0));
+}
+
+#[test]
+fn killed_child_exits_128_plus_signal_with_artifacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), &["--", "sh", "-c", "kill -9 $$"]);
+    assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
+    artifacts_written(dir.path());
+}
+
+#[test]
+fn missing_command_exits_127_with_artifacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), &["--", "/nonexistent/amqptrace-test-command"]);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("amqptrace: cannot run"));
+    artifacts_written(dir.path());
+}
+
+#[test]
+fn child_gets_the_proxy_url_with_only_host_and_port_rewritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = "amqp://app:s3cret@127.0.0.1:5672/v1?heartbeat=5";
+    let script = "echo \"$AMQP_URL|$BROKER_URL|$CELERY_BROKER_URL|$DRAMATIQ_RABBITMQ_URL|$RABBITMQ_URL|$MY_URL\"";
+    let out = run(
+        dir.path(),
+        &["--upstream", upstream, "--", "sh", "-c", script],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let vars: Vec<&str> = stdout.trim_end().split('|').collect();
+    assert_eq!(vars.len(), 6, "{stdout}");
+    let url = vars[0];
+    let port: u16 = url
+        .strip_prefix("amqp://app:s3cret@127.0.0.1:")
+        .and_then(|r| r.strip_suffix("/v1?heartbeat=5"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("rewritten URL {url}"));
+    assert_ne!(port, 5672);
+    assert_eq!(&vars[..5], &[url; 5], "every default variable");
+    assert_eq!(vars[5], "", "only the named variables");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    assert!(
+        !stderr.contains("s3cret"),
+        "the password is printed: {stderr}"
+    );
+    for name in ARTIFACTS {
+        let body = std::fs::read(dir.path().join(name)).unwrap();
+        assert!(!text(&body).contains("s3cret"), "the password is in {name}");
+    }
+
+    // --env replaces the defaults.
+    let out = run(
+        dir.path(),
+        &[
+            "--upstream",
+            upstream,
+            "--env",
+            "MY_URL",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let vars: Vec<&str> = stdout.trim_end().split('|').collect();
+    assert_eq!(&vars[..5], &[""; 5], "{stdout}");
+    assert!(
+        vars[5].starts_with("amqp://app:s3cret@127.0.0.1:"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn sigterm_is_forwarded_and_artifacts_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(bin())
+        .args(["run", "--artifacts"])
+        .arg(dir.path())
+        .args(["--", "sleep", "30"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.starts_with("amqptrace: proxy on"), "{line}");
+    // `sleep` is spawned right after that line; give it a moment to exist.
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "sleep 30 was not stopped"
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert_eq!(status.code(), Some(143), "{rest}");
+    assert!(rest.contains("SIGTERM received"), "{rest}");
+    artifacts_written(dir.path());
+}
+
+/// The virtualenv with pika and dramatiq, made once per test binary.
+fn python() -> &'static Path {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| {
+        let st = Command::new("bash")
+            .args(["-c", ". scripts/lib.sh; ensure_venv"])
+            .current_dir(root())
+            .status()
+            .expect("bash runs");
+        assert!(st.success(), "ensure_venv failed");
+        let venv = std::env::var_os("AMQPTRACE_VENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root().join("target/venv"));
+        venv.join("bin/python")
+    })
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+struct DramatiqRun {
+    out: Output,
+    art: PathBuf,
+    queue: String,
+    verdicts: Value,
+    _dir: tempfile::TempDir,
+}
+
+/// `amqptrace run --fail-on-stall --stall-after 3 -- python run_worker.py MODE`.
+fn dramatiq(mode: &str) -> DramatiqRun {
+    let py = python();
+    let dir = tempfile::tempdir().unwrap();
+    let art = dir.path().join("artifacts");
+    let markers = dir.path().join("markers");
+    let queue = unique(&format!("amqptrace-e2e-{mode}"));
+    let script = root().join("tests/dramatiq/run_worker.py");
+    let out = run(
+        &art,
+        &[
+            "--fail-on-stall",
+            "--stall-after",
+            "3",
+            "--",
+            py.to_str().unwrap(),
+            script.to_str().unwrap(),
+            mode,
+            "--queue",
+            &queue,
+            "--markers",
+            markers.to_str().unwrap(),
+            "--linger",
+            "5",
+        ],
+    );
+    let verdicts = artifacts_written(&art);
+    for name in ARTIFACTS {
+        let len = std::fs::metadata(art.join(name)).unwrap().len();
+        assert!(len > 0, "{name} is empty");
+    }
+    DramatiqRun {
+        out,
+        art,
+        queue,
+        verdicts,
+        _dir: dir,
+    }
+}
+
+fn verdicts_of(v: &Value) -> Vec<&Value> {
+    v["verdicts"].as_array().expect("verdicts").iter().collect()
+}
+
+#[test]
+fn dramatiq_worker_healthy() {
+    let r = dramatiq("healthy");
+    let stderr = text(&r.out.stderr);
+    assert_eq!(r.out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("run_worker: worker processed 5 messages"),
+        "{stderr}"
+    );
+    let vs = verdicts_of(&r.verdicts);
+    assert!(!vs.is_empty());
+    for v in &vs {
+        assert_eq!(v["verdict"], "healthy", "{v:#}");
+    }
+    // The worker's consumer on its queue got and acknowledged the 5 messages.
+    let consumers = r.verdicts["consumers"].as_array().unwrap();
+    let worker = consumers
+        .iter()
+        .find(|c| c["queue"] == r.queue.as_str())
+        .unwrap_or_else(|| panic!("no consumer on {} in {consumers:#?}", r.queue));
+    assert_eq!(worker["deliveries"], 5);
+    assert_eq!(worker["acks"], 5);
+
+    let summary = std::fs::read_to_string(r.art.join("summary.txt")).unwrap();
+    assert!(summary.contains("healthy: 2 consumer(s)"), "{summary}");
+    assert!(
+        summary.contains(&format!("queue '{}'", r.queue)),
+        "{summary}"
+    );
+    let html = std::fs::read_to_string(r.art.join("report.html")).unwrap();
+    assert!(html.contains("No stall: every consumer and connection is healthy."));
+    let timeline = std::fs::read_to_string(r.art.join("timeline.jsonl")).unwrap();
+    let delivers = timeline
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON line"))
+        .filter(|e| e["method"] == "basic.deliver")
+        .count();
+    assert_eq!(delivers, 5, "deliveries in timeline.jsonl");
+    // The recording is a capture amqptrace itself reads back.
+    let re = Command::new(bin())
+        .args(["analyze", "--format", "json"])
+        .arg(r.art.join("capture.pcapng"))
+        .output()
+        .unwrap();
+    assert!(text(&re.stdout).contains(&r.queue), "{}", text(&re.stderr));
+}
+
+#[test]
+fn dramatiq_worker_stalled_on_a_mistyped_queue() {
+    let r = dramatiq("stalled");
+    let stderr = text(&r.out.stderr);
+    // The script itself succeeds; --fail-on-stall turns the verdict into the exit code.
+    assert!(
+        stderr.contains("run_worker: 0 message(s) processed"),
+        "{stderr}"
+    );
+    assert_eq!(r.out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("amqptrace: --fail-on-stall: a stall was found"),
+        "{stderr}"
+    );
+    let routing_key = format!("{}-typo", r.queue);
+    let stall = verdicts_of(&r.verdicts)
+        .into_iter()
+        .find(|v| v["verdict"] == "no_messages_routed_to_queue" && v["queue"] == r.queue.as_str())
+        .unwrap_or_else(|| panic!("no stall verdict on {}: {:#}", r.queue, r.verdicts));
+    let explanation = stall["explanation"].as_str().unwrap();
+    assert!(
+        explanation.contains(&format!("routing key '{routing_key}'")),
+        "{explanation}"
+    );
+    assert!(stall["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["method"] == "basic.publish" && e["routing_key"] == routing_key.as_str()));
+    let summary = std::fs::read_to_string(r.art.join("summary.txt")).unwrap();
+    assert!(summary.contains("no_messages_routed_to_queue"), "{summary}");
+    let html = std::fs::read_to_string(r.art.join("report.html")).unwrap();
+    assert!(html.contains("data-verdict=\"no_messages_routed_to_queue\""));
+    assert!(html.contains(&format!("routing key &#39;{routing_key}&#39;")));
+    if std::env::var_os("AMQPTRACE_SHOW_STALL").is_some() {
+        eprintln!("{stderr}\n--- summary.txt\n{summary}");
+    }
+}
