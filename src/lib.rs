@@ -19,6 +19,7 @@ pub mod analyze;
 pub mod capture;
 pub mod event;
 pub mod link;
+pub mod livecap;
 pub mod pipeline;
 pub mod proxy;
 pub mod report;

@@ -59,6 +59,9 @@ enum Command {
     /// Forward clients to RabbitMQ as a transparent TCP proxy, tracing and diagnosing live.
     #[command(after_help = EXIT_CODES_HELP)]
     Proxy(cli::proxy::ProxyArgs),
+    /// Capture on a network interface (libpcap), tracing and diagnosing live.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Capture(cli::capture::CaptureArgs),
     /// Build one self-contained report.html (verdicts, swimlane timeline, unacked vs prefetch)
     /// from a capture or a `--format jsonl` timeline.
     #[command(after_help = EXIT_CODES_HELP)]
@@ -113,6 +116,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Analyze(args) => cli::analyze::run(args),
         Command::Proxy(args) => cli::proxy::run(args),
+        Command::Capture(args) => cli::capture::run(args),
         Command::Report(args) => cli::report::run(args),
         Command::Run(args) => cli::run::run(args),
     }

@@ -980,3 +980,87 @@ async fn upstream_stopped_mid_run() {
         s.out
     );
 }
+
+/// A running `amqptrace capture -i lo`.
+fn start_capture(port: u16, out: &std::path::Path) -> (Child, Arc<Mutex<String>>) {
+    let mut child = Command::new(bin())
+        .args([
+            "capture",
+            "-i",
+            "lo",
+            "--port",
+            &port.to_string(),
+            "--format",
+            "jsonl",
+            "-o",
+        ])
+        .arg(out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pipe = child.stderr.take().unwrap();
+    let s2 = stderr.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            let started = line.contains("capturing on");
+            s2.lock().unwrap().push_str(&(line + "\n"));
+            if started {
+                let _ = tx.send(());
+            }
+        }
+        let _ = tx.send(());
+    });
+    let _ = rx.recv_timeout(Duration::from_secs(15));
+    (child, stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_on_lo_sees_same_frames_as_proxy() {
+    let proxy = Proxy::start(BROKER, &["--format", "jsonl"]);
+    let dir = tempfile::tempdir().unwrap();
+    let cap_out = dir.path().join("capture.jsonl");
+    // The client leg (client → proxy port): the same bytes the proxy traces.
+    let (mut cap, cap_err) = start_capture(proxy.addr.port(), &cap_out);
+    let started = cap_err.lock().unwrap().clone();
+    assert!(started.contains("capturing on lo"), "{started}");
+    workload(&proxy.uri(), 12).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let port = proxy.addr.port();
+    let s = tokio::task::spawn_blocking(move || proxy.stop())
+        .await
+        .unwrap();
+    assert!(Command::new("kill")
+        .args(["-INT", &cap.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let status = cap.wait().unwrap();
+    let err = cap_err.lock().unwrap().clone();
+    assert!(status.code().is_some_and(|c| c <= 1), "{err}");
+    assert!(!err.contains("dropped"), "{err}");
+    let captured = method_sequences(&jsonl(&std::fs::read_to_string(&cap_out).unwrap()), port);
+    let live = method_sequences(&jsonl(&s.out), 5672);
+    assert_eq!(live.len(), 1);
+    // Per direction: the order across directions is the order two observers
+    // saw them in (the wire vs the proxy's reads), which may differ by a frame.
+    let by_dir = |m: &BTreeMap<String, Vec<(String, u64, String)>>| {
+        let mut out = BTreeMap::new();
+        for (client, frames) in m {
+            for (d, ch, meth) in frames {
+                out.entry((client.clone(), d.clone()))
+                    .or_insert_with(Vec::new)
+                    .push((*ch, meth.clone()));
+            }
+        }
+        out
+    };
+    assert_eq!(
+        by_dir(&captured),
+        by_dir(&live),
+        "capture -i lo vs the proxy's live timeline"
+    );
+}
