@@ -182,26 +182,40 @@ fn child_gets_the_proxy_url_with_only_host_and_port_rewritten() {
     );
 }
 
-#[test]
-fn sigterm_is_forwarded_and_artifacts_are_written() {
-    let dir = tempfile::tempdir().unwrap();
+/// `amqptrace run -- COMMAND` started (stderr piped, in its own process
+/// group, as under a CI runner: no terminal sends a signal to the command
+/// too, so amqptrace must pass it on); returns once the command runs.
+fn started(
+    dir: &Path,
+    command: &[&str],
+) -> (std::process::Child, BufReader<std::process::ChildStderr>) {
+    use std::os::unix::process::CommandExt;
     let mut child = Command::new(bin())
         .args(["run", "--artifacts"])
-        .arg(dir.path())
-        .args(["--", "sleep", "30"])
+        .arg(dir)
+        .arg("--")
+        .args(command)
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
     assert!(line.starts_with("amqptrace: proxy on"), "{line}");
-    // `sleep` is spawned right after that line; give it a moment to exist.
+    // The command is spawned right after that line; give it a moment to exist.
     std::thread::sleep(Duration::from_millis(200));
+    (child, stderr)
+}
+
+/// `amqptrace run -- sleep 30`, sent `signal` once it runs: returns its
+/// exit code and its stderr.
+fn signalled(dir: &Path, signal: &str) -> (Option<i32>, String) {
+    let (mut child, mut stderr) = started(dir, &["sleep", "30"]);
     let started = Instant::now();
     let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
@@ -212,8 +226,47 @@ fn sigterm_is_forwarded_and_artifacts_are_written() {
     );
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
-    assert_eq!(status.code(), Some(143), "{rest}");
-    assert!(rest.contains("SIGTERM received"), "{rest}");
+    (status.code(), rest)
+}
+
+#[test]
+fn sigterm_is_forwarded_and_artifacts_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stderr) = signalled(dir.path(), "-TERM");
+    assert_eq!(code, Some(143), "{stderr}");
+    assert!(stderr.contains("SIGTERM received"), "{stderr}");
+    artifacts_written(dir.path());
+}
+
+#[test]
+fn sigint_is_forwarded_and_artifacts_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stderr) = signalled(dir.path(), "-INT");
+    assert_eq!(code, Some(130), "{stderr}");
+    assert!(stderr.contains("SIGINT received"), "{stderr}");
+    artifacts_written(dir.path());
+}
+
+#[test]
+fn command_ignoring_sigterm_still_leaves_the_artifacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, _stderr) = started(dir.path(), &["sh", "-c", "trap '' TERM; sleep 4"]);
+    let pid = child.id().to_string();
+    let kill = |sig: &str| Command::new("kill").args([sig, &pid]).status().unwrap();
+    assert!(kill("-TERM").success());
+    // The command goes on; amqptrace writes what it has at once, so a CI
+    // runner that kills it after its grace period still finds the reports.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !dir.path().join("report.html").is_file() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "amqptrace waits for the command"
+    );
+    assert!(kill("-KILL").success());
+    child.wait().unwrap();
     artifacts_written(dir.path());
 }
 

@@ -10,8 +10,9 @@
 //! the analyzer and every artifact writer, fed through the proxy's bounded
 //! trace channel. Artifacts are written after the child ends, whatever the
 //! way it ended (exit, crash, signal, amqptrace's own SIGTERM forwarded to
-//! it); the timeline and the recording are flushed every second on the way,
-//! so even a SIGKILL of amqptrace leaves what was traced until then.
+//! it). The timeline and the recording are flushed every second on the way,
+//! and a signal writes a first copy of the reports at once, so even a
+//! SIGKILL of amqptrace after a CI runner's grace period leaves them.
 
 use std::ffi::OsString;
 use std::fs::{self, File};
@@ -54,8 +55,11 @@ Exit codes:
        or the command exited 0 but the artifacts could not be written
   126  the command could not be started; 127 it was not found
 
-Artifacts (written when the command ends, however it ends, and when amqptrace
-gets SIGINT/SIGTERM: the signal is forwarded and the command is waited for):
+Signals: SIGTERM and SIGINT are passed on to the command and amqptrace waits
+for it (a Ctrl-C on a terminal already reached it, so it is not sent twice).
+
+Artifacts (written when the command ends, however it ends; on SIGINT/SIGTERM a
+first copy is written at once, in case the command ignores the signal):
   timeline.jsonl   every decoded event (docs/events.md)
   verdicts.json    the --format json analysis (docs/analysis.md)
   summary.txt      the verdict block, then counts per connection and consumer
@@ -145,9 +149,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         AnalyzerConfig::default().with_stall_after(Duration::from_secs_f64(args.stall_after));
     let (tx, rx, counters) = proxy::trace_channel(TRACE_QUEUE_MESSAGES, TRACE_QUEUE_BYTES);
     let tracer_counters = counters.clone();
+    let snapshot = Arc::new(tokio::sync::Notify::new());
+    let tracer_snapshot = snapshot.clone();
     let tracer = std::thread::Builder::new()
         .name("amqptrace-tracer".into())
-        .spawn(move || trace_loop(rx, stream_cfg, analyzer_cfg, files, tracer_counters))
+        .spawn(move || {
+            trace_loop(
+                rx,
+                stream_cfg,
+                analyzer_cfg,
+                files,
+                tracer_counters,
+                tracer_snapshot,
+            )
+        })
         .context("cannot start the tracer thread")?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let cfg = ProxyConfig {
@@ -164,7 +179,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         redacted(&url)
     );
 
-    let status = run_child(&rt, &args, &url, &mut signals);
+    let status = run_child(&rt, &args, &url, &mut signals, &snapshot);
 
     // The command is over: close what its subprocesses may still hold open
     // and let the tracer write the artifacts.
@@ -232,6 +247,7 @@ fn run_child(
     args: &RunArgs,
     url: &str,
     signals: &mut Signals,
+    snapshot: &tokio::sync::Notify,
 ) -> Result<ExitStatus, ChildError> {
     let mut cmd = Command::new(&args.command[0]);
     cmd.args(&args.command[1..]);
@@ -261,8 +277,13 @@ fn run_child(
                     };
                 }
                 sig = signals.recv() => {
-                    eprintln!("amqptrace: {} received: passed on to the command; artifacts follow when it ends", sig.name());
-                    forward_signal(pid, sig);
+                    if matches!(sig, Sig::Int) && ctrl_c_reached_the_command() {
+                        eprintln!("amqptrace: SIGINT came from the terminal, which sent it to the command too; waiting for the command");
+                    } else {
+                        eprintln!("amqptrace: {} received: passed on to the command; artifacts follow when it ends", sig.name());
+                        forward_signal(pid, sig);
+                    }
+                    snapshot.notify_one();
                 }
             }
         }
@@ -334,6 +355,25 @@ fn forward_signal(pid: u32, sig: Sig) {
     unsafe {
         kill(pid, sig.number());
     }
+}
+
+/// Whether a SIGINT most likely is the terminal's Ctrl-C. The terminal sends
+/// it to its whole foreground process group, the command included (it runs
+/// in ours); passing on a second one would cut the command's clean-up short
+/// (Python raises KeyboardInterrupt again, Dramatiq's second SIGINT kills its
+/// workers at once). Without a controlling terminal (CI), or in the
+/// background, the signal was meant for amqptrace alone and is passed on.
+fn ctrl_c_reached_the_command() -> bool {
+    use std::os::fd::AsRawFd;
+    extern "C" {
+        fn getpgrp() -> i32;
+        fn tcgetpgrp(fd: i32) -> i32;
+    }
+    let Ok(tty) = File::open("/dev/tty") else {
+        return false;
+    };
+    // SAFETY: both take or return plain integers; `tty` stays open for the call.
+    unsafe { tcgetpgrp(tty.as_raw_fd()) == getpgrp() }
 }
 
 fn report_drops(c: &TraceCounters) {
@@ -419,13 +459,14 @@ fn trace_loop(
     analyzer_cfg: AnalyzerConfig,
     files: ArtifactFiles,
     counters: Arc<TraceCounters>,
+    snapshot: Arc<tokio::sync::Notify>,
 ) -> anyhow::Result<Analysis> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .context("cannot start the tracer's runtime")?;
-    let dir = files.dir;
     let mut rec = Recorder {
+        dir: files.dir,
         tracer: Tracer::new(stream_cfg),
         analyzer: Analyzer::new(analyzer_cfg),
         report: ReportBuilder::new(),
@@ -450,58 +491,35 @@ fn trace_loop(
                     rec.handle(&m);
                 }
                 _ = tick.tick() => rec.flush(),
+                // A signal was passed on to the command: should the command
+                // ignore it and amqptrace be killed later, this copy remains.
+                _ = snapshot.notified() => {
+                    rec.flush();
+                    let _ = rec.write_reports(counters.dropped.load(Ordering::Relaxed));
+                }
             }
         }
     });
-    let Recorder {
-        analyzer,
-        report,
-        mut timeline,
-        mut pcap,
-        events,
-        ..
-    } = rec;
-
     let mut failures = Vec::new();
-    if let Some(mut t) = timeline.take() {
+    if let Some(mut t) = rec.timeline.take() {
         if let Err(e) = t.finish() {
             failures.push(format!("timeline.jsonl: {e}"));
         }
     }
-    if let Some(p) = pcap.take() {
+    if let Some(p) = rec.pcap.take() {
         if let Err(e) = p.finish().and_then(|mut w| w.flush()) {
             failures.push(format!("capture.pcapng: {e}"));
         }
     }
-    let analysis = analyzer.live_analysis(proxy::now());
-    let dropped = counters.dropped.load(Ordering::Relaxed);
-    let mut write = |name: &str, f: &dyn Fn(&mut BufWriter<File>) -> io::Result<()>| {
-        let p = dir.join(name);
-        let r = File::create(&p).and_then(|file| {
-            let mut w = BufWriter::with_capacity(1 << 16, file);
-            f(&mut w)?;
-            w.flush()
-        });
-        if let Err(e) = r {
-            failures.push(format!("{name}: {e}"));
-        }
-    };
-    write("verdicts.json", &|w| {
-        serde_json::to_writer_pretty(&mut *w, &analysis)?;
-        writeln!(w)
-    });
-    write("summary.txt", &|w| {
-        write_summary(&analysis, events, dropped, w)
-    });
-    write("report.html", &|w| {
-        report.write_html(&analysis, "amqptrace run", &mut *w)
-    });
+    let (analysis, more) = rec.write_reports(counters.dropped.load(Ordering::Relaxed));
+    failures.extend(more);
     anyhow::ensure!(failures.is_empty(), "{}", failures.join("; "));
     Ok(analysis)
 }
 
 /// Everything the tracer thread feeds, in the order events come.
 struct Recorder {
+    dir: PathBuf,
     tracer: Tracer,
     analyzer: Analyzer,
     report: ReportBuilder,
@@ -544,6 +562,35 @@ impl Recorder {
                 }
             }
         });
+    }
+
+    /// Writes verdicts.json, summary.txt and report.html for the events so
+    /// far; returns the analysis and what could not be written.
+    fn write_reports(&self, dropped: u64) -> (Analysis, Vec<String>) {
+        let analysis = self.analyzer.live_analysis(proxy::now());
+        let mut failures = Vec::new();
+        let mut write = |name: &str, f: &dyn Fn(&mut BufWriter<File>) -> io::Result<()>| {
+            let p = self.dir.join(name);
+            let r = File::create(&p).and_then(|file| {
+                let mut w = BufWriter::with_capacity(1 << 16, file);
+                f(&mut w)?;
+                w.flush()
+            });
+            if let Err(e) = r {
+                failures.push(format!("{name}: {e}"));
+            }
+        };
+        write("verdicts.json", &|w| {
+            serde_json::to_writer_pretty(&mut *w, &analysis)?;
+            writeln!(w)
+        });
+        write("summary.txt", &|w| {
+            write_summary(&analysis, self.events, dropped, w)
+        });
+        write("report.html", &|w| {
+            self.report.write_html(&analysis, "amqptrace run", &mut *w)
+        });
+        (analysis, failures)
     }
 
     /// Flushed as we go: a SIGKILL of amqptrace still leaves what was traced.
