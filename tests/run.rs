@@ -348,6 +348,38 @@ fn verdicts_of(v: &Value) -> Vec<&Value> {
 }
 
 #[test]
+fn client_killed_mid_connection_is_in_the_artifacts() {
+    let py = python();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = unique("amqptrace-e2e-crash");
+    // Declares a queue, consumes from it, then dies by SIGKILL: no connection.close.
+    let script = format!(
+        "import os, pika\n\
+         c = pika.BlockingConnection(pika.URLParameters(os.environ['AMQP_URL']))\n\
+         ch = c.channel()\n\
+         ch.queue_declare('{queue}', auto_delete=True)\n\
+         ch.basic_consume('{queue}', lambda *a: None)\n\
+         c.process_data_events(0.2)\n\
+         os.kill(os.getpid(), 9)\n"
+    );
+    let out = run(dir.path(), &["--", py.to_str().unwrap(), "-c", &script]);
+    assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
+    let v = artifacts_written(dir.path());
+    let conns = v["connections"].as_array().unwrap();
+    assert_eq!(conns.len(), 1, "{v:#}");
+    assert!(conns[0]["closed_by"].is_null(), "{v:#}");
+    assert!(
+        !conns[0]["tcp_end"].is_null(),
+        "the TCP end is traced: {v:#}"
+    );
+    let consumers = v["consumers"].as_array().unwrap();
+    assert_eq!(consumers.len(), 1, "{v:#}");
+    assert_eq!(consumers[0]["queue"], queue.as_str());
+    let summary = std::fs::read_to_string(dir.path().join("summary.txt")).unwrap();
+    assert!(summary.contains("without connection.close"), "{summary}");
+}
+
+#[test]
 fn dramatiq_worker_healthy() {
     let r = dramatiq("healthy");
     let stderr = text(&r.out.stderr);

@@ -168,7 +168,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     let cfg = ProxyConfig {
         upstream: upstream.clone(),
         max_connections: 4096,
-        drain: Duration::ZERO,
+        // A command that exits (or is killed) closes its sockets on the way
+        // out: its last frames and FINs get a moment to be forwarded and
+        // traced. Only a subprocess that outlives it (an orphaned worker)
+        // still holds a connection after that, and is cut.
+        drain: Duration::from_secs(1),
     };
     let proxy_task = rt.spawn(proxy::run(vec![listener], cfg, tx, async move {
         let _ = stop_rx.await;
