@@ -405,6 +405,21 @@ impl<'r> CaptureReader<'r> {
                     }
                 }
                 Step::Grow => {
+                    // A block claims more than the buffer holds. Read on first: if the file
+                    // ends before the block does, it is cut, and growing to the claimed size
+                    // (up to 256 MiB, for a corrupt length) would only waste time.
+                    if self.inner.refill().is_err() {
+                        self.done = true;
+                        return Err(self.read_error());
+                    }
+                    if self.inner.reader_exhausted() {
+                        self.done = true;
+                        return Err(CaptureError::Truncated {
+                            path: self.path.clone(),
+                            frame: self.frame + 1,
+                            offset: self.inner.consumed() as u64,
+                        });
+                    }
                     let cap = self.capacity * 2;
                     if cap > MAX_BUFFER_SIZE || !self.inner.grow(cap) {
                         self.done = true;

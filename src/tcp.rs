@@ -286,8 +286,6 @@ fn accept<F: FnMut(TcpOutput<'_>)>(
     missing: u32,
     out: &mut F,
 ) {
-    let (src, dst) = endpoints(key, d);
-    let (id, initiator) = (flow.id, flow.initiator);
     let dir = &mut flow.dirs[d];
     let Some(next) = dir.next else { return };
     let diff = seq_diff(seq, next) as i64;
@@ -311,21 +309,7 @@ fn accept<F: FnMut(TcpOutput<'_>)>(
         if dir.ooo_bytes > MAX_OUT_OF_ORDER {
             // Waited long enough for the missing bytes: declare them lost.
             if let Some((&first, _)) = dir.ooo.iter().next() {
-                let hole = first - dir.offset;
-                dir.offset = first;
-                dir.next = Some(next.wrapping_add(hole as u32));
-                out(TcpOutput {
-                    flow: id,
-                    packet: p,
-                    src,
-                    dst,
-                    initiator,
-                    event: TcpEvent::Gap {
-                        bytes: Some(hole),
-                        reason: GapReason::Lost,
-                    },
-                });
-                drain(flow, d, key, p, out);
+                skip_to(flow, d, key, p, first, out);
             }
         }
         return;

@@ -3,7 +3,7 @@
 //! capture and on generated frames.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use amq_protocol::frame::parsing::parse_content_header;
 use amq_protocol::frame::{gen_frame, AMQPFrame};
@@ -15,22 +15,10 @@ use amqptrace::link;
 use amqptrace::tcp::{PacketRef, Reassembler, TcpEvent, TcpOutput};
 use proptest::prelude::*;
 
+mod util;
+
 fn captures() -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(rd) = std::fs::read_dir(dir) else { return };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else if p.extension().is_some_and(|x| x == "pcap" || x == "pcapng") {
-                out.push(p);
-            }
-        }
-    }
-    let mut v = Vec::new();
-    walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("captures"), &mut v);
-    v.sort();
-    v
+    util::committed_captures()
 }
 
 /// Checks one frame payload; returns 1 when the fast path took it.

@@ -13,27 +13,10 @@ use amqptrace::stream::{StreamConfig, Tracker};
 use amqptrace::tcp::{PacketRef, Reassembler, TcpOutput};
 use proptest::prelude::*;
 
+mod util;
+
 fn captures() -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else if p.extension().is_some_and(|x| x == "pcap" || x == "pcapng") {
-                out.push(p);
-            }
-        }
-    }
-    let mut v = Vec::new();
-    walk(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("captures"),
-        &mut v,
-    );
-    v.sort();
-    v
+    util::committed_captures()
 }
 
 /// xorshift64*: a tiny deterministic generator driven by proptest's seed.
