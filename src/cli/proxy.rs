@@ -136,8 +136,9 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<u8> {
     let writer = open_output(&args.live)?;
     let live = args.live.clone();
     let pcap = match &args.pcap {
+        // Large writes: every forwarded byte is recorded twice (both legs).
         Some(p) => Some(PcapRecorder::new(BufWriter::with_capacity(
-            1 << 16,
+            1 << 20,
             File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
         ))?),
         None => None,
