@@ -83,13 +83,11 @@ impl Proxy {
             let pipe = child.stderr.take().unwrap();
             std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    stderr.lock().unwrap().push_str(&format!("{line}\n"));
                     if let Some(rest) = line.strip_prefix("amqptrace: listening on ") {
                         let addr = rest.split(',').next().unwrap_or("").to_string();
                         let _ = tx.send(addr);
                     }
-                    let mut s = stderr.lock().unwrap();
-                    s.push_str(&line);
-                    s.push('\n');
                 }
             });
         }
@@ -1062,5 +1060,112 @@ async fn capture_on_lo_sees_same_frames_as_proxy() {
         by_dir(&captured),
         by_dir(&live),
         "capture -i lo vs the proxy's live timeline"
+    );
+}
+
+/// Runs a 24 MiB each-way transfer through `proxy` (already listening on
+/// `addr`) to `recording_server`, and checks both directions byte for byte.
+fn transfer_through(addr: SocketAddr, server: std::thread::JoinHandle<Vec<u8>>, to_client: &[u8]) {
+    let to_server = random_bytes(3, 24 << 20);
+    let mut c = TcpStream::connect(addr).unwrap();
+    let mut w = c.try_clone().unwrap();
+    let sent = to_server.clone();
+    let writer = std::thread::spawn(move || {
+        w.write_all(&sent).unwrap();
+        w.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).unwrap();
+    writer.join().unwrap();
+    assert!(
+        server.join().unwrap() == to_server,
+        "client→server bytes differ"
+    );
+    assert!(got == to_client, "server→client bytes differ");
+}
+
+/// Spawns a proxy with the given arguments (no `-o`); returns it with its
+/// listen address and its stderr.
+fn spawn_raw(
+    upstream: &str,
+    extra: &[&str],
+    stdout: Stdio,
+) -> (Child, SocketAddr, BufReader<std::process::ChildStderr>) {
+    let mut child = Command::new(bin())
+        .args(["proxy", "--listen", "127.0.0.1:0", "--upstream", upstream])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("amqptrace: listening on ")
+        .and_then(|r| r.split(',').next())
+        .unwrap_or_else(|| panic!("{line}"))
+        .parse()
+        .unwrap();
+    (child, addr, err)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_sink_drops_trace_events_never_bytes() {
+    // Standard output is a pipe nobody reads: the tracer blocks once the pipe
+    // is full, the (small) trace queue fills, and only trace events are lost;
+    // the workload checks every body byte for byte.
+    let (mut child, addr, mut err) =
+        spawn_raw(BROKER, &["-v", "--trace-queue", "32"], Stdio::piped());
+    let t0 = Instant::now();
+    workload(&format!("amqp://guest:guest@{addr}/%2f"), 200).await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "forwarding slowed down: {:?}",
+        t0.elapsed()
+    );
+    let mut out = child.stdout.take().unwrap();
+    let drain = std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    assert!(Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let rest = tokio::task::spawn_blocking(move || {
+        let mut rest = String::new();
+        err.read_to_string(&mut rest).unwrap();
+        child.wait().unwrap();
+        rest
+    })
+    .await
+    .unwrap();
+    let _ = drain.join();
+    assert!(rest.contains("trace events dropped"), "{rest}");
+    assert!(rest.contains("forwarding was not affected"), "{rest}");
+}
+
+#[test]
+fn full_output_disk_never_affects_forwarding() {
+    let to_client = random_bytes(5, 24 << 20);
+    let (server, h) = recording_server(to_client.clone());
+    let (mut child, addr, mut err) = spawn_raw(
+        &server.to_string(),
+        &["-o", "/dev/full", "--pcap", "/dev/full"],
+        Stdio::null(),
+    );
+    transfer_through(addr, h, &to_client);
+    assert!(Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).unwrap();
+    child.wait().unwrap();
+    assert!(
+        rest.contains("No space left on device"),
+        "the failure is reported: {rest}"
     );
 }

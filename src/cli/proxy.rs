@@ -96,6 +96,11 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "N", default_value_t = 4096)]
     pub max_connections: usize,
 
+    /// Trace messages (one per socket read) held for the tracer at most; when it falls behind
+    /// further, copies are dropped and counted, never the forwarded bytes.
+    #[arg(long, value_name = "N", default_value_t = TRACE_QUEUE_MESSAGES)]
+    pub trace_queue: usize,
+
     #[command(flatten)]
     pub live: LiveArgs,
 }
@@ -148,7 +153,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<u8> {
             eprintln!("amqptrace: listening on {a}, forwarding to {upstream}");
         }
     }
-    let (tx, rx, counters) = proxy::trace_channel(TRACE_QUEUE_MESSAGES, TRACE_QUEUE_BYTES);
+    let (tx, rx, counters) = proxy::trace_channel(args.trace_queue, TRACE_QUEUE_BYTES);
     let tracer_counters = counters.clone();
     let tracer = std::thread::Builder::new()
         .name("amqptrace-tracer".into())
