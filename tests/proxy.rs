@@ -1169,3 +1169,29 @@ fn full_output_disk_never_affects_forwarding() {
         "the failure is reported: {rest}"
     );
 }
+
+#[test]
+fn capture_without_rights_says_so() {
+    // As the unprivileged user `nobody` (skipped where it cannot be used).
+    let Ok(out) = Command::new("su")
+        .args([
+            "nobody",
+            "-s",
+            "/bin/sh",
+            "-c",
+            &format!("{} capture -i lo", bin()),
+        ])
+        .output()
+    else {
+        return;
+    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("Permission denied") && !err.contains("cannot capture") {
+        return; // the binary is not reachable for `nobody` here
+    }
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("cannot capture on lo") && err.contains("CAP_NET_RAW"),
+        "{err}"
+    );
+}
