@@ -6,7 +6,7 @@
 # CAPTURE defaults to target/captures/large.pcap (made by `scripts/make-captures.sh --large`
 # when absent). For each tool/mode it prints wall time, MB/s, packets/s, AMQP frames/s, peak
 # RSS and the ratio of amqptrace's MB/s to tshark's. The file is read once beforehand so
-# every run finds it in the page cache. With --scale it also runs amqptrace at 1x, 2x and 4x
+# every run finds it in the page cache. Each figure is the median of RUNS runs (default 3). With --scale it also runs amqptrace at 1x, 2x and 4x
 # the capture length (examples/scale_capture.rs) to show how time and memory grow.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -40,11 +40,17 @@ TSHARK_MBS=
 run() {
     local label=$1
     shift
-    local log
+    # The median of RUNS runs (default 3): single runs on a shared machine vary by 30%.
+    local log walls=() rss=0 w r
     log=$(mktemp)
-    "$TIME" -f '%e %M' -o "$log" "$@" > /dev/null 2>/dev/null || true
-    read -r wall rss < "$log"
+    for _ in $(seq "${RUNS:-3}"); do
+        "$TIME" -f '%e %M' -o "$log" "$@" > /dev/null 2>/dev/null || true
+        read -r w r < "$log"
+        walls+=("$w")
+        [ "$r" -gt "$rss" ] && rss=$r
+    done
     rm -f "$log"
+    wall=$(printf '%s\n' "${walls[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
     local mbs pps fps ratio
     mbs=$(awk -v s="$size" -v w="$wall" 'BEGIN { printf "%.1f", s / 1e6 / (w > 0 ? w : 0.001) }')
     pps=$(awk -v p="$packets" -v w="$wall" 'BEGIN { printf "%.0f", p / (w > 0 ? w : 0.001) }')
