@@ -98,16 +98,12 @@ pub struct ProxyArgs {
 
     /// Trace messages (one per socket read) held for the tracer at most; when it falls behind
     /// further, copies are dropped and counted, never the forwarded bytes.
-    #[arg(long, value_name = "N", default_value_t = TRACE_QUEUE_MESSAGES)]
+    #[arg(long, value_name = "N", default_value_t = proxy::TRACE_QUEUE_MESSAGES)]
     pub trace_queue: usize,
 
     #[command(flatten)]
     pub live: LiveArgs,
 }
-
-/// Trace messages in flight at most, and their payload bytes at most.
-const TRACE_QUEUE_MESSAGES: usize = 16 * 1024;
-const TRACE_QUEUE_BYTES: usize = 64 << 20;
 
 pub fn run(args: ProxyArgs) -> anyhow::Result<u8> {
     let upstream = Upstream::parse(&args.upstream)?;
@@ -153,7 +149,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<u8> {
             eprintln!("amqptrace: listening on {a}, forwarding to {upstream}");
         }
     }
-    let (tx, rx, counters) = proxy::trace_channel(args.trace_queue, TRACE_QUEUE_BYTES);
+    let (tx, rx, counters) = proxy::trace_channel(args.trace_queue, proxy::TRACE_QUEUE_BYTES);
     let tracer_counters = counters.clone();
     let tracer = std::thread::Builder::new()
         .name("amqptrace-tracer".into())

@@ -106,10 +106,6 @@ pub struct RunArgs {
     pub command: Vec<OsString>,
 }
 
-/// Trace messages in flight at most, and their payload bytes at most (as `proxy`).
-const TRACE_QUEUE_MESSAGES: usize = 16 * 1024;
-const TRACE_QUEUE_BYTES: usize = 64 << 20;
-
 pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     let upstream = Upstream::parse(&args.upstream)?;
     anyhow::ensure!(
@@ -147,7 +143,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     };
     let analyzer_cfg =
         AnalyzerConfig::default().with_stall_after(Duration::from_secs_f64(args.stall_after));
-    let (tx, rx, counters) = proxy::trace_channel(TRACE_QUEUE_MESSAGES, TRACE_QUEUE_BYTES);
+    let (tx, rx, counters) =
+        proxy::trace_channel(proxy::TRACE_QUEUE_MESSAGES, proxy::TRACE_QUEUE_BYTES);
     let tracer_counters = counters.clone();
     let snapshot = Arc::new(tokio::sync::Notify::new());
     let tracer_snapshot = snapshot.clone();

@@ -258,6 +258,11 @@ pub struct TraceTx {
 /// The tracer's end.
 pub type TraceRx = mpsc::Receiver<TraceMsg>;
 
+/// Default bound of the trace channel: messages in flight (one per socket read),
+/// and their payload bytes. Past either, copies are dropped and counted.
+pub const TRACE_QUEUE_MESSAGES: usize = 16 * 1024;
+pub const TRACE_QUEUE_BYTES: usize = 64 << 20;
+
 /// A bounded trace channel: at most `capacity` messages and about
 /// `max_queued_bytes` of copied payload in flight.
 pub fn trace_channel(
