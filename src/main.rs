@@ -42,9 +42,13 @@ Examples:
     name = "amqptrace",
     version,
     about = "Shows the AMQP 0-9-1 wire and says whether and where consumption stalls.",
-    long_about = "amqptrace decodes AMQP 0-9-1 traffic (RabbitMQ and its clients) from packet captures \
-and answers one question: does consumption stall, and exactly where? It prints the conversation as a \
-timeline and ends with a verdict per consumer and connection, with the frames that prove it."
+    long_about = "amqptrace decodes AMQP 0-9-1 traffic (RabbitMQ and its clients) from packet captures, \
+as a transparent proxy, or from a live interface, and answers one question: does consumption stall, \
+and exactly where? It prints the conversation as a timeline and ends with a verdict per consumer and \
+connection, with the frames that prove it.\n\n\
+Start with `amqptrace analyze trace.pcap` (capture with `tcpdump -i lo -w trace.pcap 'tcp port 5672'`), \
+`amqptrace proxy --upstream 127.0.0.1:5672` (then point workers at 127.0.0.1:5673), or \
+`amqptrace run -- pytest` in CI."
 )]
 struct Cli {
     #[command(subcommand)]
