@@ -73,6 +73,24 @@ enum Mode {
         #[arg(long, default_value_t = 10)]
         messages: u32,
     },
+    /// A consumer that never acks: basic.qos PREFETCH, basic.consume on QUEUE (declared
+    /// elsewhere), writes READY once PREFETCH deliveries arrived, then holds the
+    /// connection open, unacked, until STOP exists (60 s at most).
+    Stall {
+        #[arg(long)]
+        queue: String,
+        #[arg(long, default_value_t = 5)]
+        prefetch: u16,
+        /// connection_name client property (failure scenarios find their connections by it).
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        tag: String,
+        #[arg(long)]
+        ready: PathBuf,
+        #[arg(long)]
+        stop: PathBuf,
+    },
     /// Many connections publishing, consuming and acking as fast as the broker
     /// lets them, until STOP_FILE exists or SECONDS have passed.
     Load {
@@ -118,6 +136,14 @@ async fn main() -> std::process::ExitCode {
             go,
             messages,
         } => wait_then_run(&cli.uri, &queue, &ready, &go, messages).await,
+        Mode::Stall {
+            queue,
+            prefetch,
+            name,
+            tag,
+            ready,
+            stop,
+        } => stall(&cli.uri, &queue, prefetch, &name, &tag, &ready, &stop).await,
         Mode::Load {
             connections,
             idle_connections,
@@ -403,6 +429,41 @@ async fn simple(uri: &str, queue: &str, messages: u32, size: usize) -> Result<()
     let conn = connect(uri, "amqptrace-lapin-simple").await?;
     publish_consume(&conn, queue, messages, size, 1).await?;
     conn.close(200, "OK".into()).await?;
+    Ok(())
+}
+
+async fn stall(
+    uri: &str,
+    queue: &str,
+    prefetch: u16,
+    name: &str,
+    tag: &str,
+    ready: &Path,
+    stop: &Path,
+) -> Result<()> {
+    let conn = connect(uri, name).await?;
+    let ch = conn.create_channel().await?;
+    ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+    let consumer = ch
+        .basic_consume(
+            queue.into(),
+            tag.into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut rx = deliveries(&consumer);
+    let mut held = Vec::new();
+    while held.len() < usize::from(prefetch) {
+        held.push(next_delivery(&mut rx).await?);
+    }
+    std::fs::write(ready, format!("{}\n", held.len()))?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !stop.exists() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Never acked: the broker requeues them when the connection closes.
+    conn.close(200, "stall scenario done".into()).await?;
     Ok(())
 }
 

@@ -19,7 +19,8 @@ SCENARIOS_DIR="$ROOT/scripts/scenarios"
 OUT="$CAPTURES/failures"
 ALL=(healthy slow-but-healthy prefetch-exhausted wrong-queue missing-queue-404 blocked
     ack-timeout heartbeat-timeout queue-deleted-cancel nack-requeue-loop
-    three-consumers-one-stalls dramatiq-healthy dramatiq-wrong-queue mid-connection)
+    three-consumers-one-stalls dramatiq-healthy dramatiq-wrong-queue mid-connection
+    lapin-prefetch-exhausted)
 
 if [ "${1:-}" = --list ]; then printf '%s\n' "${ALL[@]}"; exit 0; fi
 SELECTED=("$@")
@@ -55,6 +56,11 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 ensure_venv
+# The Rust client for the lapin-* scenarios (LAPIN_CLIENT=path skips the build).
+if printf '%s\n' "${SELECTED[@]}" | grep -q '^lapin-' && [ -z "${LAPIN_CLIENT:-}" ]; then
+    (cd "$ROOT" && cargo build --release --quiet --example lapin_client)
+    export LAPIN_CLIENT="$ROOT/target/release/examples/lapin_client"
+fi
 "$PY" "$SCENARIOS_DIR/broker.py" save "$AMQPTRACE_BROKER_STATE" >/dev/null
 log "broker settings saved: $(cat "$AMQPTRACE_BROKER_STATE")"
 mkdir -p "$OUT"
@@ -78,6 +84,7 @@ run_scenario() {
     mkdir -p "$dir"
     case $name in
     dramatiq-*) prog=dramatiq_scenario.py ;;
+    lapin-*) prog=lapin_scenario.py ;;
     ack-timeout) limit=200 ;; # the broker notices on its channel tick, up to a minute or two
     esac
     if [ "$name" = mid-connection ]; then
@@ -88,7 +95,8 @@ run_scenario() {
         wait_for "$dir/consumer/consumer-ready" "$early" 30 && kill -0 "$early" 2>/dev/null \
             || { log "$name: the early consumer did not start"; return 1; }
     fi
-    capture_start "$dir/raw.pcap" 'tcp port 5672' --time-stamp-precision=nano
+    # A 64 MiB kernel buffer: with the default, tcpdump on lo drops packets even in small runs.
+    capture_start "$dir/raw.pcap" 'tcp port 5672' --time-stamp-precision=nano -B 65536
     "$PY" "$SCENARIOS_DIR/$prog" "$name" --dir "$dir" --run "$run" &
     pid=$!
     BG_PIDS+=("$pid")

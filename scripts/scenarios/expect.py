@@ -514,6 +514,7 @@ def x_mid_connection(m, meta):
 
 EXPECT = {
     "healthy": x_healthy, "slow-but-healthy": x_slow, "prefetch-exhausted": x_prefetch,
+    "lapin-prefetch-exhausted": x_prefetch,
     "wrong-queue": x_wrong_queue, "missing-queue-404": x_missing_queue, "blocked": x_blocked,
     "ack-timeout": x_ack_timeout, "heartbeat-timeout": x_heartbeat, "queue-deleted-cancel": x_queue_deleted,
     "nack-requeue-loop": x_nack_loop, "three-consumers-one-stalls": x_three,
