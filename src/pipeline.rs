@@ -67,8 +67,7 @@ where
             }
         }
     };
-    if readers.len() == 1 {
-        let mut r = readers.pop().expect("one reader");
+    if let [r] = readers.as_mut_slice() {
         let path = r.path().to_path_buf();
         loop {
             match r.next_packet() {
