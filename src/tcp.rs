@@ -105,6 +105,41 @@ struct Flow {
     closed_at: Option<Timestamp>,
 }
 
+/// Everything a [`TcpOutput`] says besides its event: which connection, which
+/// packet, which way. Taken before a direction's state is borrowed mutably.
+#[derive(Clone, Copy)]
+struct Origin {
+    flow: u64,
+    packet: PacketRef,
+    src: SocketAddr,
+    dst: SocketAddr,
+    initiator: Option<SocketAddr>,
+}
+
+impl Origin {
+    fn of(flow: &Flow, key: FlowKey, d: usize, packet: PacketRef) -> Self {
+        let (src, dst) = endpoints(key, d);
+        Origin {
+            flow: flow.id,
+            packet,
+            src,
+            dst,
+            initiator: flow.initiator,
+        }
+    }
+
+    fn with(self, event: TcpEvent<'_>) -> TcpOutput<'_> {
+        TcpOutput {
+            flow: self.flow,
+            packet: self.packet,
+            src: self.src,
+            dst: self.dst,
+            initiator: self.initiator,
+            event,
+        }
+    }
+}
+
 /// The reassembler for every connection of one input.
 #[derive(Debug, Default)]
 pub struct Reassembler {
@@ -157,16 +192,8 @@ impl Reassembler {
         let Some(flow) = self.flows.get_mut(&key) else {
             return;
         };
-        let emit = |out: &mut F, flow: &Flow, ev: TcpEvent<'_>| {
-            out(TcpOutput {
-                flow: flow.id,
-                packet: p,
-                src: seg.src,
-                dst: seg.dst,
-                initiator: flow.initiator,
-                event: ev,
-            })
-        };
+        let emit =
+            |out: &mut F, flow: &Flow, ev: TcpEvent<'_>| out(Origin::of(flow, key, d, p).with(ev));
 
         if seg.flags.syn {
             let first_syn = flow.initiator.is_none();
@@ -205,18 +232,14 @@ impl Reassembler {
                 // after the connection did.
                 dir.next = Some(data_seq);
                 if payload_len > 0 || seg.flags.fin {
-                    let initiator = flow.initiator;
-                    out(TcpOutput {
-                        flow: flow.id,
-                        packet: p,
-                        src: seg.src,
-                        dst: seg.dst,
-                        initiator,
-                        event: TcpEvent::Gap {
+                    emit(
+                        out,
+                        flow,
+                        TcpEvent::Gap {
                             bytes: None,
                             reason: GapReason::MidConnection,
                         },
-                    });
+                    );
                 }
             }
         }
@@ -332,18 +355,9 @@ fn deliver<F: FnMut(TcpOutput<'_>)>(
     skip: usize,
     out: &mut F,
 ) {
-    let (src, dst) = endpoints(key, d);
-    let (id, initiator) = (flow.id, flow.initiator);
+    let origin = Origin::of(flow, key, d, p);
     let dir = &mut flow.dirs[d];
     let Some(next) = dir.next else { return };
-    let mk = |event| TcpOutput {
-        flow: id,
-        packet: p,
-        src,
-        dst,
-        initiator,
-        event,
-    };
     let (data, missing) = if skip <= payload.len() {
         (&payload[skip..], missing as u64)
     } else {
@@ -353,10 +367,10 @@ fn deliver<F: FnMut(TcpOutput<'_>)>(
         )
     };
     if !data.is_empty() {
-        out(mk(TcpEvent::Data(data)));
+        out(origin.with(TcpEvent::Data(data)));
     }
     if missing > 0 {
-        out(mk(TcpEvent::Gap {
+        out(origin.with(TcpEvent::Gap {
             bytes: Some(missing),
             reason: GapReason::Truncated,
         }));
@@ -403,24 +417,16 @@ fn skip_to<F: FnMut(TcpOutput<'_>)>(
     to: u64,
     out: &mut F,
 ) {
-    let (src, dst) = endpoints(key, d);
-    let (id, initiator) = (flow.id, flow.initiator);
+    let origin = Origin::of(flow, key, d, p);
     let dir = &mut flow.dirs[d];
     if to > dir.offset {
         let hole = to - dir.offset;
         dir.offset = to;
         dir.next = dir.next.map(|n| n.wrapping_add(hole as u32));
-        out(TcpOutput {
-            flow: id,
-            packet: p,
-            src,
-            dst,
-            initiator,
-            event: TcpEvent::Gap {
-                bytes: Some(hole),
-                reason: GapReason::Lost,
-            },
-        });
+        out(origin.with(TcpEvent::Gap {
+            bytes: Some(hole),
+            reason: GapReason::Lost,
+        }));
     }
     drain(flow, d, key, p, out);
 }
@@ -485,8 +491,7 @@ fn maybe_fin<F: FnMut(TcpOutput<'_>)>(
     p: PacketRef,
     out: &mut F,
 ) {
-    let (src, dst) = endpoints(key, d);
-    let (id, initiator) = (flow.id, flow.initiator);
+    let origin = Origin::of(flow, key, d, p);
     let dir = &mut flow.dirs[d];
     if dir.fin_done {
         return;
@@ -495,14 +500,7 @@ fn maybe_fin<F: FnMut(TcpOutput<'_>)>(
         if seq_diff(next, fin) >= 0 {
             dir.fin_done = true;
             dir.next = Some(fin.wrapping_add(1));
-            out(TcpOutput {
-                flow: id,
-                packet: p,
-                src,
-                dst,
-                initiator,
-                event: TcpEvent::Fin,
-            });
+            out(origin.with(TcpEvent::Fin));
         }
     }
 }
