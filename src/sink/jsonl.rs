@@ -122,7 +122,8 @@ impl Fields<'_> {
     fn number(&mut self, key: &str, v: Option<u64>) {
         if let Some(v) = v {
             self.key(key);
-            self.0.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+            self.0
+                .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
         }
     }
     fn boolean(&mut self, key: &str, v: Option<bool>) {
@@ -148,7 +149,9 @@ impl Fields<'_> {
 
 /// A JSON string: copied as is when it holds nothing JSON must escape.
 fn write_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f) {
+    if s.bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
+    {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
@@ -163,7 +166,7 @@ fn write_method_args(w: &mut Fields<'_>, a: &MethodArgs) {
     w.string("exchange", &a.exchange);
     w.string("routing_key", &a.routing_key);
     w.string("consumer_tag", &a.consumer_tag);
-    w.number("delivery_tag", a.delivery_tag.map(u64::from));
+    w.number("delivery_tag", a.delivery_tag);
     w.boolean("multiple", a.multiple);
     w.boolean("requeue", a.requeue);
     w.boolean("redelivered", a.redelivered);
@@ -220,7 +223,7 @@ fn write_properties(w: &mut Fields<'_>, p: &Properties) {
     w.string("reply_to", &p.reply_to);
     w.string("expiration", &p.expiration);
     w.string("message_id", &p.message_id);
-    w.number("timestamp", p.timestamp.map(u64::from));
+    w.number("timestamp", p.timestamp);
     w.string("type", &p.kind);
     w.string("user_id", &p.user_id);
     w.string("app_id", &p.app_id);
@@ -229,7 +232,9 @@ fn write_properties(w: &mut Fields<'_>, p: &Properties) {
 /// The frame kinds that make up nearly all of a busy capture, written by hand;
 /// false for anything else (serde writes those).
 fn write_frame(line: &mut Vec<u8>, kind: &EventKind) -> bool {
-    let EventKind::Frame { channel, frame } = kind else { return false };
+    let EventKind::Frame { channel, frame } = kind else {
+        return false;
+    };
     line.extend_from_slice(b",\"event\":\"frame\",\"channel\":");
     line.extend_from_slice(itoa::Buffer::new().format(*channel).as_bytes());
     line.extend_from_slice(b",\"method\":");
@@ -288,7 +293,11 @@ mod tests {
         let mut sink = JsonlSink::new(Vec::new());
         let mut expected = String::new();
         for (i, kind) in kinds.into_iter().enumerate() {
-            for (file, ts) in [(0u32, 1_795_614_716_000_001_000i64), (2, 1_795_614_716_999_999_999), (0, 5)] {
+            for (file, ts) in [
+                (0u32, 1_795_614_716_000_001_000i64),
+                (2, 1_795_614_716_999_999_999),
+                (0, 5),
+            ] {
                 let ev = Event {
                     frame: i as u64 + 1,
                     file,
@@ -339,7 +348,10 @@ mod tests {
                 sink.event(ev)
             })
             .unwrap();
-            let (got, want) = (String::from_utf8(sink.out).unwrap(), String::from_utf8(expected).unwrap());
+            let (got, want) = (
+                String::from_utf8(sink.out).unwrap(),
+                String::from_utf8(expected).unwrap(),
+            );
             for (g, w) in got.lines().zip(want.lines()) {
                 assert_eq!(g, w, "{}", f.display());
             }
@@ -366,17 +378,34 @@ mod tests {
             ..Default::default()
         };
         let kinds = [
-            EventKind::Frame { channel: 1, frame: Frame::ContentHeader(Box::new(header)) },
             EventKind::Frame {
                 channel: 1,
-                frame: Frame::ContentBody(ContentBody { method: ContentBodyTag, size: 3, body: Some("a\u{0}\\".into()) }),
+                frame: Frame::ContentHeader(Box::new(header)),
+            },
+            EventKind::Frame {
+                channel: 1,
+                frame: Frame::ContentBody(ContentBody {
+                    method: ContentBodyTag,
+                    size: 3,
+                    body: Some("a\u{0}\\".into()),
+                }),
             },
         ];
         for kind in kinds {
-            let ev = Event { frame: 1, file: 0, ts: Timestamp(0), conn, dir: Dir::C2S, kind };
+            let ev = Event {
+                frame: 1,
+                file: 0,
+                ts: Timestamp(0),
+                conn,
+                dir: Dir::C2S,
+                kind,
+            };
             let mut sink = JsonlSink::new(Vec::new());
             sink.event(&ev).unwrap();
-            assert_eq!(String::from_utf8(sink.out).unwrap(), serde_json::to_string(&ev).unwrap() + "\n");
+            assert_eq!(
+                String::from_utf8(sink.out).unwrap(),
+                serde_json::to_string(&ev).unwrap() + "\n"
+            );
         }
     }
 }
