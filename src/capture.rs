@@ -170,7 +170,198 @@ impl CaptureReader<'static> {
                 source: io::Error::other("is a directory"),
             });
         }
+        // A regular file is mapped and parsed in place: no copy out of the page cache,
+        // none into a parser buffer. Anything else (a pipe, a device), or a map that
+        // fails, is read in chunks on a second thread.
+        let len = file
+            .metadata()
+            .map(|m| m.is_file().then_some(m.len()))
+            .ok()
+            .flatten();
+        if let Some(len) = len.filter(|&l| l > 0) {
+            // SAFETY: the map is read-only and private to this process. The one hazard is
+            // another process truncating the file while it is mapped (SIGBUS); a capture
+            // still being written only grows, and we read up to the length seen here.
+            if let Ok(map) = unsafe { memmap2::MmapOptions::new().len(len as usize).map(&file) } {
+                #[cfg(unix)]
+                let _ = map.advise(memmap2::Advice::Sequential);
+                return CaptureReader::from_backing(Mapped { map, released: 0 }, path);
+            }
+        }
         CaptureReader::new(ReadAhead::spawn(file), path)
+    }
+}
+
+/// What a [`SliceReader`] parses: bytes in memory, and a way to give back
+/// what has been read so that memory stays bounded by what is in flight.
+trait Backing: Send {
+    fn bytes(&self) -> &[u8];
+    /// Everything before `offset` has been read and will not be looked at again.
+    fn release(&mut self, _offset: usize) {}
+}
+
+/// Bytes the caller already holds.
+struct Plain<B>(B);
+
+impl<B: AsRef<[u8]> + Send> Backing for Plain<B> {
+    fn bytes(&self) -> &[u8] {
+        self.0.as_ref()
+    }
+}
+
+/// A mapped capture file. Pages already read are dropped from the map every
+/// [`RELEASE_STEP`] bytes: they stay in the page cache, but not in this
+/// process's resident set, which would otherwise grow to the size of the file.
+struct Mapped {
+    map: memmap2::Mmap,
+    released: usize,
+}
+
+const RELEASE_STEP: usize = 8 << 20;
+
+impl Backing for Mapped {
+    fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+    fn release(&mut self, offset: usize) {
+        if offset < self.released + RELEASE_STEP {
+            return;
+        }
+        let upto = offset & !(RELEASE_STEP - 1);
+        #[cfg(unix)]
+        {
+            // SAFETY: the map is a private, read-only map of a file, and no slice
+            // into the released range is alive (packets borrow the reader until the
+            // next call, and `consume` runs on that call). Reading the range again
+            // would fault the pages back in from the file, never see zeroes.
+            let _ = unsafe {
+                self.map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    self.released,
+                    upto - self.released,
+                )
+            };
+        }
+        self.released = upto;
+    }
+}
+
+/// A [`PcapReaderIterator`] over bytes already in memory (a mapped file): blocks
+/// are parsed in place, so `consume` only moves a cursor and `refill` has
+/// nothing to read. It answers exactly as pcap-parser's own readers do at the
+/// end of their input (`Eof`, or `UnexpectedEof` for a block cut short), so
+/// [`CaptureReader`] treats both kinds of reader alike.
+struct SliceReader<B> {
+    backing: B,
+    pos: usize,
+    /// pcap: the file header, handed out first like `LegacyPcapReader` does.
+    legacy: Option<pcap_parser::PcapHeader>,
+    /// pcapng: byte order of the current section.
+    big_endian: bool,
+}
+
+type ParseResult<'a, T> = nom::IResult<&'a [u8], T, PcapError<&'a [u8]>>;
+
+impl<B: Backing> SliceReader<B> {
+    fn open(backing: B) -> Result<Self, PcapError<&'static [u8]>> {
+        let data = backing.bytes();
+        let header_error = |e: nom::Err<PcapError<&[u8]>>| match e {
+            nom::Err::Error(e) | nom::Err::Failure(e) => e.to_owned_vec(),
+            nom::Err::Incomplete(_) => PcapError::Incomplete(0),
+        };
+        // The same checks as pcap-parser's readers make when they open a file.
+        let legacy = if data.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]) {
+            pcap_parser::pcapng::parse_sectionheaderblock(data).map_err(header_error)?;
+            None
+        } else {
+            Some(
+                pcap_parser::pcap::parse_pcap_header(data)
+                    .map_err(header_error)?
+                    .1,
+            )
+        };
+        // pcapng: the first section header sets the byte order, as in `PcapNGReader`.
+        let big_endian = false;
+        Ok(SliceReader {
+            backing,
+            pos: 0,
+            legacy,
+            big_endian,
+        })
+    }
+
+    fn parse_at<'a, T>(
+        data: &'a [u8],
+        parsed: ParseResult<'a, T>,
+    ) -> Result<(usize, T), PcapError<&'a [u8]>> {
+        match parsed {
+            Ok((rest, b)) => Ok((data.len() - rest.len(), b)),
+            Err(nom::Err::Error(e)) | Err(nom::Err::Failure(e)) => Err(e),
+            Err(nom::Err::Incomplete(_)) => Err(PcapError::UnexpectedEof),
+        }
+    }
+}
+
+impl<B: Backing> PcapReaderIterator for SliceReader<B> {
+    fn next(&mut self) -> Result<(usize, PcapBlockOwned<'_>), PcapError<&'_ [u8]>> {
+        let all = self.backing.bytes();
+        if let (Some(h), 0) = (&self.legacy, self.pos) {
+            return Ok((h.size(), PcapBlockOwned::from(h.clone())));
+        }
+        let data = all.get(self.pos..).unwrap_or_default();
+        if data.is_empty() {
+            return Err(PcapError::Eof);
+        }
+        match &self.legacy {
+            Some(h) => {
+                let parse = if h.is_modified_format() {
+                    pcap_parser::pcap::parse_pcap_frame_modified
+                } else if h.is_bigendian() {
+                    pcap_parser::pcap::parse_pcap_frame_be
+                } else {
+                    pcap_parser::pcap::parse_pcap_frame
+                };
+                Self::parse_at(data, parse(data)).map(|(n, b)| (n, PcapBlockOwned::from(b)))
+            }
+            None => {
+                let parse = if self.big_endian {
+                    pcap_parser::pcapng::parse_block_be
+                } else {
+                    pcap_parser::pcapng::parse_block_le
+                };
+                let (n, b) = Self::parse_at(data, parse(data))?;
+                if let Block::SectionHeader(ref shb) = b {
+                    self.big_endian = shb.big_endian();
+                }
+                Ok((n, PcapBlockOwned::from(b)))
+            }
+        }
+    }
+    fn consume(&mut self, offset: usize) {
+        self.pos += offset;
+        self.backing.release(self.pos);
+    }
+    fn consume_noshift(&mut self, offset: usize) {
+        self.pos += offset;
+    }
+    fn consumed(&self) -> usize {
+        self.pos
+    }
+    fn refill(&mut self) -> Result<(), PcapError<&[u8]>> {
+        Ok(())
+    }
+    fn position(&self) -> usize {
+        self.pos
+    }
+    fn grow(&mut self, _new_size: usize) -> bool {
+        // Everything is in memory already: a block that does not parse is cut short.
+        false
+    }
+    fn data(&self) -> &[u8] {
+        self.backing.bytes().get(self.pos..).unwrap_or_default()
+    }
+    fn reader_exhausted(&self) -> bool {
+        true
     }
 }
 
@@ -263,6 +454,47 @@ impl Read for ReadAhead {
     }
 }
 
+/// Checks the first (up to 24) bytes of a file: an empty or foreign file, or a
+/// cut header, gets a precise message before any parser sees it.
+fn check_head(head: &[u8], path: &Path) -> Result<(), CaptureError> {
+    let path = path.to_path_buf();
+    if head.is_empty() {
+        return Err(CaptureError::Empty { path });
+    }
+    let magic_ok = head.len() >= 4
+        && matches!(
+            head[..4],
+            [0xd4, 0xc3, 0xb2, 0xa1]
+                | [0xa1, 0xb2, 0xc3, 0xd4]
+                | [0x4d, 0x3c, 0xb2, 0xa1]
+                | [0xa1, 0xb2, 0x3c, 0x4d]
+                | [0x0a, 0x0d, 0x0d, 0x0a]
+        );
+    let magic_prefix = head.len() < 4
+        && [
+            &[0xd4u8, 0xc3, 0xb2, 0xa1][..],
+            &[0xa1, 0xb2, 0xc3, 0xd4],
+            &[0x4d, 0x3c, 0xb2, 0xa1],
+            &[0xa1, 0xb2, 0x3c, 0x4d],
+            &[0x0a, 0x0d, 0x0d, 0x0a],
+        ]
+        .iter()
+        .any(|m| m.starts_with(head));
+    if !magic_ok && !magic_prefix {
+        return Err(CaptureError::NotACapture {
+            path,
+            first_bytes: crate::amqp::escape_bytes(&head[..head.len().min(12)]),
+        });
+    }
+    if head.len() < 24 {
+        return Err(CaptureError::HeaderTruncated {
+            path,
+            len: head.len() as u64,
+        });
+    }
+    Ok(())
+}
+
 impl<'r> CaptureReader<'r> {
     /// A reader over any byte source; `path` names it in errors.
     pub fn new<R: Read + Send + 'r>(mut source: R, path: &Path) -> Result<Self, CaptureError> {
@@ -285,48 +517,43 @@ impl<'r> CaptureReader<'r> {
             }
         }
         let head = &head[..got];
-        if head.is_empty() {
-            return Err(CaptureError::Empty { path });
-        }
-        let magic_ok = head.len() >= 4
-            && matches!(
-                head[..4],
-                [0xd4, 0xc3, 0xb2, 0xa1]
-                    | [0xa1, 0xb2, 0xc3, 0xd4]
-                    | [0x4d, 0x3c, 0xb2, 0xa1]
-                    | [0xa1, 0xb2, 0x3c, 0x4d]
-                    | [0x0a, 0x0d, 0x0d, 0x0a]
-            );
-        let magic_prefix = head.len() < 4
-            && [
-                &[0xd4u8, 0xc3, 0xb2, 0xa1][..],
-                &[0xa1, 0xb2, 0xc3, 0xd4],
-                &[0x4d, 0x3c, 0xb2, 0xa1],
-                &[0xa1, 0xb2, 0x3c, 0x4d],
-                &[0x0a, 0x0d, 0x0d, 0x0a],
-            ]
-            .iter()
-            .any(|m| m.starts_with(head));
-        if !magic_ok && !magic_prefix {
-            return Err(CaptureError::NotACapture {
-                path,
-                first_bytes: crate::amqp::escape_bytes(&head[..head.len().min(12)]),
-            });
-        }
-        if head.len() < 24 {
-            return Err(CaptureError::HeaderTruncated {
-                path,
-                len: head.len() as u64,
-            });
-        }
+        check_head(head, &path)?;
         let chained = FillingReader(io::Cursor::new(head.to_vec()).chain(source));
         // Open with the reader the magic names, so a cut header is reported as cut
         // rather than as "not a capture" (create_reader would fall back to guessing).
         let opened = if head[..4] == [0x0a, 0x0d, 0x0d, 0x0a] {
-            PcapNGReader::new(BUFFER_SIZE, chained).map(|r| Box::new(r) as Box<dyn PcapReaderIterator + Send + 'r>)
+            PcapNGReader::new(BUFFER_SIZE, chained)
+                .map(|r| Box::new(r) as Box<dyn PcapReaderIterator + Send + 'r>)
         } else {
-            LegacyPcapReader::new(BUFFER_SIZE, chained).map(|r| Box::new(r) as Box<dyn PcapReaderIterator + Send + 'r>)
+            LegacyPcapReader::new(BUFFER_SIZE, chained)
+                .map(|r| Box::new(r) as Box<dyn PcapReaderIterator + Send + 'r>)
         };
+        Self::from_opened(opened, path, head)
+    }
+
+    /// A reader over a file's whole contents already in memory (a mapped file):
+    /// packets are parsed in place.
+    pub fn from_bytes<B: AsRef<[u8]> + Send + 'r>(
+        bytes: B,
+        path: &Path,
+    ) -> Result<Self, CaptureError> {
+        Self::from_backing(Plain(bytes), path)
+    }
+
+    fn from_backing<B: Backing + 'r>(backing: B, path: &Path) -> Result<Self, CaptureError> {
+        let all = backing.bytes();
+        let head = all[..all.len().min(24)].to_vec();
+        check_head(&head, path)?;
+        let opened = SliceReader::open(backing)
+            .map(|r| Box::new(r) as Box<dyn PcapReaderIterator + Send + 'r>);
+        Self::from_opened(opened, path.to_path_buf(), &head)
+    }
+
+    fn from_opened(
+        opened: Result<Box<dyn PcapReaderIterator + Send + 'r>, PcapError<&'static [u8]>>,
+        path: PathBuf,
+        head: &[u8],
+    ) -> Result<Self, CaptureError> {
         let inner = match opened {
             Ok(r) => r,
             Err(PcapError::Incomplete(_)) | Err(PcapError::Eof) | Err(PcapError::UnexpectedEof) => {
@@ -431,7 +658,8 @@ impl<'r> CaptureReader<'r> {
                             Some(iface) => {
                                 let ticks = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
                                 let r = iface.ts_resolution;
-                                let secs = ((ticks / r) as i64).saturating_add(iface.ts_offset_secs);
+                                let secs =
+                                    ((ticks / r) as i64).saturating_add(iface.ts_offset_secs);
                                 let nanos =
                                     ((ticks % r) as u128 * 1_000_000_000 / r as u128) as u32;
                                 Step::Packet {
@@ -578,7 +806,11 @@ impl<'r> CaptureReader<'r> {
             big
         };
         let len = [d[4], d[5], d[6], d[7]];
-        let len = if big { u32::from_be_bytes(len) } else { u32::from_le_bytes(len) };
+        let len = if big {
+            u32::from_be_bytes(len)
+        } else {
+            u32::from_le_bytes(len)
+        };
         (len < 12).then(|| format!("pcapng block length {len} is shorter than a block header (12)"))
     }
 
@@ -604,11 +836,92 @@ impl<'r> CaptureReader<'r> {
 mod tests {
     use super::*;
 
+    /// Everything a reader hands out, and how it ends.
+    fn read_all(mut r: CaptureReader<'_>) -> (Vec<(u64, Timestamp, i32, Vec<u8>, u32)>, String) {
+        let mut packets = Vec::new();
+        loop {
+            match r.next_packet() {
+                Ok(Some(p)) => {
+                    packets.push((p.frame, p.ts, p.linktype, p.data.to_vec(), p.orig_len))
+                }
+                Ok(None) => return (packets, "end".into()),
+                Err(e) => return (packets, e.to_string()),
+            }
+        }
+    }
+
+    fn outcome<'a>(
+        r: Result<CaptureReader<'a>, CaptureError>,
+    ) -> (Vec<(u64, Timestamp, i32, Vec<u8>, u32)>, String) {
+        match r {
+            Ok(r) => read_all(r),
+            Err(e) => (Vec::new(), e.to_string()),
+        }
+    }
+
+    #[test]
+    fn the_in_memory_reader_reads_exactly_what_the_streaming_reader_reads() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        for dir in ["captures", "captures/failures", "tests/data"] {
+            for e in std::fs::read_dir(root.join(dir))
+                .expect("committed capture folder")
+                .flatten()
+            {
+                let p = e.path();
+                if matches!(
+                    p.extension().and_then(|x| x.to_str()),
+                    Some("pcap" | "pcapng")
+                ) {
+                    files.push(p);
+                }
+            }
+        }
+        assert!(files.len() >= 20, "{files:?}");
+        for path in files {
+            let bytes = std::fs::read(&path).expect("read capture");
+            // The whole file, and the file cut at places inside headers and blocks.
+            let mut cuts = vec![
+                bytes.len(),
+                0,
+                3,
+                23,
+                24,
+                30,
+                40,
+                100,
+                bytes.len() / 3,
+                bytes.len() - 1,
+            ];
+            cuts.retain(|&c| c <= bytes.len());
+            for cut in cuts {
+                let b = &bytes[..cut];
+                let streamed = outcome(CaptureReader::new(b, &path));
+                let mapped = outcome(CaptureReader::from_bytes(b, &path));
+                assert_eq!(streamed.1, mapped.1, "{} cut at {cut}", path.display());
+                assert!(
+                    streamed.0 == mapped.0,
+                    "{} cut at {cut}: packets differ",
+                    path.display()
+                );
+                if cut == bytes.len() && !path.starts_with(root.join("tests/data")) {
+                    assert!(
+                        !mapped.0.is_empty() && mapped.1 == "end",
+                        "{}: {}",
+                        path.display(),
+                        mapped.1
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_block_shorter_than_its_own_header_is_corrupt_not_a_panic() {
         // Found by the capture_reader fuzz target: pcap-parser underflows on it.
         let bytes = include_bytes!("../tests/data/fuzz-capture-block-len-underflow.pcapng");
-        let mut r = CaptureReader::new(&bytes[..], Path::new("fuzzed.pcapng")).expect("header is fine");
+        let mut r =
+            CaptureReader::new(&bytes[..], Path::new("fuzzed.pcapng")).expect("header is fine");
         let mut err = None;
         loop {
             match r.next_packet() {
@@ -620,6 +933,12 @@ mod tests {
                 }
             }
         }
-        assert!(matches!(err, Some(CaptureError::Corrupt { .. }) | Some(CaptureError::Truncated { .. })), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                Some(CaptureError::Corrupt { .. }) | Some(CaptureError::Truncated { .. })
+            ),
+            "{err:?}"
+        );
     }
 }
