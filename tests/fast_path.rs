@@ -25,21 +25,28 @@ fn captures() -> Vec<PathBuf> {
 fn check(frame_type: u8, payload: &[u8], ctx: &str) -> usize {
     match frame_type {
         1 => {
-            let Some(f) = fast::method(payload) else { return 0 };
-            let (_, class) = parse_class(payload).unwrap_or_else(|e| panic!("{ctx}: fast path accepted what amq-protocol refuses: {e:?}"));
-            assert_eq!(f, method_from_class(class, payload), "{ctx}");
+            let Some(f) = fast::method(payload) else {
+                return 0;
+            };
+            let (_, class) = parse_class(payload).unwrap_or_else(|e| {
+                panic!("{ctx}: fast path accepted what amq-protocol refuses: {e:?}")
+            });
+            assert_eq!(*f, method_from_class(class, payload), "{ctx}");
             1
         }
         2 => {
             let mut n = 0;
             for with_headers in [true, false] {
-                let Some(f) = fast::content_header(payload, with_headers) else { continue };
-                let (_, h) = parse_content_header(payload).unwrap_or_else(|e| panic!("{ctx}: {e:?}"));
+                let Some(f) = fast::content_header(payload, with_headers) else {
+                    continue;
+                };
+                let (_, h) =
+                    parse_content_header(payload).unwrap_or_else(|e| panic!("{ctx}: {e:?}"));
                 let mut full = convert::content_header(h);
                 if !with_headers {
                     full.properties.headers = None;
                 }
-                assert_eq!(f, full, "{ctx}");
+                assert_eq!(*f, full, "{ctx}");
                 n = 1;
             }
             n
@@ -60,9 +67,16 @@ fn fast_path_agrees_with_amq_protocol_on_every_captured_frame() {
         let mut re = Reassembler::new();
         let mut seq = 0;
         while let Ok(Some(pkt)) = r.next_packet() {
-            let Ok(seg) = link::tcp_segment(pkt.linktype, pkt.data) else { continue };
+            let Ok(seg) = link::tcp_segment(pkt.linktype, pkt.data) else {
+                continue;
+            };
             seq += 1;
-            let p = PacketRef { file: 0, frame: pkt.frame, ts: pkt.ts, seq };
+            let p = PacketRef {
+                file: 0,
+                frame: pkt.frame,
+                ts: pkt.ts,
+                seq,
+            };
             re.handle(p, &seg, &mut |o: TcpOutput<'_>| {
                 let e = streams.entry((o.flow, o.src)).or_insert((true, Vec::new()));
                 match o.event {
@@ -79,23 +93,37 @@ fn fast_path_agrees_with_amq_protocol_on_every_captured_frame() {
                 if !matches!(t, 1 | 2 | 3 | 8) {
                     break; // mid-connection start or not AMQP: not this test's business
                 }
-                let size = u32::from_be_bytes([bytes[pos + 3], bytes[pos + 4], bytes[pos + 5], bytes[pos + 6]]) as usize;
+                let size = u32::from_be_bytes([
+                    bytes[pos + 3],
+                    bytes[pos + 4],
+                    bytes[pos + 5],
+                    bytes[pos + 6],
+                ]) as usize;
                 let end = pos + 7 + size;
                 if end >= bytes.len() || bytes[end] != 0xCE {
                     break;
                 }
-                checked += check(t, &bytes[pos + 7..end], &format!("{} {src} offset {pos}", path.display()));
+                checked += check(
+                    t,
+                    &bytes[pos + 7..end],
+                    &format!("{} {src} offset {pos}", path.display()),
+                );
                 pos = end + 1;
             }
         }
     }
-    assert!(checked > 1000, "only {checked} frames went through the fast path");
+    assert!(
+        checked > 1000,
+        "only {checked} frames went through the fast path"
+    );
     eprintln!("{checked} frames compared");
 }
 
 fn payload_of(frame: &AMQPFrame) -> Vec<u8> {
     let mut buf = vec![0u8; 4096];
-    let (_, n) = gen_frame(frame)((&mut buf[..]).into()).map(|w| ((), w.position)).expect("frame fits");
+    let (_, n) = gen_frame(frame)((&mut buf[..]).into())
+        .map(|w| ((), w.position))
+        .expect("frame fits");
     buf.truncate(n as usize);
     buf[7..buf.len() - 1].to_vec()
 }

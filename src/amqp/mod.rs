@@ -170,7 +170,12 @@ impl FrameDecoder {
                 if avail.len() < total || avail[total - 1] != FRAME_END {
                     break;
                 }
-                let item = decode_payload(frame_type, channel, &avail[FRAME_HEADER_LEN..total - 1], &self.cfg);
+                let item = decode_payload(
+                    frame_type,
+                    channel,
+                    &avail[FRAME_HEADER_LEN..total - 1],
+                    &self.cfg,
+                );
                 out(Decoded {
                     offset: self.base + p as u64,
                     item,
@@ -441,13 +446,18 @@ fn plausible_frame_at(b: &[u8], cfg: &DecoderConfig) -> Plausible {
 }
 
 /// Decodes the payload of one well-framed frame.
-fn decode_payload(frame_type: u8, channel: u16, payload: &[u8], cfg: &DecoderConfig) -> DecodedItem {
+fn decode_payload(
+    frame_type: u8,
+    channel: u16,
+    payload: &[u8],
+    cfg: &DecoderConfig,
+) -> DecodedItem {
     let body_prefix = cfg.body_prefix;
     // The hot methods and content headers first, by the borrowed fast path; anything it
     // is not sure of goes to amq-protocol.
     let fast = match frame_type {
-        FRAME_METHOD => fast::method(payload).map(|m| Frame::Method(Box::new(m))),
-        FRAME_HEADER => fast::content_header(payload, cfg.headers).map(|h| Frame::ContentHeader(Box::new(h))),
+        FRAME_METHOD => fast::method(payload).map(Frame::Method),
+        FRAME_HEADER => fast::content_header(payload, cfg.headers).map(Frame::ContentHeader),
         _ => None,
     };
     if let Some(frame) = fast {
