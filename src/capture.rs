@@ -836,8 +836,10 @@ impl<'r> CaptureReader<'r> {
 mod tests {
     use super::*;
 
-    /// Everything a reader hands out, and how it ends.
-    fn read_all(mut r: CaptureReader<'_>) -> (Vec<(u64, Timestamp, i32, Vec<u8>, u32)>, String) {
+    /// Every packet a reader hands out (frame, time, link type, bytes, wire length), and how it ends.
+    type Outcome = (Vec<(u64, Timestamp, i32, Vec<u8>, u32)>, String);
+
+    fn read_all(mut r: CaptureReader<'_>) -> Outcome {
         let mut packets = Vec::new();
         loop {
             match r.next_packet() {
@@ -850,9 +852,7 @@ mod tests {
         }
     }
 
-    fn outcome<'a>(
-        r: Result<CaptureReader<'a>, CaptureError>,
-    ) -> (Vec<(u64, Timestamp, i32, Vec<u8>, u32)>, String) {
+    fn outcome<'a>(r: Result<CaptureReader<'a>, CaptureError>) -> Outcome {
         match r {
             Ok(r) => read_all(r),
             Err(e) => (Vec::new(), e.to_string()),

@@ -18,6 +18,11 @@ use serde::{Serialize, Serializer};
 /// Version of the JSON Lines event schema documented in `docs/events.md`.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// A string of a frame that repeats from frame to frame (consumer tag,
+/// exchange, routing key, message properties): shared, so that the decoder can
+/// hand out the same one again without allocating (see `amqp::fast`).
+pub type Text = std::sync::Arc<str>;
+
 /// A point in time, in nanoseconds since the Unix epoch, UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Timestamp(pub i64);
@@ -295,9 +300,9 @@ pub struct ContentHeader {
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Properties {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub content_type: Option<String>,
+    pub content_type: Option<Text>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub content_encoding: Option<String>,
+    pub content_encoding: Option<Text>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub headers: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -305,21 +310,21 @@ pub struct Properties {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub priority: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub correlation_id: Option<String>,
+    pub correlation_id: Option<Text>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reply_to: Option<String>,
+    pub reply_to: Option<Text>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub expiration: Option<String>,
+    pub expiration: Option<Text>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub message_id: Option<String>,
+    pub message_id: Option<Text>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<u64>,
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
+    pub kind: Option<Text>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub user_id: Option<String>,
+    pub user_id: Option<Text>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub app_id: Option<String>,
+    pub app_id: Option<Text>,
 }
 
 /// A method frame: which method, and the arguments amqptrace reports.
@@ -450,11 +455,11 @@ pub struct MethodArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub exchange: Option<String>,
+    pub exchange: Option<Text>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub routing_key: Option<String>,
+    pub routing_key: Option<Text>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub consumer_tag: Option<String>,
+    pub consumer_tag: Option<Text>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delivery_tag: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]

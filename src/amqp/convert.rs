@@ -120,7 +120,7 @@ pub fn method_from_class(class: AMQPClass, payload: &[u8]) -> Method {
         },
         AMQPClass::Exchange(m) => match m {
             exchange::AMQPMethod::Declare(d) => {
-                a.exchange = Some(d.exchange.into());
+                a.exchange = Some(d.exchange.as_str().into());
                 a.exchange_type = Some(d.kind.into());
                 a.passive = Some(d.passive);
                 a.durable = Some(d.durable);
@@ -132,7 +132,7 @@ pub fn method_from_class(class: AMQPClass, payload: &[u8]) -> Method {
             }
             exchange::AMQPMethod::DeclareOk(_) => K::ExchangeDeclareOk,
             exchange::AMQPMethod::Delete(d) => {
-                a.exchange = Some(d.exchange.into());
+                a.exchange = Some(d.exchange.as_str().into());
                 a.if_unused = Some(d.if_unused);
                 a.nowait = Some(d.nowait);
                 K::ExchangeDelete
@@ -141,7 +141,7 @@ pub fn method_from_class(class: AMQPClass, payload: &[u8]) -> Method {
             exchange::AMQPMethod::Bind(b) => {
                 a.destination = Some(b.destination.into());
                 a.source = Some(b.source.into());
-                a.routing_key = Some(b.routing_key.into());
+                a.routing_key = Some(b.routing_key.as_str().into());
                 a.nowait = Some(b.nowait);
                 a.arguments = table_json(&b.arguments);
                 K::ExchangeBind
@@ -150,7 +150,7 @@ pub fn method_from_class(class: AMQPClass, payload: &[u8]) -> Method {
             exchange::AMQPMethod::Unbind(b) => {
                 a.destination = Some(b.destination.into());
                 a.source = Some(b.source.into());
-                a.routing_key = Some(b.routing_key.into());
+                a.routing_key = Some(b.routing_key.as_str().into());
                 a.nowait = Some(b.nowait);
                 a.arguments = table_json(&b.arguments);
                 K::ExchangeUnbind
@@ -176,8 +176,8 @@ pub fn method_from_class(class: AMQPClass, payload: &[u8]) -> Method {
             }
             queue::AMQPMethod::Bind(b) => {
                 a.queue = Some(b.queue.into());
-                a.exchange = Some(b.exchange.into());
-                a.routing_key = Some(b.routing_key.into());
+                a.exchange = Some(b.exchange.as_str().into());
+                a.routing_key = Some(b.routing_key.as_str().into());
                 a.nowait = Some(b.nowait);
                 a.arguments = table_json(&b.arguments);
                 K::QueueBind
@@ -205,8 +205,8 @@ pub fn method_from_class(class: AMQPClass, payload: &[u8]) -> Method {
             }
             queue::AMQPMethod::Unbind(b) => {
                 a.queue = Some(b.queue.into());
-                a.exchange = Some(b.exchange.into());
-                a.routing_key = Some(b.routing_key.into());
+                a.exchange = Some(b.exchange.as_str().into());
+                a.routing_key = Some(b.routing_key.as_str().into());
                 a.arguments = table_json(&b.arguments);
                 K::QueueUnbind
             }
@@ -225,7 +225,7 @@ pub fn method_from_class(class: AMQPClass, payload: &[u8]) -> Method {
             basic::AMQPMethod::QosOk(_) => K::BasicQosOk,
             basic::AMQPMethod::Consume(c) => {
                 a.queue = Some(c.queue.into());
-                a.consumer_tag = Some(c.consumer_tag.into());
+                a.consumer_tag = Some(c.consumer_tag.as_str().into());
                 a.no_local = Some(c.no_local);
                 a.no_ack = Some(c.no_ack);
                 a.exclusive = Some(c.exclusive);
@@ -234,21 +234,21 @@ pub fn method_from_class(class: AMQPClass, payload: &[u8]) -> Method {
                 K::BasicConsume
             }
             basic::AMQPMethod::ConsumeOk(c) => {
-                a.consumer_tag = Some(c.consumer_tag.into());
+                a.consumer_tag = Some(c.consumer_tag.as_str().into());
                 K::BasicConsumeOk
             }
             basic::AMQPMethod::Cancel(c) => {
-                a.consumer_tag = Some(c.consumer_tag.into());
+                a.consumer_tag = Some(c.consumer_tag.as_str().into());
                 a.nowait = Some(c.nowait);
                 K::BasicCancel
             }
             basic::AMQPMethod::CancelOk(c) => {
-                a.consumer_tag = Some(c.consumer_tag.into());
+                a.consumer_tag = Some(c.consumer_tag.as_str().into());
                 K::BasicCancelOk
             }
             basic::AMQPMethod::Publish(p) => {
-                a.exchange = Some(p.exchange.into());
-                a.routing_key = Some(p.routing_key.into());
+                a.exchange = Some(p.exchange.as_str().into());
+                a.routing_key = Some(p.routing_key.as_str().into());
                 a.mandatory = Some(p.mandatory);
                 a.immediate = Some(p.immediate);
                 K::BasicPublish
@@ -256,16 +256,16 @@ pub fn method_from_class(class: AMQPClass, payload: &[u8]) -> Method {
             basic::AMQPMethod::Return(r) => {
                 a.reply_code = Some(r.reply_code);
                 a.reply_text = Some(r.reply_text.into());
-                a.exchange = Some(r.exchange.into());
-                a.routing_key = Some(r.routing_key.into());
+                a.exchange = Some(r.exchange.as_str().into());
+                a.routing_key = Some(r.routing_key.as_str().into());
                 K::BasicReturn
             }
             basic::AMQPMethod::Deliver(d) => {
-                a.consumer_tag = Some(d.consumer_tag.into());
+                a.consumer_tag = Some(d.consumer_tag.as_str().into());
                 a.delivery_tag = Some(d.delivery_tag);
                 a.redelivered = Some(d.redelivered);
-                a.exchange = Some(d.exchange.into());
-                a.routing_key = Some(d.routing_key.into());
+                a.exchange = Some(d.exchange.as_str().into());
+                a.routing_key = Some(d.routing_key.as_str().into());
                 K::BasicDeliver
             }
             basic::AMQPMethod::Get(g) => {
@@ -276,8 +276,8 @@ pub fn method_from_class(class: AMQPClass, payload: &[u8]) -> Method {
             basic::AMQPMethod::GetOk(g) => {
                 a.delivery_tag = Some(g.delivery_tag);
                 a.redelivered = Some(g.redelivered);
-                a.exchange = Some(g.exchange.into());
-                a.routing_key = Some(g.routing_key.into());
+                a.exchange = Some(g.exchange.as_str().into());
+                a.routing_key = Some(g.routing_key.as_str().into());
                 a.message_count = Some(g.message_count);
                 K::BasicGetOk
             }
@@ -426,7 +426,7 @@ fn value_to_json(v: &AMQPValue) -> serde_json::Value {
 /// Our [`ContentHeader`] from amq-protocol's parse.
 pub fn content_header(h: AMQPContentHeader) -> ContentHeader {
     let p = &h.properties;
-    let s = |v: &Option<amq_protocol::types::ShortString>| v.as_ref().map(|x| x.to_string());
+    let s = |v: &Option<amq_protocol::types::ShortString>| v.as_ref().map(|x| x.as_str().into());
     ContentHeader {
         method: ContentHeaderTag,
         class_id: h.class_id,

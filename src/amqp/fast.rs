@@ -10,7 +10,54 @@
 //! amq-protocol's full parse on every frame of every committed capture and on
 //! generated frames (`tests/fast_path.rs`).
 
-use crate::event::{ContentHeader, ContentHeaderTag, Method, MethodArgs, MethodKind, Properties};
+use crate::event::{
+    ContentHeader, ContentHeaderTag, Method, MethodArgs, MethodKind, Properties, Text,
+};
+
+/// The last few values of one kind of string, to hand out again without
+/// allocating or re-validating when a frame repeats them.
+#[derive(Debug)]
+struct Recent<const N: usize> {
+    slots: [Option<Text>; N],
+    next: usize,
+}
+
+impl<const N: usize> Default for Recent<N> {
+    fn default() -> Self {
+        Recent {
+            slots: std::array::from_fn(|_| None),
+            next: 0,
+        }
+    }
+}
+
+impl<const N: usize> Recent<N> {
+    fn get(&mut self, bytes: &[u8]) -> Option<Text> {
+        if let Some(t) = self.slots.iter().flatten().find(|t| t.as_bytes() == bytes) {
+            return Some(t.clone());
+        }
+        let t = text(bytes)?;
+        self.slots[self.next] = Some(t.clone());
+        self.next = (self.next + 1) % N;
+        Some(t)
+    }
+}
+
+/// A new [`Text`], if the bytes are UTF-8.
+fn text(bytes: &[u8]) -> Option<Text> {
+    std::str::from_utf8(bytes).ok().map(Text::from)
+}
+
+/// Strings one direction of one connection repeats from frame to frame: the
+/// consumer tag and exchange of every delivery, the routing key, the content
+/// type. Message ids and correlation ids are unique and are never looked up.
+#[derive(Debug, Default)]
+pub struct Strings {
+    consumer_tag: Recent<4>,
+    exchange: Recent<4>,
+    routing_key: Recent<8>,
+    properties: Recent<8>,
+}
 
 /// A cursor over a payload; every read fails (None) past the end.
 struct Reader<'a> {
@@ -41,11 +88,20 @@ impl<'a> Reader<'a> {
         a.copy_from_slice(s);
         Some(u64::from_be_bytes(a))
     }
-    fn shortstr(&mut self) -> Option<String> {
+    fn shortstr_bytes(&mut self) -> Option<&'a [u8]> {
         let len = self.u8()? as usize;
         let s = self.b.get(self.pos..self.pos + len)?;
         self.pos += len;
-        std::str::from_utf8(s).ok().map(str::to_owned)
+        Some(s)
+    }
+    /// A short string seen often: looked up among the recent ones first.
+    fn shortstr_in<const N: usize>(&mut self, recent: &mut Recent<N>) -> Option<Text> {
+        let s = self.shortstr_bytes()?;
+        recent.get(s)
+    }
+    /// A short string that is new every time.
+    fn shortstr(&mut self) -> Option<Text> {
+        text(self.shortstr_bytes()?)
     }
     fn bytes(&mut self, len: usize) -> Option<&'a [u8]> {
         let s = self.b.get(self.pos..self.pos + len)?;
@@ -61,7 +117,7 @@ impl<'a> Reader<'a> {
 /// the hot methods and reads cleanly to the last byte. Boxed here, and filled
 /// in place: a `Method` is a few hundred bytes, and building it on the stack
 /// to move it into a box afterwards cost two copies per frame.
-pub fn method(payload: &[u8]) -> Option<Box<Method>> {
+pub fn method(payload: &[u8], strings: &mut Strings) -> Option<Box<Method>> {
     let mut r = Reader { b: payload, pos: 0 };
     let class_id = r.u16()?;
     let method_id = r.u16()?;
@@ -75,11 +131,11 @@ pub fn method(payload: &[u8]) -> Option<Box<Method>> {
     let a = &mut m.args;
     m.method = match method_id {
         60 => {
-            a.consumer_tag = Some(r.shortstr()?);
+            a.consumer_tag = Some(r.shortstr_in(&mut strings.consumer_tag)?);
             a.delivery_tag = Some(r.u64()?);
             a.redelivered = Some(r.u8()? & 1 != 0);
-            a.exchange = Some(r.shortstr()?);
-            a.routing_key = Some(r.shortstr()?);
+            a.exchange = Some(r.shortstr_in(&mut strings.exchange)?);
+            a.routing_key = Some(r.shortstr_in(&mut strings.routing_key)?);
             MethodKind::BasicDeliver
         }
         80 => {
@@ -101,8 +157,8 @@ pub fn method(payload: &[u8]) -> Option<Box<Method>> {
         }
         40 => {
             let _ticket = r.u16()?;
-            a.exchange = Some(r.shortstr()?);
-            a.routing_key = Some(r.shortstr()?);
+            a.exchange = Some(r.shortstr_in(&mut strings.exchange)?);
+            a.routing_key = Some(r.shortstr_in(&mut strings.routing_key)?);
             let bits = r.u8()?;
             a.mandatory = Some(bits & 1 != 0);
             a.immediate = Some(bits & 2 != 0);
@@ -135,7 +191,11 @@ const P_CLUSTER_ID: u16 = 1 << 2;
 /// A content header of class basic, if it reads cleanly. `with_headers`
 /// converts the headers table (through amq-protocol's table parser); without
 /// it the table is skipped by its length, for outputs that do not show it.
-pub fn content_header(payload: &[u8], with_headers: bool) -> Option<Box<ContentHeader>> {
+pub fn content_header(
+    payload: &[u8],
+    with_headers: bool,
+    strings: &mut Strings,
+) -> Option<Box<ContentHeader>> {
     let mut r = Reader { b: payload, pos: 0 };
     let class_id = r.u16()?;
     let _weight = r.u16()?;
@@ -154,10 +214,10 @@ pub fn content_header(payload: &[u8], with_headers: bool) -> Option<Box<ContentH
     let p = &mut h.properties;
     let has = |bit: u16| flags & bit != 0;
     if has(P_CONTENT_TYPE) {
-        p.content_type = Some(r.shortstr()?);
+        p.content_type = Some(r.shortstr_in(&mut strings.properties)?);
     }
     if has(P_CONTENT_ENCODING) {
-        p.content_encoding = Some(r.shortstr()?);
+        p.content_encoding = Some(r.shortstr_in(&mut strings.properties)?);
     }
     if has(P_HEADERS) {
         let start = r.pos;
@@ -184,10 +244,10 @@ pub fn content_header(payload: &[u8], with_headers: bool) -> Option<Box<ContentH
         p.correlation_id = Some(r.shortstr()?);
     }
     if has(P_REPLY_TO) {
-        p.reply_to = Some(r.shortstr()?);
+        p.reply_to = Some(r.shortstr_in(&mut strings.properties)?);
     }
     if has(P_EXPIRATION) {
-        p.expiration = Some(r.shortstr()?);
+        p.expiration = Some(r.shortstr_in(&mut strings.properties)?);
     }
     if has(P_MESSAGE_ID) {
         p.message_id = Some(r.shortstr()?);
@@ -196,16 +256,16 @@ pub fn content_header(payload: &[u8], with_headers: bool) -> Option<Box<ContentH
         p.timestamp = Some(r.u64()?);
     }
     if has(P_TYPE) {
-        p.kind = Some(r.shortstr()?);
+        p.kind = Some(r.shortstr_in(&mut strings.properties)?);
     }
     if has(P_USER_ID) {
-        p.user_id = Some(r.shortstr()?);
+        p.user_id = Some(r.shortstr_in(&mut strings.properties)?);
     }
     if has(P_APP_ID) {
-        p.app_id = Some(r.shortstr()?);
+        p.app_id = Some(r.shortstr_in(&mut strings.properties)?);
     }
     if has(P_CLUSTER_ID) {
-        let _cluster_id = r.shortstr()?;
+        let _cluster_id = r.shortstr_bytes()?;
     }
     if !r.at_end() {
         return None;

@@ -105,6 +105,8 @@ pub struct FrameDecoder {
     /// Stream offset of `buf[0]`.
     base: u64,
     state: State,
+    /// Strings this stream repeats (consumer tags, exchanges, routing keys).
+    strings: fast::Strings,
 }
 
 impl FrameDecoder {
@@ -116,6 +118,7 @@ impl FrameDecoder {
             pos: 0,
             base: 0,
             state: State::Start,
+            strings: fast::Strings::default(),
         }
     }
 
@@ -175,6 +178,7 @@ impl FrameDecoder {
                     channel,
                     &avail[FRAME_HEADER_LEN..total - 1],
                     &self.cfg,
+                    &mut self.strings,
                 );
                 out(Decoded {
                     offset: self.base + p as u64,
@@ -330,7 +334,7 @@ impl FrameDecoder {
             return Some(self.framing_error(offset, DecodeError::BadFrameEnd { found: end }));
         }
         let payload = &avail[FRAME_HEADER_LEN..total - 1];
-        let item = decode_payload(frame_type, channel, payload, &self.cfg);
+        let item = decode_payload(frame_type, channel, payload, &self.cfg, &mut self.strings);
         self.pos += total;
         if self.pos == self.buf.len() {
             self.buf.clear();
@@ -451,13 +455,16 @@ fn decode_payload(
     channel: u16,
     payload: &[u8],
     cfg: &DecoderConfig,
+    strings: &mut fast::Strings,
 ) -> DecodedItem {
     let body_prefix = cfg.body_prefix;
     // The hot methods and content headers first, by the borrowed fast path; anything it
     // is not sure of goes to amq-protocol.
     let fast = match frame_type {
-        FRAME_METHOD => fast::method(payload).map(Frame::Method),
-        FRAME_HEADER => fast::content_header(payload, cfg.headers).map(Frame::ContentHeader),
+        FRAME_METHOD => fast::method(payload, strings).map(Frame::Method),
+        FRAME_HEADER => {
+            fast::content_header(payload, cfg.headers, strings).map(Frame::ContentHeader)
+        }
         _ => None,
     };
     if let Some(frame) = fast {

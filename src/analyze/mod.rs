@@ -807,7 +807,7 @@ impl Analyzer {
             (Dir::C2S, MethodKind::ExchangeDeclare) => {
                 if let (Some(x), Some(t)) = (&a.exchange, &a.exchange_type) {
                     if self.exchange_types.len() < MAX_DESTINATIONS {
-                        self.exchange_types.insert(x.clone(), t.clone());
+                        self.exchange_types.insert(x.to_string(), t.clone());
                     }
                 }
             }
@@ -828,13 +828,13 @@ impl Analyzer {
             }
             (Dir::C2S, MethodKind::QueueBind) => {
                 if let (Some(q), Some(x)) = (&a.queue, &a.exchange) {
-                    let rk = a.routing_key.clone().unwrap_or_default();
+                    let rk = a.routing_key.as_deref().unwrap_or_default().to_string();
                     if self.bindings.len() < MAX_DESTINATIONS || self.bindings.contains_key(q) {
                         let v = self.bindings.entry(q.clone()).or_default();
                         if v.len() < MAX_BINDINGS_PER_QUEUE
-                            && !v.iter().any(|(e, k)| e == x && *k == rk)
+                            && !v.iter().any(|(e, k)| **e == **x && *k == rk)
                         {
-                            v.push((x.clone(), rk));
+                            v.push((x.to_string(), rk));
                         }
                     }
                 }
@@ -843,7 +843,7 @@ impl Analyzer {
                 if let (Some(q), Some(x)) = (&a.queue, &a.exchange) {
                     let rk = a.routing_key.as_deref().unwrap_or("");
                     if let Some(v) = self.bindings.get_mut(q.as_str()) {
-                        v.retain(|(e, k)| !(e == x && k == rk));
+                        v.retain(|(e, k)| !(**e == **x && k == rk));
                     }
                 }
             }
@@ -870,7 +870,7 @@ impl Analyzer {
                 let idx = self.new_consumer(
                     ci,
                     ch,
-                    a.consumer_tag.clone().unwrap_or_default(),
+                    a.consumer_tag.as_deref().unwrap_or_default().to_string(),
                     a.queue.clone(),
                     a.no_ack.unwrap_or(false),
                     false,
@@ -892,7 +892,7 @@ impl Analyzer {
                     Some(i) => i,
                     None => {
                         // consume-ok whose consume precedes the capture.
-                        let tag = a.consumer_tag.clone().unwrap_or_default();
+                        let tag = a.consumer_tag.as_deref().unwrap_or_default().to_string();
                         match self.find_consumer(ci, ch, &tag) {
                             Some(i) => i,
                             None => self.new_consumer(ci, ch, tag, None, false, true),
@@ -903,7 +903,7 @@ impl Analyzer {
                 let cs = &mut self.consumers[idx as usize];
                 if let Some(tag) = &a.consumer_tag {
                     if cs.tag.is_empty() {
-                        cs.tag = tag.clone();
+                        cs.tag = tag.to_string();
                     }
                 }
                 cs.consume_ok = Some(mark);
@@ -1228,7 +1228,7 @@ impl Analyzer {
         };
         let props = &h.properties;
         let fingerprint = match &props.message_id {
-            Some(id) => hash_of(&(0u8, id.as_str())),
+            Some(id) => hash_of(&(0u8, &**id)),
             None => hash_of(&(
                 1u8,
                 p.route_hash,
@@ -1252,7 +1252,7 @@ impl Analyzer {
         track.rounds += 1;
         track.outstanding = true;
         if track.message_id.is_none() {
-            track.message_id = props.message_id.clone();
+            track.message_id = props.message_id.as_deref().map(str::to_owned);
         }
         push_loop_event(
             track,

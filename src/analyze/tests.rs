@@ -209,7 +209,7 @@ impl Sim {
                 consumer_tag: Some(tag.into()),
                 delivery_tag: Some(dtag),
                 redelivered: Some(redelivered),
-                exchange: Some(String::new()),
+                exchange: Some("".into()),
                 routing_key: Some("q".into()),
                 ..Default::default()
             },
@@ -218,7 +218,7 @@ impl Sim {
             class_id: 60,
             body_size: 10,
             properties: Properties {
-                message_id: id.map(str::to_string),
+                message_id: id.map(Into::into),
                 ..Default::default()
             },
             ..Default::default()
@@ -1151,7 +1151,7 @@ fn analyzer_throughput() {
             m(
                 MethodKind::BasicPublish,
                 MethodArgs {
-                    exchange: Some(String::new()),
+                    exchange: Some("".into()),
                     routing_key: Some("jobs".into()),
                     ..Default::default()
                 },
@@ -1166,7 +1166,7 @@ fn analyzer_throughput() {
                     consumer_tag: Some("w1".into()),
                     delivery_tag: Some(1),
                     redelivered: Some(false),
-                    exchange: Some(String::new()),
+                    exchange: Some("".into()),
                     routing_key: Some("jobs".into()),
                     ..Default::default()
                 },

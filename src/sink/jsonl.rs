@@ -113,7 +113,7 @@ impl Fields<'_> {
         self.0.extend_from_slice(key.as_bytes());
         self.0.extend_from_slice(b"\":");
     }
-    fn string(&mut self, key: &str, v: &Option<String>) {
+    fn string<S: std::ops::Deref<Target = str>>(&mut self, key: &str, v: &Option<S>) {
         if let Some(v) = v {
             self.key(key);
             write_str(self.0, v);
