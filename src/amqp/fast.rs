@@ -116,7 +116,8 @@ impl<'a> Reader<'a> {
 /// The method in `payload` (class id, method id, arguments), if it is one of
 /// the hot methods and reads cleanly to the last byte. Boxed here, and filled
 /// in place: a `Method` is a few hundred bytes, and building it on the stack
-/// to move it into a box afterwards cost two copies per frame.
+/// to move it into a box afterwards cost two copies per frame (`Box::write`
+/// into a fresh allocation lets the compiler build it in the box directly).
 pub fn method(payload: &[u8], strings: &mut Strings) -> Option<Box<Method>> {
     let mut r = Reader { b: payload, pos: 0 };
     let class_id = r.u16()?;
@@ -124,10 +125,13 @@ pub fn method(payload: &[u8], strings: &mut Strings) -> Option<Box<Method>> {
     if class_id != 60 || !matches!(method_id, 40 | 60 | 80 | 90 | 120) {
         return None;
     }
-    let mut m = Box::new(Method {
-        method: MethodKind::BasicAck,
-        args: MethodArgs::default(),
-    });
+    let mut m = Box::write(
+        Box::new_uninit(),
+        Method {
+            method: MethodKind::BasicAck,
+            args: MethodArgs::default(),
+        },
+    );
     let a = &mut m.args;
     m.method = match method_id {
         60 => {
@@ -205,12 +209,15 @@ pub fn content_header(
     if class_id != 60 || flags & 1 != 0 {
         return None;
     }
-    let mut h = Box::new(ContentHeader {
-        method: ContentHeaderTag,
-        class_id,
-        body_size,
-        properties: Properties::default(),
-    });
+    let mut h = Box::write(
+        Box::new_uninit(),
+        ContentHeader {
+            method: ContentHeaderTag,
+            class_id,
+            body_size,
+            properties: Properties::default(),
+        },
+    );
     let p = &mut h.properties;
     let has = |bit: u16| flags & bit != 0;
     if has(P_CONTENT_TYPE) {
