@@ -26,7 +26,8 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::time::Duration;
 
 use crate::event::{
-    Conn, ContentHeader, Dir, Event, EventKind, Frame, GapReason, Method, MethodKind, Timestamp,
+    Conn, ContentHeader, Dir, Event, EventKind, Frame, GapReason, Method, MethodKind, Text,
+    Timestamp,
 };
 
 use histogram::LatencyHistogram;
@@ -360,6 +361,34 @@ pub(crate) struct ConnState {
     pub deliveries: u64,
     pub declared_queues: Vec<String>,
     pub consumers: Vec<u32>,
+    /// Lookups the hot methods repeat, remembered by the identity of the decoder's
+    /// shared strings (see `event::Text`): same string objects, same answer.
+    memo: Memo,
+}
+
+/// The last answers of the lookups every publish and delivery makes. A hit is
+/// two pointer compares instead of hashing and comparing strings.
+#[derive(Debug, Default)]
+struct Memo {
+    /// (exchange, routing key) of the last publish -> destination index.
+    publish: Option<(Text, Text, u32)>,
+    /// (exchange, routing key) of the last delivery -> route hash.
+    route: Option<(Text, Text, u64)>,
+    /// (channel, consumer tag) of the last delivery -> consumer index, valid while
+    /// no consumer has been added since (`consumers_len`) and it has not ended.
+    consumer: Option<(u16, Text, u32, usize)>,
+}
+
+/// The hash that ties a delivered message to its publish destination.
+fn route_hash(a: &crate::event::MethodArgs) -> u64 {
+    hash_of(&(
+        a.exchange.as_deref().unwrap_or(""),
+        a.routing_key.as_deref().unwrap_or(""),
+    ))
+}
+
+fn same(a: &Text, b: &Text) -> bool {
+    std::sync::Arc::ptr_eq(a, b)
 }
 
 impl ConnState {
@@ -415,6 +444,7 @@ impl ConnState {
             deliveries: 0,
             declared_queues: Vec::new(),
             consumers: Vec::new(),
+            memo: Memo::default(),
         }
     }
 
@@ -937,9 +967,29 @@ impl Analyzer {
             }
             (Dir::C2S, MethodKind::BasicPublish) => {
                 self.conns[ci as usize].publishes += 1;
-                let x = a.exchange.as_deref().unwrap_or("");
-                let rk = a.routing_key.as_deref().unwrap_or("");
-                self.record_publish(ci, mark, x, rk);
+                let memo = match (
+                    &a.exchange,
+                    &a.routing_key,
+                    &self.conns[ci as usize].memo.publish,
+                ) {
+                    (Some(x), Some(rk), Some((mx, mrk, i))) if same(x, mx) && same(rk, mrk) => {
+                        Some(*i)
+                    }
+                    _ => None,
+                };
+                let idx = memo.or_else(|| {
+                    let x = a.exchange.as_deref().unwrap_or("");
+                    let rk = a.routing_key.as_deref().unwrap_or("");
+                    let i = self.destination_index(x, rk, mark)?;
+                    if let (Some(x), Some(rk)) = (&a.exchange, &a.routing_key) {
+                        self.conns[ci as usize].memo.publish = Some((x.clone(), rk.clone(), i));
+                    }
+                    Some(i)
+                });
+                match idx {
+                    Some(i) => self.record_publish(ci, mark, i),
+                    None => self.publishes_untracked += 1,
+                }
             }
             (Dir::S2C, MethodKind::BasicReturn) => {
                 let x = a.exchange.as_deref().unwrap_or("");
@@ -957,7 +1007,26 @@ impl Analyzer {
             }
             (Dir::S2C, MethodKind::BasicDeliver) => {
                 let tag = a.consumer_tag.as_deref().unwrap_or("");
-                let idx = match self.find_consumer(ci, ch, tag) {
+                let memo = match (&a.consumer_tag, &self.conns[ci as usize].memo.consumer) {
+                    (Some(t), Some((mch, mt, i, len)))
+                        if *mch == ch
+                            && same(t, mt)
+                            && *len == self.consumers.len()
+                            && self.consumers[*i as usize].end.is_none() =>
+                    {
+                        Some(*i)
+                    }
+                    _ => None,
+                };
+                let found = memo.or_else(|| {
+                    let i = self.find_consumer(ci, ch, tag)?;
+                    if let Some(t) = &a.consumer_tag {
+                        let len = self.consumers.len();
+                        self.conns[ci as usize].memo.consumer = Some((ch, t.clone(), i, len));
+                    }
+                    Some(i)
+                });
+                let idx = match found {
                     Some(i) => i,
                     None => {
                         let c = &self.conns[ci as usize];
@@ -974,10 +1043,17 @@ impl Analyzer {
                     }
                 };
                 let redelivered = a.redelivered.unwrap_or(false);
-                let route_hash = hash_of(&(
-                    a.exchange.as_deref().unwrap_or(""),
-                    a.routing_key.as_deref().unwrap_or(""),
-                ));
+                let memo = &mut self.conns[ci as usize].memo.route;
+                let route_hash = match (&a.exchange, &a.routing_key, &*memo) {
+                    (Some(x), Some(rk), Some((mx, mrk, h))) if same(x, mx) && same(rk, mrk) => *h,
+                    _ => {
+                        let h = route_hash(a);
+                        if let (Some(x), Some(rk)) = (&a.exchange, &a.routing_key) {
+                            *memo = Some((x.clone(), rk.clone(), h));
+                        }
+                        h
+                    }
+                };
                 self.on_delivery(
                     ci,
                     ch,
@@ -993,10 +1069,7 @@ impl Analyzer {
                 self.channel_mut(ci, ch).get_no_ack = a.no_ack.unwrap_or(false);
             }
             (Dir::S2C, MethodKind::BasicGetOk) => {
-                let route_hash = hash_of(&(
-                    a.exchange.as_deref().unwrap_or(""),
-                    a.routing_key.as_deref().unwrap_or(""),
-                ));
+                let route_hash = route_hash(a);
                 self.on_delivery(
                     ci,
                     ch,
@@ -1117,31 +1190,33 @@ impl Analyzer {
         self.destinations.get_mut(i as usize)
     }
 
-    fn record_publish(&mut self, ci: u32, mark: Mark, x: &str, rk: &str) {
-        let idx = match self.dest_index.get(x).and_then(|m| m.get(rk)) {
-            Some(&i) => i,
-            None => {
-                if self.destinations.len() >= MAX_DESTINATIONS {
-                    self.publishes_untracked += 1;
-                    return;
-                }
-                let i = self.destinations.len() as u32;
-                self.destinations.push(Destination {
-                    exchange: x.to_string(),
-                    routing_key: rk.to_string(),
-                    count: 0,
-                    last: mark,
-                    after: Vec::new(),
-                    returned: 0,
-                    first_return: None,
-                });
-                self.dest_index
-                    .entry(x.to_string())
-                    .or_default()
-                    .insert(rk.to_string(), i);
-                i
-            }
-        };
+    /// The index of the destination (exchange, routing key), made when new; None
+    /// once [`MAX_DESTINATIONS`] are tracked.
+    fn destination_index(&mut self, x: &str, rk: &str, mark: Mark) -> Option<u32> {
+        if let Some(&i) = self.dest_index.get(x).and_then(|m| m.get(rk)) {
+            return Some(i);
+        }
+        if self.destinations.len() >= MAX_DESTINATIONS {
+            return None;
+        }
+        let i = self.destinations.len() as u32;
+        self.destinations.push(Destination {
+            exchange: x.to_string(),
+            routing_key: rk.to_string(),
+            count: 0,
+            last: mark,
+            after: Vec::new(),
+            returned: 0,
+            first_return: None,
+        });
+        self.dest_index
+            .entry(x.to_string())
+            .or_default()
+            .insert(rk.to_string(), i);
+        Some(i)
+    }
+
+    fn record_publish(&mut self, ci: u32, mark: Mark, idx: u32) {
         let epoch = self.epoch;
         let d = &mut self.destinations[idx as usize];
         d.count += 1;
