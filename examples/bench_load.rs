@@ -3,6 +3,7 @@
 //! in flight, for a fixed time. Each body starts with its publish time, so the
 //! consumer measures publish→deliver latency. Prints one JSON line:
 //! `{"size":100,"messages":N,"secs":S,"msg_per_s":R,"p50_ms":A,"p99_ms":B,"bytes":N*size}`.
+//! With `--rate R` the publisher is paced to R messages a second.
 //!
 //! ```text
 //! cargo run --release --example bench_load -- --uri amqp://guest:guest@127.0.0.1:5672/%2f --size 100 --seconds 10
@@ -33,6 +34,10 @@ struct Args {
     /// Messages published and not yet delivered, at most.
     #[arg(long, default_value_t = 200)]
     window: usize,
+    /// Publish at most this many messages per second (0: as fast as the window allows). At a
+    /// fixed rate every forwarder carries the same traffic, so their CPU costs compare directly.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
 }
 
 fn now_nanos() -> u64 {
@@ -102,6 +107,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let run_for = Duration::from_secs_f64(args.seconds);
     let mut published = 0u64;
     while start.elapsed() < run_for {
+        if args.rate > 0.0 {
+            // Paced against the start, so a late wake-up is caught up, not lost.
+            let due = start + Duration::from_secs_f64(published as f64 / args.rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
         window.acquire().await?.forget();
         body[..8].copy_from_slice(&now_nanos().to_le_bytes());
         pch.basic_publish(
