@@ -256,19 +256,18 @@ fn trace_loop(
     rt.block_on(async {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut batch = Vec::with_capacity(proxy::TRACE_BATCH_MAX);
         loop {
             tokio::select! {
-                m = rx.recv() => {
-                    let Some(m) = m else { break };
-                    handle(m, &mut output, &mut pcap);
-                    // Take what is queued in one go, then flush once.
-                    for _ in 0..4096 {
-                        match rx.try_recv() {
-                            Ok(m) => handle(m, &mut output, &mut pcap),
-                            Err(_) => break,
-                        }
+                open = proxy::next_batch(&mut rx, &mut batch) => {
+                    for m in batch.drain(..) {
+                        handle(m, &mut output, &mut pcap);
                     }
+                    // One write per batch (the timeline trails by a few ms at most).
                     output.flush();
+                    if !open {
+                        break;
+                    }
                 }
                 _ = tick.tick() => {
                     output.tick(proxy::now());

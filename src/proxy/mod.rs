@@ -337,6 +337,40 @@ impl TraceTx {
     }
 }
 
+/// How long the tracer lets copies gather after the first one of a batch.
+/// Waking the tracer thread for every socket read cost the forwarders a
+/// cross-thread wake-up (futex) per read and the tracer a sleep and a wake
+/// per read; one wake-up per batch costs the timeline at most this delay.
+pub const TRACE_BATCH_WAIT: Duration = Duration::from_millis(5);
+/// Messages taken from the channel at most per batch.
+pub const TRACE_BATCH_MAX: usize = 4096;
+
+/// Waits for trace messages and moves a batch of them into `batch`: when idle
+/// it sleeps until the first message comes (no periodic wake-ups), then waits
+/// [`TRACE_BATCH_WAIT`] for more unless a full batch is already queued.
+/// Returns `false` when every sender is gone and the channel is empty (what
+/// `batch` holds then is the last of it). Cancel-safe: messages already
+/// moved stay in `batch`.
+pub async fn next_batch(rx: &mut TraceRx, batch: &mut Vec<TraceMsg>) -> bool {
+    if batch.is_empty() {
+        match rx.recv().await {
+            Some(m) => batch.push(m),
+            None => return false,
+        }
+        if rx.len() < TRACE_BATCH_MAX {
+            tokio::time::sleep(TRACE_BATCH_WAIT).await;
+        }
+    }
+    while batch.len() < TRACE_BATCH_MAX {
+        match rx.try_recv() {
+            Ok(m) => batch.push(m),
+            Err(mpsc::error::TryRecvError::Empty) => break,
+            Err(mpsc::error::TryRecvError::Disconnected) => return false,
+        }
+    }
+    true
+}
+
 /// Releases the byte budget of a processed message (called by the tracer).
 pub fn processed(counters: &TraceCounters, msg: &TraceMsg) {
     if let TraceKind::Data { bytes, .. } = &msg.kind {
