@@ -1,39 +1,48 @@
 #!/usr/bin/env bash
 # Offline decode benchmark: amqptrace against tshark on the same capture, in one run.
 #
-#   scripts/bench-decode.sh [CAPTURE] [--scale]
+#   scripts/bench-decode.sh [CAPTURE...] [--scale]
 #
-# CAPTURE defaults to target/captures/large.pcap (made by `scripts/make-captures.sh --large`
-# when absent). For each tool/mode it prints wall time, MB/s, packets/s, AMQP frames/s, peak
-# RSS and the ratio of amqptrace's MB/s to tshark's. The file is read once beforehand so
-# every run finds it in the page cache. Each figure is the median of RUNS runs (default 3). With --scale it also runs amqptrace at 1x, 2x and 4x
-# the capture length (examples/scale_capture.rs) to show how time and memory grow.
+# Without CAPTURE: target/captures/large.pcap and its variant made of segments of at most
+# 100 bytes, target/captures/large-small-segments.pcap (both made by scripts/make-captures.sh
+# when absent), one table each. For each tool/mode it prints wall time, MB/s, packets/s,
+# AMQP frames/s, peak RSS and the ratio of amqptrace's MB/s to tshark's in the same table.
+# The file is read once beforehand so every run finds it in the page cache. Each figure is
+# the median of RUNS runs (default 3). With --scale it also runs amqptrace at 1x, 2x and 4x
+# the length of the first capture (examples/scale_capture.rs) to show how time and memory grow.
+# The small-segments capture is of the broker leg behind two socats, on port 5684.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
-CAPTURE=${1:-target/captures/large.pcap}
+# Without a CAPTURE argument: the large capture and its small-segments variant, one table each.
+CAPTURES=()
 SCALE=0
-for a in "$@"; do [ "$a" = --scale ] && SCALE=1; done
-[ "${1:-}" = --scale ] && CAPTURE=target/captures/large.pcap
-
-if [ ! -f "$CAPTURE" ]; then
-    echo "no $CAPTURE: making it with scripts/make-captures.sh --large" >&2
-    scripts/make-captures.sh --large
+for a in "$@"; do
+    case "$a" in
+        --scale) SCALE=1 ;;
+        *) CAPTURES+=("$a") ;;
+    esac
+done
+if [ ${#CAPTURES[@]} -eq 0 ]; then
+    CAPTURES=(target/captures/large.pcap target/captures/large-small-segments.pcap)
 fi
+for c in "${CAPTURES[@]}"; do
+    if [ ! -f "$c" ]; then
+        case "$c" in
+            target/captures/large.pcap) flag=--large ;;
+            target/captures/large-small-segments.pcap) flag=--large-small-segments ;;
+            *) echo "no such capture: $c" >&2; exit 2 ;;
+        esac
+        echo "no $c: making it with scripts/make-captures.sh $flag" >&2
+        scripts/make-captures.sh "$flag"
+    fi
+done
 cargo build --release --quiet
 cargo build --release --quiet --example scale_capture
 BIN=target/release/amqptrace
 TIME=/usr/bin/time
 [ -x "$TIME" ] || { echo "needs GNU time (apt-get install time)" >&2; exit 1; }
-
-size=$(stat -c %s "$CAPTURE")
-mb=$(awk -v s="$size" 'BEGIN { printf "%.1f", s / 1e6 }')
-cat "$CAPTURE" > /dev/null # page cache
-packets=$(capinfos -c -M "$CAPTURE" | awk -F: '/Number of packets/ { gsub(/ /, "", $2); print $2 }')
-frames=$($BIN analyze --format counts "$CAPTURE" 2>/dev/null | awk 'NR > 1 && $2 !~ /^(tcp\.|gap|error)/ { n += $1 } END { print n }')
-echo "capture: $CAPTURE  ${mb} MB  ${packets} packets  ${frames} AMQP frames  ($(nproc) cores)"
-printf '%-34s %9s %9s %11s %12s %10s %8s\n' tool/mode wall_s MB/s packets/s frames/s peak_RSS_MB x_tshark
 
 # run LABEL CMD...: times CMD (stdout discarded), prints a row. Sets LAST_MBS.
 TSHARK_MBS=
@@ -60,18 +69,36 @@ run() {
     printf '%-34s %9s %9s %11s %12s %10s %8s\n' "$label" "$wall" "$mbs" "$pps" "$fps" "$((rss / 1024))" "$ratio"
 }
 
-run "tshark -T fields (5 fields)" tshark -n -r "$CAPTURE" -d tcp.port==5672,amqp -Y amqp -T fields \
-    -e frame.time_epoch -e tcp.srcport -e amqp.channel -e amqp.method.class -e amqp.method.method
-run "amqptrace --format jsonl" "$BIN" analyze --format jsonl -o /dev/null "$CAPTURE"
-run "amqptrace --format json (verdicts)" "$BIN" analyze --format json -o /dev/null "$CAPTURE"
-run "amqptrace --format counts" "$BIN" analyze --format counts -o /dev/null "$CAPTURE"
+table() {
+    CAPTURE=$1
+    TSHARK_MBS=
+    size=$(stat -c %s "$CAPTURE")
+    mb=$(awk -v s="$size" 'BEGIN { printf "%.1f", s / 1e6 }')
+    cat "$CAPTURE" > /dev/null # page cache
+    packets=$(capinfos -c -M "$CAPTURE" | awk -F: '/Number of packets/ { gsub(/ /, "", $2); print $2 }')
+    local port=5672
+    case "$CAPTURE" in *small-segments*) port=5684 ;; esac
+    frames=$($BIN analyze --port "$port" --format counts "$CAPTURE" 2>/dev/null | awk 'NR > 1 && $2 !~ /^(tcp\.|gap|error)/ { n += $1 } END { print n }')
+    echo
+    echo "capture: $CAPTURE  ${mb} MB  ${packets} packets  ${frames} AMQP frames  ($(nproc) cores)"
+    printf '%-34s %9s %9s %11s %12s %10s %8s\n' tool/mode wall_s MB/s packets/s frames/s peak_RSS_MB x_tshark
+    run "tshark -T fields (5 fields)" tshark -n -r "$CAPTURE" -d "tcp.port==$port,amqp" -Y amqp -T fields \
+        -e frame.time_epoch -e tcp.srcport -e amqp.channel -e amqp.method.class -e amqp.method.method
+    run "amqptrace --format jsonl" "$BIN" analyze --port "$port" --format jsonl -o /dev/null "$CAPTURE"
+    run "amqptrace --format json (verdicts)" "$BIN" analyze --port "$port" --format json -o /dev/null "$CAPTURE"
+    run "amqptrace --format counts" "$BIN" analyze --port "$port" --format counts -o /dev/null "$CAPTURE"
+}
+
+for c in "${CAPTURES[@]}"; do
+    table "$c"
+done
 
 if [ "$SCALE" = 1 ]; then
     echo
-    echo "scaling (amqptrace --format json): same traffic repeated as new connections"
+    echo "scaling (amqptrace --format json): ${CAPTURES[0]}, its traffic repeated as new connections"
     for n in 1 2 4; do
-        f=target/captures/scaled-${n}x.pcap
-        [ -f "$f" ] || target/release/examples/scale_capture "$CAPTURE" "$f" "$n"
+        f=target/captures/scaled-$(basename "${CAPTURES[0]}" .pcap)-${n}x.pcap
+        [ -f "$f" ] || target/release/examples/scale_capture "${CAPTURES[0]}" "$f" "$n"
         log=$(mktemp)
         "$TIME" -f '%e %M' -o "$log" "$BIN" analyze --format json -o /dev/null "$f" > /dev/null 2>&1 || true
         read -r wall rss < "$log"
