@@ -1,10 +1,18 @@
 //! Source: packets out of pcap and pcapng files, streamed, never loaded whole.
 //!
+//! A regular file is memory-mapped and its blocks parsed in place, the pages
+//! behind the reader dropped from the map as it goes (resident memory stays a
+//! few MiB whatever the file's size); pipes and anything that cannot be mapped
+//! are read in 1 MiB chunks on a second thread. One hazard of the map: another
+//! process truncating the file while it is read ends the run with SIGBUS (a
+//! file still being written by tcpdump only grows, and is read to the length
+//! it had when opened).
+//!
 //! Reads both byte orders, micro- and nanosecond pcap, and pcapng with several
 //! interfaces, each with its own link type and timestamp resolution (what
 //! Wireshark writes when capturing on several interfaces, and what libpcap
 //! refuses to open). Every packet keeps its 1-based number in the file, as
-//! Wireshark numbers it. Several files are merged by time in [`Merged`].
+//! Wireshark numbers it. Several files are merged by time in [`crate::pipeline`].
 //!
 //! This module knows nothing of IP, TCP or AMQP: it hands out link-layer bytes.
 
