@@ -2,8 +2,10 @@
 # Benchmark of `amqptrace proxy` against its anchors, in one run on this machine:
 #   (a) direct       clients straight to RabbitMQ,
 #   (b) socat        a plain TCP forwarder (one process per connection),
-#       haproxy      a plain TCP forwarder (haproxy 2.6, `mode tcp`, default
-#                    threads, config written to a temp dir),
+#       haproxy      a plain TCP forwarder (haproxy 2.6, `mode tcp`, its default
+#                    of one thread per core, config written to a temp dir),
+#       haproxy1     the same with `nbthread 1` (one forwarding thread, as
+#                    amqptrace proxy has),
 #   (c) proxy-jsonl  `amqptrace proxy` writing the JSONL timeline to a file,
 #   (d) proxy-pcap   the same with --pcap,
 #       proxy-quiet  `amqptrace proxy --quiet`: every byte decoded and
@@ -23,14 +25,14 @@
 # the proxy's CPU per GB and its RSS over a run 4x longer (mode proxy-jsonl,
 # 64 KiB).
 #
-#   scripts/bench-proxy.sh                        # SECS=8 per run (long run: 32 s)
+#   scripts/bench-proxy.sh                        # SECS=8 per run, 3 runs (long run: 32 s)
 #   SECS=20 scripts/bench-proxy.sh
-#   RUNS=3 MODES="haproxy proxy-jsonl" SIZES=100 LONG=0 scripts/bench-proxy.sh
+#   RUNS=1 MODES="haproxy1 proxy-jsonl" SIZES=100 LONG=0 scripts/bench-proxy.sh
 #
 # MODES and SIZES pick rows (vs_a needs direct in the same run; SIZES= skips
-# the first table); RUNS=N gives
-# the median of N runs per figure (modes alternate; VERBOSE=1 lists each run);
-# FIXED_RATE=0 skips the fixed-rate table; LONG=0 skips the long run.
+# the first table); each figure is the median of RUNS runs (default 3; modes
+# alternate; VERBOSE=1 lists each run); FIXED_RATE=0 skips the fixed-rate
+# table; LONG=0 skips the long run; AMQPTRACE=path measures another build.
 #
 # Needs the real RabbitMQ on 127.0.0.1:5672 (guest/guest), socat and haproxy
 # (installed from Debian's packages when missing). Not a test: timing figures
@@ -41,9 +43,9 @@ cd "$(dirname "$0")/.."
 
 SECS=${SECS:-8}
 LONG=${LONG:-$((SECS * 4))}
-MODES=${MODES:-direct socat haproxy proxy-quiet proxy-jsonl proxy-pcap}
+MODES=${MODES:-direct socat haproxy haproxy1 proxy-quiet proxy-jsonl proxy-pcap}
 SIZES=${SIZES-100 65536}
-RUNS=${RUNS:-1}
+RUNS=${RUNS:-3}
 FIXED_RATE=${FIXED_RATE:-4000}
 BIN=${CARGO_TARGET_DIR:-target}/release
 # AMQPTRACE=path measures another build of the proxy (e.g. before a change).
@@ -70,9 +72,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cat >"$WORK/haproxy.cfg" <<EOF
+# haproxy_cfg THREADS: a minimal TCP-mode haproxy (THREADS empty: its default,
+# one thread per core).
+haproxy_cfg() {
+    cat <<EOF
 global
     maxconn 4096
+${1:+    nbthread $1}
 defaults
     mode tcp
     timeout connect 10s
@@ -82,6 +88,9 @@ listen amqp
     bind 127.0.0.1:$PORT_HAPROXY
     server rabbit 127.0.0.1:5672
 EOF
+}
+haproxy_cfg "" >"$WORK/haproxy.cfg"
+haproxy_cfg 1 >"$WORK/haproxy1.cfg"
 
 CLK=$(getconf CLK_TCK)
 # CPU seconds of a process and its children, live (utime + stime) or reaped
@@ -108,7 +117,7 @@ tracer_secs() {
 rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 hwm_kb() { awk '/^VmHWM/ { print $2 }' "/proc/$1/status"; }
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
-per_gb() { python3 -c "print(f'{$1 / (2 * $2 / 1e9):.1f}')"; }
+per_gb() { python3 -c "print(f'{$1 / (2 * $2 / 1e9):.3f}')"; }
 
 wait_port() {
     for _ in $(seq 100); do
@@ -128,9 +137,9 @@ start_forwarder() { # mode -> sets FWD_PID and PORT
             socat "TCP-LISTEN:$PORT,bind=127.0.0.1,fork,reuseaddr" TCP:127.0.0.1:5672 &
             FWD_PID=$!
             ;;
-        haproxy)
+        haproxy | haproxy1)
             PORT=$PORT_HAPROXY
-            "$HAPROXY" -db -f "$WORK/haproxy.cfg" 2>"$WORK/haproxy.err" &
+            "$HAPROXY" -db -f "$WORK/$1.cfg" 2>"$WORK/haproxy.err" &
             FWD_PID=$!
             ;;
         proxy-quiet)
@@ -207,7 +216,10 @@ fmt = "%-12s %6s %9s %8s %8s %5s %9s %7s %7s %8s"
 print(fmt % ("mode", "size", "msg/s", "p50_ms", "p99_ms", "vs_a", "cpu_s/GB", "fwd", "trace", "dropped"))
 def med(rs, i, digits):
     v = [float(r[i]) for r in rs if r[i] != "-"]
-    return f"{statistics.median(v):.{digits}f}" if v else "-"
+    if not v:
+        return "-"
+    m = statistics.median(v)
+    return f"{m:.{digits if m >= 10 else digits + 1}f}"
 for mode, size in keys:
     rs = [r for r in rows if (r[0], r[1]) == (mode, size)]
     direct = [float(r[2]) for r in rows if (r[0], r[1]) == ("direct", size)]
