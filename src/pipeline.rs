@@ -248,8 +248,11 @@ impl Driver {
             if holding || !held.is_empty() {
                 *held_n += 1;
                 held.insert((ev.ts, *held_n), ev);
-            } else if !emit(&ev) {
-                *stopped = true;
+            } else {
+                if !emit(&ev) {
+                    *stopped = true;
+                }
+                crate::amqp::fast::recycle(ev);
             }
         };
         self.reassembler.handle(p, &seg, &mut |o: TcpOutput<'_>| {
@@ -279,6 +282,7 @@ impl Driver {
             if !self.stopped && !emit(&ev) {
                 self.stopped = true;
             }
+            crate::amqp::fast::recycle(ev);
         }
     }
 

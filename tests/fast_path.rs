@@ -33,7 +33,13 @@ fn check(frame_type: u8, payload: &[u8], ctx: &str, strings: &mut fast::Strings)
             let (_, class) = parse_class(payload).unwrap_or_else(|e| {
                 panic!("{ctx}: fast path accepted what amq-protocol refuses: {e:?}")
             });
-            assert_eq!(*f, method_from_class(class, payload), "{ctx}");
+            let mut full = method_from_class(class, payload);
+            assert_eq!(*f, full, "{ctx}");
+            // What a spare box is cleared of is all amq-protocol sets for this method.
+            assert!(fast::clear_for_reuse(&mut full), "{ctx}");
+            assert_eq!(full.args, Default::default(), "{ctx}: left after clearing");
+            // Back to the spares: the next method decoded on this thread reuses the box.
+            fast::recycle_frame(amqptrace::event::Frame::Method(f));
             1
         }
         2 => {
@@ -49,6 +55,7 @@ fn check(frame_type: u8, payload: &[u8], ctx: &str, strings: &mut fast::Strings)
                     full.properties.headers = None;
                 }
                 assert_eq!(*f, full, "{ctx}");
+                fast::recycle_frame(amqptrace::event::Frame::ContentHeader(f));
                 n = 1;
             }
             n

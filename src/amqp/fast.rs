@@ -11,7 +11,8 @@
 //! generated frames (`tests/fast_path.rs`).
 
 use crate::event::{
-    ContentHeader, ContentHeaderTag, Method, MethodArgs, MethodKind, Properties, Text,
+    ContentHeader, ContentHeaderTag, Event, EventKind, Frame, Method, MethodArgs, MethodKind,
+    Properties, Text,
 };
 
 /// The last few values of one kind of string, to hand out again without
@@ -113,11 +114,117 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Boxes of hot methods and content headers whose events have been consumed,
+/// cleared, waiting to carry the next frame: a busy connection then decodes
+/// without allocating a box per frame. Filled by [`recycle`]; it is only an
+/// allocation cache, invisible in what the decoder produces.
+// The boxes are the point: they are the allocations handed out again.
+#[allow(clippy::vec_box)]
+struct Spares {
+    methods: Vec<Box<Method>>,
+    headers: Vec<Box<ContentHeader>>,
+}
+
+/// Boxes kept at most of each kind (a few per connection in flight is plenty).
+const SPARES_MAX: usize = 64;
+
+thread_local! {
+    static SPARES: std::cell::RefCell<Spares> = const {
+        std::cell::RefCell::new(Spares { methods: Vec::new(), headers: Vec::new() })
+    };
+}
+
+/// A cleared method box: a spare one, or a new one built in place (`Box::write`
+/// into a fresh allocation lets the compiler build the few hundred bytes in
+/// the box rather than on the stack and copy them).
+fn spare_method() -> Box<Method> {
+    SPARES
+        .with_borrow_mut(|s| s.methods.pop())
+        .unwrap_or_else(|| {
+            Box::write(
+                Box::new_uninit(),
+                Method {
+                    method: MethodKind::BasicAck,
+                    args: MethodArgs::default(),
+                },
+            )
+        })
+}
+
+fn spare_header() -> Box<ContentHeader> {
+    SPARES
+        .with_borrow_mut(|s| s.headers.pop())
+        .unwrap_or_else(|| {
+            Box::write(
+                Box::new_uninit(),
+                ContentHeader {
+                    method: ContentHeaderTag,
+                    class_id: 0,
+                    body_size: 0,
+                    properties: Properties::default(),
+                },
+            )
+        })
+}
+
+/// Clears a method of a hot kind (the fields this module sets for it, which are
+/// the fields amq-protocol's parse sets for it too: `tests/fast_path.rs`
+/// checks both); returns false, leaving it as it is, for any other kind.
+pub fn clear_for_reuse(m: &mut Method) -> bool {
+    use MethodKind as K;
+    if !matches!(
+        m.method,
+        K::BasicDeliver | K::BasicAck | K::BasicNack | K::BasicReject | K::BasicPublish
+    ) {
+        return false;
+    }
+    let a = &mut m.args;
+    a.consumer_tag = None;
+    a.delivery_tag = None;
+    a.redelivered = None;
+    a.exchange = None;
+    a.routing_key = None;
+    a.multiple = None;
+    a.requeue = None;
+    a.mandatory = None;
+    a.immediate = None;
+    true
+}
+
+/// Takes back the box an event carries, once every consumer has seen the
+/// event, for the decoder to fill again (see [`Spares`]).
+pub fn recycle(ev: Event) {
+    if let EventKind::Frame { frame, .. } = ev.kind {
+        recycle_frame(frame);
+    }
+}
+
+/// [`recycle`] for a frame on its own.
+pub fn recycle_frame(frame: Frame) {
+    match frame {
+        Frame::Method(mut m) => {
+            let reusable = clear_for_reuse(&mut m);
+            SPARES.with_borrow_mut(|s| {
+                if reusable && s.methods.len() < SPARES_MAX {
+                    s.methods.push(m);
+                }
+            });
+        }
+        Frame::ContentHeader(mut h) => {
+            h.properties = Properties::default();
+            SPARES.with_borrow_mut(|s| {
+                if s.headers.len() < SPARES_MAX {
+                    s.headers.push(h);
+                }
+            });
+        }
+        _ => {}
+    }
+}
+
 /// The method in `payload` (class id, method id, arguments), if it is one of
-/// the hot methods and reads cleanly to the last byte. Boxed here, and filled
-/// in place: a `Method` is a few hundred bytes, and building it on the stack
-/// to move it into a box afterwards cost two copies per frame (`Box::write`
-/// into a fresh allocation lets the compiler build it in the box directly).
+/// the hot methods and reads cleanly to the last byte. Filled in a spare box
+/// (see [`Spares`]).
 pub fn method(payload: &[u8], strings: &mut Strings) -> Option<Box<Method>> {
     let mut r = Reader { b: payload, pos: 0 };
     let class_id = r.u16()?;
@@ -125,13 +232,7 @@ pub fn method(payload: &[u8], strings: &mut Strings) -> Option<Box<Method>> {
     if class_id != 60 || !matches!(method_id, 40 | 60 | 80 | 90 | 120) {
         return None;
     }
-    let mut m = Box::write(
-        Box::new_uninit(),
-        Method {
-            method: MethodKind::BasicAck,
-            args: MethodArgs::default(),
-        },
-    );
+    let mut m = spare_method();
     let a = &mut m.args;
     m.method = match method_id {
         60 => {
@@ -209,15 +310,9 @@ pub fn content_header(
     if class_id != 60 || flags & 1 != 0 {
         return None;
     }
-    let mut h = Box::write(
-        Box::new_uninit(),
-        ContentHeader {
-            method: ContentHeaderTag,
-            class_id,
-            body_size,
-            properties: Properties::default(),
-        },
-    );
+    let mut h = spare_header();
+    h.class_id = class_id;
+    h.body_size = body_size;
     let p = &mut h.properties;
     let has = |bit: u16| flags & bit != 0;
     if has(P_CONTENT_TYPE) {
