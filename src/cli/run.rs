@@ -122,10 +122,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         .with_context(|| format!("cannot create {}", args.artifacts.display()))?;
     let files = ArtifactFiles::create(&args.artifacts)?;
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One forwarding thread, as in `amqptrace proxy` (see there for the figures).
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .thread_name("amqptrace-proxy")
         .build()
         .context("cannot start the async runtime")?;
     let listener = rt
@@ -484,12 +483,17 @@ fn trace_loop(
     rt.block_on(async {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut batch = Vec::with_capacity(proxy::TRACE_BATCH_MAX);
         loop {
             tokio::select! {
-                m = rx.recv() => {
-                    let Some(m) = m else { break };
-                    proxy::processed(&counters, &m);
-                    rec.handle(&m);
+                open = proxy::next_batch(&mut rx, &mut batch) => {
+                    for m in batch.drain(..) {
+                        proxy::processed(&counters, &m);
+                        rec.handle(&m);
+                    }
+                    if !open {
+                        break;
+                    }
                 }
                 _ = tick.tick() => rec.flush(),
                 // A signal was passed on to the command: should the command
