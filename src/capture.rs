@@ -228,7 +228,7 @@ struct Mapped {
     released: usize,
 }
 
-const RELEASE_STEP: usize = 8 << 20;
+const RELEASE_STEP: usize = 4 << 20;
 
 impl Backing for Mapped {
     fn bytes(&self) -> &[u8] {
