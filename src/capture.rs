@@ -193,10 +193,7 @@ impl CaptureReader<'static> {
             if let Ok(map) = unsafe { memmap2::MmapOptions::new().len(len as usize).map(&file) } {
                 #[cfg(unix)]
                 let _ = map.advise(memmap2::Advice::Sequential);
-                let mapped = Mapped { map, released: 0 };
-                mapped.populate(0);
-                mapped.populate(RELEASE_STEP);
-                return CaptureReader::from_backing(mapped, path);
+                return CaptureReader::from_backing(Mapped::new(map), path);
             }
         }
         CaptureReader::new(ReadAhead::spawn(file), path)
@@ -220,55 +217,108 @@ impl<B: AsRef<[u8]> + Send> Backing for Plain<B> {
     }
 }
 
-/// A mapped capture file. Pages already read are dropped from the map every
-/// [`RELEASE_STEP`] bytes: they stay in the page cache, but not in this
-/// process's resident set, which would otherwise grow to the size of the file.
+/// A mapped capture file. The page-table work a map costs is done on a second
+/// thread, off the decoding one: it maps the pages of the next steps before the
+/// parser reaches them (one call per [`MAP_STEP`] instead of a page fault every
+/// few pages), and drops the pages already read from the map (they stay in the
+/// page cache, but leave this process's resident set, which would otherwise
+/// grow to the size of the file).
 struct Mapped {
-    map: memmap2::Mmap,
+    map: std::sync::Arc<memmap2::Mmap>,
+    /// Start of the first step not yet handed to the mapper thread to release.
     released: usize,
+    mapper: Option<std::sync::mpsc::Sender<MapWork>>,
 }
 
-const RELEASE_STEP: usize = 4 << 20;
+const MAP_STEP: usize = 4 << 20;
+/// Steps mapped ahead of the one being read.
+const MAP_AHEAD: usize = 2;
+
+/// What the mapper thread does to a range of the map.
+enum MapWork {
+    Populate(usize, usize),
+    Release(usize, usize),
+}
+
+impl Mapped {
+    fn new(map: memmap2::Mmap) -> Self {
+        let map = std::sync::Arc::new(map);
+        let (tx, rx) = std::sync::mpsc::channel::<MapWork>();
+        let theirs = map.clone();
+        let spawned = std::thread::Builder::new()
+            .name("amqptrace-map".into())
+            .spawn(move || {
+                for work in rx {
+                    mapper_do(&theirs, work);
+                }
+            });
+        let mapped = Mapped {
+            map,
+            released: 0,
+            mapper: spawned.ok().map(|_| tx),
+        };
+        for step in 0..=MAP_AHEAD {
+            mapped.send(MapWork::Populate(step * MAP_STEP, MAP_STEP));
+        }
+        mapped
+    }
+
+    /// Hands work to the mapper thread; without one (it could not start), the
+    /// pages are simply faulted in and kept, as with any map.
+    fn send(&self, work: MapWork) {
+        if let Some(tx) = &self.mapper {
+            let _ = tx.send(work);
+        }
+    }
+}
+
+fn mapper_do(map: &memmap2::Mmap, work: MapWork) {
+    let clamp =
+        |from: usize, len: usize| (from.min(map.len()), len.min(map.len().saturating_sub(from)));
+    match work {
+        MapWork::Populate(from, len) => {
+            let (from, len) = clamp(from, len);
+            #[cfg(target_os = "linux")]
+            if len > 0 {
+                // Linux 5.14+; an older kernel refuses it and the parser faults pages in.
+                let _ = map.advise_range(memmap2::Advice::PopulateRead, from, len);
+            }
+            #[cfg(not(target_os = "linux"))]
+            let _ = (from, len);
+        }
+        MapWork::Release(from, len) => {
+            let (from, len) = clamp(from, len);
+            #[cfg(unix)]
+            if len > 0 {
+                // SAFETY: the map is a private, read-only map of a file, and the
+                // parser is past this range for good: packets borrow the reader
+                // only until its next call, and the range is released on a later
+                // one. Were it read again, its pages would fault back in from the
+                // file, never read as zeroes.
+                let _ = unsafe {
+                    map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, len)
+                };
+            }
+            #[cfg(not(unix))]
+            let _ = (from, len);
+        }
+    }
+}
 
 impl Backing for Mapped {
     fn bytes(&self) -> &[u8] {
         &self.map
     }
     fn release(&mut self, offset: usize) {
-        if offset < self.released + RELEASE_STEP {
-            return;
+        // Only whole steps entirely behind the parser.
+        while offset >= self.released + MAP_STEP {
+            self.send(MapWork::Release(self.released, MAP_STEP));
+            self.released += MAP_STEP;
+            self.send(MapWork::Populate(
+                self.released + MAP_AHEAD * MAP_STEP,
+                MAP_STEP,
+            ));
         }
-        let upto = offset & !(RELEASE_STEP - 1);
-        #[cfg(unix)]
-        {
-            // SAFETY: the map is a private, read-only map of a file, and no slice
-            // into the released range is alive (packets borrow the reader until the
-            // next call, and `consume` runs on that call). Reading the range again
-            // would fault the pages back in from the file, never see zeroes.
-            let _ = unsafe {
-                self.map.unchecked_advise_range(
-                    memmap2::UncheckedAdvice::DontNeed,
-                    self.released,
-                    upto - self.released,
-                )
-            };
-        }
-        self.released = upto;
-        self.populate(upto + RELEASE_STEP);
-    }
-}
-
-impl Mapped {
-    /// Maps the next step's pages in one call ahead of the parser, rather than
-    /// one page fault per few pages as it reads (Linux 5.14+; elsewhere a no-op).
-    fn populate(&self, from: usize) {
-        #[cfg(target_os = "linux")]
-        if from < self.map.len() {
-            let len = RELEASE_STEP.min(self.map.len() - from);
-            let _ = self.map.advise_range(memmap2::Advice::PopulateRead, from, len);
-        }
-        #[cfg(not(target_os = "linux"))]
-        let _ = from;
     }
 }
 
@@ -940,6 +990,35 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_mapped_file_larger_than_several_map_steps_reads_like_a_stream() {
+        // 24 MiB of packets: the mapper thread populates ahead and releases behind
+        // the parser several times over.
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&[0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0]);
+        bytes.extend_from_slice(&[0; 8]);
+        bytes.extend_from_slice(&65535u32.to_le_bytes());
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        let mut n = 0u32;
+        while bytes.len() < 6 * MAP_STEP {
+            let len = 200 + (n % 1300);
+            bytes.extend_from_slice(&n.to_le_bytes());
+            bytes.extend_from_slice(&0u32.to_le_bytes());
+            bytes.extend_from_slice(&len.to_le_bytes());
+            bytes.extend_from_slice(&len.to_le_bytes());
+            bytes.extend((0..len).map(|i| (i as u32 ^ n) as u8));
+            n += 1;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("big.pcap");
+        std::fs::write(&path, &bytes).expect("write capture");
+        let mapped = outcome(CaptureReader::open(&path));
+        let streamed = outcome(CaptureReader::new(&bytes[..], &path));
+        assert_eq!(mapped.1, "end");
+        assert_eq!(mapped.0.len(), n as usize);
+        assert!(mapped == streamed, "the mapped file read differently");
     }
 
     #[test]
