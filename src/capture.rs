@@ -1008,7 +1008,7 @@ mod tests {
             bytes.extend_from_slice(&0u32.to_le_bytes());
             bytes.extend_from_slice(&len.to_le_bytes());
             bytes.extend_from_slice(&len.to_le_bytes());
-            bytes.extend((0..len).map(|i| (i as u32 ^ n) as u8));
+            bytes.extend((0..len).map(|i| (i ^ n) as u8));
             n += 1;
         }
         let dir = tempfile::tempdir().expect("temp dir");
