@@ -95,6 +95,9 @@ enum State {
     Dead,
 }
 
+/// Buffer capacity an empty decoder keeps (bigger frames borrow more while they last).
+const BUF_KEEP: usize = 16 << 10;
+
 /// Decoder for the bytes of one direction.
 #[derive(Debug)]
 pub struct FrameDecoder {
@@ -155,7 +158,7 @@ impl FrameDecoder {
     pub fn feed<F: FnMut(Decoded)>(&mut self, mut data: &[u8], out: &mut F) {
         if self.state == State::Frames && self.pos == self.buf.len() {
             self.compact();
-            self.buf.clear();
+            self.clear_buf();
             let mut p = 0;
             while data.len() - p >= FRAME_HEADER_LEN {
                 let avail = &data[p..];
@@ -206,6 +209,16 @@ impl FrameDecoder {
         self.buf.clear();
         self.pos = 0;
         self.state = State::Resync;
+    }
+
+    /// Empties the buffer; one grown by a large frame is given back, so that an
+    /// idle connection holds no more than [`BUF_KEEP`] whatever it once carried.
+    fn clear_buf(&mut self) {
+        if self.buf.capacity() > BUF_KEEP {
+            self.buf = Vec::new();
+        } else {
+            self.buf.clear();
+        }
     }
 
     fn compact(&mut self) {
@@ -337,7 +350,7 @@ impl FrameDecoder {
         let item = decode_payload(frame_type, channel, payload, &self.cfg, &mut self.strings);
         self.pos += total;
         if self.pos == self.buf.len() {
-            self.buf.clear();
+            self.clear_buf();
             self.base += self.pos as u64;
             self.pos = 0;
         }
