@@ -44,29 +44,50 @@ BIN=target/release/amqptrace
 TIME=/usr/bin/time
 [ -x "$TIME" ] || { echo "needs GNU time (apt-get install time)" >&2; exit 1; }
 
-# run LABEL CMD...: times CMD (stdout discarded), prints a row. Sets LAST_MBS.
+# run LIMIT LABEL CMD...: times CMD (stdout discarded), prints a row. The first row of a
+# table (tshark) is the anchor of the x_tshark column. Wall time comes from bash's
+# EPOCHREALTIME (microseconds; GNU time's %e moves in 10 ms steps, a tenth of an amqptrace
+# run), peak RSS from GNU time. A run longer than LIMIT seconds is stopped (tshark:
+# TSHARK_TIMEOUT, default 600): its time is then a lower bound, shown as '>T', and every
+# ratio against it is a lower bound too, shown as '>=R'.
 TSHARK_MBS=
+TSHARK_CUT=
 run() {
-    local label=$1
-    shift
+    local limit=$1 label=$2
+    shift 2
     # The median of RUNS runs (default 3): single runs on a shared machine vary by 30%.
-    local log walls=() rss=0 w r
+    local log walls=() rss=0 w r t0 t1 st cut=
     log=$(mktemp)
     for _ in $(seq "${RUNS:-3}"); do
-        "$TIME" -f '%e %M' -o "$log" "$@" > /dev/null 2>/dev/null || true
-        read -r w r < "$log"
+        t0=$EPOCHREALTIME
+        : > "$log"
+        st=0
+        timeout "$limit" "$TIME" -f '%e %M' -o "$log" "$@" > /dev/null 2>/dev/null || st=$?
+        [ "$st" -eq 124 ] && cut=1
+        t1=$EPOCHREALTIME
+        w=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+        r=$(awk '{ print $2 }' "$log" 2>/dev/null || true)
         walls+=("$w")
-        [ "$r" -gt "$rss" ] && rss=$r
+        [ -n "$r" ] && [ "$r" -gt "$rss" ] && rss=$r
+        [ -n "$cut" ] && break # one stopped run is enough to know it is slower than that
     done
     rm -f "$log"
     wall=$(printf '%s\n' "${walls[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
-    local mbs pps fps ratio
+    local mbs pps fps ratio shown=$wall
     mbs=$(awk -v s="$size" -v w="$wall" 'BEGIN { printf "%.1f", s / 1e6 / (w > 0 ? w : 0.001) }')
     pps=$(awk -v p="$packets" -v w="$wall" 'BEGIN { printf "%.0f", p / (w > 0 ? w : 0.001) }')
     fps=$(awk -v f="$frames" -v w="$wall" 'BEGIN { printf "%.0f", f / (w > 0 ? w : 0.001) }')
-    if [ -z "$TSHARK_MBS" ]; then TSHARK_MBS=$mbs; fi
+    if [ -z "$TSHARK_MBS" ]; then
+        TSHARK_MBS=$mbs
+        TSHARK_CUT=$cut
+    fi
+    local rates=("$mbs" "$pps" "$fps")
+    [ -n "$cut" ] && shown=">$wall" && rates=("<$mbs" "<$pps" "<$fps")
     ratio=$(awk -v a="$mbs" -v t="$TSHARK_MBS" 'BEGIN { printf "%.1f", a / t }')
-    printf '%-34s %9s %9s %11s %12s %10s %8s\n' "$label" "$wall" "$mbs" "$pps" "$fps" "$((rss / 1024))" "$ratio"
+    [ -n "$TSHARK_CUT" ] && ratio=">=$ratio"
+    local rss_mb=$((rss / 1024))
+    [ "$rss" -eq 0 ] && rss_mb=- # stopped before GNU time could report it
+    printf '%-34s %9s %9s %11s %12s %10s %8s\n' "$label" "$shown" "${rates[@]}" "$rss_mb" "$ratio"
 }
 
 table() {
@@ -82,11 +103,11 @@ table() {
     echo
     echo "capture: $CAPTURE  ${mb} MB  ${packets} packets  ${frames} AMQP frames  ($(nproc) cores)"
     printf '%-34s %9s %9s %11s %12s %10s %8s\n' tool/mode wall_s MB/s packets/s frames/s peak_RSS_MB x_tshark
-    run "tshark -T fields (5 fields)" tshark -n -r "$CAPTURE" -d "tcp.port==$port,amqp" -Y amqp -T fields \
+    run "${TSHARK_TIMEOUT:-600}" "tshark -T fields (5 fields)" tshark -n -r "$CAPTURE" -d "tcp.port==$port,amqp" -Y amqp -T fields \
         -e frame.time_epoch -e tcp.srcport -e amqp.channel -e amqp.method.class -e amqp.method.method
-    run "amqptrace --format jsonl" "$BIN" analyze --port "$port" --format jsonl -o /dev/null "$CAPTURE"
-    run "amqptrace --format json (verdicts)" "$BIN" analyze --port "$port" --format json -o /dev/null "$CAPTURE"
-    run "amqptrace --format counts" "$BIN" analyze --port "$port" --format counts -o /dev/null "$CAPTURE"
+    run 600 "amqptrace --format jsonl" "$BIN" analyze --port "$port" --format jsonl -o /dev/null "$CAPTURE"
+    run 600 "amqptrace --format json (verdicts)" "$BIN" analyze --port "$port" --format json -o /dev/null "$CAPTURE"
+    run 600 "amqptrace --format counts" "$BIN" analyze --port "$port" --format counts -o /dev/null "$CAPTURE"
 }
 
 for c in "${CAPTURES[@]}"; do
