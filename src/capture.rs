@@ -172,7 +172,8 @@ impl CaptureReader<'static> {
             path: path.to_path_buf(),
             source,
         })?;
-        if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+        let meta = file.metadata().ok();
+        if meta.as_ref().is_some_and(|m| m.is_dir()) {
             return Err(CaptureError::Open {
                 path: path.to_path_buf(),
                 source: io::Error::other("is a directory"),
@@ -181,11 +182,7 @@ impl CaptureReader<'static> {
         // A regular file is mapped and parsed in place: no copy out of the page cache,
         // none into a parser buffer. Anything else (a pipe, a device), or a map that
         // fails, is read in chunks on a second thread.
-        let len = file
-            .metadata()
-            .map(|m| m.is_file().then_some(m.len()))
-            .ok()
-            .flatten();
+        let len = meta.filter(|m| m.is_file()).map(|m| m.len());
         if let Some(len) = len.filter(|&l| l > 0) {
             // SAFETY: the map is read-only and private to this process. The one hazard is
             // another process truncating the file while it is mapped (SIGBUS); a capture
@@ -330,13 +327,15 @@ impl Backing for Mapped {
 struct SliceReader<B> {
     backing: B,
     pos: usize,
-    /// pcap: the file header, handed out first like `LegacyPcapReader` does.
-    legacy: Option<pcap_parser::PcapHeader>,
+    /// pcap: the file header, handed out first like `LegacyPcapReader` does, and
+    /// the record parser its byte order and format call for.
+    legacy: Option<(pcap_parser::PcapHeader, LegacyParseFn)>,
     /// pcapng: byte order of the current section.
     big_endian: bool,
 }
 
 type ParseResult<'a, T> = nom::IResult<&'a [u8], T, PcapError<&'a [u8]>>;
+type LegacyParseFn = fn(&[u8]) -> ParseResult<'_, pcap_parser::LegacyPcapBlock<'_>>;
 
 impl<B: Backing> SliceReader<B> {
     fn open(backing: B) -> Result<Self, PcapError<&'static [u8]>> {
@@ -350,11 +349,17 @@ impl<B: Backing> SliceReader<B> {
             pcap_parser::pcapng::parse_sectionheaderblock(data).map_err(header_error)?;
             None
         } else {
-            Some(
-                pcap_parser::pcap::parse_pcap_header(data)
-                    .map_err(header_error)?
-                    .1,
-            )
+            let h = pcap_parser::pcap::parse_pcap_header(data)
+                .map_err(header_error)?
+                .1;
+            let parse: LegacyParseFn = if h.is_modified_format() {
+                pcap_parser::pcap::parse_pcap_frame_modified
+            } else if h.is_bigendian() {
+                pcap_parser::pcap::parse_pcap_frame_be
+            } else {
+                pcap_parser::pcap::parse_pcap_frame
+            };
+            Some((h, parse))
         };
         // pcapng: the first section header sets the byte order, as in `PcapNGReader`.
         let big_endian = false;
@@ -381,7 +386,7 @@ impl<B: Backing> SliceReader<B> {
 impl<B: Backing> PcapReaderIterator for SliceReader<B> {
     fn next(&mut self) -> Result<(usize, PcapBlockOwned<'_>), PcapError<&'_ [u8]>> {
         let all = self.backing.bytes();
-        if let (Some(h), 0) = (&self.legacy, self.pos) {
+        if let (Some((h, _)), 0) = (&self.legacy, self.pos) {
             return Ok((h.size(), PcapBlockOwned::from(h.clone())));
         }
         let data = all.get(self.pos..).unwrap_or_default();
@@ -389,14 +394,7 @@ impl<B: Backing> PcapReaderIterator for SliceReader<B> {
             return Err(PcapError::Eof);
         }
         match &self.legacy {
-            Some(h) => {
-                let parse = if h.is_modified_format() {
-                    pcap_parser::pcap::parse_pcap_frame_modified
-                } else if h.is_bigendian() {
-                    pcap_parser::pcap::parse_pcap_frame_be
-                } else {
-                    pcap_parser::pcap::parse_pcap_frame
-                };
+            Some((_, parse)) => {
                 Self::parse_at(data, parse(data)).map(|(n, b)| (n, PcapBlockOwned::from(b)))
             }
             None => {
