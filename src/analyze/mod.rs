@@ -1372,11 +1372,10 @@ impl Analyzer {
         settled.clear();
         if multiple {
             // tag 0 with multiple: everything outstanding on the channel.
-            while let Some(front) = st.unacked.front() {
-                if tag != 0 && front.tag > tag {
+            while st.unacked.front().is_some_and(|f| tag == 0 || f.tag <= tag) {
+                let Some(e) = st.unacked.pop_front() else {
                     break;
-                }
-                let e = st.unacked.pop_front().expect("front exists");
+                };
                 if e.settled {
                     st.tombstones -= 1;
                 } else {
