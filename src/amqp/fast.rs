@@ -203,23 +203,29 @@ pub fn recycle(ev: Event) {
 pub fn recycle_frame(frame: Frame) {
     match frame {
         Frame::Method(mut m) => {
+            // Other kinds may carry any field: they are simply freed.
             let reusable = clear_for_reuse(&mut m);
-            SPARES.with_borrow_mut(|s| {
-                if reusable && s.methods.len() < SPARES_MAX {
-                    s.methods.push(m);
-                }
-            });
+            if reusable {
+                keep(m, |s| &mut s.methods);
+            }
         }
         Frame::ContentHeader(mut h) => {
             h.properties = Properties::default();
-            SPARES.with_borrow_mut(|s| {
-                if s.headers.len() < SPARES_MAX {
-                    s.headers.push(h);
-                }
-            });
+            keep(h, |s| &mut s.headers);
         }
         _ => {}
     }
+}
+
+/// Keeps a cleared box in its list of spares, unless [`SPARES_MAX`] are kept already.
+#[allow(clippy::vec_box)]
+fn keep<T>(b: Box<T>, list: fn(&mut Spares) -> &mut Vec<Box<T>>) {
+    SPARES.with_borrow_mut(|s| {
+        let list = list(s);
+        if list.len() < SPARES_MAX {
+            list.push(b);
+        }
+    });
 }
 
 /// The method in `payload` (class id, method id, arguments), if it is one of
