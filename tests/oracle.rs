@@ -655,6 +655,24 @@ fn method_frames_equal_tsharks_on_every_capture() {
     );
 }
 
+/// A `channel.open` frame on channel `ch`, for the synthesised captures.
+fn channel_open(ch: u16) -> Vec<u8> {
+    use amq_protocol::protocol::{channel, AMQPClass};
+    util::method_frame(
+        ch,
+        AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
+    )
+}
+
+/// A `channel.open-ok` frame on channel `ch`, for the synthesised captures.
+fn channel_open_ok(ch: u16) -> Vec<u8> {
+    use amq_protocol::protocol::{channel, AMQPClass};
+    util::method_frame(
+        ch,
+        AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
+    )
+}
+
 /// No committed capture has a lost segment any more (the first recording of
 /// dramatiq-wrong-queue had two, and was re-recorded), so the `lost`
 /// exception is exercised on a synthesised capture: hand-built packets (see
@@ -665,27 +683,14 @@ fn a_lost_segment_is_compared_past_the_hole() {
     if !util::tshark_available() {
         return;
     }
-    use amq_protocol::protocol::{channel, AMQPClass};
-    let open = |ch| {
-        util::method_frame(
-            ch,
-            AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
-        )
-    };
-    let open_ok = |ch| {
-        util::method_frame(
-            ch,
-            AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
-        )
-    };
     let mut segments = util::handshake("PLAIN", "\0guest\0guest".into());
     segments.push(util::Segment {
         captured: false,
-        ..util::segment(true, util::PSH_ACK, &open(1))
+        ..util::segment(true, util::PSH_ACK, &channel_open(1))
     });
-    segments.push(util::segment(true, util::PSH_ACK, &open(2)));
-    segments.push(util::segment(false, util::PSH_ACK, &open_ok(1)));
-    segments.push(util::segment(false, util::PSH_ACK, &open_ok(2)));
+    segments.push(util::segment(true, util::PSH_ACK, &channel_open(2)));
+    segments.push(util::segment(false, util::PSH_ACK, &channel_open_ok(1)));
+    segments.push(util::segment(false, util::PSH_ACK, &channel_open_ok(2)));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("synthesised-lost-segment.pcap");
     std::fs::write(&path, util::synthesised_tcp_pcap(40_003, 5672, &segments)).unwrap();
@@ -732,23 +737,10 @@ fn a_capture_starting_inside_a_frame_is_compared_on_the_rest() {
     if !util::tshark_available() {
         return;
     }
-    use amq_protocol::protocol::{channel, AMQPClass};
-    let open = |ch| {
-        util::method_frame(
-            ch,
-            AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
-        )
-    };
-    let open_ok = |ch| {
-        util::method_frame(
-            ch,
-            AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
-        )
-    };
     let mut whole = util::handshake("PLAIN", "\0guest\0guest".into());
     for ch in 1..=25 {
-        whole.push(util::segment(true, util::PSH_ACK, &open(ch)));
-        whole.push(util::segment(false, util::PSH_ACK, &open_ok(ch)));
+        whole.push(util::segment(true, util::PSH_ACK, &channel_open(ch)));
+        whole.push(util::segment(false, util::PSH_ACK, &channel_open_ok(ch)));
     }
     let mut cut: Vec<util::Segment> = util::handshake("PLAIN", "\0guest\0guest".into())
         .into_iter()
@@ -757,7 +749,7 @@ fn a_capture_starting_inside_a_frame_is_compared_on_the_rest() {
             ..s
         })
         .collect();
-    let first = open(1);
+    let first = channel_open(1);
     cut.push(util::Segment {
         captured: false,
         ..util::segment(true, util::PSH_ACK, &first[..5])
@@ -765,10 +757,10 @@ fn a_capture_starting_inside_a_frame_is_compared_on_the_rest() {
     cut.push(util::segment(
         true,
         util::PSH_ACK,
-        &[&first[5..], &open(2)[..]].concat(),
+        &[&first[5..], &channel_open(2)[..]].concat(),
     ));
-    cut.push(util::segment(false, util::PSH_ACK, &open_ok(1)));
-    cut.push(util::segment(false, util::PSH_ACK, &open_ok(2)));
+    cut.push(util::segment(false, util::PSH_ACK, &channel_open_ok(1)));
+    cut.push(util::segment(false, util::PSH_ACK, &channel_open_ok(2)));
     let mut pcap = util::synthesised_tcp_pcap(40_010, 5672, &whole);
     pcap.extend_from_slice(&util::synthesised_tcp_pcap(40_011, 5672, &cut)[24..]);
     let dir = tempfile::tempdir().unwrap();
