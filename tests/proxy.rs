@@ -237,6 +237,20 @@ fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
     v
 }
 
+/// A server-named queue only this connection sees (deleted with it).
+async fn exclusive_queue(ch: &lapin::Channel) -> lapin::Queue {
+    ch.queue_declare(
+        "".into(),
+        QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap()
+}
+
 async fn connect(uri: &str) -> Connection {
     Connection::connect(uri, ConnectionProperties::default())
         .await
@@ -404,17 +418,7 @@ async fn two_hundred_concurrent_connections() {
         tasks.push(tokio::spawn(async move {
             let conn = connect(&uri).await;
             let ch = conn.create_channel().await.unwrap();
-            let q = ch
-                .queue_declare(
-                    "".into(),
-                    QueueDeclareOptions {
-                        exclusive: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .unwrap();
+            let q = exclusive_queue(&ch).await;
             ch.basic_publish(
                 "".into(),
                 q.name().as_str().into(),
@@ -796,17 +800,7 @@ async fn sigkill_helper_client() {
     };
     let conn = connect(&uri).await;
     let ch = conn.create_channel().await.unwrap();
-    let q = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let q = exclusive_queue(&ch).await;
     let _consumer = ch
         .basic_consume(
             q.name().as_str().into(),
