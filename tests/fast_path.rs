@@ -10,9 +10,7 @@ use amq_protocol::frame::{gen_frame, AMQPFrame};
 use amq_protocol::protocol::{basic, parse_class, AMQPClass, BasicProperties};
 use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 use amqptrace::amqp::{convert, fast, method_from_class};
-use amqptrace::capture::CaptureReader;
-use amqptrace::link;
-use amqptrace::tcp::{PacketRef, Reassembler, TcpEvent, TcpOutput};
+use amqptrace::tcp::{Reassembler, TcpEvent, TcpOutput};
 use proptest::prelude::*;
 
 mod util;
@@ -72,21 +70,9 @@ fn fast_path_agrees_with_amq_protocol_on_every_captured_frame() {
     for path in paths {
         // Reassemble every direction that starts inside the capture, then walk its frames.
         let mut streams: HashMap<(u64, std::net::SocketAddr), (bool, Vec<u8>)> = HashMap::new();
-        let mut r = CaptureReader::open(&path).expect("capture opens");
         let mut re = Reassembler::new();
-        let mut seq = 0;
-        while let Ok(Some(pkt)) = r.next_packet() {
-            let Ok(seg) = link::tcp_segment(pkt.linktype, pkt.data) else {
-                continue;
-            };
-            seq += 1;
-            let p = PacketRef {
-                file: 0,
-                frame: pkt.frame,
-                ts: pkt.ts,
-                seq,
-            };
-            re.handle(p, &seg, &mut |o: TcpOutput<'_>| {
+        util::for_each_tcp_segment(&path, |p, seg| {
+            re.handle(p, seg, &mut |o: TcpOutput<'_>| {
                 let e = streams.entry((o.flow, o.src)).or_insert((true, Vec::new()));
                 match o.event {
                     TcpEvent::Data(b) if e.0 => e.1.extend_from_slice(b),
@@ -94,7 +80,7 @@ fn fast_path_agrees_with_amq_protocol_on_every_captured_frame() {
                     _ => {}
                 }
             });
-        }
+        });
         for ((_, src), (_, bytes)) in streams {
             let mut strings = fast::Strings::default();
             let mut pos = if bytes.starts_with(b"AMQP") { 8 } else { 0 };

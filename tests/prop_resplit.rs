@@ -6,11 +6,10 @@
 
 use std::path::{Path, PathBuf};
 
-use amqptrace::capture::CaptureReader;
 use amqptrace::event::Event;
-use amqptrace::link::{self, TcpFlags, TcpSegment};
+use amqptrace::link::{TcpFlags, TcpSegment};
 use amqptrace::stream::{StreamConfig, Tracker};
-use amqptrace::tcp::{PacketRef, Reassembler, TcpOutput};
+use amqptrace::tcp::{Reassembler, TcpOutput};
 use proptest::prelude::*;
 
 mod util;
@@ -31,29 +30,10 @@ impl Rng {
 }
 
 fn decode(path: &Path, mut split: Option<Rng>) -> Vec<Event> {
-    let mut reader = CaptureReader::open(path).expect("committed capture opens");
     let mut reassembler = Reassembler::new();
     let mut tracker = Tracker::new(StreamConfig::default());
     let mut events = Vec::new();
-    let mut seq = 0;
-    let mut last = PacketRef {
-        file: 0,
-        frame: 0,
-        ts: Default::default(),
-        seq: 0,
-    };
-    while let Ok(Some(pkt)) = reader.next_packet() {
-        let Ok(seg) = link::tcp_segment(pkt.linktype, pkt.data) else {
-            continue;
-        };
-        seq += 1;
-        let p = PacketRef {
-            file: 0,
-            frame: pkt.frame,
-            ts: pkt.ts,
-            seq,
-        };
-        last = p;
+    let last = util::for_each_tcp_segment(path, |p, seg| {
         let mut feed = |s: &TcpSegment<'_>| {
             reassembler.handle(p, s, &mut |o: TcpOutput<'_>| {
                 tracker.handle(o, &mut |e| events.push(e))
@@ -79,15 +59,15 @@ fn decode(path: &Path, mut split: Option<Rng>) -> Vec<Event> {
                             rst: seg.flags.rst && lastpiece,
                             ..seg.flags
                         },
-                        ..seg
+                        ..*seg
                     };
                     feed(&piece);
                     start = end;
                 }
             }
-            _ => feed(&seg),
+            _ => feed(seg),
         }
-    }
+    });
     reassembler.finish(last, &mut |o: TcpOutput<'_>| {
         tracker.handle(o, &mut |e| events.push(e))
     });

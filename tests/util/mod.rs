@@ -11,6 +11,36 @@ use amq_protocol::frame::{gen_frame, AMQPFrame, WriteContext};
 use amq_protocol::protocol::{connection, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 
+/// Calls `f` with every TCP segment of the capture at `path` and the packet it
+/// came in, numbered as the pipeline numbers them; returns the last such
+/// packet (for `Reassembler::finish`). Packets that carry no TCP are skipped.
+pub fn for_each_tcp_segment(
+    path: &Path,
+    mut f: impl FnMut(amqptrace::tcp::PacketRef, &amqptrace::link::TcpSegment<'_>),
+) -> amqptrace::tcp::PacketRef {
+    let mut reader =
+        amqptrace::capture::CaptureReader::open(path).expect("committed capture opens");
+    let mut last = amqptrace::tcp::PacketRef {
+        file: 0,
+        frame: 0,
+        ts: Default::default(),
+        seq: 0,
+    };
+    while let Ok(Some(pkt)) = reader.next_packet() {
+        let Ok(seg) = amqptrace::link::tcp_segment(pkt.linktype, pkt.data) else {
+            continue;
+        };
+        last = amqptrace::tcp::PacketRef {
+            file: 0,
+            frame: pkt.frame,
+            ts: pkt.ts,
+            seq: last.seq + 1,
+        };
+        f(last, &seg);
+    }
+    last
+}
+
 /// What one run of the binary produced.
 #[derive(Debug)]
 pub struct Run {
