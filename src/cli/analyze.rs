@@ -1,15 +1,14 @@
 //! `amqptrace analyze`: capture files → timeline, verdicts.
 
 use std::fs::File;
-use std::io::{self, BufWriter, IsTerminal, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::ValueEnum;
 
 use amqptrace::amqp::DecoderConfig;
-use amqptrace::analyze::{write_verdict_block, Analyzer, AnalyzerConfig};
+use amqptrace::analyze::{write_verdict_block, Analyzer};
 use amqptrace::event::Event;
 use amqptrace::pipeline::{self, RunSummary};
 use amqptrace::sink::{ChromeTraceSink, CountsSink, JsonlSink, Sink, TextOptions, TextSink};
@@ -89,22 +88,8 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<u8> {
             ..DecoderConfig::default()
         },
     };
-    let mut analyzer_cfg = AnalyzerConfig::default();
-    if let Some(secs) = args.stall_after {
-        anyhow::ensure!(
-            secs.is_finite() && secs >= 0.0,
-            "--stall-after must be a number of seconds ≥ 0"
-        );
-        analyzer_cfg = analyzer_cfg.with_stall_after(Duration::from_secs_f64(secs));
-    }
-    let to_terminal = args.output.is_none() && io::stdout().is_terminal();
-    let color = match args.color {
-        ColorChoice::Always => true,
-        ColorChoice::Never => false,
-        ColorChoice::Auto => {
-            to_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-        }
-    };
+    let analyzer_cfg = crate::cli::analyzer_config(args.stall_after)?;
+    let color = crate::cli::use_color(args.color, args.output.is_none());
     let out: Box<dyn Write> = match &args.output {
         Some(path) => Box::new(BufWriter::with_capacity(
             1 << 16,

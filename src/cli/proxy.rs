@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::{self, BufWriter, IsTerminal, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -291,10 +291,7 @@ fn trace_loop(
 
 /// Checks the live options and opens `-o FILE` (or stdout).
 pub fn open_output(args: &LiveArgs) -> anyhow::Result<Box<dyn Write + Send>> {
-    anyhow::ensure!(
-        args.stall_after.is_finite() && args.stall_after >= 0.0,
-        "--stall-after must be a number of seconds ≥ 0"
-    );
+    crate::cli::analyzer_config(Some(args.stall_after))?;
     Ok(match &args.output {
         Some(path) => Box::new(BufWriter::with_capacity(
             1 << 16,
@@ -337,16 +334,10 @@ pub struct LiveOutput {
 impl LiveOutput {
     /// Built on the thread that uses it, writing to `w` (from [`open_output`]).
     pub fn new(args: &LiveArgs, w: Box<dyn Write + Send>) -> Self {
+        // Checked by `open_output`, which runs first.
         let cfg =
             AnalyzerConfig::default().with_stall_after(Duration::from_secs_f64(args.stall_after));
-        let to_terminal = args.output.is_none() && io::stdout().is_terminal();
-        let color = match args.color {
-            ColorChoice::Always => true,
-            ColorChoice::Never => false,
-            ColorChoice::Auto => {
-                to_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-            }
-        };
+        let color = crate::cli::use_color(args.color, args.output.is_none());
         let w: Box<dyn Write> = w;
         let out = Shared(Rc::new(RefCell::new(w)));
         let sink: Option<Box<dyn Sink>> = if args.quiet {

@@ -3,12 +3,11 @@
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::Context;
 
 use amqptrace::amqp::DecoderConfig;
-use amqptrace::analyze::{Analyzer, AnalyzerConfig};
+use amqptrace::analyze::Analyzer;
 use amqptrace::event::{Event, Timestamp};
 use amqptrace::pipeline;
 use amqptrace::report::{jsonl, ReportBuilder};
@@ -69,14 +68,7 @@ fn input_kind(path: &Path) -> anyhow::Result<InputKind> {
 }
 
 pub fn run(args: ReportArgs) -> anyhow::Result<u8> {
-    let mut cfg = AnalyzerConfig::default();
-    if let Some(secs) = args.stall_after {
-        anyhow::ensure!(
-            secs.is_finite() && secs >= 0.0,
-            "--stall-after must be a number of seconds ≥ 0"
-        );
-        cfg = cfg.with_stall_after(Duration::from_secs_f64(secs));
-    }
+    let cfg = crate::cli::analyzer_config(args.stall_after)?;
     let mut analyzer = Analyzer::new(cfg);
     let mut builder = ReportBuilder::new();
     let mut last: Option<Timestamp> = None;

@@ -108,10 +108,7 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     let upstream = Upstream::parse(&args.upstream)?;
-    anyhow::ensure!(
-        args.stall_after.is_finite() && args.stall_after >= 0.0,
-        "--stall-after must be a number of seconds ≥ 0"
-    );
+    let analyzer_cfg = crate::cli::analyzer_config(Some(args.stall_after))?;
     for name in &args.env {
         anyhow::ensure!(
             !name.is_empty() && !name.contains(['=', '\0']),
@@ -140,8 +137,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         decoder: DecoderConfig::default(),
         ..StreamConfig::default()
     };
-    let analyzer_cfg =
-        AnalyzerConfig::default().with_stall_after(Duration::from_secs_f64(args.stall_after));
     let (tx, rx, counters) =
         proxy::trace_channel(proxy::TRACE_QUEUE_MESSAGES, proxy::TRACE_QUEUE_BYTES);
     let tracer_counters = counters.clone();
