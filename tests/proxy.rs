@@ -237,6 +237,20 @@ fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
     v
 }
 
+/// Declares the queue `name`, deleted by the broker once its last consumer is gone.
+async fn auto_delete_queue(ch: &lapin::Channel, name: &str) {
+    ch.queue_declare(
+        name.into(),
+        QueueDeclareOptions {
+            auto_delete: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+}
+
 /// A server-named queue only this connection sees (deleted with it).
 async fn exclusive_queue(ch: &lapin::Channel) -> lapin::Queue {
     ch.queue_declare(
@@ -279,17 +293,7 @@ async fn workload(uri: &str, messages: usize) {
     let mut queues = Vec::new();
     for i in 0..2 {
         let q = unique(&format!("wl{i}"));
-        publisher
-            .queue_declare(
-                q.as_str().into(),
-                QueueDeclareOptions {
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+        auto_delete_queue(&publisher, &q).await;
         let ch = conn.create_channel().await.unwrap();
         ch.basic_qos(10, BasicQosOptions::default()).await.unwrap();
         let consumer = ch
@@ -631,16 +635,7 @@ async fn prefetch_stall_reported_live() {
     let conn = connect(&proxy.uri()).await;
     let ch = conn.create_channel().await.unwrap();
     let q = unique("stall");
-    ch.queue_declare(
-        q.as_str().into(),
-        QueueDeclareOptions {
-            auto_delete: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    auto_delete_queue(&ch, &q).await;
     ch.basic_qos(5, BasicQosOptions::default()).await.unwrap();
     let consumer = ch
         .basic_consume(
