@@ -86,6 +86,31 @@ impl AnalyzerConfig {
     }
 }
 
+/// Where the evidence of an analysis ends, and how that end is known. The
+/// wording of a verdict depends on it ("so far" live; "the recording ends" when
+/// the recorder wrote down when it stopped; "the last packet" when the file
+/// records no end, as a pcap from tcpdump).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Horizon {
+    /// Traffic is still flowing (the proxy, a live capture): verdicts are "so far".
+    Live(Timestamp),
+    /// A finished recording whose end is known: a pcapng interface statistics
+    /// block's end time (as dumpcap, the proxy and `run` write it), or the moment
+    /// the proxy or `run` stopped. Never earlier than the last event.
+    Recorded(Timestamp),
+    /// A finished file that records no end: its last packet is the end.
+    LastPacket(Timestamp),
+}
+
+impl Horizon {
+    /// The moment the evidence ends.
+    pub fn at(self) -> Timestamp {
+        match self {
+            Horizon::Live(t) | Horizon::Recorded(t) | Horizon::LastPacket(t) => t,
+        }
+    }
+}
+
 /// A moment in the timeline: when, and which packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Mark {
@@ -1596,18 +1621,26 @@ impl Analyzer {
         }
     }
 
-    /// Verdicts for a finished recording whose last event is at `now` (a
-    /// capture file): time-proven verdicts need `min(stall_after,
-    /// capture_stall_after)` of capture after their evidence.
-    pub fn analysis(&self, now: Timestamp) -> Analysis {
-        let t = self.cfg.stall_after.min(self.cfg.capture_stall_after);
-        verdicts::build(self, now, t)
+    /// Verdicts as of `horizon`: where the evidence ends, and how that end is
+    /// known (see [`Horizon`]).
+    pub fn analyze(&self, horizon: Horizon) -> Analysis {
+        let t = match horizon {
+            Horizon::Live(_) => self.cfg.stall_after,
+            Horizon::Recorded(_) | Horizon::LastPacket(_) => {
+                self.cfg.stall_after.min(self.cfg.capture_stall_after)
+            }
+        };
+        verdicts::build(self, horizon.at(), t)
     }
 
-    /// Verdicts while traffic is still flowing (the proxy): time-proven
-    /// verdicts need `stall_after` after their evidence.
+    /// Verdicts for a file that records no end of its own: its last event is at `now`.
+    pub fn analysis(&self, now: Timestamp) -> Analysis {
+        self.analyze(Horizon::LastPacket(now))
+    }
+
+    /// Verdicts while traffic is still flowing (the proxy, a live capture).
     pub fn live_analysis(&self, now: Timestamp) -> Analysis {
-        verdicts::build(self, now, self.cfg.stall_after)
+        self.analyze(Horizon::Live(now))
     }
 
     /// Unacknowledged deliveries of a consumer (tag, delivered at), oldest first.
