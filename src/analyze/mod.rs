@@ -13,8 +13,11 @@
 //! into a fixed-size histogram per consumer, and a closed connection keeps
 //! only its compact summary.
 
+mod causes;
 mod histogram;
 mod model;
+mod routing;
+mod summary;
 mod text;
 mod verdicts;
 
@@ -32,27 +35,28 @@ use crate::event::{
 
 use histogram::LatencyHistogram;
 pub use model::{
-    Analysis, ConnectionSummary, ConsumerSummary, EvidenceRef, LatencySummary, Scope, Verdict,
-    VerdictKind, SCHEMA,
+    Analysis, Cause, Certainty, ConnectionSummary, ConsumerSummary, EvidenceRef, LatencySummary,
+    Scope, Verdict, VerdictKind, SCHEMA,
 };
 pub use text::write_verdict_block;
 
 /// Thresholds of the verdict rules. `Default` gives the documented defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AnalyzerConfig {
-    /// How long a condition that only the passing of time proves (a full
-    /// prefetch window with no settle, a consumer with no delivery, a connection
-    /// that never consumes, a consume with no consume-ok) must have lasted
-    /// before its verdict is certain while traffic is still flowing
-    /// ([`Analyzer::live_analysis`], the proxy). Default 30 s.
+    /// How long a condition that only the passing of time proves must have
+    /// lasted before its verdict is certain rather than uncertain, while
+    /// traffic is still flowing ([`Horizon::Live`], the proxy): a connection
+    /// that never consumes, a consume with no consume-ok, a full prefetch
+    /// window with nothing in the capture to compare it with. Conditions the
+    /// frames prove (a publish routed away from a consumer's queue, a window
+    /// that stays full while peers settle) need no such wait. Default 5 s:
+    /// clients and brokers answer in milliseconds, so 5 s is three orders of
+    /// magnitude above any reaction time, and short enough for the few
+    /// seconds a test run or a `tcpdump` session holds.
     pub stall_after: Duration,
-    /// The same threshold for a finished recording ([`Analyzer::analysis`]):
-    /// the effective value is `min(stall_after, capture_stall_after)`. A
-    /// capture is a bounded window someone chose to record around a problem;
-    /// 5 s of a live connection with no settle and a full window is already far
-    /// beyond any client's reaction time (ms), and a consumer whose own acks
-    /// have taken longer is given twice its slowest observed settle (see
-    /// `docs/verdicts.md`). Default 5 s. The CLI's `--stall-after` sets both.
+    /// The same threshold for a finished recording ([`Horizon::Recorded`],
+    /// [`Horizon::LastPacket`]): the effective value is `min(stall_after,
+    /// capture_stall_after)`. Default 5 s. The CLI's `--stall-after` sets both.
     pub capture_stall_after: Duration,
     /// Delivery→settle latency p95 at or above which a consumer that keeps
     /// settling is `slow_but_healthy`. Default 500 ms: the verdict is
@@ -69,7 +73,7 @@ pub struct AnalyzerConfig {
 impl Default for AnalyzerConfig {
     fn default() -> Self {
         AnalyzerConfig {
-            stall_after: Duration::from_secs(30),
+            stall_after: Duration::from_secs(5),
             capture_stall_after: Duration::from_secs(5),
             slow_ack: Duration::from_millis(500),
             max_evidence: 12,
@@ -240,6 +244,8 @@ struct ChannelState {
     pending_consumes: VecDeque<u32>,
     pending_content: Option<PendingContent>,
     get_no_ack: bool,
+    /// queue.declare sent, declare-ok not yet seen: (exclusive, auto_delete).
+    pending_declares: VecDeque<(bool, bool)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -309,6 +315,10 @@ pub(crate) struct ConsumerState {
     /// Publish-epoch at registration (see `Destination::after`).
     pub epoch: u64,
     pub qos: Option<QosRec>,
+    /// The channel-wide (global) basic.qos in force while the consumer was
+    /// registered: kept on the consumer so that it outlives the channel and a
+    /// later one is not credited to a consumer already gone.
+    pub channel_qos: Option<QosRec>,
     pub deliveries: u64,
     pub redelivered: u64,
     pub acks: u64,
@@ -324,8 +334,10 @@ pub(crate) struct ConsumerState {
     pub full_since: Option<Mark>,
     pub latency: LatencyHistogram,
     pub end: Option<ConsumerEnd>,
-    /// Fingerprint of the message that made this consumer's redelivery loop.
+    /// Fingerprint of the looping message with the most deliveries to this consumer.
     pub loop_fp: Option<u64>,
+    /// The earliest delivery that brought any message to it for the third time.
+    pub loop_since: Option<Mark>,
 }
 
 impl ConsumerState {
@@ -502,6 +514,8 @@ pub(crate) struct Destination {
 #[derive(Debug, Clone)]
 pub(crate) struct QueueInfo {
     pub declared: Option<Mark>,
+    pub exclusive: bool,
+    pub auto_delete: bool,
     pub message_count: Option<u32>,
     pub consumer_count: Option<u32>,
     pub deleted: Option<(Mark, u32)>,
@@ -866,7 +880,15 @@ impl Analyzer {
                     }
                 }
             }
+            (Dir::C2S, MethodKind::QueueDeclare) => {
+                let st = self.channel_mut(ci, ch);
+                if st.pending_declares.len() < MAX_BINDINGS_PER_QUEUE && a.nowait != Some(true) {
+                    st.pending_declares
+                        .push_back((a.exclusive.unwrap_or(false), a.auto_delete.unwrap_or(false)));
+                }
+            }
             (Dir::S2C, MethodKind::QueueDeclareOk) => {
+                let flags = self.channel_mut(ci, ch).pending_declares.pop_front();
                 if let Some(q) = &a.queue {
                     let c = &mut self.conns[ci as usize];
                     if c.declared_queues.len() < MAX_BINDINGS_PER_QUEUE
@@ -879,6 +901,10 @@ impl Analyzer {
                     info.message_count = a.message_count;
                     info.consumer_count = a.consumer_count;
                     info.deleted = None;
+                    if let Some((exclusive, auto_delete)) = flags {
+                        info.exclusive = exclusive;
+                        info.auto_delete = auto_delete;
+                    }
                 }
             }
             (Dir::C2S, MethodKind::QueueBind) => {
@@ -915,7 +941,15 @@ impl Analyzer {
                 };
                 let st = self.channel_mut(ci, ch);
                 if rec.global {
-                    st.global_qos = Some(rec);
+                    st.global_qos = Some(rec.clone());
+                    // A channel-wide limit applies at once to the consumers registered on it.
+                    let live: Vec<u32> = st.consumers.clone();
+                    for i in live {
+                        let cs = &mut self.consumers[i as usize];
+                        if cs.end.is_none() {
+                            cs.channel_qos = Some(rec.clone());
+                        }
+                    }
                 } else {
                     st.consumer_qos = Some(rec);
                 }
@@ -1147,6 +1181,8 @@ impl Analyzer {
                 q.to_string(),
                 QueueInfo {
                     declared: None,
+                    exclusive: false,
+                    auto_delete: false,
                     message_count: None,
                     consumer_count: None,
                     deleted: None,
@@ -1167,7 +1203,9 @@ impl Analyzer {
         discovered: bool,
     ) -> u32 {
         let idx = self.consumers.len() as u32;
-        let qos = self.channel_mut(ci, ch).consumer_qos.clone();
+        let st = self.channel_mut(ci, ch);
+        let qos = st.consumer_qos.clone();
+        let channel_qos = st.global_qos.clone();
         self.consumers.push(ConsumerState {
             conn: ci,
             channel: ch,
@@ -1181,6 +1219,7 @@ impl Analyzer {
             cancel_requested: None,
             epoch: self.epoch,
             qos: if discovered { None } else { qos },
+            channel_qos,
             deliveries: 0,
             redelivered: 0,
             acks: 0,
@@ -1197,6 +1236,7 @@ impl Analyzer {
             latency: LatencyHistogram::default(),
             end: None,
             loop_fp: None,
+            loop_since: None,
         });
         self.channel_mut(ci, ch).consumers.push(idx);
         self.conns[ci as usize].consumers.push(idx);
@@ -1366,14 +1406,20 @@ impl Analyzer {
         );
         if track.rounds >= LOOP_ROUNDS && track.became_loop.is_none() {
             track.became_loop = Some(p.at);
+        }
+        if track.became_loop.is_some() {
+            let rounds = track.rounds;
             if let Some(i) = p.consumer {
-                self.consumers[i as usize].loop_fp = Some(fingerprint);
-            }
-        } else if track.became_loop.is_some() {
-            if let Some(i) = p.consumer {
-                self.consumers[i as usize]
-                    .loop_fp
-                    .get_or_insert(fingerprint);
+                let cs = &mut self.consumers[i as usize];
+                cs.loop_since.get_or_insert(p.at);
+                // Name the message delivered most often to this consumer.
+                let more = match cs.loop_fp.and_then(|f| self.requeued.get(&f)) {
+                    Some(t) => rounds > t.rounds,
+                    None => true,
+                };
+                if more || cs.loop_fp == Some(fingerprint) {
+                    cs.loop_fp = Some(fingerprint);
+                }
             }
         }
     }
@@ -1630,7 +1676,7 @@ impl Analyzer {
                 self.cfg.stall_after.min(self.cfg.capture_stall_after)
             }
         };
-        verdicts::build(self, horizon.at(), t)
+        verdicts::build(self, horizon, t)
     }
 
     /// Verdicts for a file that records no end of its own: its last event is at `now`.

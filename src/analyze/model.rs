@@ -13,6 +13,7 @@ pub const SCHEMA: &str = "amqptrace.analysis/1";
 #[serde(rename_all = "snake_case")]
 pub enum VerdictKind {
     Healthy,
+    Idle,
     SlowButHealthy,
     NoConsume,
     ConsumeNotConfirmed,
@@ -33,6 +34,7 @@ pub enum VerdictKind {
 impl VerdictKind {
     pub const ALL: &'static [VerdictKind] = &[
         VerdictKind::Healthy,
+        VerdictKind::Idle,
         VerdictKind::SlowButHealthy,
         VerdictKind::NoConsume,
         VerdictKind::ConsumeNotConfirmed,
@@ -54,6 +56,7 @@ impl VerdictKind {
     pub fn name(self) -> &'static str {
         match self {
             VerdictKind::Healthy => "healthy",
+            VerdictKind::Idle => "idle",
             VerdictKind::SlowButHealthy => "slow_but_healthy",
             VerdictKind::NoConsume => "no_consume",
             VerdictKind::ConsumeNotConfirmed => "consume_not_confirmed",
@@ -72,10 +75,13 @@ impl VerdictKind {
         }
     }
 
-    /// `false` for `healthy` and `slow_but_healthy`: everything else makes
-    /// `amqptrace analyze` exit with the "stall found" code.
+    /// `false` for `healthy`, `idle` and `slow_but_healthy`: everything else
+    /// (certain or not) makes `amqptrace analyze` exit with the "stall found" code.
     pub fn is_stall(&self) -> bool {
-        !matches!(self, VerdictKind::Healthy | VerdictKind::SlowButHealthy)
+        !matches!(
+            self,
+            VerdictKind::Healthy | VerdictKind::Idle | VerdictKind::SlowButHealthy
+        )
     }
 
     /// Ordering of the verdict block, most severe first: 0 healthy … 9 the
@@ -83,7 +89,7 @@ impl VerdictKind {
     /// "unknown", not "broken".
     pub fn severity(&self) -> u8 {
         match self {
-            VerdictKind::Healthy => 0,
+            VerdictKind::Healthy | VerdictKind::Idle => 0,
             VerdictKind::SlowButHealthy => 1,
             VerdictKind::CaptureIncomplete => 2,
             VerdictKind::ChannelFlowPaused => 4,
@@ -104,6 +110,27 @@ impl VerdictKind {
 impl std::fmt::Display for VerdictKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// How far the capture proves a verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Certainty {
+    /// The frames prove it (or, where time is the point, enough time passed).
+    Certain,
+    /// The evidence points to it but the capture ends before it can be proven
+    /// (e.g. a prefetch window full at the very end of a quiet capture); the
+    /// explanation says what would make it certain.
+    Uncertain,
+}
+
+impl Certainty {
+    pub fn name(self) -> &'static str {
+        match self {
+            Certainty::Certain => "certain",
+            Certainty::Uncertain => "uncertain",
+        }
     }
 }
 
@@ -198,12 +225,23 @@ pub struct Verdict {
     pub since: Option<Timestamp>,
     /// Packet number of `since`.
     pub frame: Option<u64>,
+    /// `certain` for every non-stall verdict; see [`Certainty`].
+    pub certainty: Certainty,
     pub explanation: String,
     pub evidence: Vec<EvidenceRef>,
-    /// On a `healthy` verdict: a stall that the evidence points to but that the
-    /// capture does not yet prove (too little time after the evidence).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub suspected: Option<VerdictKind>,
+}
+
+/// One distinct cause behind one or more verdicts, in one sentence: several
+/// consumers starved by the same misrouted publishes are one cause.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cause {
+    /// The verdict the cause explains (the most severe of its verdicts).
+    pub verdict: VerdictKind,
+    /// `certain` when any of its verdicts is.
+    pub certainty: Certainty,
+    pub text: String,
+    /// Indices into [`Analysis::verdicts`].
+    pub verdicts: Vec<usize>,
 }
 
 /// Delivery→settle latency figures, in seconds.
@@ -280,12 +318,18 @@ pub struct ConsumerSummary {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Analysis {
     pub schema: &'static str,
-    /// The moment of the analysis (the last event's timestamp for a file).
+    /// The moment of the analysis: where the evidence ends.
     pub at: Timestamp,
+    /// How that end is known: `live` (traffic still flowing), `recorded` (the
+    /// recording says when it stopped), `last_packet` (a file that records no end).
+    pub horizon: &'static str,
     /// Seconds a time-proven verdict needs after its evidence in this analysis.
     pub stall_after_s: f64,
     pub connections: Vec<ConnectionSummary>,
     pub consumers: Vec<ConsumerSummary>,
+    /// One sentence per distinct cause of the stalls below, most severe first;
+    /// empty when nothing stalls.
+    pub causes: Vec<Cause>,
     /// Most severe first.
     pub verdicts: Vec<Verdict>,
 }

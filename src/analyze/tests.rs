@@ -359,7 +359,7 @@ fn healthy_consumer_and_connections_have_no_stall() {
     assert!(!an.has_stall(), "{:#?}", an.verdicts);
     let v = consumer_verdict(&an, "w1");
     assert_eq!(v.verdict, VerdictKind::Healthy);
-    assert_eq!(v.suspected, None);
+    assert_eq!(v.certainty, Certainty::Certain);
     assert!(v.explanation.contains("50 deliveries"), "{}", v.explanation);
     assert_eq!(conn_verdict(&an, p).verdict, VerdictKind::Healthy);
     assert_eq!(an.consumers[0].latency.as_ref().map(|l| l.count), Some(50));
@@ -395,19 +395,25 @@ fn full_prefetch_window_without_settle_is_prefetch_exhausted_once_certain() {
     s.deliver(w, 1, "stuck", 1, false, None);
     s.deliver(w, 1, "stuck", 2, false, None);
     let filled = s.deliver(w, 1, "stuck", 3, false, None);
-    // 2 s later: suspected, not certain.
+    // 2 s later, nothing to compare with: the stall, uncertain, with how long so far.
     s.at(3.0);
     s.heartbeat(w, Dir::S2C);
     let an = s.analysis();
     let v = consumer_verdict(&an, "stuck");
-    assert_eq!(v.verdict, VerdictKind::Healthy);
-    assert_eq!(v.suspected, Some(VerdictKind::PrefetchExhausted));
-    assert!(
-        v.explanation.contains("not yet certain"),
+    assert_eq!(
+        v.verdict,
+        VerdictKind::PrefetchExhausted,
         "{}",
         v.explanation
     );
-    // 7 s later: certain at the end of a capture, not yet live (30 s).
+    assert_eq!(v.certainty, Certainty::Uncertain);
+    assert!(
+        v.explanation.contains("duration unknown") && v.explanation.contains("2.00 s"),
+        "{}",
+        v.explanation
+    );
+    assert!(an.has_stall(), "an uncertain stall still exits 1");
+    // 7 s later: certain by time, at the end of a capture and live alike.
     s.at(8.0);
     s.heartbeat(w, Dir::S2C);
     let an = s.analysis();
@@ -418,6 +424,7 @@ fn full_prefetch_window_without_settle_is_prefetch_exhausted_once_certain() {
         "{}",
         v.explanation
     );
+    assert_eq!(v.certainty, Certainty::Certain);
     assert_eq!(v.frame, Some(filled));
     assert!(v.explanation.contains("1, 2, 3"), "{}", v.explanation);
     assert!(v.explanation.contains("'pq'"), "{}", v.explanation);
@@ -433,16 +440,10 @@ fn full_prefetch_window_without_settle_is_prefetch_exhausted_once_certain() {
         3
     );
     let live = s.a.live_analysis(s.now);
-    assert_eq!(
-        consumer_verdict(&live, "stuck").verdict,
-        VerdictKind::Healthy
-    );
-    s.at(40.0);
-    let live = s.a.live_analysis(s.now);
-    assert_eq!(
-        consumer_verdict(&live, "stuck").verdict,
-        VerdictKind::PrefetchExhausted
-    );
+    let lv = consumer_verdict(&live, "stuck");
+    assert_eq!(lv.verdict, VerdictKind::PrefetchExhausted);
+    assert_eq!(lv.certainty, Certainty::Certain);
+    assert!(lv.explanation.contains("so far"), "{}", lv.explanation);
     // A settle empties the verdict.
     s.ack(w, 1, 0, true);
     assert_eq!(
@@ -595,16 +596,13 @@ fn no_publisher_at_all_is_said() {
         s.channel(w, 1);
         s.consume(w, 1, "idle", "iw")
     };
-    s.at(4.0);
+    s.at(60.0);
     let v = consumer_verdict(&s.analysis(), "iw").clone();
-    assert_eq!(v.verdict, VerdictKind::Healthy);
-    assert_eq!(v.suspected, Some(VerdictKind::NoMessagesRoutedToQueue));
-    s.at(6.0);
-    let v = consumer_verdict(&s.analysis(), "iw").clone();
-    assert_eq!(v.verdict, VerdictKind::NoMessagesRoutedToQueue);
-    assert_eq!(v.frame, Some(ok));
+    assert_eq!(v.verdict, VerdictKind::Idle, "{}", v.explanation);
+    assert!(!v.verdict.is_stall());
     assert!(
-        v.explanation.contains("no publisher on the wire"),
+        v.explanation.contains("nothing was published for it")
+            && v.explanation.contains(&format!("frame {ok}")),
         "{}",
         v.explanation
     );
@@ -1062,10 +1060,13 @@ fn every_verdict_name_is_snake_case_and_severity_orders_the_block() {
         assert_eq!(json, format!("\"{}\"", k.name()));
         assert_eq!(
             k.is_stall(),
-            !matches!(k, VerdictKind::Healthy | VerdictKind::SlowButHealthy)
+            !matches!(
+                k,
+                VerdictKind::Healthy | VerdictKind::Idle | VerdictKind::SlowButHealthy
+            )
         );
     }
-    assert_eq!(VerdictKind::ALL.len(), 16);
+    assert_eq!(VerdictKind::ALL.len(), 17);
     assert!(VerdictKind::ConnectionLost.severity() > VerdictKind::PrefetchExhausted.severity());
 }
 
@@ -1085,6 +1086,10 @@ fn json_document_and_text_block() {
     assert_eq!(v["scope"], "consumer");
     assert_eq!(v["conn"], "127.0.0.1:1031->127.0.0.1:5672");
     assert_eq!(v["queue"], "pq");
+    assert_eq!(v["certainty"], "certain");
+    assert_eq!(doc["horizon"], "last_packet");
+    assert_eq!(doc["causes"][0]["verdict"], "prefetch_exhausted");
+    assert_eq!(doc["causes"][0]["verdicts"], serde_json::json!([0]));
     assert!(v["since"].as_str().is_some_and(|s| s.ends_with('Z')));
     assert!(v["evidence"][0]["frame"].is_u64());
     let healthy = doc["verdicts"][1].clone();
@@ -1094,9 +1099,14 @@ fn json_document_and_text_block() {
     write_verdict_block(&an, &mut out).expect("write to a Vec");
     let text = String::from_utf8(out).expect("utf-8");
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], "verdicts:");
+    assert_eq!(lines[0], "causes:");
     assert!(
-        lines[1].trim_start().starts_with("prefetch_exhausted"),
+        lines[1].starts_with("  - prefetch_exhausted: Consumer 'stuck' on queue 'pq'"),
+        "{text}"
+    );
+    assert_eq!(lines[2], "verdicts:");
+    assert!(
+        lines[3].trim_start().starts_with("prefetch_exhausted"),
         "{text}"
     );
     assert!(

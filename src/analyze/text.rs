@@ -2,36 +2,48 @@
 
 use std::io::{self, Write};
 
-use super::model::{Analysis, EvidenceRef, Scope, Verdict, VerdictKind};
+use super::model::{Analysis, Certainty, EvidenceRef, Scope, Verdict, VerdictKind};
 
-/// Writes one line per verdict that is not `healthy` (most severe first, as
-/// [`Analysis::verdicts`] is ordered), each followed by its explanation and
-/// evidence indented, then one line summarising the healthy ones.
+/// Writes the headline causes (one sentence each, most severe first), then
+/// one line per verdict that is neither `healthy` nor `idle` (most severe
+/// first, as [`Analysis::verdicts`] is ordered), each followed by its
+/// explanation and evidence indented, then one line counting the healthy and
+/// idle ones.
 pub fn write_verdict_block(analysis: &Analysis, out: &mut dyn Write) -> io::Result<()> {
+    if !analysis.causes.is_empty() {
+        writeln!(out, "causes:")?;
+        for c in &analysis.causes {
+            let mark = match c.certainty {
+                Certainty::Certain => "",
+                Certainty::Uncertain => " [uncertain]",
+            };
+            writeln!(out, "  - {}: {}{mark}", c.verdict.name(), c.text)?;
+        }
+    }
     writeln!(out, "verdicts:")?;
     for v in analysis
         .verdicts
         .iter()
-        .filter(|v| v.verdict != VerdictKind::Healthy)
+        .filter(|v| !matches!(v.verdict, VerdictKind::Healthy | VerdictKind::Idle))
     {
         write_verdict(v, out)?;
     }
-    let healthy: Vec<&Verdict> = analysis
-        .verdicts
-        .iter()
-        .filter(|v| v.verdict == VerdictKind::Healthy)
-        .collect();
-    let count = |s: Scope| healthy.iter().filter(|v| v.scope == s).count();
-    let suspected = healthy.iter().filter(|v| v.suspected.is_some()).count();
+    let count = |k: VerdictKind, s: Scope| {
+        analysis
+            .verdicts
+            .iter()
+            .filter(|v| v.verdict == k && v.scope == s)
+            .count()
+    };
     let mut line = format!(
         "  healthy: {} consumer(s), {} connection(s)",
-        count(Scope::Consumer),
-        count(Scope::Connection)
+        count(VerdictKind::Healthy, Scope::Consumer),
+        count(VerdictKind::Healthy, Scope::Connection)
     );
-    if suspected > 0 {
+    let idle = count(VerdictKind::Idle, Scope::Consumer);
+    if idle > 0 {
         line.push_str(&format!(
-            " ({suspected} not yet certain: the capture ends less than {} s after their evidence; see --format json \"suspected\")",
-            analysis.stall_after_s
+            "; idle: {idle} consumer(s) with nothing published for them (see --format json)"
         ));
     }
     writeln!(out, "{line}")
@@ -62,6 +74,9 @@ fn subject(v: &Verdict) -> String {
 
 fn write_verdict(v: &Verdict, out: &mut dyn Write) -> io::Result<()> {
     let mut head = format!("  {:<28} {}", v.verdict.name(), subject(v));
+    if v.certainty == Certainty::Uncertain {
+        head.push_str(" [uncertain]");
+    }
     if let Some(ts) = v.since {
         head.push_str(&format!(" since {ts}"));
     }

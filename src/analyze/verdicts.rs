@@ -1,68 +1,152 @@
-//! The verdict rules: from the analyzer's state at a moment `now` and a
-//! threshold, one verdict per connection and per consumer, plus channel
-//! verdicts for channels the broker closed or paused. `docs/verdicts.md`
-//! is the prose version of this file; keep them in step.
+//! The verdict rules: from the analyzer's state and a [`Horizon`] (where the
+//! evidence ends and how that is known), one verdict per connection and per
+//! consumer, plus channel verdicts for channels the broker closed or paused,
+//! each with its certainty and the seed of its headline cause.
+//! `docs/verdicts.md` is the prose version of this file; keep them in step.
+//!
+//! Certainty comes from the frames where they can give it: a publish the
+//! default exchange sends to another queue, a window that stays full while
+//! peers on the same queue settle. Time is evidence only where time is the
+//! point (a connection that never consumes, a consume never confirmed, a
+//! window full with nothing to compare it with), against `threshold`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::event::{Dir, MethodKind, Timestamp};
 
+use super::causes::{self, CauseKey, CauseSeed};
 use super::model::{
-    Analysis, ConnectionSummary, ConsumerSummary, EvidenceRef, LatencySummary, Scope, Verdict,
-    VerdictKind, SCHEMA,
+    Analysis, Certainty, EvidenceRef, LatencySummary, Scope, Verdict, VerdictKind, SCHEMA,
 };
+use super::routing::{self, name_list, Reach, MAX_NAMED};
+use super::summary::{connection_summary, consumer_summary};
 use super::{
-    secs, Analyzer, ChannelCloseRec, CloseRec, ConnState, ConsumerEnd, ConsumerState, Destination,
+    secs, Analyzer, ChannelCloseRec, CloseRec, ConnState, ConsumerEnd, ConsumerState, Horizon,
     Mark, TcpEndKind,
 };
 
-/// Below this, a full window or an idle consumer is not even "suspected":
-/// a prefetch=1 consumer fills its window with every delivery.
-const SUSPECT_AFTER_S: f64 = 1.0;
-/// Most tags, queues or destinations named in one explanation.
-const MAX_NAMED: usize = 10;
+/// Below this, a time-proven condition (a connection that never consumed, a
+/// consume with no consume-ok) is not even uncertain: clients and the broker
+/// answer in milliseconds, so a second is already long, but a capture that
+/// ends within it says nothing.
+const UNCERTAIN_AFTER_S: f64 = 1.0;
+/// A full window is certain, without waiting for the time threshold, once it
+/// has been full this many times longer than the settle pace the capture shows
+/// (its peers' p95, its own p95 before)...
+const PACE_FACTOR: f64 = 10.0;
+/// ... and at least this long: a consumer's garbage-collection pause or a
+/// slow handler is not a stall.
+const PACE_FLOOR_S: f64 = 1.0;
+/// Settles of its own a consumer needs before its pace counts as evidence.
+const OWN_PACE_MIN_SETTLES: u64 = 3;
+/// Live only: how long after a misrouted publish on a named exchange a
+/// delivery may still come (bindings made before the capture are unknown).
+const LIVE_GRACE_S: f64 = 1.0;
 
-pub(crate) fn build(a: &Analyzer, now: Timestamp, threshold: Duration) -> Analysis {
-    let t = threshold.as_secs_f64();
+/// What every rule reads: the state, the horizon, and facts computed once.
+pub(crate) struct Ctx<'a> {
+    pub a: &'a Analyzer,
+    pub horizon: Horizon,
+    pub now: Timestamp,
+    /// The time threshold, seconds.
+    pub t: f64,
+    /// Destinations whose publishes some consumer here received.
+    served: HashSet<usize>,
+    /// queue -> connections consuming it.
+    consumed_on: HashMap<&'a str, Vec<u32>>,
+}
+
+impl Ctx<'_> {
+    /// How a duration up to the horizon is worded.
+    pub fn until(&self) -> &'static str {
+        match self.horizon {
+            Horizon::Live(_) => "so far",
+            Horizon::Recorded(_) => "until the recording ends",
+            Horizon::LastPacket(_) => "until the last packet of the capture",
+        }
+    }
+
+    /// "the capture ends" / "the recording ends" / "now" for the uncertain wording.
+    fn end_word(&self) -> &'static str {
+        match self.horizon {
+            Horizon::Live(_) => "the traffic so far ends",
+            Horizon::Recorded(_) => "the recording ends",
+            Horizon::LastPacket(_) => "the capture's last packet comes",
+        }
+    }
+
+    fn live(&self) -> bool {
+        matches!(self.horizon, Horizon::Live(_))
+    }
+}
+
+pub(crate) fn build(a: &Analyzer, horizon: Horizon, threshold: Duration) -> Analysis {
+    let now = horizon.at();
+    let mut consumed_on: HashMap<&str, Vec<u32>> = HashMap::new();
+    for cs in &a.consumers {
+        if let Some(q) = cs.queue.as_deref() {
+            let v = consumed_on.entry(q).or_default();
+            if !v.contains(&cs.conn) {
+                v.push(cs.conn);
+            }
+        }
+    }
+    let ctx = Ctx {
+        a,
+        horizon,
+        now,
+        t: threshold.as_secs_f64(),
+        served: routing::served_destinations(a),
+        consumed_on,
+    };
     let max_ev = a.cfg.max_evidence.max(1);
-    let served = served_destinations(a);
-    let mut verdicts = Vec::with_capacity(a.conns.len() + a.consumers.len());
+    let mut out: Vec<(Verdict, Option<CauseSeed>)> =
+        Vec::with_capacity(a.conns.len() + a.consumers.len());
     let mut conn_verdicts = Vec::with_capacity(a.conns.len());
-    for c in &a.conns {
-        let v = connection_verdict(c, now, t);
-        conn_verdicts.push(v.clone());
-        verdicts.push(v);
-        channel_verdicts(a, c, now, &mut verdicts);
+    for (ci, c) in a.conns.iter().enumerate() {
+        let v = connection_verdict(&ctx, ci as u32, c);
+        conn_verdicts.push(v.0.clone());
+        out.push(v);
+        channel_verdicts(&ctx, ci as u32, c, &mut out);
     }
     for (i, cs) in a.consumers.iter().enumerate() {
         let cv = &conn_verdicts[cs.conn as usize];
-        verdicts.push(consumer_verdict(a, i as u32, cs, cv, now, t, &served));
+        out.push(consumer_verdict(&ctx, i as u32, cs, cv));
     }
-    for v in &mut verdicts {
+    for (v, _) in &mut out {
         v.evidence.truncate(max_ev);
     }
-    verdicts.sort_by(|x, y| {
+    out.sort_by(|(x, _), (y, _)| {
         y.verdict
             .severity()
             .cmp(&x.verdict.severity())
+            .then(x.certainty.cmp(&y.certainty))
             .then(x.since.cmp(&y.since))
             .then(x.conn.cmp(&y.conn))
             .then(x.scope.cmp(&y.scope))
             .then(x.channel.cmp(&y.channel))
             .then(x.consumer_tag.cmp(&y.consumer_tag))
     });
+    let (verdicts, seeds): (Vec<Verdict>, Vec<Option<CauseSeed>>) = out.into_iter().unzip();
+    let causes = causes::build(&ctx, &verdicts, &seeds);
     Analysis {
         schema: SCHEMA,
         at: now,
-        stall_after_s: secs(t),
+        horizon: match horizon {
+            Horizon::Live(_) => "live",
+            Horizon::Recorded(_) => "recorded",
+            Horizon::LastPacket(_) => "last_packet",
+        },
+        stall_after_s: secs(ctx.t),
         connections: a.conns.iter().map(connection_summary).collect(),
         consumers: a
             .consumers
             .iter()
             .map(|cs| consumer_summary(a, cs))
             .collect(),
+        causes,
         verdicts,
     }
 }
@@ -77,9 +161,9 @@ fn base(scope: Scope, c: &ConnState) -> Verdict {
         verdict: VerdictKind::Healthy,
         since: None,
         frame: None,
+        certainty: Certainty::Certain,
         explanation: String::new(),
         evidence: Vec::new(),
-        suspected: None,
     }
 }
 
@@ -90,20 +174,30 @@ fn set(v: &mut Verdict, kind: VerdictKind, at: Mark, explanation: String) {
     v.explanation = explanation;
 }
 
+/// The seed of a cause that is this verdict's own first clause.
+fn own_seed(key: CauseKey, v: &Verdict) -> Option<CauseSeed> {
+    Some(CauseSeed {
+        key,
+        text: v.explanation.clone(),
+    })
+}
+
 fn ev(at: Mark, method: &'static str) -> EvidenceRef {
     EvidenceRef::new(at.frame, at.ts, method)
 }
 
-fn peer(d: Dir) -> &'static str {
+pub(crate) fn peer(d: Dir) -> &'static str {
     match d {
         Dir::C2S => "client",
         Dir::S2C => "broker",
     }
 }
 
-fn fmt_s(v: f64) -> String {
+pub(crate) fn fmt_s(v: f64) -> String {
     if v >= 10.0 {
         format!("{v:.1} s")
+    } else if v < 1.0 {
+        format!("{:.0} ms", v * 1000.0)
     } else {
         format!("{v:.2} s")
     }
@@ -121,8 +215,15 @@ fn close_ev(rec: &CloseRec, method: &'static str, channel: Option<u16>) -> Evide
     e
 }
 
+/// `404 NOT_FOUND - no queue 'q' (caused by basic.consume)`; a close with
+/// neither code nor text (some clients send 0 and "") says so instead of "0 ".
 fn describe_close(rec: &CloseRec) -> String {
-    let mut s = format!("{} {}", rec.reply_code, rec.reply_text);
+    let mut s = match (rec.reply_code, rec.reply_text.trim()) {
+        (0, "") => "without a reply code or text".to_string(),
+        (code, "") => format!("{code}"),
+        (0, text) => text.to_string(),
+        (code, text) => format!("{code} {text}"),
+    };
     if let Some(f) = rec.failing {
         let _ = write!(s, " (caused by {f})");
     }
@@ -216,7 +317,17 @@ fn incompleteness(c: &ConnState) -> Option<(Mark, String, Vec<EvidenceRef>)> {
     Some((at.unwrap_or(c.first), parts.join("; "), evidence))
 }
 
-fn connection_verdict(c: &ConnState, now: Timestamp, t: f64) -> Verdict {
+fn connection_verdict(ctx: &Ctx, ci: u32, c: &ConnState) -> (Verdict, Option<CauseSeed>) {
+    let v = connection_verdict_of(ctx, ci, c);
+    let seed = match v.frame {
+        Some(frame) if v.verdict.is_stall() => own_seed(CauseKey::Event { conn: ci, frame }, &v),
+        _ => None,
+    };
+    (v, seed)
+}
+
+fn connection_verdict_of(ctx: &Ctx, ci: u32, c: &ConnState) -> Verdict {
+    let (now, t) = (ctx.now, ctx.t);
     let mut v = base(Scope::Connection, c);
     let incomplete = incompleteness(c);
     let who = describe_client(c);
@@ -314,9 +425,10 @@ fn connection_verdict(c: &ConnState, now: Timestamp, t: f64) -> Verdict {
         let held = now.secs_since(since.ts);
         let s = format!(
             "the broker blocked the connection{who} with connection.blocked (reason \"{reason}\") at \
-             frame {} and had not unblocked it {} later when the capture ends: its publishes are held",
+             frame {} and had not unblocked it {} later, {}: its publishes are held",
             since.frame,
-            fmt_s(held)
+            fmt_s(held),
+            ctx.until()
         );
         set(&mut v, VerdictKind::ConnectionBlocked, *since, s);
         let mut e = ev(*since, "connection.blocked");
@@ -327,10 +439,11 @@ fn connection_verdict(c: &ConnState, now: Timestamp, t: f64) -> Verdict {
         // A lifted block still held the publisher's messages: reported, with its length.
         let s = format!(
             "the broker blocked the connection{who} (reason \"{reason}\") for {} (connection.blocked \
-             at frame {}, connection.unblocked at frame {}); it is unblocked when the capture ends",
+             at frame {}, connection.unblocked at frame {}); it stays unblocked {}",
             fmt_s(until.ts.secs_since(since.ts)),
             since.frame,
-            until.frame
+            until.frame,
+            ctx.until()
         );
         set(&mut v, VerdictKind::ConnectionBlocked, *since, s);
         let mut e = ev(*since, "connection.blocked");
@@ -346,16 +459,16 @@ fn connection_verdict(c: &ConnState, now: Timestamp, t: f64) -> Verdict {
         );
         v.evidence = evidence;
         return v;
-    } else if let Some(idle) = no_consume(c, now) {
+    } else if let Some(idle) = no_consume(ctx, ci, c, now) {
         let (at, what, idle_s) = idle;
         let s = format!(
             "the connection{who} opened {} channel(s) but never sent basic.consume (nor basic.publish \
-             or basic.get); what it did instead: {what}; then nothing but heartbeats for {} until the \
-             capture ends",
+             or basic.get); what it did instead: {what}; then nothing but heartbeats for {} {}",
             c.channels_opened,
-            fmt_s(idle_s)
+            fmt_s(idle_s),
+            ctx.until()
         );
-        if idle_s >= t {
+        if idle_s >= UNCERTAIN_AFTER_S {
             set(&mut v, VerdictKind::NoConsume, at, s);
             let mut e = ev(
                 at,
@@ -368,12 +481,16 @@ fn connection_verdict(c: &ConnState, now: Timestamp, t: f64) -> Verdict {
                     .unwrap_or_default(),
             );
             v.evidence.push(e);
+            if idle_s < t {
+                v.certainty = Certainty::Uncertain;
+                let _ = write!(
+                    v.explanation,
+                    "; uncertain: it may still consume (after {} without a consume it is certain)",
+                    fmt_s(t)
+                );
+            }
         } else {
-            v.suspected = Some(VerdictKind::NoConsume);
-            v.explanation = format!(
-                "{s}; not yet certain: a stall is certain after {} without a consume",
-                fmt_s(t)
-            );
+            v.explanation = healthy_connection(c, &who);
         }
         return v;
     } else {
@@ -433,8 +550,21 @@ fn tcp_end_ev(end: super::TcpEnd) -> EvidenceRef {
 }
 
 /// `(moment it went idle, what it did, idle seconds)` when the connection
-/// opened channels and never consumed, published or got.
-fn no_consume(c: &ConnState, now: Timestamp) -> Option<(Mark, String, f64)> {
+/// opened channels, never consumed, published or got, and showed the intent to
+/// consume: a basic.qos, or a queue it declared that no other connection here
+/// consumes. A connection that only declares queues consumed elsewhere (a
+/// worker's helper connection, as Dramatiq opens) or only opens a channel is
+/// not a stall.
+fn no_consume(ctx: &Ctx, ci: u32, c: &ConnState, now: Timestamp) -> Option<(Mark, String, f64)> {
+    let qos = c.client_methods[MethodKind::BasicQos as usize] > 0;
+    let orphan_declare = c.declared_queues.iter().any(|q| {
+        ctx.consumed_on
+            .get(q.as_str())
+            .is_none_or(|conns| conns.iter().all(|&other| other == ci))
+    });
+    if !qos && !orphan_declare {
+        return None;
+    }
     if c.channels_opened == 0
         || c.consumes > 0
         || !c.consumers.is_empty()
@@ -477,30 +607,13 @@ fn no_consume(c: &ConnState, now: Timestamp) -> Option<(Mark, String, f64)> {
     Some((at, what, now.secs_since(at.ts).max(0.0)))
 }
 
-fn name_list(names: &[String]) -> String {
-    let mut s = names
-        .iter()
-        .take(MAX_NAMED)
-        .map(|n| format!("'{n}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    if names.len() > MAX_NAMED {
-        let _ = write!(s, " and {} more", names.len() - MAX_NAMED);
-    }
-    s
-}
-
 fn healthy_connection(c: &ConnState, who: &str) -> String {
     let mut s = format!(
         "connection{who}: {} channel(s), {} consume(s), {} publish(es), {} deliveries",
         c.channels_opened, c.consumes, c.publishes, c.deliveries
     );
     if let Some(cl) = &c.close {
-        let _ = write!(
-            s,
-            "; closed by the client ({} {})",
-            cl.reply_code, cl.reply_text
-        );
+        let _ = write!(s, "; closed by the client ({})", describe_close(cl));
     } else if let Some(e) = c.tcp_end.filter(is_quiet_client_exit) {
         let _ = write!(
             s,
@@ -521,9 +634,23 @@ fn healthy_connection(c: &ConnState, who: &str) -> String {
 
 // ---------------------------------------------------------------- channels
 
-fn channel_verdicts(a: &Analyzer, c: &ConnState, now: Timestamp, out: &mut Vec<Verdict>) {
+fn channel_verdicts(
+    ctx: &Ctx,
+    ci: u32,
+    c: &ConnState,
+    out: &mut Vec<(Verdict, Option<CauseSeed>)>,
+) {
+    let (a, now) = (ctx.a, ctx.now);
     for rec in &c.channel_closes {
-        out.push(channel_close_verdict(a, c, rec));
+        let v = channel_close_verdict(a, ci, c, rec);
+        let seed = own_seed(
+            CauseKey::Event {
+                conn: ci,
+                frame: rec.close.at.frame,
+            },
+            &v,
+        );
+        out.push((v, seed));
     }
     let open = c
         .open_channels()
@@ -538,10 +665,11 @@ fn channel_verdicts(a: &Analyzer, c: &ConnState, now: Timestamp, out: &mut Vec<V
         };
         let s = format!(
             "channel {ch} was paused by channel.flow active=false from the {} at frame {}: {what}; \
-             no channel.flow active=true followed in the {} until the capture ends",
+             no channel.flow active=true followed in the {} {}",
             peer(f.dir),
             f.at.frame,
-            fmt_s(now.secs_since(f.at.ts))
+            fmt_s(now.secs_since(f.at.ts)),
+            ctx.until()
         );
         set(&mut v, VerdictKind::ChannelFlowPaused, f.at, s);
         let mut e = ev(f.at, "channel.flow");
@@ -549,21 +677,34 @@ fn channel_verdicts(a: &Analyzer, c: &ConnState, now: Timestamp, out: &mut Vec<V
         e.channel = Some(ch);
         e.note = Some("active=false".into());
         v.evidence.push(e);
-        out.push(v);
+        let seed = own_seed(
+            CauseKey::Event {
+                conn: ci,
+                frame: f.at.frame,
+            },
+            &v,
+        );
+        out.push((v, seed));
     }
-    let _ = a;
 }
 
-fn channel_close_verdict(a: &Analyzer, c: &ConnState, rec: &ChannelCloseRec) -> Verdict {
+fn channel_close_verdict(a: &Analyzer, ci: u32, c: &ConnState, rec: &ChannelCloseRec) -> Verdict {
     let mut v = base(Scope::Channel, c);
     v.channel = Some(rec.channel);
     let (kind, s) = channel_close_text(a, rec);
     if rec.consumer_tags.len() == 1 {
         v.consumer_tag = rec.consumer_tags.first().cloned();
-        v.queue = a
+        // The consumer of this connection's channel: another worker may use the
+        // same fixed tag on its own channel of the same number.
+        v.queue = c
             .consumers
             .iter()
-            .find(|cs| cs.channel == rec.channel && Some(&cs.tag) == v.consumer_tag.as_ref())
+            .map(|&i| &a.consumers[i as usize])
+            .find(|cs| {
+                cs.conn == ci
+                    && cs.channel == rec.channel
+                    && Some(&cs.tag) == v.consumer_tag.as_ref()
+            })
             .and_then(|cs| cs.queue.clone());
     }
     set(&mut v, kind, rec.close.at, s);
@@ -638,117 +779,6 @@ fn channel_close_evidence(rec: &ChannelCloseRec) -> Vec<EvidenceRef> {
 
 // ---------------------------------------------------------------- consumers
 
-/// Publishes delivered somewhere: their destination reaches the queue of a
-/// consumer that received deliveries in the capture.
-fn served_destinations(a: &Analyzer) -> HashSet<usize> {
-    let mut queues: Vec<&str> = a
-        .consumers
-        .iter()
-        .filter(|c| c.deliveries > 0)
-        .filter_map(|c| c.queue.as_deref())
-        .collect();
-    queues.sort_unstable();
-    queues.dedup();
-    let mut out = HashSet::new();
-    for (i, d) in a.destinations.iter().enumerate() {
-        if queues.iter().any(|q| reaches(a, d, q) == Reach::Yes) {
-            out.insert(i);
-        }
-    }
-    out
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Reach {
-    Yes,
-    /// Why not, in words.
-    No(String),
-}
-
-fn reaches(a: &Analyzer, d: &Destination, queue: &str) -> Reach {
-    if d.exchange.is_empty() {
-        return if d.routing_key == queue {
-            Reach::Yes
-        } else {
-            let mut why = format!(
-                "the default exchange routes routing key '{}' only to the queue named '{}', not to '{queue}'",
-                d.routing_key, d.routing_key
-            );
-            if let Some(q) = a.queues.get(&d.routing_key) {
-                if let Some(m) = q.declared {
-                    let _ = write!(
-                        why,
-                        " (queue '{}' was declared at frame {})",
-                        d.routing_key, m.frame
-                    );
-                }
-            } else {
-                let _ = write!(
-                    why,
-                    " (no queue '{}' appears in the capture: unless it exists, the broker drops these messages)",
-                    d.routing_key
-                );
-            }
-            Reach::No(why)
-        };
-    }
-    let xtype = a.exchange_types.get(&d.exchange).map(String::as_str);
-    let binds: Vec<&String> = a
-        .bindings
-        .get(queue)
-        .map(|v| {
-            v.iter()
-                .filter(|(x, _)| *x == d.exchange)
-                .map(|(_, k)| k)
-                .collect()
-        })
-        .unwrap_or_default();
-    if binds.is_empty() {
-        return Reach::No(format!(
-            "no queue.bind of '{queue}' to exchange '{}' appears in the capture",
-            d.exchange
-        ));
-    }
-    let hit = binds.iter().any(|k| match xtype {
-        Some("fanout") | Some("headers") => true,
-        Some("topic") => topic_match(k, &d.routing_key),
-        Some(_) => *k == &d.routing_key,
-        None => *k == &d.routing_key || topic_match(k, &d.routing_key),
-    });
-    if hit {
-        Reach::Yes
-    } else {
-        let keys: Vec<String> = binds.iter().map(|k| k.to_string()).collect();
-        Reach::No(format!(
-            "queue '{queue}' is bound to exchange '{}' only with key(s) {}, which do not match '{}'",
-            d.exchange,
-            name_list(&keys),
-            d.routing_key
-        ))
-    }
-}
-
-/// AMQP topic matching: words split on '.', '*' one word, '#' zero or more.
-fn topic_match(pattern: &str, key: &str) -> bool {
-    fn go(p: &[&str], k: &[&str]) -> bool {
-        match p.split_first() {
-            None => k.is_empty(),
-            Some((&"#", rest)) => (0..=k.len()).any(|i| go(rest, &k[i..])),
-            Some((w, rest)) => match k.split_first() {
-                Some((kw, krest)) => (*w == "*" || w == kw) && go(rest, krest),
-                None => false,
-            },
-        }
-    }
-    let p: Vec<&str> = pattern.split('.').collect();
-    let k: Vec<&str> = if key.is_empty() {
-        Vec::new()
-    } else {
-        key.split('.').collect()
-    };
-    go(&p, &k)
-}
-
 fn consumer_base(c: &ConnState, cs: &ConsumerState) -> Verdict {
     let mut v = base(Scope::Consumer, c);
     v.channel = Some(cs.channel);
@@ -757,7 +787,7 @@ fn consumer_base(c: &ConnState, cs: &ConsumerState) -> Verdict {
     v
 }
 
-fn consumer_name(cs: &ConsumerState) -> String {
+pub(crate) fn consumer_name(cs: &ConsumerState) -> String {
     let mut s = format!("consumer '{}'", cs.tag);
     match &cs.queue {
         Some(q) => {
@@ -797,17 +827,16 @@ fn consume_evidence(cs: &ConsumerState) -> Vec<EvidenceRef> {
 }
 
 fn consumer_verdict(
-    a: &Analyzer,
+    ctx: &Ctx,
     idx: u32,
     cs: &ConsumerState,
     conn_v: &Verdict,
-    now: Timestamp,
-    t: f64,
-    served: &HashSet<usize>,
-) -> Verdict {
+) -> (Verdict, Option<CauseSeed>) {
+    let a = ctx.a;
     let c = &a.conns[cs.conn as usize];
     let mut v = consumer_base(c, cs);
     let name = consumer_name(cs);
+    let own = |v: &Verdict| own_seed(CauseKey::Consumer(idx), v);
     // Endings decided by the broker or the network are the verdict.
     match cs.end {
         Some(ConsumerEnd::BrokerCancel(m)) => {
@@ -845,7 +874,8 @@ fn consumer_verdict(
             evidence.push(e);
             set(&mut v, VerdictKind::ConsumerCancelledByBroker, m, s);
             v.evidence = evidence;
-            return v;
+            let seed = own(&v);
+            return (v, seed);
         }
         Some(ConsumerEnd::ChannelClosed {
             by: Dir::S2C,
@@ -863,7 +893,14 @@ fn consumer_verdict(
                 };
                 set(&mut v, kind, rec.close.at, format!("{prefix}{s}"));
                 v.evidence = evidence;
-                return v;
+                let seed = Some(CauseSeed {
+                    key: CauseKey::Event {
+                        conn: cs.conn,
+                        frame: rec.close.at.frame,
+                    },
+                    text: s,
+                });
+                return (v, seed);
             }
         }
         Some(ConsumerEnd::ConnectionClosed { by: Dir::S2C, .. })
@@ -873,20 +910,28 @@ fn consumer_verdict(
             v.verdict = conn_v.verdict;
             v.since = conn_v.since;
             v.frame = conn_v.frame;
+            v.certainty = conn_v.certainty;
             v.explanation = format!(
                 "{name} ended with its connection: {}; {} deliveries were unacknowledged",
                 conn_v.explanation, cs.unacked
             );
             v.evidence = consume_evidence(cs);
             v.evidence.extend(conn_v.evidence.iter().cloned());
-            return v;
+            let seed = conn_v.frame.map(|frame| CauseSeed {
+                key: CauseKey::Event {
+                    conn: cs.conn,
+                    frame,
+                },
+                text: conn_v.explanation.clone(),
+            });
+            return (v, seed);
         }
         _ => {}
     }
     // Otherwise judge the consumer as it was at its (clean) end or now.
     let at_now = match cs.end {
-        Some(e) if e.at().ts < now => e.at().ts,
-        _ => now,
+        Some(e) if e.at().ts < ctx.now => e.at().ts,
+        _ => ctx.now,
     };
     let ended_note = match cs.end {
         Some(ConsumerEnd::ClientCancel(m)) => {
@@ -899,11 +944,11 @@ fn consumer_verdict(
         None => String::new(),
     };
 
-    if let Some(r) = redelivery_loop(a, cs, &name) {
-        let (at, s, evidence) = r;
+    if let Some((at, s, evidence)) = redelivery_loop(a, cs, &name) {
         set(&mut v, VerdictKind::RedeliveryLoop, at, s);
         v.evidence = evidence;
-        return v;
+        let seed = own(&v);
+        return (v, seed);
     }
 
     if let (Some(m), None, false, false) = (cs.consume, cs.consume_ok, cs.nowait, cs.discovered) {
@@ -913,37 +958,73 @@ fn consumer_verdict(
             m.frame,
             fmt_s(waited)
         );
-        if waited >= t {
+        if waited >= UNCERTAIN_AFTER_S {
             set(&mut v, VerdictKind::ConsumeNotConfirmed, m, s);
             v.evidence = consume_evidence(cs);
-        } else {
-            v.explanation = format!("{s}; not yet certain (needs {})", fmt_s(t));
-            if waited >= SUSPECT_AFTER_S {
-                v.suspected = Some(VerdictKind::ConsumeNotConfirmed);
+            if waited < ctx.t {
+                v.certainty = Certainty::Uncertain;
+                let _ = write!(
+                    v.explanation,
+                    "; uncertain: the broker answers in milliseconds, and after {} it is certain",
+                    fmt_s(ctx.t)
+                );
             }
+            let seed = own(&v);
+            return (v, seed);
         }
-        return v;
+        v.explanation = s;
+        return (v, None);
     }
 
-    if let Some(done) = prefetch_exhausted(a, idx, cs, &name, at_now, t, &mut v) {
-        if done {
-            return v;
+    let mut note = String::new();
+    match prefetch_window(ctx, idx, cs, &name, at_now) {
+        Window::Stall(seed) => {
+            let (kind, certainty, at, s, evidence) = seed;
+            set(&mut v, kind, at, s);
+            v.certainty = certainty;
+            v.evidence = evidence;
+            let seed = own(&v);
+            return (v, seed);
         }
+        Window::WithinPace(n) => note = n,
+        Window::NotFull => {}
     }
 
-    if cs.deliveries == 0
-        && !cs.discovered
-        && (cs.consume_ok.is_some() || cs.nowait)
-        && no_messages(a, cs, c, &name, at_now, t, served, &ended_note, &mut v)
-    {
-        return v;
+    if cs.deliveries == 0 && !cs.discovered && (cs.consume_ok.is_some() || cs.nowait) {
+        if let Some(r) = starving(ctx, idx, cs, &name, at_now, &ended_note) {
+            let Starving {
+                kind,
+                certainty,
+                at,
+                explanation,
+                evidence,
+                misses,
+            } = r;
+            v.verdict = kind;
+            v.certainty = certainty;
+            if kind.is_stall() {
+                set(&mut v, kind, at, explanation);
+                v.evidence = evidence;
+                let seed = if misses.is_empty() {
+                    own(&v)
+                } else {
+                    Some(CauseSeed {
+                        key: CauseKey::Misroute(misses),
+                        text: v.explanation.clone(),
+                    })
+                };
+                return (v, seed);
+            }
+            v.explanation = explanation;
+            return (v, None);
+        }
     }
 
     if cs.discovered && c.is_incomplete() && cs.unacked > 0 {
         let since = cs.last_settle.map_or(cs.first_delivery, Some);
         if let Some(m) = since {
             let held = at_now.secs_since(m.ts);
-            if held >= t {
+            if held >= ctx.t {
                 let s = format!(
                     "{name}: {} deliveries unacknowledged and no settle for {}; whether its prefetch \
                      window is full is unknown because its basic.qos and basic.consume precede the capture",
@@ -952,7 +1033,8 @@ fn consumer_verdict(
                 );
                 set(&mut v, VerdictKind::CaptureIncomplete, m, s);
                 v.evidence = unacked_evidence(a, idx, cs);
-                return v;
+                let seed = own(&v);
+                return (v, seed);
             }
         }
     }
@@ -980,9 +1062,8 @@ fn consumer_verdict(
         s.push_str("; registered before the capture began");
     }
     s.push_str(&ended_note);
-    if !v.explanation.is_empty() {
-        // A not-yet-certain note from a rule above.
-        let _ = write!(s, "; {}", v.explanation);
+    if !note.is_empty() {
+        let _ = write!(s, "; {note}");
     }
     let slow = a.cfg.slow_ack.as_secs_f64();
     match (&lat, cs.first_slow_settle) {
@@ -993,7 +1074,6 @@ fn consumer_verdict(
                 fmt_s(slow)
             );
             set(&mut v, VerdictKind::SlowButHealthy, m, s);
-            v.suspected = None;
             let mut e = ev(m, "basic.ack");
             e.dir = Some(Dir::C2S);
             e.channel = Some(cs.channel);
@@ -1002,10 +1082,10 @@ fn consumer_verdict(
         }
         _ => v.explanation = s,
     }
-    v
+    (v, None)
 }
 
-fn latency(cs: &ConsumerState) -> Option<LatencySummary> {
+pub(crate) fn latency(cs: &ConsumerState) -> Option<LatencySummary> {
     let h = &cs.latency;
     if h.count() == 0 {
         return None;
@@ -1032,42 +1112,94 @@ fn unacked_evidence(a: &Analyzer, idx: u32, cs: &ConsumerState) -> Vec<EvidenceR
         .collect()
 }
 
-/// Sets `v` when the consumer's (or its channel's) prefetch window is full.
-/// Returns `Some(true)` when the verdict is certain.
-#[allow(clippy::too_many_arguments)]
-fn prefetch_exhausted(
-    a: &Analyzer,
+type StallSeed = (VerdictKind, Certainty, Mark, String, Vec<EvidenceRef>);
+
+/// What the consumer's prefetch window says.
+enum Window {
+    /// No window, or it is not full.
+    NotFull,
+    /// Full at the end, but for no longer than this consumer has shown it takes
+    /// to settle: a note for the healthy/slow explanation.
+    WithinPace(String),
+    Stall(StallSeed),
+}
+
+fn p95_s(cs: &ConsumerState) -> f64 {
+    cs.latency.quantile_us(0.95).unwrap_or(0) as f64 / 1e6
+}
+
+/// The prefetch rule. A full window with no settle since is why the broker
+/// stops delivering, whatever its length; how certain that is comes from what
+/// this consumer and the other consumers of its queue showed:
+/// - within its own pace (full no longer than twice its slowest settle, and
+///   than ten times its p95): not a stall;
+/// - certain when the time threshold passed, or when it has been full
+///   [`PACE_FACTOR`] times longer than the pace the capture shows (peers on
+///   the same queue settling meanwhile, or its own fast settles before), and
+///   at least [`PACE_FLOOR_S`];
+/// - otherwise uncertain, with the duration known so far.
+fn prefetch_window(
+    ctx: &Ctx,
     idx: u32,
     cs: &ConsumerState,
     name: &str,
     at_now: Timestamp,
-    t: f64,
-    v: &mut Verdict,
-) -> Option<bool> {
+) -> Window {
+    let a = ctx.a;
     if cs.no_ack {
-        return None;
+        return Window::NotFull;
     }
-    let (full_since, limit, scope_desc, qos) = match (cs.full_since, cs.prefetch_limit()) {
-        (Some(m), Some(l)) => (m, l, "per-consumer", cs.qos.clone()?),
-        _ => {
-            let (q, full, live) = a.channel_window(cs.conn, cs.channel)?;
-            let m = full?;
-            if cs.unacked == 0 {
-                return None;
-            }
-            let _ = live;
-            (
-                m,
-                q.prefetch_count as u32,
-                "channel-wide (global)",
-                q.clone(),
-            )
-        }
+    let window = match (cs.full_since, cs.prefetch_limit()) {
+        (Some(m), Some(l)) => cs.qos.clone().map(|q| (m, l, "per-consumer", q)),
+        _ => a
+            .channel_window(cs.conn, cs.channel)
+            .and_then(|(q, full, _)| {
+                Some((
+                    full?,
+                    q.prefetch_count as u32,
+                    "channel-wide (global)",
+                    q.clone(),
+                ))
+            })
+            .filter(|_| cs.unacked > 0),
     };
-    let held = at_now.secs_since(full_since.ts);
-    // A consumer that has already taken up to L to settle is given 2L.
-    let slowest = cs.latency.max_us() as f64 / 1e6;
-    let needed = t.max(2.0 * slowest);
+    let Some((full_since, limit, scope_desc, qos)) = window else {
+        return Window::NotFull;
+    };
+    let held = at_now.secs_since(full_since.ts).max(0.0);
+    let own_settles = cs.latency.count();
+    let own_max = cs.latency.max_us() as f64 / 1e6;
+    let own_p95 = p95_s(cs);
+    let own_pace_bound = (2.0 * own_max).max(PACE_FACTOR * own_p95);
+    if own_settles > 0 && held <= own_pace_bound {
+        return Window::WithinPace(format!(
+            "its prefetch window of {limit} is full at the end, for {}, no longer than it has taken to settle before \
+             (slowest {})",
+            fmt_s(held),
+            fmt_s(own_max)
+        ));
+    }
+    // Other consumers of the same queue that settled after this window filled.
+    let peers: Vec<&ConsumerState> = a
+        .consumers
+        .iter()
+        .enumerate()
+        .filter(|(j, p)| {
+            *j as u32 != idx
+                && p.queue.is_some()
+                && p.queue == cs.queue
+                && p.last_settle.is_some_and(|m| m.ts > full_since.ts)
+        })
+        .map(|(_, p)| p)
+        .collect();
+    let peer_pace = peers.iter().map(|p| p95_s(p)).fold(0.0, f64::max);
+    let by_time = held >= ctx.t && held > 2.0 * own_max;
+    let by_peers = !peers.is_empty()
+        && held
+            >= PACE_FLOOR_S
+                .max(PACE_FACTOR * peer_pace)
+                .max(own_pace_bound);
+    let by_own = own_settles >= OWN_PACE_MIN_SETTLES && held >= PACE_FLOOR_S.max(own_pace_bound);
     let tags = a.unacked_of(idx);
     let mut tag_list: Vec<String> = tags
         .iter()
@@ -1077,98 +1209,165 @@ fn prefetch_exhausted(
     if tags.len() > MAX_NAMED * 2 {
         tag_list.push(format!("and {} more", tags.len() - MAX_NAMED * 2));
     }
-    let s = format!(
+    let mut s = format!(
         "{name}: its {scope_desc} prefetch window of {limit} (basic.qos prefetch_count={} at frame {}) \
          is full: delivery tags {} are unacknowledged, the window filled with the delivery at frame {} \
-         and no basic.ack/nack/reject came for {} until the capture ends; the broker sends this consumer \
-         nothing more until it settles",
+         and no basic.ack/nack/reject came for {} {}; the broker sends this consumer nothing more until \
+         it settles",
         qos.prefetch_count,
         qos.at.frame,
         tag_list.join(", "),
         full_since.frame,
-        fmt_s(held)
+        fmt_s(held),
+        ctx.until()
     );
-    if held >= needed {
-        set(v, VerdictKind::PrefetchExhausted, full_since, s);
-        let mut evidence = consume_evidence(cs);
-        if !evidence.iter().any(|e| e.method == "basic.qos") {
-            let mut e = ev(qos.at, "basic.qos");
-            e.prefetch_count = Some(qos.prefetch_count);
-            e.global = Some(qos.global);
-            evidence.insert(0, e);
-        }
-        let mut unacked = unacked_evidence(a, idx, cs);
-        // Keep the delivery that filled the window even when the list is long.
-        let room = a.cfg.max_evidence.saturating_sub(evidence.len()).max(1);
-        if unacked.len() > room {
-            let last = unacked.pop();
-            unacked.truncate(room.saturating_sub(1));
-            unacked.extend(last);
-        }
-        evidence.extend(unacked);
-        v.evidence = evidence;
-        Some(true)
-    } else {
-        if held >= SUSPECT_AFTER_S {
-            v.suspected = Some(VerdictKind::PrefetchExhausted);
-            v.explanation = format!(
-                "prefetch window full for {} at the end: not yet certain, a stall is certain after {}",
-                fmt_s(held),
-                fmt_s(needed)
-            );
-        }
-        Some(false)
+    if !peers.is_empty() {
+        let _ = write!(
+            s,
+            "; meanwhile {} other consumer(s) of queue '{}' kept settling (p95 {})",
+            peers.len(),
+            cs.queue.as_deref().unwrap_or(""),
+            fmt_s(peer_pace)
+        );
+    } else if own_settles > 0 {
+        let _ = write!(
+            s,
+            "; before, it settled {} deliveries with p95 {} (slowest {})",
+            own_settles,
+            fmt_s(own_p95),
+            fmt_s(own_max)
+        );
     }
+    let certainty = if by_time || by_peers || by_own {
+        Certainty::Certain
+    } else {
+        let _ = write!(
+            s,
+            "; uncertain, duration unknown: {} {} after the window filled, with nothing to compare it with \
+             (certain once it stays full for {}, or while other consumers of the queue settle)",
+            ctx.end_word(),
+            fmt_s(held),
+            fmt_s(ctx.t.max(2.0 * own_max))
+        );
+        Certainty::Uncertain
+    };
+    let mut evidence = consume_evidence(cs);
+    if !evidence.iter().any(|e| e.method == "basic.qos") {
+        let mut e = ev(qos.at, "basic.qos");
+        e.prefetch_count = Some(qos.prefetch_count);
+        e.global = Some(qos.global);
+        evidence.insert(0, e);
+    }
+    let mut unacked = unacked_evidence(a, idx, cs);
+    // Keep the delivery that filled the window even when the list is long.
+    let room = a.cfg.max_evidence.saturating_sub(evidence.len()).max(1);
+    if unacked.len() > room {
+        let last = unacked.pop();
+        unacked.truncate(room.saturating_sub(1));
+        unacked.extend(last);
+    }
+    evidence.extend(unacked);
+    Window::Stall((
+        VerdictKind::PrefetchExhausted,
+        certainty,
+        full_since,
+        s,
+        evidence,
+    ))
 }
 
-/// Sets `v` to `no_messages_routed_to_queue` (returns true) or leaves a
-/// not-yet-certain note.
-#[allow(clippy::too_many_arguments)]
-fn no_messages(
-    a: &Analyzer,
+/// A registered consumer that received nothing, judged.
+struct Starving {
+    kind: VerdictKind,
+    certainty: Certainty,
+    at: Mark,
+    explanation: String,
+    evidence: Vec<EvidenceRef>,
+    /// Destinations (indices) of the publishes that went elsewhere.
+    misses: Vec<u32>,
+}
+
+/// The rule for a consumer with no delivery: publishes seen after it
+/// registered (and before it ended) that the default exchange's rule, or the
+/// exchanges and bindings seen, send away from its queue, and that no other
+/// consumer here received, make a work consumer `no_messages_routed_to_queue`;
+/// a bystander (control, reply, broadcast, delay queue) and a consumer for
+/// which nothing was published are `idle`.
+fn starving(
+    ctx: &Ctx,
+    _idx: u32,
     cs: &ConsumerState,
-    c: &ConnState,
     name: &str,
     at_now: Timestamp,
-    t: f64,
-    served: &HashSet<usize>,
     ended_note: &str,
-    v: &mut Verdict,
-) -> bool {
-    let Some(queue) = cs.queue.as_deref() else {
-        return false;
-    };
+) -> Option<Starving> {
+    let a = ctx.a;
+    let c = &a.conns[cs.conn as usize];
+    let queue = cs.queue.as_deref()?;
     let registered = cs.consume_ok.or(cs.consume).unwrap_or(c.first);
-    // Publishes after registration that cannot reach this queue and that no
-    // other consumer in the capture received either.
+    let vhost = c.vhost.as_deref();
     let mut misses: Vec<(Mark, u32, usize, String)> = Vec::new();
     let mut reachable_after = 0u64;
     let mut any_after = false;
     for (i, d) in a.destinations.iter().enumerate() {
+        // The first publish of this destination after the registration, if
+        // it came before the consumer ended.
         let Some(&(_, first, conn)) = d.after.iter().find(|(e, _, _)| *e >= cs.epoch) else {
             continue;
         };
+        if first.ts > at_now {
+            continue;
+        }
+        let pub_vhost = a.conns[conn as usize].vhost.as_deref();
+        if let (Some(x), Some(y)) = (vhost, pub_vhost) {
+            if x != y {
+                continue;
+            }
+        }
         any_after = true;
-        match reaches(a, d, queue) {
+        match routing::reaches(a, d, queue) {
             Reach::Yes => reachable_after += d.count,
-            Reach::No(why) if !served.contains(&i) => misses.push((first, conn, i, why)),
+            Reach::No(why) if !ctx.served.contains(&i) => misses.push((first, conn, i, why)),
             Reach::No(_) => {}
         }
     }
     misses.sort_by_key(|(m, _, _, _)| m.ts);
-    let mut evidence = consume_evidence(cs);
-    let (at, s) = if let Some((first, _, _, _)) = misses.first() {
+    let bystander = routing::bystander(a, cs);
+    let idle = |explanation: String| Starving {
+        kind: VerdictKind::Idle,
+        certainty: Certainty::Certain,
+        at: registered,
+        explanation,
+        evidence: Vec::new(),
+        misses: Vec::new(),
+    };
+    if let Some(why) = bystander {
+        let mut s = format!("{name} received no deliveries, by design: {why}");
+        if !misses.is_empty() {
+            let _ = write!(
+                s,
+                "; publishes that went elsewhere were not meant for it ({} destination(s))",
+                misses.len()
+            );
+        }
+        s.push_str(ended_note);
+        return Some(idle(s));
+    }
+    if let Some((first, _, _, _)) = misses.first().cloned() {
         let mut s = format!(
             "{name} (registered at frame {}) received no deliveries; messages published after it went elsewhere: ",
             registered.frame
         );
+        let mut evidence = consume_evidence(cs);
         let mut parts = Vec::new();
+        let mut certain = true;
         for (m, conn, i, why) in misses.iter().take(MAX_NAMED) {
             let d = &a.destinations[*i];
             let mut p = format!(
                 "{} publish(es) to exchange '{}' with routing key '{}' (first after registration at frame {}): {why}",
                 d.count, d.exchange, d.routing_key, m.frame
             );
+            p.push_str(&where_they_went(ctx, d));
             if d.returned > 0 {
                 let (_, code, text) = d.first_return.clone().unwrap_or((*m, 0, String::new()));
                 let _ = write!(
@@ -1176,6 +1375,12 @@ fn no_messages(
                     "; the broker returned {} of them ({code} {text})",
                     d.returned
                 );
+            }
+            // The default exchange's rule is certain; a named exchange's bindings
+            // may predate the capture, so a delivery may still follow.
+            let waited = at_now.secs_since(m.ts);
+            if !d.exchange.is_empty() && ctx.live() && waited < LIVE_GRACE_S {
+                certain = false;
             }
             parts.push(p);
             let mut e = ev(*m, "basic.publish");
@@ -1188,53 +1393,138 @@ fn no_messages(
             evidence.push(e);
         }
         s.push_str(&parts.join("; "));
-        (*first, s)
-    } else if any_after {
-        // Publishes happened but they reach this queue or were delivered to others.
-        if reachable_after > 0 {
-            v.explanation = format!(
-                "{reachable_after} publish(es) that can reach queue '{queue}' were seen, none delivered to this consumer"
-            );
-        }
-        return false;
-    } else {
-        let before: u64 = a.destinations.iter().map(|d| d.count).sum();
-        let mut s = format!(
-            "{name} (registered at frame {}) received no deliveries, and no publisher on the wire sent \
-             anything after it registered",
-            registered.frame
+        let idle_s = at_now.secs_since(first.ts).max(0.0);
+        let _ = write!(
+            s,
+            "; nothing delivered to it for {} after the first of them{ended_note}",
+            fmt_s(idle_s)
         );
-        if before > 0 {
-            let _ = write!(s, " ({before} publish(es) seen before it, none after)");
-        }
-        if let Some(n) = a.queues.get(queue).and_then(|q| q.message_count) {
+        if !certain {
             let _ = write!(
                 s,
-                "; queue.declare-ok reported {n} message(s) ready in '{queue}'"
+                "; uncertain: bindings made before the capture are unknown, and a delivery may still come"
             );
         }
-        (registered, s)
-    };
-    let idle = at_now.secs_since(at.ts);
-    if idle >= t {
-        let s = format!(
-            "{s}; nothing delivered for {} until the capture ends{ended_note}",
-            fmt_s(idle)
-        );
-        set(v, VerdictKind::NoMessagesRoutedToQueue, at, s);
-        v.evidence = evidence;
-        true
-    } else {
-        if idle >= SUSPECT_AFTER_S {
-            v.suspected = Some(VerdictKind::NoMessagesRoutedToQueue);
-        }
-        v.explanation = format!(
-            "no deliveries yet {} after the evidence: not yet certain, certain after {}",
-            fmt_s(idle),
-            fmt_s(t)
-        );
-        false
+        return Some(Starving {
+            kind: VerdictKind::NoMessagesRoutedToQueue,
+            certainty: if certain {
+                Certainty::Certain
+            } else {
+                Certainty::Uncertain
+            },
+            at: first,
+            explanation: s,
+            evidence,
+            misses: misses.iter().map(|(_, _, i, _)| *i as u32).collect(),
+        });
     }
+    if any_after {
+        let mut s = format!("{name} received no deliveries");
+        if reachable_after > 0 {
+            let _ = write!(
+                s,
+                ": {reachable_after} publish(es) that can reach queue '{queue}' were seen, none delivered to \
+                 this consumer (another consumer of the queue, here or not, took them)"
+            );
+        } else {
+            s.push_str(
+                ": every publish after it registered went to queues other consumers here read",
+            );
+        }
+        s.push_str(ended_note);
+        return Some(idle(s));
+    }
+    let ready = a
+        .queues
+        .get(queue)
+        .and_then(|q| q.message_count)
+        .unwrap_or(0);
+    if ready == 0 {
+        let mut s = format!(
+            "{name} received no deliveries, and nothing was published for it: no publisher in the capture \
+             sent anything after it registered at frame {}",
+            registered.frame
+        );
+        if a.queues.get(queue).and_then(|q| q.message_count) == Some(0) {
+            let _ = write!(
+                s,
+                " (queue.declare-ok reported 0 messages ready in '{queue}')"
+            );
+        }
+        s.push_str(ended_note);
+        return Some(idle(s));
+    }
+    // Messages were ready in its queue, yet none came: time is the evidence.
+    let idle_s = at_now.secs_since(registered.ts).max(0.0);
+    if idle_s < UNCERTAIN_AFTER_S {
+        return None;
+    }
+    let mut s = format!(
+        "{name} (registered at frame {}) received no deliveries although queue.declare-ok reported {ready} \
+         message(s) ready in '{queue}'; nothing delivered for {} {}{ended_note}",
+        registered.frame,
+        fmt_s(idle_s),
+        ctx.until()
+    );
+    let certainty = if idle_s >= ctx.t {
+        Certainty::Certain
+    } else {
+        let _ = write!(s, "; uncertain: certain after {}", fmt_s(ctx.t));
+        Certainty::Uncertain
+    };
+    Some(Starving {
+        kind: VerdictKind::NoMessagesRoutedToQueue,
+        certainty,
+        at: registered,
+        explanation: s,
+        evidence: consume_evidence(cs),
+        misses: Vec::new(),
+    })
+}
+
+/// Where a destination's publishes went, as far as the capture shows:
+/// "; they went to queue 'b' (declared at frame 40, 3 ready), which no
+/// consumer here reads".
+fn where_they_went(ctx: &Ctx, d: &super::Destination) -> String {
+    let a = ctx.a;
+    let queues = routing::queues_reached(a, d);
+    if queues.is_empty() {
+        return "; no binding seen in the capture routes them to any queue (bindings made before it are \
+                unknown; otherwise the broker drops them, or returns them when mandatory)"
+            .to_string();
+    }
+    let mut parts = Vec::new();
+    for q in queues.iter().take(MAX_NAMED) {
+        let mut p = format!("'{q}'");
+        match a.queues.get(q) {
+            Some(info) => {
+                if let Some(m) = info.declared {
+                    let _ = write!(p, " (declared at frame {}", m.frame);
+                    if let Some(n) = info.message_count {
+                        let _ = write!(p, ", {n} ready then");
+                    }
+                    p.push(')');
+                }
+            }
+            None if d.exchange.is_empty() => p.push_str(
+                " (not declared in the capture: unless it exists, the broker drops them)",
+            ),
+            None => {}
+        }
+        parts.push(p);
+    }
+    let consumed = queues
+        .iter()
+        .any(|q| ctx.consumed_on.contains_key(q.as_str()));
+    format!(
+        "; they went to queue {}{}",
+        parts.join(", "),
+        if consumed {
+            ""
+        } else {
+            ", which no consumer here reads"
+        }
+    )
 }
 
 fn redelivery_loop(
@@ -1244,7 +1534,12 @@ fn redelivery_loop(
 ) -> Option<(Mark, String, Vec<EvidenceRef>)> {
     let fp = cs.loop_fp?;
     let tr = a.requeued.get(&fp)?;
-    let at = tr.became_loop?;
+    let became = tr.became_loop?;
+    // The earliest third delivery of any looping message to this consumer.
+    let at = match cs.loop_since {
+        Some(m) if m.ts < became.ts => m,
+        _ => became,
+    };
     let msg = match &tr.message_id {
         Some(id) => format!("message_id '{id}'"),
         None => {
@@ -1256,10 +1551,10 @@ fn redelivery_loop(
     let mut s = format!(
         "{name}: {msg} was delivered {} times, each time settled with requeue=true ({} nack/reject seen) \
          and delivered again; the third delivery is at frame {}",
-        tr.rounds, settles, at.frame
+        tr.rounds, settles, became.frame
     );
     if tr.outstanding {
-        s.push_str("; it is delivered and unsettled when the capture ends");
+        s.push_str("; it is delivered and unsettled at the end");
     }
     let evidence = tr
         .events
@@ -1281,91 +1576,4 @@ fn redelivery_loop(
         })
         .collect();
     Some((at, s, evidence))
-}
-
-// ---------------------------------------------------------------- summaries
-
-fn connection_summary(c: &ConnState) -> ConnectionSummary {
-    ConnectionSummary {
-        conn: c.conn,
-        first_frame: c.first.frame,
-        start: c.first.ts,
-        end: c.ended.map(|m| m.ts),
-        handshake_seen: c.saw_handshake,
-        client_product: c.client_product.clone(),
-        client_version: c.client_version.clone(),
-        connection_name: c.connection_name.clone(),
-        broker_product: c.broker_product.clone(),
-        broker_version: c.broker_version.clone(),
-        user: c.user.clone(),
-        vhost: c.vhost.clone(),
-        heartbeat: c.heartbeat,
-        frame_max: c.frame_max,
-        channels_opened: c.channels_opened,
-        consumes: c.consumes,
-        publishes: c.publishes,
-        gets: c.gets,
-        deliveries: c.deliveries,
-        blocked: c.blocked.is_some(),
-        closed_by: c.close.as_ref().map(|cl| peer(cl.by)),
-        reply_code: c.close.as_ref().map(|cl| cl.reply_code),
-        reply_text: c.close.as_ref().map(|cl| cl.reply_text.clone()),
-        close_ok: c.close_ok.is_some(),
-        tcp_end: c.tcp_end.map(|e| match e.kind {
-            TcpEndKind::Fin => "fin",
-            TcpEndKind::Rst => "rst",
-        }),
-        gaps: c.gap_count,
-        errors: c.errors,
-    }
-}
-
-fn consumer_summary(a: &Analyzer, cs: &ConsumerState) -> ConsumerSummary {
-    let c = &a.conns[cs.conn as usize];
-    ConsumerSummary {
-        conn: c.conn,
-        channel: cs.channel,
-        consumer_tag: cs.tag.clone(),
-        queue: cs.queue.clone(),
-        no_ack: cs.no_ack,
-        consume_frame: cs.consume.map(|m| m.frame),
-        consume_ok: cs.consume_ok.is_some(),
-        prefetch_count: cs.qos.as_ref().map(|q| q.prefetch_count),
-        channel_prefetch_count: a
-            .channel_window(cs.conn, cs.channel)
-            .map(|(q, _, _)| q.prefetch_count),
-        deliveries: cs.deliveries,
-        redelivered: cs.redelivered,
-        acks: cs.acks,
-        nacks_requeue: cs.nacks_requeue,
-        nacks_drop: cs.nacks_drop,
-        rejects_requeue: cs.rejects_requeue,
-        rejects_drop: cs.rejects_drop,
-        unacked: cs.unacked,
-        last_delivery: cs.last_delivery.map(|m| m.ts),
-        last_settle: cs.last_settle.map(|m| m.ts),
-        latency: latency(cs),
-        ended_by: cs.end.map(|e| match e {
-            ConsumerEnd::ClientCancel(_) => "client",
-            ConsumerEnd::BrokerCancel(_) => "broker",
-            ConsumerEnd::ChannelClosed { .. } => "channel_closed",
-            ConsumerEnd::ConnectionClosed { .. } => "connection_closed",
-            ConsumerEnd::TcpEnded(_) => "tcp",
-        }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::topic_match;
-
-    #[test]
-    fn topic_patterns() {
-        assert!(topic_match("#", "a.b"));
-        assert!(topic_match("a.*", "a.b"));
-        assert!(!topic_match("a.*", "a.b.c"));
-        assert!(topic_match("a.#", "a"));
-        assert!(topic_match("*.b.#", "a.b.c.d"));
-        assert!(!topic_match("a", "b"));
-    }
 }

@@ -1,0 +1,255 @@
+//! Where a publish can go: the default exchange's rule, the exchanges and
+//! bindings seen in the capture (direct, topic, fanout, headers), which
+//! destinations some consumer in the capture was served from, and which
+//! consumers idle by design (control, reply, broadcast and delay queues) and
+//! so are never blamed for a publish that went elsewhere.
+//!
+//! Reads the analyzer's state; owns no state of its own.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+
+use super::{Analyzer, ConsumerState, Destination};
+
+/// Whether a destination (exchange, routing key) can reach a queue, by what
+/// the capture shows.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Reach {
+    Yes,
+    /// Why not, in words.
+    No(String),
+}
+
+/// Most names listed in one sentence.
+pub(crate) const MAX_NAMED: usize = 10;
+
+pub(crate) fn name_list(names: &[String]) -> String {
+    let mut s = names
+        .iter()
+        .take(MAX_NAMED)
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > MAX_NAMED {
+        let _ = write!(s, " and {} more", names.len() - MAX_NAMED);
+    }
+    s
+}
+
+/// Destinations whose publishes reached a consumer in the capture: they can
+/// reach the queue of a consumer that received deliveries.
+pub(crate) fn served_destinations(a: &Analyzer) -> HashSet<usize> {
+    let mut queues: Vec<&str> = a
+        .consumers
+        .iter()
+        .filter(|c| c.deliveries > 0)
+        .filter_map(|c| c.queue.as_deref())
+        .collect();
+    queues.sort_unstable();
+    queues.dedup();
+    let mut out = HashSet::new();
+    for (i, d) in a.destinations.iter().enumerate() {
+        if queues.iter().any(|q| reaches(a, d, q) == Reach::Yes) {
+            out.insert(i);
+        }
+    }
+    out
+}
+
+pub(crate) fn reaches(a: &Analyzer, d: &Destination, queue: &str) -> Reach {
+    if d.exchange.is_empty() {
+        return if d.routing_key == queue {
+            Reach::Yes
+        } else {
+            Reach::No(format!(
+                "the default exchange routes routing key '{}' only to the queue named '{}', not to '{queue}'",
+                d.routing_key, d.routing_key
+            ))
+        };
+    }
+    let binds: Vec<&String> = a
+        .bindings
+        .get(queue)
+        .map(|v| {
+            v.iter()
+                .filter(|(x, _)| *x == d.exchange)
+                .map(|(_, k)| k)
+                .collect()
+        })
+        .unwrap_or_default();
+    if binds.is_empty() {
+        return Reach::No(format!(
+            "no queue.bind of '{queue}' to exchange '{}' appears in the capture",
+            d.exchange
+        ));
+    }
+    if binds
+        .iter()
+        .any(|k| binding_matches(a, &d.exchange, k, &d.routing_key))
+    {
+        Reach::Yes
+    } else {
+        let keys: Vec<String> = binds.iter().map(|k| k.to_string()).collect();
+        Reach::No(format!(
+            "queue '{queue}' is bound to exchange '{}' only with key(s) {}, which do not match '{}'",
+            d.exchange,
+            name_list(&keys),
+            d.routing_key
+        ))
+    }
+}
+
+/// Whether a binding key of `exchange` matches a routing key, by the
+/// exchange's type when its exchange.declare was seen (either rule otherwise).
+fn binding_matches(a: &Analyzer, exchange: &str, binding_key: &str, routing_key: &str) -> bool {
+    match a.exchange_types.get(exchange).map(String::as_str) {
+        Some("fanout") | Some("headers") => true,
+        Some("topic") => topic_match(binding_key, routing_key),
+        Some(_) => binding_key == routing_key,
+        None => binding_key == routing_key || topic_match(binding_key, routing_key),
+    }
+}
+
+/// The queues a destination's publishes went to, by the capture's rules: on the
+/// default exchange the queue named by the routing key; on a named exchange
+/// every queue with a matching binding seen. Empty when no seen binding matches.
+pub(crate) fn queues_reached(a: &Analyzer, d: &Destination) -> Vec<String> {
+    if d.exchange.is_empty() {
+        return vec![d.routing_key.clone()];
+    }
+    let mut out: Vec<String> = a
+        .bindings
+        .iter()
+        .filter(|(_, binds)| {
+            binds
+                .iter()
+                .any(|(x, k)| *x == d.exchange && binding_matches(a, x, k, &d.routing_key))
+        })
+        .map(|(q, _)| q.clone())
+        .collect();
+    out.sort();
+    out
+}
+
+/// AMQP topic matching: words split on '.', `*` is one word, `#` zero or more.
+pub(crate) fn topic_match(pattern: &str, key: &str) -> bool {
+    topic_match_counted(pattern, key).0
+}
+
+/// [`topic_match`] and the number of steps it took: at most
+/// (pattern words + 1) × (key words + 1), whatever the `#`s (a dynamic
+/// programme over word positions instead of backtracking, which is
+/// exponential in the number of `#` and the key comes from the capture).
+pub(crate) fn topic_match_counted(pattern: &str, key: &str) -> (bool, u64) {
+    let p: Vec<&str> = pattern.split('.').collect();
+    let k: Vec<&str> = key.split('.').collect();
+    let n = k.len();
+    // next[j]: p[i+1..] matches k[j..]; cur[j]: p[i..] matches k[j..].
+    let mut next = vec![false; n + 1];
+    next[n] = true; // the empty pattern matches the empty rest of the key
+    let mut cur = vec![false; n + 1];
+    let mut steps = 0u64;
+    for w in p.iter().rev() {
+        for j in (0..=n).rev() {
+            steps += 1;
+            cur[j] = match *w {
+                "#" => next[j] || (j < n && cur[j + 1]),
+                "*" => j < n && next[j + 1],
+                w => j < n && k[j] == w && next[j + 1],
+            };
+        }
+        std::mem::swap(&mut cur, &mut next);
+    }
+    (next[0], steps)
+}
+
+/// Why a consumer idles by design and is never blamed for publishes that went
+/// elsewhere, or None for a work consumer. Judged from the queue's name, the
+/// way it was declared and the exchanges it is bound to.
+pub(crate) fn bystander(a: &Analyzer, cs: &ConsumerState) -> Option<String> {
+    let q = cs.queue.as_deref()?;
+    if q.ends_with(".pidbox") {
+        return Some(format!(
+            "'{q}' is Celery's remote-control (pidbox) queue, which only receives broadcast commands"
+        ));
+    }
+    if q.starts_with("celeryev.") {
+        return Some(format!(
+            "'{q}' is a Celery event queue, which only receives worker events"
+        ));
+    }
+    if q.starts_with("amq.rabbitmq.reply-to") {
+        return Some(format!("'{q}' is RabbitMQ's direct reply-to pseudo-queue"));
+    }
+    if q.starts_with("amq.gen-") {
+        return Some(format!(
+            "'{q}' is a server-named queue (a reply or temporary queue)"
+        ));
+    }
+    for (suffix, what) in [(".DQ", "delay"), (".XQ", "dead-letter")] {
+        if let Some(base) = q.strip_suffix(suffix) {
+            let base_seen = a.queues.contains_key(base)
+                || a.consumers.iter().any(|c| c.queue.as_deref() == Some(base));
+            if base_seen {
+                return Some(format!(
+                    "'{q}' is Dramatiq's {what} queue of '{base}', which receives messages only when one is delayed{}",
+                    if what == "delay" { "" } else { " or dead-lettered" }
+                ));
+            }
+        }
+    }
+    if let Some(binds) = a.bindings.get(q) {
+        let fanout: Vec<&String> = binds
+            .iter()
+            .map(|(x, _)| x)
+            .filter(|x| a.exchange_types.get(x.as_str()).map(String::as_str) == Some("fanout"))
+            .collect();
+        if !binds.is_empty() && fanout.len() == binds.len() {
+            return Some(format!(
+                "'{q}' is bound only to fanout exchange(s) {}: it receives broadcasts, not work",
+                name_list(&fanout.iter().map(|x| x.to_string()).collect::<Vec<_>>())
+            ));
+        }
+    }
+    let info = a.queues.get(q)?;
+    if info.exclusive && info.auto_delete && cs.no_ack {
+        return Some(format!(
+            "'{q}' is an exclusive auto-delete queue consumed with no_ack (a reply or control queue)"
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{topic_match, topic_match_counted};
+
+    #[test]
+    fn topic_patterns() {
+        assert!(topic_match("#", "a.b"));
+        assert!(topic_match("#", ""));
+        assert!(topic_match("a.*", "a.b"));
+        assert!(!topic_match("a.*", "a.b.c"));
+        assert!(topic_match("a.#", "a"));
+        assert!(topic_match("*.b.#", "a.b.c.d"));
+        assert!(topic_match("#.c", "a.b.c"));
+        assert!(topic_match("a.#.d", "a.d"));
+        assert!(!topic_match("a.#.d", "a.b.c"));
+        assert!(!topic_match("a", "b"));
+        assert!(topic_match("", ""));
+    }
+
+    /// A capture decides both sides of the match: 40 `#` against a 1 000-word
+    /// key must take pattern × key steps, not an exponential search.
+    #[test]
+    fn many_hashes_against_a_long_key_take_pattern_times_key_steps() {
+        let pattern = vec!["#"; 40].join(".") + ".nomatch";
+        let key = vec!["w"; 1000].join(".");
+        let (m, steps) = topic_match_counted(&pattern, &key);
+        assert!(!m);
+        assert!(steps <= 41 * 1001, "{steps} steps");
+        let (m, steps) = topic_match_counted(&vec!["#"; 40].join("."), &key);
+        assert!(m);
+        assert!(steps <= 40 * 1001, "{steps} steps");
+    }
+}

@@ -1,0 +1,78 @@
+//! The summaries of the analysis document: one per connection and consumer,
+//! the figures the verdicts rest on.
+
+use super::model::{ConnectionSummary, ConsumerSummary};
+use super::verdicts::{latency, peer};
+use super::{Analyzer, ConnState, ConsumerEnd, ConsumerState, TcpEndKind};
+
+pub(crate) fn connection_summary(c: &ConnState) -> ConnectionSummary {
+    ConnectionSummary {
+        conn: c.conn,
+        first_frame: c.first.frame,
+        start: c.first.ts,
+        end: c.ended.map(|m| m.ts),
+        handshake_seen: c.saw_handshake,
+        client_product: c.client_product.clone(),
+        client_version: c.client_version.clone(),
+        connection_name: c.connection_name.clone(),
+        broker_product: c.broker_product.clone(),
+        broker_version: c.broker_version.clone(),
+        user: c.user.clone(),
+        vhost: c.vhost.clone(),
+        heartbeat: c.heartbeat,
+        frame_max: c.frame_max,
+        channels_opened: c.channels_opened,
+        consumes: c.consumes,
+        publishes: c.publishes,
+        gets: c.gets,
+        deliveries: c.deliveries,
+        blocked: c.blocked.is_some(),
+        closed_by: c.close.as_ref().map(|cl| peer(cl.by)),
+        reply_code: c.close.as_ref().map(|cl| cl.reply_code),
+        reply_text: c.close.as_ref().map(|cl| cl.reply_text.clone()),
+        close_ok: c.close_ok.is_some(),
+        tcp_end: c.tcp_end.map(|e| match e.kind {
+            TcpEndKind::Fin => "fin",
+            TcpEndKind::Rst => "rst",
+        }),
+        gaps: c.gap_count,
+        errors: c.errors,
+    }
+}
+
+pub(crate) fn consumer_summary(a: &Analyzer, cs: &ConsumerState) -> ConsumerSummary {
+    let c = &a.conns[cs.conn as usize];
+    ConsumerSummary {
+        conn: c.conn,
+        channel: cs.channel,
+        consumer_tag: cs.tag.clone(),
+        queue: cs.queue.clone(),
+        no_ack: cs.no_ack,
+        consume_frame: cs.consume.map(|m| m.frame),
+        consume_ok: cs.consume_ok.is_some(),
+        prefetch_count: cs.qos.as_ref().map(|q| q.prefetch_count),
+        channel_prefetch_count: cs
+            .channel_qos
+            .as_ref()
+            .filter(|q| q.prefetch_count > 0)
+            .map(|q| q.prefetch_count),
+        deliveries: cs.deliveries,
+        redelivered: cs.redelivered,
+        acks: cs.acks,
+        nacks_requeue: cs.nacks_requeue,
+        nacks_drop: cs.nacks_drop,
+        rejects_requeue: cs.rejects_requeue,
+        rejects_drop: cs.rejects_drop,
+        unacked: cs.unacked,
+        last_delivery: cs.last_delivery.map(|m| m.ts),
+        last_settle: cs.last_settle.map(|m| m.ts),
+        latency: latency(cs),
+        ended_by: cs.end.map(|e| match e {
+            ConsumerEnd::ClientCancel(_) => "client",
+            ConsumerEnd::BrokerCancel(_) => "broker",
+            ConsumerEnd::ChannelClosed { .. } => "channel_closed",
+            ConsumerEnd::ConnectionClosed { .. } => "connection_closed",
+            ConsumerEnd::TcpEnded(_) => "tcp",
+        }),
+    }
+}
