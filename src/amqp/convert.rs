@@ -35,7 +35,9 @@ pub fn method_from_class(class: AMQPClass, payload: &[u8]) -> Method {
             }
             connection::AMQPMethod::StartOk(s) => {
                 a.product = table_str(&s.client_properties, "product");
-                a.version = table_str(&s.client_properties, "version");
+                // py-amqp (Celery, kombu) says `product_version`, most clients `version`.
+                a.version = table_str(&s.client_properties, "version")
+                    .or_else(|| table_str(&s.client_properties, "product_version"));
                 a.platform = table_str(&s.client_properties, "platform");
                 a.connection_name = table_str(&s.client_properties, "connection_name");
                 a.user = sasl_user(s.mechanism.as_str(), s.response.as_bytes());

@@ -982,3 +982,24 @@ fn a_false_candidate_with_a_large_size_does_not_hold_resync_back() {
     assert_eq!(items[0].offset, 12);
     assert_eq!(method_of(&items[0]).method, MethodKind::BasicAck);
 }
+
+/// py-amqp (what Celery and kombu use) names its version `product_version`.
+#[test]
+fn start_ok_product_version_is_read_when_version_is_absent() {
+    let bytes = method_frame(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
+            client_properties: table(&[
+                ("product", long("py-amqp")),
+                ("product_version", long("5.3.1")),
+            ]),
+            mechanism: "AMQPLAIN".into(),
+            response: Credentials::new("guest".into(), PASSWORD.into())
+                .sasl_auth_string(SASLMechanism::AMQPlain),
+            locale: "en_US".into(),
+        })),
+    );
+    let m = decode_method(&bytes);
+    assert_eq!(m.args.product.as_deref(), Some("py-amqp"));
+    assert_eq!(m.args.version.as_deref(), Some("5.3.1"));
+}

@@ -1240,3 +1240,364 @@ fn analyzer_throughput() {
     );
     assert!(!s.a.analysis(Timestamp(ts)).has_stall());
 }
+
+// ------------------------------------------------------------ issue 11 rules
+
+#[test]
+fn full_window_while_peers_settle_is_certain_within_seconds() {
+    let mut s = Sim::new();
+    let (p, stuck, peer) = (conn(3000), conn(3001), conn(3002));
+    worker(&mut s, stuck, "shared", "stuck", 3);
+    worker(&mut s, peer, "shared", "peer", 3);
+    s.handshake(p, 60);
+    s.channel(p, 1);
+    s.at(1.0);
+    for t in 1..=3 {
+        s.deliver(stuck, 1, "stuck", t, false, None);
+    }
+    for i in 1..=50u64 {
+        s.at(1.0 + i as f64 * 0.06);
+        s.publish(p, 1, "", "shared");
+        s.deliver(peer, 1, "peer", i, false, None);
+        s.at(1.0 + i as f64 * 0.06 + 0.003);
+        s.ack(peer, 1, i, false);
+    }
+    // 3.5 s after the window filled, no time threshold passed: the peers prove it.
+    s.at(4.5);
+    let an = s.analysis();
+    let v = consumer_verdict(&an, "stuck");
+    assert_eq!(
+        v.verdict,
+        VerdictKind::PrefetchExhausted,
+        "{}",
+        v.explanation
+    );
+    assert_eq!(v.certainty, Certainty::Certain, "{}", v.explanation);
+    assert!(v.explanation.contains("kept settling"), "{}", v.explanation);
+    // Live, within seconds too, and worded "so far".
+    s.at(2.5);
+    let live = s.a.live_analysis(Timestamp(T0 + 2_500_000_000));
+    let lv = consumer_verdict(&live, "stuck");
+    assert_eq!(lv.certainty, Certainty::Certain, "{}", lv.explanation);
+    assert!(lv.explanation.contains("so far"), "{}", lv.explanation);
+    assert_eq!(consumer_verdict(&an, "peer").verdict, VerdictKind::Healthy);
+    assert_eq!(an.causes.len(), 1, "{:#?}", an.causes);
+    assert!(
+        an.causes[0].text.contains("kept settling"),
+        "{}",
+        an.causes[0].text
+    );
+}
+
+#[test]
+fn full_window_at_the_very_end_of_a_quiet_capture_is_an_uncertain_stall() {
+    let mut s = Sim::new();
+    let w = conn(3010);
+    worker(&mut s, w, "quiet", "q5", 5);
+    s.at(1.0);
+    for t in 1..=5 {
+        s.deliver(w, 1, "q5", t, false, None);
+    }
+    s.at(1.004);
+    s.heartbeat(w, Dir::C2S);
+    let an = s.analysis();
+    let v = consumer_verdict(&an, "q5");
+    assert_eq!(v.verdict, VerdictKind::PrefetchExhausted);
+    assert_eq!(v.certainty, Certainty::Uncertain);
+    assert!(
+        v.explanation.contains("duration unknown")
+            && v.explanation.contains("4 ms after the window filled"),
+        "{}",
+        v.explanation
+    );
+    assert!(an.has_stall());
+    let mut text = Vec::new();
+    write_verdict_block(&an, &mut text).expect("write to a Vec");
+    let text = String::from_utf8(text).expect("utf-8");
+    assert!(text.contains("[uncertain]"), "{text}");
+    assert!(!text.contains("healthy: 1 consumer"), "{text}");
+}
+
+#[test]
+fn slow_consumer_mid_message_at_the_end_is_never_a_stall() {
+    let mut s = Sim::new();
+    let w = conn(3020);
+    worker(&mut s, w, "slowq", "slow1", 1);
+    for i in 1..=4u64 {
+        let t0 = (i - 1) as f64 * 3.01;
+        s.at(t0 + 0.01);
+        s.deliver(w, 1, "slow1", i, false, None);
+        if i < 4 {
+            s.at(t0 + 3.0);
+            s.ack(w, 1, i, false);
+        }
+    }
+    // Mid-message: 2 s into the fourth 3 s message when the capture ends.
+    s.at(9.04 + 2.0);
+    s.heartbeat(w, Dir::C2S);
+    let an = s.analysis();
+    let v = consumer_verdict(&an, "slow1");
+    assert_eq!(v.verdict, VerdictKind::SlowButHealthy, "{}", v.explanation);
+    assert!(!an.has_stall(), "{:#?}", an.verdicts);
+}
+
+/// The seed case: a worker on 'default' (and its Dramatiq delay queue) while
+/// the sender's actor publishes to 'other'; the capture ends right after.
+#[test]
+fn misrouted_publish_is_certain_at_once_and_names_both_queues() {
+    let mut s = Sim::new();
+    let (p, w1, w2) = (conn(3030), conn(3031), conn(3032));
+    worker(&mut s, w1, "default", "main", 4);
+    worker(&mut s, w2, "default.DQ", "delay", 4);
+    s.handshake(p, 60);
+    s.channel(p, 1);
+    s.declare(p, 1, "other");
+    s.at(1.0);
+    let first = s.publish(p, 1, "", "other");
+    for _ in 0..9 {
+        s.publish(p, 1, "", "other");
+    }
+    s.at(1.001);
+    let an = s.analysis();
+    let v = consumer_verdict(&an, "main");
+    assert_eq!(
+        v.verdict,
+        VerdictKind::NoMessagesRoutedToQueue,
+        "{}",
+        v.explanation
+    );
+    assert_eq!(v.certainty, Certainty::Certain);
+    assert_eq!(v.frame, Some(first));
+    assert!(
+        v.explanation.contains("'other'") && v.explanation.contains("which no consumer here reads")
+    );
+    let d = consumer_verdict(&an, "delay");
+    assert_eq!(d.verdict, VerdictKind::Idle, "{}", d.explanation);
+    assert!(d.explanation.contains("delay queue"), "{}", d.explanation);
+    assert_eq!(an.causes.len(), 1, "{:#?}", an.causes);
+    let cause = &an.causes[0].text;
+    assert!(
+        cause.contains("10 message(s) published with routing key 'other' went to queue 'other', which no consumer here reads")
+            && cause.contains("read 'default' and 'default.DQ'")
+            && cause.contains("test-client"),
+        "{cause}"
+    );
+}
+
+#[test]
+fn celery_control_consumer_is_idle_and_only_the_work_queue_is_blamed() {
+    let mut s = Sim::new();
+    let (p, w) = (conn(3040), conn(3041));
+    worker(&mut s, w, "a", "work", 4);
+    s.channel(w, 2);
+    s.method(
+        w,
+        Dir::C2S,
+        2,
+        MethodKind::ExchangeDeclare,
+        MethodArgs {
+            exchange: Some("celery.pidbox".into()),
+            exchange_type: Some("fanout".into()),
+            ..Default::default()
+        },
+    );
+    s.declare(w, 2, "w1@host.celery.pidbox");
+    s.method(
+        w,
+        Dir::C2S,
+        2,
+        MethodKind::QueueBind,
+        MethodArgs {
+            queue: Some("w1@host.celery.pidbox".into()),
+            exchange: Some("celery.pidbox".into()),
+            routing_key: Some("".into()),
+            ..Default::default()
+        },
+    );
+    s.consume(w, 2, "w1@host.celery.pidbox", "ctl");
+    s.handshake(p, 60);
+    s.channel(p, 1);
+    s.at(1.0);
+    s.publish(p, 1, "b", "b");
+    s.at(6.0);
+    let an = s.analysis();
+    let v = consumer_verdict(&an, "work");
+    assert_eq!(
+        v.verdict,
+        VerdictKind::NoMessagesRoutedToQueue,
+        "{}",
+        v.explanation
+    );
+    assert!(v.explanation.contains("exchange 'b'"), "{}", v.explanation);
+    let c = consumer_verdict(&an, "ctl");
+    assert_eq!(c.verdict, VerdictKind::Idle, "{}", c.explanation);
+    assert!(c.explanation.contains("pidbox"), "{}", c.explanation);
+}
+
+#[test]
+fn helper_connection_declaring_queues_consumed_elsewhere_is_healthy() {
+    let mut s = Sim::new();
+    let (helper, w) = (conn(3050), conn(3051));
+    s.handshake(helper, 60);
+    s.channel(helper, 1);
+    for q in ["default", "default.DQ", "default.XQ"] {
+        s.declare(helper, 1, q);
+    }
+    worker(&mut s, w, "default", "main", 4);
+    s.at(40.0);
+    s.heartbeat(helper, Dir::C2S);
+    let an = s.analysis();
+    let v = conn_verdict(&an, helper);
+    assert_eq!(v.verdict, VerdictKind::Healthy, "{}", v.explanation);
+    // A connection that set a prefetch and never consumed meant to: no_consume.
+    let mut s = Sim::new();
+    let lone = conn(3052);
+    s.handshake(lone, 60);
+    s.channel(lone, 1);
+    s.qos(lone, 1, 5, false);
+    s.at(2.0);
+    s.heartbeat(lone, Dir::C2S);
+    let v = conn_verdict(&s.analysis(), lone).clone();
+    assert_eq!(v.verdict, VerdictKind::NoConsume, "{}", v.explanation);
+    assert_eq!(v.certainty, Certainty::Uncertain);
+    s.at(8.0);
+    s.heartbeat(lone, Dir::C2S);
+    assert_eq!(
+        conn_verdict(&s.analysis(), lone).certainty,
+        Certainty::Certain
+    );
+}
+
+#[test]
+fn publishes_after_a_consumer_ended_are_not_its_evidence() {
+    let mut s = Sim::new();
+    let (p, w) = (conn(3060), conn(3061));
+    worker(&mut s, w, "mine", "gone", 4);
+    s.at(1.0);
+    s.method(
+        w,
+        Dir::C2S,
+        1,
+        MethodKind::BasicCancel,
+        MethodArgs {
+            consumer_tag: Some("gone".into()),
+            ..Default::default()
+        },
+    );
+    s.method(
+        w,
+        Dir::S2C,
+        1,
+        MethodKind::BasicCancelOk,
+        MethodArgs {
+            consumer_tag: Some("gone".into()),
+            ..Default::default()
+        },
+    );
+    // A channel-wide qos after the cancel is not the cancelled consumer's.
+    s.qos(w, 1, 7, true);
+    s.handshake(p, 60);
+    s.channel(p, 1);
+    s.at(2.0);
+    s.publish(p, 1, "", "elsewhere");
+    s.at(10.0);
+    let an = s.analysis();
+    let v = consumer_verdict(&an, "gone");
+    assert_eq!(v.verdict, VerdictKind::Idle, "{}", v.explanation);
+    assert!(!v.explanation.contains("-1"), "{}", v.explanation);
+    assert_eq!(an.consumers[0].channel_prefetch_count, None);
+}
+
+#[test]
+fn channel_prefetch_survives_the_channel_in_the_summary() {
+    let mut s = Sim::new();
+    let w = conn(3070);
+    s.handshake(w, 60);
+    s.channel(w, 1);
+    s.qos(w, 1, 9, true);
+    s.consume(w, 1, "g", "gtag");
+    s.method(
+        w,
+        Dir::C2S,
+        1,
+        MethodKind::ChannelClose,
+        MethodArgs {
+            reply_code: Some(200),
+            ..Default::default()
+        },
+    );
+    assert_eq!(s.analysis().consumers[0].channel_prefetch_count, Some(9));
+}
+
+#[test]
+fn close_without_code_or_text_is_worded() {
+    let mut s = Sim::new();
+    let w = conn(3080);
+    s.handshake(w, 60);
+    s.method(
+        w,
+        Dir::C2S,
+        0,
+        MethodKind::ConnectionClose,
+        MethodArgs {
+            reply_code: Some(0),
+            reply_text: Some("".into()),
+            ..Default::default()
+        },
+    );
+    let v = conn_verdict(&s.analysis(), w).clone();
+    assert!(!v.explanation.contains("(0 )"), "{}", v.explanation);
+    assert!(
+        v.explanation.contains("without a reply code"),
+        "{}",
+        v.explanation
+    );
+}
+
+#[test]
+fn channel_close_verdict_names_the_queue_of_its_own_connection() {
+    let mut s = Sim::new();
+    let (w1, w2) = (conn(3090), conn(3091));
+    worker(&mut s, w1, "q-one", "fixed", 1);
+    worker(&mut s, w2, "q-two", "fixed", 1);
+    s.method(
+        w2,
+        Dir::S2C,
+        1,
+        MethodKind::ChannelClose,
+        MethodArgs {
+            reply_code: Some(406),
+            reply_text: Some("PRECONDITION_FAILED - boom".into()),
+            ..Default::default()
+        },
+    );
+    let an = s.analysis();
+    assert_eq!(channel_verdict(&an, w2, 1).queue.as_deref(), Some("q-two"));
+}
+
+#[test]
+fn redelivery_loop_since_is_the_earliest_third_delivery() {
+    let mut s = Sim::new();
+    let w = conn(3100);
+    worker(&mut s, w, "loopq", "nk", 10);
+    let mut tag = 0;
+    let mut third_of_a = 0;
+    // Message "a" loops first, then "b" loops more often.
+    for round in 1..=3 {
+        tag += 1;
+        let f = s.deliver(w, 1, "nk", tag, round > 1, Some("a"));
+        if round == 3 {
+            third_of_a = f;
+        }
+        s.nack(w, 1, tag, true);
+    }
+    for round in 1..=6 {
+        tag += 1;
+        s.deliver(w, 1, "nk", tag, round > 1, Some("b"));
+        s.nack(w, 1, tag, true);
+    }
+    let v = consumer_verdict(&s.analysis(), "nk").clone();
+    assert_eq!(v.verdict, VerdictKind::RedeliveryLoop, "{}", v.explanation);
+    assert_eq!(v.frame, Some(third_of_a));
+    assert!(v.explanation.contains("'b'"), "{}", v.explanation);
+}

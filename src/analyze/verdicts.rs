@@ -551,18 +551,20 @@ fn tcp_end_ev(end: super::TcpEnd) -> EvidenceRef {
 
 /// `(moment it went idle, what it did, idle seconds)` when the connection
 /// opened channels, never consumed, published or got, and showed the intent to
-/// consume: a basic.qos, or a queue it declared that no other connection here
-/// consumes. A connection that only declares queues consumed elsewhere (a
-/// worker's helper connection, as Dramatiq opens) or only opens a channel is
-/// not a stall.
+/// consume: a basic.qos, or queues it declared none of which another
+/// connection here consumes. A connection that declares queues consumed
+/// elsewhere (a worker's helper connection, as Dramatiq opens one to declare
+/// `X`, `X.DQ` and `X.XQ` for the consumers on other connections) or only
+/// opens a channel is not a stall.
 fn no_consume(ctx: &Ctx, ci: u32, c: &ConnState, now: Timestamp) -> Option<(Mark, String, f64)> {
     let qos = c.client_methods[MethodKind::BasicQos as usize] > 0;
-    let orphan_declare = c.declared_queues.iter().any(|q| {
+    let consumed_elsewhere = c.declared_queues.iter().any(|q| {
         ctx.consumed_on
             .get(q.as_str())
-            .is_none_or(|conns| conns.iter().all(|&other| other == ci))
+            .is_some_and(|conns| conns.iter().any(|&other| other != ci))
     });
-    if !qos && !orphan_declare {
+    let declares_for_itself = !c.declared_queues.is_empty() && !consumed_elsewhere;
+    if !qos && !declares_for_itself {
         return None;
     }
     if c.channels_opened == 0
@@ -978,12 +980,14 @@ fn consumer_verdict(
 
     let mut note = String::new();
     match prefetch_window(ctx, idx, cs, &name, at_now) {
-        Window::Stall(seed) => {
-            let (kind, certainty, at, s, evidence) = seed;
-            set(&mut v, kind, at, s);
-            v.certainty = certainty;
-            v.evidence = evidence;
-            let seed = own(&v);
+        Window::Stall(st) => {
+            set(&mut v, st.kind, st.at, st.explanation);
+            v.certainty = st.certainty;
+            v.evidence = st.evidence;
+            let seed = Some(CauseSeed {
+                key: CauseKey::Consumer(idx),
+                text: st.headline,
+            });
             return (v, seed);
         }
         Window::WithinPace(n) => note = n,
@@ -1112,7 +1116,15 @@ fn unacked_evidence(a: &Analyzer, idx: u32, cs: &ConsumerState) -> Vec<EvidenceR
         .collect()
 }
 
-type StallSeed = (VerdictKind, Certainty, Mark, String, Vec<EvidenceRef>);
+/// A stall found by a consumer rule: the verdict's fields and its headline.
+struct StallSeed {
+    kind: VerdictKind,
+    certainty: Certainty,
+    at: Mark,
+    explanation: String,
+    evidence: Vec<EvidenceRef>,
+    headline: String,
+}
 
 /// What the consumer's prefetch window says.
 enum Window {
@@ -1238,9 +1250,35 @@ fn prefetch_window(
             fmt_s(own_max)
         );
     }
+    let mut headline = format!(
+        "consumer '{}'{} holds {} unacknowledged deliveries, its whole {scope_desc} prefetch window of \
+         {limit}, with no settle for {} {}",
+        cs.tag,
+        cs.queue
+            .as_deref()
+            .map(|q| format!(" on queue '{q}'"))
+            .unwrap_or_default(),
+        tags.len(),
+        fmt_s(held),
+        ctx.until()
+    );
+    if !peers.is_empty() {
+        let _ = write!(
+            headline,
+            " while {} other consumer(s) of the queue kept settling",
+            peers.len()
+        );
+    }
+    headline.push_str(": the broker sends it nothing more until it settles");
     let certainty = if by_time || by_peers || by_own {
         Certainty::Certain
     } else {
+        let _ = write!(
+            headline,
+            " (duration unknown: {} {} after the window filled)",
+            ctx.end_word(),
+            fmt_s(held)
+        );
         let _ = write!(
             s,
             "; uncertain, duration unknown: {} {} after the window filled, with nothing to compare it with \
@@ -1267,13 +1305,14 @@ fn prefetch_window(
         unacked.extend(last);
     }
     evidence.extend(unacked);
-    Window::Stall((
-        VerdictKind::PrefetchExhausted,
+    Window::Stall(StallSeed {
+        kind: VerdictKind::PrefetchExhausted,
         certainty,
-        full_since,
-        s,
+        at: full_since,
+        explanation: s,
         evidence,
-    ))
+        headline,
+    })
 }
 
 /// A registered consumer that received nothing, judged.
@@ -1537,7 +1576,7 @@ fn redelivery_loop(
     let became = tr.became_loop?;
     // The earliest third delivery of any looping message to this consumer.
     let at = match cs.loop_since {
-        Some(m) if m.ts < became.ts => m,
+        Some(m) if (m.ts, m.frame) < (became.ts, became.frame) => m,
         _ => became,
     };
     let msg = match &tr.message_id {
