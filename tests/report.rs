@@ -427,6 +427,23 @@ fn healthy_report_says_no_stall() {
     assert!(!page.contains("src=\"http") && !page.contains("href=\"http"));
 }
 
+/// The headline causes come first, above the verdict list, one per cause.
+#[test]
+fn stalled_report_leads_with_the_causes() {
+    let dir = tempfile::tempdir().unwrap();
+    let html = build_report(&repo("captures/failures/wrong-queue.pcapng"), dir.path());
+    let page = std::fs::read_to_string(&html).unwrap();
+    let cause = page
+        .find("<li class=\"cause\"")
+        .expect("a cause in the page");
+    let verdict = page
+        .find("<li class=\"verdict stall\"")
+        .expect("a stall verdict");
+    assert!(cause < verdict, "causes come before the verdict list");
+    assert_eq!(page.matches("<li class=\"cause\"").count(), 1);
+    assert!(page.contains("which no consumer here reads"));
+}
+
 /// A report built from the JSON Lines timeline has the same verdicts as one built from the capture.
 #[test]
 fn report_from_jsonl_timeline_matches_capture() {

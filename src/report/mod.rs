@@ -25,7 +25,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use crate::analyze::{Analysis, Scope};
+use crate::analyze::{Analysis, Certainty, Scope};
 use crate::event::{Conn, Dir, Event, EventKind, Frame, Timestamp};
 use crate::sink::deliveries::{DeliveryTracker, Ended};
 use crate::sink::Sink;
@@ -545,6 +545,22 @@ fn write_verdicts<W: Write>(analysis: &Analysis, out: &mut W) -> io::Result<()> 
     let (stalls, fine): (Vec<_>, Vec<_>) =
         analysis.verdicts.iter().partition(|v| v.verdict.is_stall());
     out.write_all(b"<section id=\"verdicts\"><h2>Verdicts</h2>\n")?;
+    if !analysis.causes.is_empty() {
+        out.write_all(b"<ul class=\"causes\">\n")?;
+        for c in &analysis.causes {
+            let mark = match c.certainty {
+                Certainty::Certain => "",
+                Certainty::Uncertain => " <span class=\"uncertain\">(uncertain)</span>",
+            };
+            writeln!(
+                out,
+                "<li class=\"cause\" data-verdict=\"{0}\"><span class=\"vname\">{0}</span> {1}{mark}</li>",
+                c.verdict.name(),
+                html_escape(&c.text)
+            )?;
+        }
+        out.write_all(b"</ul>\n")?;
+    }
     if stalls.is_empty() {
         out.write_all(
             b"<p class=\"ok\">No stall: every consumer and connection is healthy.</p>\n",
@@ -569,13 +585,19 @@ fn write_verdicts<W: Write>(analysis: &Analysis, out: &mut W) -> io::Result<()> 
                 (Some(t), None) => format!(" — since {t}"),
                 _ => String::new(),
             };
+            let certainty = match v.certainty {
+                Certainty::Certain => "",
+                Certainty::Uncertain => " (uncertain)",
+            };
             writeln!(
                 out,
-                "<li class=\"verdict stall\" data-verdict=\"{0}\"><span class=\"vname\">{0}</span> <span class=\"who\">{1}</span><span class=\"since\">{2}</span><p class=\"expl\">{3}</p></li>",
+                "<li class=\"verdict stall\" data-verdict=\"{0}\" data-certainty=\"{4}\"><span class=\"vname\">{0}{5}</span> <span class=\"who\">{1}</span><span class=\"since\">{2}</span><p class=\"expl\">{3}</p></li>",
                 v.verdict.name(),
                 html_escape(&who),
                 html_escape(&since),
-                html_escape(&v.explanation)
+                html_escape(&v.explanation),
+                v.certainty.name(),
+                certainty
             )?;
         }
         out.write_all(b"</ol>\n")?;
