@@ -11,13 +11,13 @@ use super::verdicts::Ctx;
 /// What makes two verdicts one cause.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum CauseKey {
-    /// A frame on a connection that decided them all: a broker close, a TCP
-    /// end, a channel.flow, a connection.blocked.
-    Event { conn: u32, frame: u64 },
+    /// A frame on a connection (by its serial) that decided them all: a broker
+    /// close, a TCP end, a channel.flow, a connection.blocked.
+    Event { conn: u64, frame: u64 },
     /// The same publishes (destination indices) sent away from every starving consumer.
     Misroute(Vec<u32>),
     /// One consumer's own condition.
-    Consumer(u32),
+    Consumer(u64),
 }
 
 /// A verdict's contribution to its cause.

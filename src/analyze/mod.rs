@@ -16,6 +16,7 @@
 mod causes;
 mod histogram;
 mod model;
+mod retire;
 mod routing;
 mod summary;
 mod text;
@@ -301,6 +302,8 @@ pub(crate) struct RequeueTrack {
 
 #[derive(Debug)]
 pub(crate) struct ConsumerState {
+    /// Never reused, unlike the index, which changes when ended connections retire.
+    pub serial: u64,
     pub conn: u32,
     pub channel: u16,
     pub tag: String,
@@ -351,6 +354,8 @@ impl ConsumerState {
 
 #[derive(Debug)]
 pub(crate) struct ConnState {
+    /// Never reused, unlike the index, which changes when ended connections retire.
+    pub serial: u64,
     pub conn: Conn,
     pub first: Mark,
     pub last: Mark,
@@ -429,7 +434,7 @@ fn same(a: &Text, b: &Text) -> bool {
 }
 
 impl ConnState {
-    fn new(conn: Conn, ev: &Event) -> Self {
+    fn new(serial: u64, conn: Conn, ev: &Event) -> Self {
         let start_unseen = match &ev.kind {
             EventKind::TcpOpen | EventKind::ProtocolHeader { .. } => false,
             EventKind::Frame {
@@ -439,6 +444,7 @@ impl ConnState {
             _ => true,
         };
         ConnState {
+            serial,
             conn,
             first: Mark::of(ev),
             last: Mark::of(ev),
@@ -543,6 +549,11 @@ pub struct Analyzer {
     pub(crate) last: Option<Mark>,
     settle_scratch: Vec<Unacked>,
     last_conn: Option<(Conn, u32)>,
+    next_serial: u64,
+    /// Ended connections whose verdicts are final, kept as bounded summaries.
+    pub(crate) retired: retire::Retired,
+    /// Events since the last check for connections to retire.
+    since_retire_check: u32,
 }
 
 /// rustc's FxHash: the analyzer hashes a few small keys per event (connection,
@@ -643,6 +654,9 @@ impl Analyzer {
             last: None,
             settle_scratch: Vec::new(),
             last_conn: None,
+            next_serial: 0,
+            retired: retire::Retired::default(),
+            since_retire_check: 0,
         }
     }
 
@@ -660,7 +674,15 @@ impl Analyzer {
     pub fn handle(&mut self, ev: &Event) {
         let mark = Mark::of(ev);
         self.last = Some(mark);
-        let ci = self.conn_index(ev);
+        self.since_retire_check += 1;
+        if self.since_retire_check >= retire::CHECK_EVERY {
+            self.since_retire_check = 0;
+            self.maybe_retire(ev.ts);
+        }
+        let Some(ci) = self.conn_index(ev) else {
+            // A late packet of a connection already retired.
+            return;
+        };
         {
             let c = &mut self.conns[ci as usize];
             c.last = mark;
@@ -742,31 +764,36 @@ impl Analyzer {
         }
     }
 
-    fn conn_index(&mut self, ev: &Event) -> u32 {
+    fn conn_index(&mut self, ev: &Event) -> Option<u32> {
         // Consecutive events mostly share a connection: skip the hash lookup.
         if let Some((c, i)) = self.last_conn {
             if c == ev.conn && !matches!(ev.kind, EventKind::TcpOpen) {
-                return i;
+                return Some(i);
             }
         }
-        let i = self.conn_index_slow(ev);
+        let i = self.conn_index_slow(ev)?;
         self.last_conn = Some((ev.conn, i));
-        i
+        Some(i)
     }
 
-    fn conn_index_slow(&mut self, ev: &Event) -> u32 {
+    fn conn_index_slow(&mut self, ev: &Event) -> Option<u32> {
+        let syn = matches!(ev.kind, EventKind::TcpOpen);
         if let Some(&i) = self.by_conn.get(&ev.conn) {
             let c = &self.conns[i as usize];
             // A SYN on a finished 4-tuple is a new connection reusing the ports.
-            let reused = matches!(ev.kind, EventKind::TcpOpen) && c.ended.is_some();
+            let reused = syn && c.ended.is_some();
             if !reused {
-                return i;
+                return Some(i);
             }
+        } else if !syn && self.retired.recently(&ev.conn) {
+            return None;
         }
         let i = self.conns.len() as u32;
-        self.conns.push(ConnState::new(ev.conn, ev));
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        self.conns.push(ConnState::new(serial, ev.conn, ev));
         self.by_conn.insert(ev.conn, i);
-        i
+        Some(i)
     }
 
     fn channel_mut(&mut self, ci: u32, ch: u16) -> &mut ChannelState {
@@ -1203,10 +1230,13 @@ impl Analyzer {
         discovered: bool,
     ) -> u32 {
         let idx = self.consumers.len() as u32;
+        let serial = self.next_serial;
+        self.next_serial += 1;
         let st = self.channel_mut(ci, ch);
         let qos = st.consumer_qos.clone();
         let channel_qos = st.global_qos.clone();
         self.consumers.push(ConsumerState {
+            serial,
             conn: ci,
             channel: ch,
             tag,

@@ -5,6 +5,8 @@ use serde::Serialize;
 
 use crate::event::{Conn, Dir, Timestamp};
 
+pub use super::retire::RetiredCounts;
+
 /// The `schema` field of the `--format json` document.
 pub const SCHEMA: &str = "amqptrace.analysis/1";
 
@@ -332,6 +334,12 @@ pub struct Analysis {
     pub causes: Vec<Cause>,
     /// Most severe first.
     pub verdicts: Vec<Verdict>,
+    /// Ended connections whose state was dropped once their verdicts were final
+    /// (a long proxy run, a capture of thousands of connections): how many, and
+    /// how many of their verdicts and summaries are counted rather than listed.
+    /// Absent when nothing was retired.
+    #[serde(skip_serializing_if = "RetiredCounts::is_empty")]
+    pub retired: RetiredCounts,
 }
 
 impl Analysis {

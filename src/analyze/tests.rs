@@ -1601,3 +1601,70 @@ fn redelivery_loop_since_is_the_earliest_third_delivery() {
     assert_eq!(v.frame, Some(third_of_a));
     assert!(v.explanation.contains("'b'"), "{}", v.explanation);
 }
+
+/// A proxy that runs for days: ended connections retire once their verdicts
+/// are final, so state and the cost of an analysis follow what is in flight.
+#[test]
+fn ended_connections_retire_and_their_verdicts_stay() {
+    let mut s = Sim::new();
+    // One stuck consumer whose connection the broker closes: a stall to keep.
+    let bad = conn(9);
+    worker(&mut s, bad, "q", "bad", 1);
+    s.deliver(bad, 1, "bad", 1, false, None);
+    s.method(
+        bad,
+        Dir::S2C,
+        0,
+        MethodKind::ConnectionClose,
+        MethodArgs {
+            reply_code: Some(320),
+            reply_text: Some("CONNECTION_FORCED - broker shutdown".into()),
+            ..Default::default()
+        },
+    );
+    s.event(bad, Dir::S2C, EventKind::TcpClose);
+    let mut most_live = 0;
+    let mut late = conn(1);
+    for i in 0..20_000u32 {
+        s.at(1.0 + i as f64 * 0.01);
+        let w = conn(10_000 + (i % 50_000) as u16);
+        let w = Conn {
+            client: SocketAddr::from((
+                [127, 0, (i >> 16) as u8 + 1, (i >> 8) as u8],
+                (i & 0xff) as u16 + 1,
+            )),
+            ..w
+        };
+        worker(&mut s, w, "q", "t", 10);
+        s.deliver(w, 1, "t", 1, false, None);
+        s.ack(w, 1, 1, false);
+        s.close_conn_by_client(w);
+        most_live = most_live.max(s.a.conns.len());
+        if i == 15_000 {
+            late = w;
+        }
+    }
+    assert!(most_live < 6_000, "{most_live} connections held at once");
+    let an = s.analysis();
+    assert!(an.retired.connections > 10_000, "{:?}", an.retired);
+    assert!(
+        an.verdicts.len() < 6_000 + 300,
+        "{} verdicts",
+        an.verdicts.len()
+    );
+    let kept = an
+        .verdicts
+        .iter()
+        .find(|v| v.conn == bad && v.scope == Scope::Connection)
+        .expect("the stall of a retired connection is kept");
+    assert_eq!(kept.verdict, VerdictKind::ConnectionClosedByBroker);
+    assert!(an
+        .causes
+        .iter()
+        .any(|c| c.text.contains("CONNECTION_FORCED")));
+    // A late packet of a recently retired connection opens nothing.
+    assert!(!s.a.by_conn.contains_key(&late), "retired by now");
+    let before = s.a.conns.len();
+    s.event(late, Dir::C2S, EventKind::TcpReset);
+    assert_eq!(s.a.conns.len(), before);
+}

@@ -46,6 +46,12 @@ pub fn write_verdict_block(analysis: &Analysis, out: &mut dyn Write) -> io::Resu
             "; idle: {idle} consumer(s) with nothing published for them (see --format json)"
         ));
     }
+    if !analysis.retired.is_empty() {
+        line.push_str(&format!(
+            "; {} ended connection(s) retired from memory, {} of their verdicts not listed",
+            analysis.retired.connections, analysis.retired.verdicts_not_listed
+        ));
+    }
     writeln!(out, "{line}")
 }
 

@@ -82,42 +82,71 @@ impl Ctx<'_> {
     }
 }
 
-pub(crate) fn build(a: &Analyzer, horizon: Horizon, threshold: Duration) -> Analysis {
-    let now = horizon.at();
-    let mut consumed_on: HashMap<&str, Vec<u32>> = HashMap::new();
-    for cs in &a.consumers {
-        if let Some(q) = cs.queue.as_deref() {
-            let v = consumed_on.entry(q).or_default();
-            if !v.contains(&cs.conn) {
-                v.push(cs.conn);
+impl<'a> Ctx<'a> {
+    fn new(a: &'a Analyzer, horizon: Horizon, threshold: Duration) -> Self {
+        let mut consumed_on: HashMap<&str, Vec<u32>> = HashMap::new();
+        for cs in &a.consumers {
+            if let Some(q) = cs.queue.as_deref() {
+                let v = consumed_on.entry(q).or_default();
+                if !v.contains(&cs.conn) {
+                    v.push(cs.conn);
+                }
             }
         }
+        Ctx {
+            a,
+            horizon,
+            now: horizon.at(),
+            t: threshold.as_secs_f64(),
+            served: routing::served_destinations(a),
+            consumed_on,
+        }
     }
-    let ctx = Ctx {
-        a,
-        horizon,
-        now,
-        t: threshold.as_secs_f64(),
-        served: routing::served_destinations(a),
-        consumed_on,
-    };
+}
+
+/// The verdicts (with their cause seeds) of the connections `wanted` picks,
+/// their channels and their consumers, unsorted.
+pub(crate) fn verdicts_of(
+    a: &Analyzer,
+    horizon: Horizon,
+    threshold: Duration,
+    wanted: &dyn Fn(u32) -> bool,
+) -> Vec<(Verdict, Option<CauseSeed>)> {
+    let ctx = Ctx::new(a, horizon, threshold);
+    collect(&ctx, wanted)
+}
+
+fn collect(ctx: &Ctx, wanted: &dyn Fn(u32) -> bool) -> Vec<(Verdict, Option<CauseSeed>)> {
+    let a = ctx.a;
     let max_ev = a.cfg.max_evidence.max(1);
     let mut out: Vec<(Verdict, Option<CauseSeed>)> =
         Vec::with_capacity(a.conns.len() + a.consumers.len());
     let mut conn_verdicts = Vec::with_capacity(a.conns.len());
     for (ci, c) in a.conns.iter().enumerate() {
-        let v = connection_verdict(&ctx, ci as u32, c);
+        let ci = ci as u32;
+        let v = connection_verdict(ctx, ci, c);
         conn_verdicts.push(v.0.clone());
-        out.push(v);
-        channel_verdicts(&ctx, ci as u32, c, &mut out);
+        if wanted(ci) {
+            out.push(v);
+            channel_verdicts(ctx, ci, c, &mut out);
+        }
     }
     for (i, cs) in a.consumers.iter().enumerate() {
-        let cv = &conn_verdicts[cs.conn as usize];
-        out.push(consumer_verdict(&ctx, i as u32, cs, cv));
+        if wanted(cs.conn) {
+            let cv = &conn_verdicts[cs.conn as usize];
+            out.push(consumer_verdict(ctx, i as u32, cs, cv));
+        }
     }
     for (v, _) in &mut out {
         v.evidence.truncate(max_ev);
     }
+    out
+}
+
+pub(crate) fn build(a: &Analyzer, horizon: Horizon, threshold: Duration) -> Analysis {
+    let ctx = Ctx::new(a, horizon, threshold);
+    let mut out = a.retired.verdicts.clone();
+    out.extend(collect(&ctx, &|_| true));
     out.sort_by(|(x, _), (y, _)| {
         y.verdict
             .severity()
@@ -131,23 +160,24 @@ pub(crate) fn build(a: &Analyzer, horizon: Horizon, threshold: Duration) -> Anal
     });
     let (verdicts, seeds): (Vec<Verdict>, Vec<Option<CauseSeed>>) = out.into_iter().unzip();
     let causes = causes::build(&ctx, &verdicts, &seeds);
+    let mut connections = a.retired.connections.clone();
+    connections.extend(a.conns.iter().map(connection_summary));
+    let mut consumers = a.retired.consumers.clone();
+    consumers.extend(a.consumers.iter().map(|cs| consumer_summary(a, cs)));
     Analysis {
         schema: SCHEMA,
-        at: now,
+        at: ctx.now,
         horizon: match horizon {
             Horizon::Live(_) => "live",
             Horizon::Recorded(_) => "recorded",
             Horizon::LastPacket(_) => "last_packet",
         },
         stall_after_s: secs(ctx.t),
-        connections: a.conns.iter().map(connection_summary).collect(),
-        consumers: a
-            .consumers
-            .iter()
-            .map(|cs| consumer_summary(a, cs))
-            .collect(),
+        connections,
+        consumers,
         causes,
         verdicts,
+        retired: a.retired.counts.clone(),
     }
 }
 
@@ -320,7 +350,13 @@ fn incompleteness(c: &ConnState) -> Option<(Mark, String, Vec<EvidenceRef>)> {
 fn connection_verdict(ctx: &Ctx, ci: u32, c: &ConnState) -> (Verdict, Option<CauseSeed>) {
     let v = connection_verdict_of(ctx, ci, c);
     let seed = match v.frame {
-        Some(frame) if v.verdict.is_stall() => own_seed(CauseKey::Event { conn: ci, frame }, &v),
+        Some(frame) if v.verdict.is_stall() => own_seed(
+            CauseKey::Event {
+                conn: c.serial,
+                frame,
+            },
+            &v,
+        ),
         _ => None,
     };
     (v, seed)
@@ -647,7 +683,7 @@ fn channel_verdicts(
         let v = channel_close_verdict(a, ci, c, rec);
         let seed = own_seed(
             CauseKey::Event {
-                conn: ci,
+                conn: c.serial,
                 frame: rec.close.at.frame,
             },
             &v,
@@ -681,7 +717,7 @@ fn channel_verdicts(
         v.evidence.push(e);
         let seed = own_seed(
             CauseKey::Event {
-                conn: ci,
+                conn: c.serial,
                 frame: f.at.frame,
             },
             &v,
@@ -838,7 +874,7 @@ fn consumer_verdict(
     let c = &a.conns[cs.conn as usize];
     let mut v = consumer_base(c, cs);
     let name = consumer_name(cs);
-    let own = |v: &Verdict| own_seed(CauseKey::Consumer(idx), v);
+    let own = |v: &Verdict| own_seed(CauseKey::Consumer(cs.serial), v);
     // Endings decided by the broker or the network are the verdict.
     match cs.end {
         Some(ConsumerEnd::BrokerCancel(m)) => {
@@ -850,16 +886,18 @@ fn consumer_verdict(
             match cs.queue.as_ref().and_then(|q| a.queues.get(q).map(|i| (q, i))) {
                 Some((q, info)) if info.deleted.is_some() => {
                     let (dm, dc) = info.deleted.unwrap_or((m, cs.conn));
+                    let deleter = a.conns.get(dc as usize).map(|d| d.conn);
                     let _ = write!(
                         s,
-                        ": queue '{q}' was deleted (queue.delete at frame {} on {})",
-                        dm.frame, a.conns[dc as usize].conn
+                        ": queue '{q}' was deleted (queue.delete at frame {}{})",
+                        dm.frame,
+                        deleter.map(|d| format!(" on {d}")).unwrap_or_default()
                     );
                     let mut e = ev(dm, "queue.delete");
                     e.queue = Some(q.clone());
                     e.dir = Some(Dir::C2S);
                     if dc != cs.conn {
-                        e.conn = Some(a.conns[dc as usize].conn);
+                        e.conn = deleter;
                     }
                     evidence.push(e);
                 }
@@ -897,7 +935,7 @@ fn consumer_verdict(
                 v.evidence = evidence;
                 let seed = Some(CauseSeed {
                     key: CauseKey::Event {
-                        conn: cs.conn,
+                        conn: c.serial,
                         frame: rec.close.at.frame,
                     },
                     text: s,
@@ -921,7 +959,7 @@ fn consumer_verdict(
             v.evidence.extend(conn_v.evidence.iter().cloned());
             let seed = conn_v.frame.map(|frame| CauseSeed {
                 key: CauseKey::Event {
-                    conn: cs.conn,
+                    conn: c.serial,
                     frame,
                 },
                 text: conn_v.explanation.clone(),
@@ -985,7 +1023,7 @@ fn consumer_verdict(
             v.certainty = st.certainty;
             v.evidence = st.evidence;
             let seed = Some(CauseSeed {
-                key: CauseKey::Consumer(idx),
+                key: CauseKey::Consumer(cs.serial),
                 text: st.headline,
             });
             return (v, seed);
@@ -1357,7 +1395,7 @@ fn starving(
         if first.ts > at_now {
             continue;
         }
-        let pub_vhost = a.conns[conn as usize].vhost.as_deref();
+        let pub_vhost = a.conns.get(conn as usize).and_then(|p| p.vhost.as_deref());
         if let (Some(x), Some(y)) = (vhost, pub_vhost) {
             if x != y {
                 continue;
@@ -1427,7 +1465,7 @@ fn starving(
             e.exchange = Some(d.exchange.clone());
             e.routing_key = Some(d.routing_key.clone());
             if *conn != cs.conn {
-                e.conn = Some(a.conns[*conn as usize].conn);
+                e.conn = a.conns.get(*conn as usize).map(|p| p.conn);
             }
             evidence.push(e);
         }
@@ -1609,7 +1647,7 @@ fn redelivery_loop(
                 Dir::C2S
             });
             if e.conn != cs.conn {
-                r.conn = Some(a.conns[e.conn as usize].conn);
+                r.conn = a.conns.get(e.conn as usize).map(|p| p.conn);
             }
             r
         })
