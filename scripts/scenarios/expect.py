@@ -41,6 +41,12 @@ METHODS = {
     (85, 10): "confirm.select", (85, 11): "confirm.select-ok",
 }
 TCP_FIN, TCP_SYN, TCP_RST = 0x01, 0x02, 0x04
+# path -> time of the file's last packet (any packet, a bare TCP ACK too): with no
+# recorded end in a tcpdump capture, that is where the evidence ends.
+LAST_PACKET = {}
+# A window full for less than this at the end of a quiet capture, with nothing to
+# compare it with, is an uncertain prefetch_exhausted (CONTRACT.md).
+QUIET_END_S = 1.0
 
 
 class NotShown(Exception):
@@ -75,6 +81,17 @@ def scalar(x):
     return x[0] if isinstance(x, list) else x
 
 
+def topic_match(pattern, key):
+    """AMQP topic matching: words split on '.', '*' one word, '#' zero or more."""
+    def m(p, k):
+        if not p:
+            return not k
+        if p[0] == "#":
+            return any(m(p[1:], k[i:]) for i in range(len(k) + 1))
+        return bool(k) and (p[0] == "*" or p[0] == k[0]) and m(p[1:], k[1:])
+    return m(pattern.split("."), key.split("."))
+
+
 class Event:
     def __init__(self, **kw):
         self.__dict__.update(kw)
@@ -91,6 +108,7 @@ def decode(path):
         layers = p["_source"]["layers"]
         frame = int(scalar(layers["frame"]["frame.number"]))
         ts = float(scalar(layers["frame"]["frame.time_epoch"]))
+        LAST_PACKET[path] = ts
         tcp = layers.get("tcp")
         if not tcp:
             continue
@@ -155,6 +173,13 @@ class Model:
         self.streams, self.events, self.roles = streams, events, roles
         self.consumers = []  # dicts: stream, channel, tag, queue, consume/ok frames, deliveries...
         self.publishes = []
+        self.last_ts = max((e.ts for e in events), default=0.0)
+        self.last_packet = 0.0  # set by main() from the file
+        self.queues = {}  # name -> queue.declare arguments + declare-ok message_count/frame
+        self.exchanges = {"amq.direct": "direct", "amq.fanout": "fanout", "amq.topic": "topic",
+                          "amq.headers": "headers", "amq.match": "headers"}
+        self.bindings = []  # (queue, exchange, routing_key)
+        declares = {}  # (stream, channel) -> [queue.declare args awaiting declare-ok]
         qos = {}  # (stream, channel) -> prefetch_count for consumers created after it
         pending = {}  # (stream, channel) -> [basic.consume events awaiting consume-ok]
         by_tag = {}
@@ -163,6 +188,22 @@ class Model:
             k = (e.stream, e.channel)
             if e.name == "basic.qos" and e.dir == "c2s":
                 qos[k] = int(e.args.get("prefetch_count", "0"))
+            elif e.name == "queue.declare" and e.dir == "c2s":
+                declares.setdefault(k, []).append(e.args)
+            elif e.name == "queue.declare-ok":
+                req = declares.get(k, []).pop(0) if declares.get(k) else {}
+                q = e.args.get("queue", "")
+                self.queues[q] = dict(req, queue=q, message_count=int(e.args.get("message_count", "0")),
+                                      frame=e.frame)
+            elif e.name == "exchange.declare" and e.dir == "c2s":
+                self.exchanges[e.args.get("exchange", "")] = e.args.get("type", "")
+            elif e.name == "queue.bind" and e.dir == "c2s":
+                self.bindings.append((e.args.get("queue", ""), e.args.get("exchange", ""),
+                                      e.args.get("routing_key", "")))
+            elif e.name == "basic.cancel" and e.dir == "c2s":
+                c = by_tag.get((e.stream, e.channel, e.args.get("consumer_tag")))
+                if c and c["cancel"] is None:
+                    c["cancel"] = e.frame
             elif e.name == "basic.consume" and e.dir == "c2s":
                 pending.setdefault(k, []).append(e)
             elif e.name == "basic.consume-ok":
@@ -200,9 +241,42 @@ class Model:
         key = (stream, channel, tag)
         if key not in by_tag:
             by_tag[key] = {"stream": stream, "channel": channel, "tag": tag, "queue": None, "consume": None,
-                           "consume_ok": None, "consume_ok_ts": None, "prefetch": 0, "deliveries": []}
+                           "consume_ok": None, "consume_ok_ts": None, "prefetch": 0, "deliveries": [],
+                           "cancel": None}
             self.consumers.append(by_tag[key])
         return by_tag[key]
+
+    def reach(self, p):
+        """The queues a publish can reach by the default exchange's rule or the exchanges
+        and bindings seen; None when the capture cannot tell (an exchange whose type or
+        bindings it does not show)."""
+        x, rk = p["exchange"], p["routing_key"]
+        if x == "":
+            return {rk}
+        kind = self.exchanges.get(x)
+        bound = [(q, k) for q, ex, k in self.bindings if ex == x]
+        if kind == "fanout":
+            return {q for q, _ in bound}
+        if kind == "direct":
+            return {q for q, k in bound if k == rk}
+        if kind == "topic":
+            return {q for q, k in bound if topic_match(k, rk)}
+        return None
+
+    def is_bystander(self, c):
+        """A consumer that idles by design and is never the target of a misrouted publish
+        (CONTRACT.md): Dramatiq's delay/dead-letter queues, Celery's control queues,
+        RPC reply queues, auto-delete queues bound to a fanout exchange."""
+        q = c["queue"] or ""
+        if q.endswith((".DQ", ".XQ")) or q.endswith(".pidbox") or q.startswith("celeryev."):
+            return True
+        if q.startswith("amq.rabbitmq.reply-to") or ".reply." in q:
+            return True
+        decl = self.queues.get(q, {})
+        if decl.get("auto_delete") == "1" and any(
+                self.exchanges.get(ex) == "fanout" for bq, ex, _ in self.bindings if bq == q):
+            return True
+        return False
 
     def conn(self, stream):
         return f"127.0.0.1:{self.streams[stream]['client_port']}->127.0.0.1:{BROKER_PORT}"
@@ -223,10 +297,16 @@ class Model:
 
     # Verdict helpers -----------------------------------------------------
     def verdict(self, verdict, scope, stream, *, channel=None, queue=None, tag=None, frame=None,
-                contains=(), facts=None):
+                contains=(), facts=None, certainty="certain", cause_contains=()):
         v = {"verdict": verdict, "scope": scope, "queue": queue, "consumer_tag": tag, "frame": frame,
              "explanation_contains": list(contains), "conn": self.conn(stream), "channel": channel,
              "role": self.roles.get(stream)}
+        # Verdicts decided by frames are certain; the stalls whose certainty is judged
+        # from the evidence (prefetch_exhausted) set or drop it themselves.
+        if certainty:
+            v["certainty"] = certainty
+        if cause_contains:
+            v["cause_contains"] = list(cause_contains)
         if facts:
             v["facts"] = facts
         return v
@@ -239,8 +319,11 @@ class Model:
         return self.verdict(verdict, "connection", stream, **kw)
 
     def all_healthy(self):
-        """Every consumer and connection healthy: the baseline scenarios override."""
-        out = {("consumer", c["stream"], c["channel"], c["tag"]): self.consumer_verdict(c) for c in self.consumers}
+        """Every consumer and connection healthy (a registered consumer with no delivery
+        idle): the baseline scenarios override."""
+        out = {("consumer", c["stream"], c["channel"], c["tag"]):
+               self.consumer_verdict(c, "idle" if c["consume_ok"] and not c["deliveries"] else "healthy")
+               for c in self.consumers}
         for s in sorted(self.streams):
             out[("connection", s)] = self.connection_verdict(s)
         return out
@@ -280,9 +363,10 @@ class Model:
         raise NotShown("the end of the silent connection")
 
     def capture_seconds_after(self, frame):
-        last = self.events[-1].ts if self.events else 0.0
+        """Seconds from `frame` to the last packet of the capture (its end: a tcpdump
+        capture records no other)."""
         at = next(e.ts for e in self.events if e.frame >= frame)
-        return round(last - at, 3)
+        return round(max(self.last_packet, self.last_ts) - at, 3)
 
 
 # ---------------------------------------------------------------------------
@@ -290,19 +374,32 @@ class Model:
 
 
 def idle_consumers_miss_publishes(m, v, meta):
-    """A consumer with no delivery, while publishes in the capture went to a queue no
-    consumer here consumes, is no_messages_routed_to_queue (see the README)."""
-    consumed = {c["queue"] for c in m.consumers if c["deliveries"]}
-    lost = [p for p in m.publishes if not (p["exchange"] == "" and p["routing_key"] in consumed)]
+    """A work consumer (not a bystander, see Model.is_bystander) with no delivery, while
+    publishes after its consume-ok (and before its cancel) go where its queue cannot get
+    them and where no consumer here reads, is no_messages_routed_to_queue, certain as
+    soon as such a publish is seen (CONTRACT.md); `frame` is the first such publish.
+    Every other consumer with no delivery stays idle."""
+    consumed = {c["queue"] for c in m.consumers if c["queue"] and c["consume_ok"]}
     for c in m.consumers:
-        if c["deliveries"] or not lost or c["consume_ok"] is None:
+        if c["deliveries"] or c["consume_ok"] is None or m.is_bystander(c):
             continue
-        p = m.first_unroutable_publish(c)
+        lost = []
+        for p in m.publishes:
+            if p["frame"] < c["consume_ok"] or (c["cancel"] is not None and p["frame"] > c["cancel"]):
+                continue
+            to = m.reach(p)
+            if to is None or c["queue"] in to or to & consumed:
+                continue
+            lost.append((p, to))
+        if not lost:
+            continue
+        p, to = lost[0]
+        dest = sorted(to)
         v[("consumer", c["stream"], c["channel"], c["tag"])] = m.consumer_verdict(
             c, "no_messages_routed_to_queue", frame=p["frame"],
-            contains=[c["queue"], p["routing_key"]],
+            contains=[c["queue"], p["routing_key"]], cause_contains=[c["queue"]] + dest,
             facts={"published_exchange": p["exchange"], "published_routing_key": p["routing_key"],
-                   "publishes_missing_queue": len([q for q in lost if q["frame"] > c["consume_ok"]]),
+                   "routed_to_queues": dest, "publishes_missing_queue": len(lost),
                    "capture_seconds_after": m.capture_seconds_after(p["frame"])})
 
 
@@ -333,15 +430,38 @@ def x_slow(m, meta):
     return v
 
 
-def stalled_window(m, v, c):
+def stalled_window(m, v, c, min_after=5.0, max_after=None):
+    """prefetch_exhausted on `c`, its certainty judged as CONTRACT.md says: certain when
+    a peer on the same queue settles after the window filled (while it stays full), or
+    when it settled before and has now been full more than ten times its slowest
+    settle; uncertain when the capture ends less than QUIET_END_S after the fill with
+    nothing to compare; otherwise (seconds of a lone consumer, no settle ever) the
+    contract leaves the threshold to the analyzer and no certainty is expected."""
     filled = m.window_full_frame(c)
     after = m.capture_seconds_after(filled["frame"])
-    need(after >= 5.0, f"at least 5 s of capture after the window filled, got {after}")
+    need(after >= min_after, f"at least {min_after} s of capture after the window filled, got {after}")
+    need(max_after is None or after <= max_after, f"at most {max_after} s of capture after the fill, got {after}")
     unsettled = [d["tag"] for d in c["deliveries"] if d["settled"] is None]
+    peers_settling = [p for p in m.consumers if p is not c and p["queue"] == c["queue"]
+                      and any(d["settled"] and d["settled"]["frame"] > filled["frame"] for d in p["deliveries"])]
+    own = m.latencies(c)
+    if peers_settling:
+        certainty = "certain"
+    elif own and after > 10 * max(own):
+        certainty = "certain"
+    elif after < QUIET_END_S:
+        certainty = "uncertain"
+    else:
+        certainty = None
+    facts = {"prefetch_count": c["prefetch"], "unacked_delivery_tags": unsettled,
+             "capture_seconds_after": after, "peers_settling_after_fill": len(peers_settling)}
+    if peers_settling:
+        facts["peer_settles_after_fill"] = sum(
+            1 for p in peers_settling for d in p["deliveries"]
+            if d["settled"] and d["settled"]["frame"] > filled["frame"])
     v[("consumer", c["stream"], c["channel"], c["tag"])] = m.consumer_verdict(
         c, "prefetch_exhausted", frame=filled["frame"], contains=[c["queue"], c["tag"]],
-        facts={"prefetch_count": c["prefetch"], "unacked_delivery_tags": unsettled,
-               "capture_seconds_after": after})
+        certainty=certainty, cause_contains=[c["queue"]], facts=facts)
 
 
 def x_prefetch(m, meta):
@@ -480,7 +600,9 @@ def x_dramatiq_healthy(m, meta):
     need(len(ds) == 5 and all(d["settled"] and d["settled"]["how"] == "basic.ack" for d in ds), "5 acked deliveries")
     v = m.all_healthy()
     idle_consumers_miss_publishes(m, v, meta)
-    need(all(x["verdict"] == "healthy" for x in v.values()), "nothing but healthy")
+    need(all(x["verdict"] in ("healthy", "idle") for x in v.values()), "nothing but healthy and idle")
+    dq = [x for x in v.values() if x["queue"] == worker_q + ".DQ"]
+    need(len(dq) == 1 and dq[0]["verdict"] == "idle", f"the {worker_q}.DQ consumer idle")
     return v
 
 
@@ -494,6 +616,8 @@ def x_dramatiq_wrong(m, meta):
     got = v[("consumer", main[0]["stream"], main[0]["channel"], main[0]["tag"])]
     need(got["verdict"] == "no_messages_routed_to_queue", "the worker's queue gets nothing")
     need(got["facts"]["capture_seconds_after"] >= 5.0, "5 s of capture after the first misrouted publish")
+    need(all(x["verdict"] == "idle" for x in v.values() if (x["queue"] or "").endswith((".DQ", ".XQ"))),
+         "the .DQ consumer idle (a bystander)")
     return v
 
 
@@ -522,16 +646,59 @@ EXPECT = {
     "mid-connection": x_mid_connection,
 }
 
-SEVERITY_LAST = ("healthy", "slow_but_healthy")
+SEVERITY_LAST = ("healthy", "idle", "slow_but_healthy")
+
+
+def committed_meta(scenario, out, roles):
+    """The meta.json of a committed capture, rebuilt without re-capturing: the run id
+    from the connection names, the roles by client port from the expect.json beside
+    it (a connection without a name, like mid-connection's consumer, has its role
+    there only), and the queue names the scenarios derive from the run id."""
+    runs = {r for r in roles.values()}
+    need(len(runs) == 1, f"one run id in the connection names, got {sorted(runs)}")
+    run = runs.pop()
+    ports = {}
+    path = os.path.join(out, f"{scenario}.expect.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            for x in json.load(f):
+                if x["scope"] == "connection" and x.get("role"):
+                    ports[x["role"]] = int(x["conn"].split("->")[0].rsplit(":", 1)[1])
+    queues = {"consumed": f"tasks-{run}", "published_to": f"task-{run}", "worker": f"tasks-{run}",
+              "sender": f"task-{run}" if "wrong" in scenario else f"tasks-{run}"}
+    return {"run": run, "ports": ports, "queues": queues}
+
+
+def run_ids(path):
+    """stream -> run id, from the connection_name amqptrace-RUN-ROLE in connection.start-ok."""
+    cmd = ["tshark", "-r", path, "-d", f"tcp.port=={BROKER_PORT},amqp", "-Y",
+           "amqp.method.class == 10 && amqp.method.method == 11", "-T", "fields",
+           "-e", "tcp.stream", "-e", "tcp.payload"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    pat = re.compile(rb"amqptrace-(\d+-\d+)-")
+    ids = {}
+    for line in out.splitlines():
+        stream, _, payload = line.partition("\t")
+        found = pat.search(bytes.fromhex(payload.replace(":", "").split(",")[0]))
+        if found:
+            ids[int(stream)] = found.group(1).decode()
+    return ids
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("scenario", choices=sorted(EXPECT))
-    ap.add_argument("--dir", required=True)
-    ap.add_argument("--pcap", required=True)
+    ap.add_argument("--dir")
+    ap.add_argument("--pcap")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--committed", action="store_true",
+                    help="re-derive OUT/SCENARIO.expect.json from the committed OUT/SCENARIO.pcapng "
+                         "(no capture, frame numbers unchanged)")
     a = ap.parse_args()
+    if a.committed:
+        return rederive(a.scenario, a.out)
+    if not (a.dir and a.pcap):
+        ap.error("--dir and --pcap are needed unless --committed")
     with open(os.path.join(a.dir, "meta.json")) as f:
         meta = json.load(f)
 
@@ -558,25 +725,46 @@ def main():
     old_port = {s: st["client_port"] for s, st in decode(a.pcap)[0].items()}
     roles = {ports[old_port[s]]: r for s, r in roles.items()}
     m = Model(streams, events, roles)
-    # 3. The expectations, checked against the capture.
+    m.last_packet = LAST_PACKET.get(tmp_pcap, 0.0)
+    write(a.scenario, m, meta, a.out, tmp_pcap)
+
+
+def write(scenario, m, meta, out, new_pcap=None):
+    """3. The expectations, checked against the capture; then the files, replaced together."""
     try:
-        v = EXPECT[a.scenario](m, meta)
+        v = EXPECT[scenario](m, meta)
     except NotShown as e:
-        sys.exit(f"expect.py {a.scenario}: the capture does not show {e}")
+        sys.exit(f"expect.py {scenario}: the capture does not show {e}")
     verdicts = sorted(v.values(), key=lambda x: (x["verdict"] in SEVERITY_LAST, x["scope"] != "connection",
                                                  x["conn"], x["consumer_tag"] or ""))
-    os.makedirs(a.out, exist_ok=True)
-    final_pcap = os.path.join(a.out, f"{a.scenario}.pcapng")
-    final_json = os.path.join(a.out, f"{a.scenario}.expect.json")
+    os.makedirs(out, exist_ok=True)
+    final_pcap = os.path.join(out, f"{scenario}.pcapng")
+    final_json = os.path.join(out, f"{scenario}.expect.json")
     with open(final_json + ".tmp", "w") as f:
         json.dump(verdicts, f, indent=2)
         f.write("\n")
-    os.replace(tmp_pcap, final_pcap)
+    if new_pcap:
+        os.replace(new_pcap, final_pcap)
     os.replace(final_json + ".tmp", final_json)
-    packets = len({e.frame for e in events})
-    summary = ", ".join(f"{x['verdict']}({x['scope']}{'@' + str(x['frame']) if x['frame'] else ''})" for x in verdicts)
-    print(f"expect.py {a.scenario}: {os.path.getsize(final_pcap)} bytes, {packets} AMQP/FIN packets; {summary}",
+    packets = len({e.frame for e in m.events})
+    summary = ", ".join(f"{x['verdict']}{'/' + x['certainty'] if x.get('certainty') else ''}"
+                        f"({x['scope']}{'@' + str(x['frame']) if x['frame'] else ''})" for x in verdicts)
+    print(f"expect.py {scenario}: {os.path.getsize(final_pcap)} bytes, {packets} AMQP/FIN packets; {summary}",
           file=sys.stderr)
+
+
+def rederive(scenario, out):
+    pcap = os.path.join(out, f"{scenario}.pcapng")
+    streams, events = decode(pcap)
+    ids = run_ids(pcap)
+    meta = committed_meta(scenario, out, ids)
+    names = connection_names(pcap, meta["run"])
+    by_port = {p: r for r, p in meta["ports"].items()}
+    roles = {s: names.get(s) or by_port.get(st["client_port"]) for s, st in streams.items()}
+    need(all(roles.values()), f"a role for every connection of the committed {scenario}")
+    m = Model(streams, events, roles)
+    m.last_packet = LAST_PACKET.get(pcap, 0.0)
+    write(scenario, m, meta, out)
 
 
 if __name__ == "__main__":
