@@ -135,6 +135,9 @@ def decode(path):
                             args[k.rsplit(".", 1)[-1]] = v
                 events.append(Event(frame=frame, ts=ts, stream=stream, dir=d, channel=channel,
                                     name=METHODS.get(key, f"{key[0]}.{key[1]}"), args=args))
+            elif kind == 8:
+                st["heartbeats"] = st.get("heartbeats", 0) + 1
+                st.setdefault("heartbeat_frames", []).append(frame)
             elif kind == 2:
                 props = {}
                 for k, v in (a.get("amqp.header.properties") or {}).items():
@@ -255,6 +258,9 @@ class Model:
             return {rk}
         kind = self.exchanges.get(x)
         bound = [(q, k) for q, ex, k in self.bindings if ex == x]
+        if not bound:
+            # Bindings made before the capture started are invisible: it cannot tell.
+            return None
         if kind == "fanout":
             return {q for q, _ in bound}
         if kind == "direct":
@@ -636,6 +642,124 @@ def x_mid_connection(m, meta):
     return v
 
 
+def x_prefetch_quiet(m, meta):
+    """The window fills and the capture ends with it: no settle, no peer, nothing after."""
+    c = m.consumer_for_role("consumer")
+    need(len(c["deliveries"]) == 5, f"exactly 5 deliveries, got {len(c['deliveries'])}")
+    v = m.all_healthy()
+    stalled_window(m, v, c, min_after=0.0, max_after=0.2)
+    need(v[("consumer", c["stream"], c["channel"], c["tag"])].get("certainty") == "uncertain",
+         "a window full at the very end of the capture")
+    tune = m.find("connection.tune-ok", c["stream"], "c2s")
+    need(tune and tune[0].args.get("heartbeat") == "60", "a 60 s heartbeat negotiated")
+    return v
+
+
+def wrong_queue_checked(m, meta, min_after, max_after):
+    c = m.consumer_for_role("consumer")
+    need(c["queue"] == meta["queues"]["consumed"] and not c["deliveries"], "an idle consumer on the tasks queue")
+    target = meta["queues"]["published_to"]
+    to_target = [p for p in m.publishes if p["routing_key"] == target]
+    need(len(to_target) == 10, f"10 publishes to {target}, got {len(to_target)}")
+    v = m.all_healthy()
+    idle_consumers_miss_publishes(m, v, meta)
+    got = v[("consumer", c["stream"], c["channel"], c["tag"])]
+    need(got["verdict"] == "no_messages_routed_to_queue", "the publishes go elsewhere")
+    after = m.capture_seconds_after(to_target[-1]["frame"])
+    need(min_after <= after <= max_after, f"{min_after}-{max_after} s of capture after the last misrouted "
+         f"publish, got {after}")
+    got["facts"]["capture_seconds_after_last_publish"] = after
+    return v
+
+
+def x_wrong_queue_quiet(m, meta):
+    v = wrong_queue_checked(m, meta, 0.0, 0.2)
+    tune = m.find("connection.tune-ok", m.stream_of("consumer"), "c2s")
+    need(tune and tune[0].args.get("heartbeat") == "60", "a 60 s heartbeat negotiated")
+    return v
+
+
+def x_aio_wrong_queue(m, meta):
+    return wrong_queue_checked(m, meta, 3.0, 5.0)
+
+
+def x_peers(m, meta):
+    v = m.all_healthy()
+    for role in ("consumer-a", "consumer-b"):
+        c = m.consumer_for_role(role)
+        need(c["deliveries"] and all(d["settled"] for d in c["deliveries"]), f"{role} acks all")
+        v[("consumer", c["stream"], c["channel"], c["tag"])]["facts"] = latency_facts(m.latencies(c))
+    c = m.consumer_for_role("consumer-stuck")
+    need(len(c["deliveries"]) == 3, f"the stuck consumer got 3, got {len(c['deliveries'])}")
+    stalled_window(m, v, c, min_after=3.0, max_after=5.0)
+    got = v[("consumer", c["stream"], c["channel"], c["tag"])]
+    need(got.get("certainty") == "certain" and got["facts"]["peer_settles_after_fill"] >= 45,
+         "peers settling about 50 messages while the window stays full")
+    return v
+
+
+def x_slow_mid(m, meta):
+    c = m.consumer_for_role("consumer")
+    need(c["prefetch"] == 1, "prefetch 1")
+    ds = c["deliveries"]
+    need(len(ds) == 3 and all(d["settled"] for d in ds[:2]) and ds[2]["settled"] is None,
+         "two settled deliveries and the third in progress")
+    lat = m.latencies(c)
+    need(min(lat) >= 2.5, f"about 3 s per message, got {lat}")
+    held = m.capture_seconds_after(ds[2]["frame"])
+    need(0.5 <= held < min(lat), f"the capture ends mid-message (held {held} s, pace {min(lat):.2f} s)")
+    v = m.all_healthy()
+    facts = dict(latency_facts(lat), in_progress_delivery_tag=ds[2]["tag"], in_progress_for_s=held)
+    v[("consumer", c["stream"], c["channel"], c["tag"])] = m.consumer_verdict(
+        c, "slow_but_healthy", contains=[c["queue"]], facts=facts)
+    return v
+
+
+def x_dramatiq_helpers(m, meta):
+    v = x_dramatiq_healthy(m, meta)
+    worker_q = meta["queues"]["worker"]
+    helpers = []
+    for s_, role in m.roles.items():
+        if role != "worker" or m.find("basic.consume", s_, "c2s"):
+            continue
+        declared = {e.args.get("queue") for e in m.find("queue.declare", s_, "c2s")}
+        if {worker_q, worker_q + ".DQ", worker_q + ".XQ"} <= declared:
+            last = max(e.frame for e in m.events if e.stream == s_ and e.name != "heartbeat")
+            beats = [f for f in m.streams[s_].get("heartbeat_frames", []) if f > last]
+            if beats:
+                helpers.append(s_)
+                v[("connection", s_)]["facts"] = {"heartbeats_after_last_method": len(beats)}
+    need(helpers, f"a worker connection that declares {worker_q}, .DQ, .XQ and then only heartbeats")
+    need(m.capture_seconds_after(max(e.frame for e in m.events if e.name == "basic.ack")) >= 3.0,
+         "3 s of capture after the last ack")
+    return v
+
+
+def x_celery(m, meta, wrong):
+    worker_q, sent_q = meta["queues"]["worker"], meta["queues"]["sender"]
+    main = [c for c in m.consumers if c["queue"] == worker_q]
+    need(len(main) == 1, f"one consumer on {worker_q}")
+    c = main[0]
+    tasks = [p for p in m.publishes if p["routing_key"] == sent_q]
+    need(len(tasks) == 3, f"3 task publishes to {sent_q}, got {len(tasks)}")
+    v = m.all_healthy()
+    idle_consumers_miss_publishes(m, v, meta)
+    got = v[("consumer", c["stream"], c["channel"], c["tag"])]
+    if wrong:
+        need(not c["deliveries"], f"nothing delivered on {worker_q}")
+        need(got["verdict"] == "no_messages_routed_to_queue" and sent_q in got["cause_contains"],
+             f"the tasks go to {sent_q}")
+        got["explanation_contains"] = [worker_q, sent_q]
+        others = [x for k, x in v.items() if x is not got]
+    else:
+        need(len(c["deliveries"]) == 3 and all(d["settled"] for d in c["deliveries"]), "3 tasks delivered, acked")
+        others = list(v.values())
+    need(all(x["verdict"] in ("healthy", "idle") for x in others), "nothing else a stall")
+    control = [x for x in v.values() if x["scope"] == "consumer" and x is not got]
+    need(control, "Celery's control consumers in the capture")
+    return v
+
+
 EXPECT = {
     "healthy": x_healthy, "slow-but-healthy": x_slow, "prefetch-exhausted": x_prefetch,
     "lapin-prefetch-exhausted": x_prefetch,
@@ -644,6 +768,12 @@ EXPECT = {
     "nack-requeue-loop": x_nack_loop, "three-consumers-one-stalls": x_three,
     "dramatiq-healthy": x_dramatiq_healthy, "dramatiq-wrong-queue": x_dramatiq_wrong,
     "mid-connection": x_mid_connection,
+    "amqplib-prefetch-quiet": x_prefetch_quiet, "bunny-prefetch-quiet": x_prefetch_quiet,
+    "amqplib-wrong-queue-quiet": x_wrong_queue_quiet, "bunny-wrong-queue-quiet": x_wrong_queue_quiet,
+    "peers-settle-prefetch": x_peers, "aio-pika-wrong-queue": x_aio_wrong_queue,
+    "dramatiq-helpers-idle": x_dramatiq_helpers, "slow-mid-message": x_slow_mid,
+    "celery-wrong-queue": lambda m, meta: x_celery(m, meta, True),
+    "celery-healthy": lambda m, meta: x_celery(m, meta, False),
 }
 
 SEVERITY_LAST = ("healthy", "idle", "slow_but_healthy")
