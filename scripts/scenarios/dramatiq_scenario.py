@@ -1,18 +1,17 @@
 """The Dramatiq scenarios: a worker started through the `dramatiq` CLI as a
 subprocess, and a sender enqueuing 5 messages to the `resize_image` actor.
 
-    dramatiq_scenario.py dramatiq-healthy|dramatiq-wrong-queue --dir WORKDIR --run RUN
+    dramatiq_scenario.py dramatiq-healthy|dramatiq-wrong-queue|dramatiq-helpers-idle --dir WORKDIR --run RUN
 
 healthy: worker and sender agree on the actor's queue_name; each processed
 message leaves a marker file (the proof the worker ran the task).
 wrong-queue: the worker's actor has queue_name tasks-RUN, the sender's actor
 task-RUN: Dramatiq publishes on the default exchange with the queue name as the
 routing key, so the messages sit in task-RUN and the worker waits forever.
-helpers-idle: healthy traffic (5 messages, one every 1.5 s) with a 10 s heartbeat (the
-broker sends one every 5 s on a silent connection);
-the capture ends 4 s after the last one is processed while the worker still runs,
-so the worker's connections that only declared tasks-RUN, .DQ and .XQ show nothing
-but heartbeats for seconds.
+helpers-idle: healthy traffic (5 messages, one every 1.5 s) with a 10 s heartbeat
+(the broker sends one every 5 s on a silent connection); the capture ends 4 s after
+the last one is processed while the worker still runs, so the worker's connection
+that only declared tasks-RUN, .DQ and .XQ shows nothing but heartbeats for seconds.
 """
 
 import argparse

@@ -1,6 +1,7 @@
 """Derives a scenario's expected verdicts from its capture, with tshark as the oracle.
 
     expect.py SCENARIO --dir WORKDIR --pcap RAW.pcap --out captures/failures
+    expect.py SCENARIO --committed --out captures/failures   (re-derive from the committed capture)
 
 1. Keeps only the scenario's own TCP connections (those whose client port the
    scenario recorded in WORKDIR/meta.json, or whose connection.start-ok carries
@@ -9,7 +10,12 @@
 2. Decodes that file with tshark into AMQP methods and TCP FIN/RST per connection.
 3. Checks that the capture really shows the failure (exits 1 if not, writing nothing)
    and writes OUT/SCENARIO.expect.json: one verdict per consumer and per connection,
-   with `frame` set to the packet that makes the verdict certain (issue 4's rules).
+   with `frame` set to the packet that makes the verdict certain (issue 4's rules),
+   and `certainty`/`cause_contains` as issue 11's verdict contract says.
+
+--committed skips 1: it reads OUT/SCENARIO.pcapng as committed (frame numbers stay)
+and rebuilds the scenario's metadata from its connection names and the roles in the
+expect.json beside it.
 
 The rules used to pick verdicts and frames are in captures/failures/README.md.
 """
