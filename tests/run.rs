@@ -470,11 +470,13 @@ fn dramatiq_worker_stalled_on_a_mistyped_queue() {
 // (no --stall-after): the verdicts of the finished recording, the headline cause,
 // no stall on bystanders, and `analyze` on the left capture.pcapng agreeing.
 
-/// Deletes, directly on the broker (not through a proxy), the queues a test made
-/// and Celery's shared exchanges when nothing is bound to them any more; runs even
-/// when an assertion failed.
+/// Deletes, directly on the broker (not through a proxy), the queues and exchanges
+/// a test made (Celery declares a direct exchange named after each queue), and
+/// Celery's shared exchanges when nothing is bound to them any more; runs even when
+/// an assertion failed.
 struct BrokerCleanup {
     queues: Vec<String>,
+    exchanges: Vec<String>,
     exchanges_if_unused: Vec<&'static str>,
 }
 
@@ -501,6 +503,13 @@ impl Drop for BrokerCleanup {
                 if let Ok(ch) = conn.create_channel().await {
                     let _ = ch
                         .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                        .await;
+                }
+            }
+            for x in &self.exchanges {
+                if let Ok(ch) = conn.create_channel().await {
+                    let _ = ch
+                        .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
                         .await;
                 }
             }
@@ -714,6 +723,7 @@ fn dramatiq_cleanup(queues: &[&str]) -> BrokerCleanup {
             .iter()
             .flat_map(|q| ["", ".DQ", ".XQ"].map(|s| format!("{q}{s}")))
             .collect(),
+        exchanges: Vec::new(),
         exchanges_if_unused: Vec::new(),
     }
 }
@@ -721,6 +731,7 @@ fn dramatiq_cleanup(queues: &[&str]) -> BrokerCleanup {
 fn celery_cleanup(queues: &[&str]) -> BrokerCleanup {
     BrokerCleanup {
         queues: queues.iter().map(|q| q.to_string()).collect(),
+        exchanges: queues.iter().map(|q| q.to_string()).collect(),
         exchanges_if_unused: vec!["celeryev", "celery.pidbox", "reply.celery.pidbox"],
     }
 }
