@@ -800,8 +800,12 @@ def committed_meta(scenario, out, roles):
             for x in json.load(f):
                 if x["scope"] == "connection" and x.get("role"):
                     ports[x["role"]] = int(x["conn"].split("->")[0].rsplit(":", 1)[1])
-    queues = {"consumed": f"tasks-{run}", "published_to": f"task-{run}", "worker": f"tasks-{run}",
-              "sender": f"task-{run}" if "wrong" in scenario else f"tasks-{run}"}
+    wrong = "wrong" in scenario
+    if scenario.startswith("celery-"):
+        queues = {"worker": f"a-{run}", "sender": f"b-{run}" if wrong else f"a-{run}"}
+    else:
+        queues = {"consumed": f"tasks-{run}", "published_to": f"task-{run}", "worker": f"tasks-{run}",
+                  "sender": f"task-{run}" if wrong else f"tasks-{run}"}
     return {"run": run, "ports": ports, "queues": queues}
 
 
