@@ -13,12 +13,14 @@ CAPTURE_LOCK=/tmp/amqptrace-capture.lock
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-# Creates the virtualenv once; pins the client versions the captures were made with.
+# Creates the virtualenv once; pins the client versions the captures were made with
+# (Celery brings kombu and py-amqp, its own AMQP client; aio-pika brings aiormq).
+# Re-created only when one of them does not import.
 ensure_venv() {
-    if [ ! -x "$PY" ] || ! "$PY" -c 'import pika, dramatiq' 2>/dev/null; then
+    if [ ! -x "$PY" ] || ! "$PY" -c 'import pika, dramatiq, celery, aio_pika' 2>/dev/null; then
         log "creating virtualenv $VENV"
         python3 -m venv "$VENV"
-        "$VENV/bin/pip" install -q 'pika==1.3.2' 'dramatiq[rabbitmq]==1.17.1'
+        "$VENV/bin/pip" install -q 'pika==1.3.2' 'dramatiq[rabbitmq]==1.17.1' 'celery==5.5.3' 'aio-pika==9.5.5'
     fi
 }
 

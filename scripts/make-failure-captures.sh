@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes one capture per consumer/connection failure mode against the real RabbitMQ
-# on 127.0.0.1:5672, with real clients (pika, and Dramatiq through its CLI), and
+# on 127.0.0.1:5672, with real clients (pika, aio-pika, lapin, Node's amqplib, Ruby's
+# Bunny, and Dramatiq and Celery workers through their CLIs), and
 # writes beside each capture the verdicts the analyzer must give:
 #
 #   captures/failures/NAME.pcapng        the traffic of that scenario only
@@ -12,7 +13,9 @@
 # The broker is put back as it was even when a scenario fails: the memory
 # watermark and consumer_timeout are read before anything runs and restored in
 # the EXIT trap; every queue a scenario declares has a unique name and is deleted.
-# Needs root (tcpdump on lo), rabbitmqctl, tshark, editcap, python3.
+# Needs root (tcpdump on lo), rabbitmqctl, tshark, editcap, python3; node/npm and
+# ruby-bunny for the amqplib-*/bunny-* scenarios (amqplib is installed, pinned, into
+# target/node).
 . "$(dirname "$0")/lib.sh"
 
 SCENARIOS_DIR="$ROOT/scripts/scenarios"
@@ -20,7 +23,11 @@ OUT="$CAPTURES/failures"
 ALL=(healthy slow-but-healthy prefetch-exhausted wrong-queue missing-queue-404 blocked
     ack-timeout heartbeat-timeout queue-deleted-cancel nack-requeue-loop
     three-consumers-one-stalls dramatiq-healthy dramatiq-wrong-queue mid-connection
-    lapin-prefetch-exhausted)
+    lapin-prefetch-exhausted
+    amqplib-prefetch-quiet bunny-prefetch-quiet amqplib-wrong-queue-quiet bunny-wrong-queue-quiet
+    peers-settle-prefetch aio-pika-wrong-queue dramatiq-helpers-idle slow-mid-message
+    celery-wrong-queue celery-healthy)
+AMQPLIB_VERSION=0.10.9
 
 if [ "${1:-}" = --list ]; then printf '%s\n' "${ALL[@]}"; exit 0; fi
 SELECTED=("$@")
@@ -61,6 +68,14 @@ if printf '%s\n' "${SELECTED[@]}" | grep -q '^lapin-' && [ -z "${LAPIN_CLIENT:-}
     (cd "$ROOT" && cargo build --release --quiet --example lapin_client)
     export LAPIN_CLIENT="$ROOT/target/release/examples/lapin_client"
 fi
+# Node's amqplib for the amqplib-* scenarios, pinned, installed once into target/node.
+export NODE_PATH="$ROOT/target/node/node_modules"
+if printf '%s\n' "${SELECTED[@]}" | grep -q '^amqplib-'; then
+    if [ "$(node -p 'require("amqplib/package.json").version' 2>/dev/null)" != "$AMQPLIB_VERSION" ]; then
+        log "installing amqplib@$AMQPLIB_VERSION into target/node"
+        npm install --prefix "$ROOT/target/node" --no-audit --no-fund --silent "amqplib@$AMQPLIB_VERSION"
+    fi
+fi
 "$PY" "$SCENARIOS_DIR/broker.py" save "$AMQPTRACE_BROKER_STATE" >/dev/null
 log "broker settings saved: $(cat "$AMQPTRACE_BROKER_STATE")"
 mkdir -p "$OUT"
@@ -84,7 +99,9 @@ run_scenario() {
     mkdir -p "$dir"
     case $name in
     dramatiq-*) prog=dramatiq_scenario.py ;;
+    celery-*) prog=celery_scenario.py ;;
     lapin-*) prog=lapin_scenario.py ;;
+    amqplib-* | bunny-* | aio-pika-*) prog=foreign_scenario.py ;;
     ack-timeout) limit=200 ;; # the broker notices on its channel tick, up to a minute or two
     esac
     if [ "$name" = mid-connection ]; then

@@ -1184,3 +1184,182 @@ fn capture_without_rights_says_so() {
         "{err}"
     );
 }
+
+/// Seconds since the Unix epoch of an RFC 3339 UTC timestamp as amqptrace writes
+/// them ("2026-12-01T09:25:47.390801Z").
+fn rfc3339_secs(ts: &str) -> f64 {
+    fn bad(ts: &str) -> ! {
+        panic!("timestamp {ts:?}")
+    }
+    let (date, time) = ts
+        .strip_suffix('Z')
+        .and_then(|t| t.split_once('T'))
+        .unwrap_or_else(|| bad(ts));
+    let num = |s: &str| s.parse::<i64>().unwrap_or_else(|_| bad(ts));
+    let d: Vec<i64> = date.split('-').map(num).collect();
+    let t: Vec<&str> = time.split(':').collect();
+    if d.len() != 3 || t.len() != 3 {
+        bad(ts);
+    }
+    // Days from 1970-01-01 (H. Hinnant's days_from_civil).
+    let (y, m) = if d[1] <= 2 {
+        (d[0] - 1, d[1] + 9)
+    } else {
+        (d[0], d[1] - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d[2] - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let secs: f64 = t[2].parse().unwrap_or_else(|_| bad(ts));
+    (days * 86_400 + num(t[0]) * 3_600 + num(t[1]) * 60) as f64 + secs
+}
+
+#[test]
+fn rfc3339_secs_reads_amqptrace_timestamps() {
+    // Values from Python's datetime(..., tzinfo=timezone.utc).timestamp().
+    assert!((rfc3339_secs("2026-12-01T09:25:47.390801Z") - 1_796_117_147.390_801).abs() < 1e-6);
+    assert_eq!(rfc3339_secs("2024-02-29T23:59:59Z"), 1_709_251_199.0);
+    assert_eq!(rfc3339_secs("1970-01-01T00:00:00.5Z"), 0.5);
+}
+
+/// Issue 11: with default options (no --stall-after), a full prefetch window while
+/// a peer on the same queue keeps settling is reported live within 5 s of the
+/// window filling. Judged on the proxy's own timestamps (the verdict line's `at`
+/// against the delivery that filled the window), not on the test's clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_window_beside_a_settling_peer_reported_live_within_5_s() {
+    let proxy = Proxy::start(BROKER, &["--format", "jsonl"]);
+    let q = unique("peer-stall");
+    let publisher_conn = connect(&proxy.uri()).await;
+    let publisher = publisher_conn.create_channel().await.unwrap();
+    auto_delete_queue(&publisher, &q).await;
+    let publish = |i: u32| {
+        let publisher = publisher.clone();
+        let q = q.clone();
+        async move {
+            publisher
+                .basic_publish(
+                    "".into(),
+                    q.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &i.to_be_bytes(),
+                    BasicProperties::default(),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    // The stuck consumer takes 3 and never settles.
+    let stuck_conn = connect(&proxy.uri()).await;
+    let stuck_ch = stuck_conn.create_channel().await.unwrap();
+    stuck_ch
+        .basic_qos(3, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let stuck = stuck_ch
+        .basic_consume(
+            q.as_str().into(),
+            "stuck".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut stuck_rx = deliveries(&stuck);
+    for i in 0..3 {
+        publish(i).await;
+    }
+    for _ in 0..3 {
+        tokio::time::timeout(Duration::from_secs(10), stuck_rx.recv())
+            .await
+            .expect("the stuck consumer's deliveries")
+            .unwrap();
+    }
+    // The peer on the same queue settles everything that comes.
+    let peer_conn = connect(&proxy.uri()).await;
+    let peer_ch = peer_conn.create_channel().await.unwrap();
+    peer_ch
+        .basic_qos(3, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let peer = peer_ch
+        .basic_consume(
+            q.as_str().into(),
+            "peer".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut peer_rx = deliveries(&peer);
+    let acker = tokio::spawn(async move {
+        let mut n = 0u32;
+        while let Some(d) = peer_rx.recv().await {
+            d.acker.ack(BasicAckOptions::default()).await.unwrap();
+            n += 1;
+        }
+        n
+    });
+    // Traffic flows past the full window until the proxy says so (or 30 s).
+    let is_verdict = |v: &Value| {
+        v["event"] == "verdict"
+            && v["live"] == true
+            && v["verdict"] == "prefetch_exhausted"
+            && v["consumer_tag"] == "stuck"
+    };
+    let mut verdict = None;
+    for i in 3..300 {
+        publish(i).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        verdict = jsonl(&proxy.output()).into_iter().find(|v| is_verdict(v));
+        if verdict.is_some() {
+            break;
+        }
+    }
+    let out = proxy.output();
+    let verdict =
+        verdict.unwrap_or_else(|| panic!("no live prefetch_exhausted on 'stuck' in 30 s:\n{out}"));
+    let all = jsonl(&out);
+    let fill = events(&all, "frame")
+        .into_iter()
+        .filter(|v| method(v) == "basic.deliver" && v["consumer_tag"] == "stuck")
+        .nth(2)
+        .unwrap_or_else(|| panic!("the stuck consumer's third delivery is not in the timeline"));
+    let filled = rfc3339_secs(fill["ts"].as_str().unwrap());
+    let reported = rfc3339_secs(verdict["at"].as_str().expect("the verdict's `at`"));
+    assert!(
+        reported >= filled && reported - filled <= 5.0,
+        "the window filled at {} (frame {}), reported at {}: {:.2} s later\n{verdict:#}",
+        fill["ts"],
+        fill["frame"],
+        verdict["at"],
+        reported - filled
+    );
+    // The peer settled while the window stayed full: that is the evidence.
+    let peer_acks_before = events(&all, "frame")
+        .into_iter()
+        .filter(|v| {
+            method(v) == "basic.ack"
+                && v["dir"] == "c2s"
+                && v["ts"]
+                    .as_str()
+                    .map(rfc3339_secs)
+                    .is_some_and(|t| t > filled && t <= reported)
+        })
+        .count();
+    assert!(
+        peer_acks_before > 0,
+        "no peer settle before the verdict:\n{out}"
+    );
+    assert_eq!(verdict["queue"], q.as_str());
+    drop(peer);
+    peer_conn.close(200, "OK".into()).await.unwrap();
+    assert!(acker.await.unwrap() > 0);
+    stuck_conn.close(200, "OK".into()).await.unwrap();
+    publisher_conn.close(200, "OK".into()).await.unwrap();
+    let s = tokio::task::spawn_blocking(move || proxy.stop())
+        .await
+        .unwrap();
+    assert!(s.status.code().is_some(), "{}", s.stderr);
+}

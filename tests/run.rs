@@ -464,3 +464,344 @@ fn dramatiq_worker_stalled_on_a_mistyped_queue() {
         eprintln!("{stderr}\n--- summary.txt\n{summary}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Issue 11: the seed case and Celery under `amqptrace run` with default options
+// (no --stall-after): the verdicts of the finished recording, the headline cause,
+// no stall on bystanders, and `analyze` on the left capture.pcapng agreeing.
+
+/// Deletes, directly on the broker (not through a proxy), the queues and exchanges
+/// a test made (Celery declares a direct exchange named after each queue), and
+/// Celery's shared exchanges when nothing is bound to them any more; runs even when
+/// an assertion failed.
+struct BrokerCleanup {
+    queues: Vec<String>,
+    exchanges: Vec<String>,
+    exchanges_if_unused: Vec<&'static str>,
+}
+
+impl Drop for BrokerCleanup {
+    fn drop(&mut self) {
+        use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            let Ok(conn) = lapin::Connection::connect(
+                "amqp://guest:guest@127.0.0.1:5672/%2f",
+                lapin::ConnectionProperties::default(),
+            )
+            .await
+            else {
+                eprintln!("cleanup: cannot connect; left {:?}", self.queues);
+                return;
+            };
+            for q in &self.queues {
+                if let Ok(ch) = conn.create_channel().await {
+                    let _ = ch
+                        .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                        .await;
+                }
+            }
+            for x in &self.exchanges {
+                if let Ok(ch) = conn.create_channel().await {
+                    let _ = ch
+                        .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+                        .await;
+                }
+            }
+            // A 406 (still bound: another worker uses it) closes only that channel.
+            for x in &self.exchanges_if_unused {
+                if let Ok(ch) = conn.create_channel().await {
+                    let opts = ExchangeDeleteOptions {
+                        if_unused: true,
+                        ..Default::default()
+                    };
+                    let _ = ch.exchange_delete((*x).into(), opts).await;
+                }
+            }
+            let _ = conn.close(200, "cleanup".into()).await;
+        });
+    }
+}
+
+struct E2e {
+    out: Output,
+    art: PathBuf,
+    verdicts: Value,
+    _dir: tempfile::TempDir,
+}
+
+/// `amqptrace run [--fail-on-stall] -- python SCRIPT --queue Q --send-to DEST --markers DIR`,
+/// nothing else on amqptrace's command line.
+fn e2e(script: &str, queue: &str, send_to: &str, fail_on_stall: bool) -> E2e {
+    let py = python();
+    let dir = tempfile::tempdir().unwrap();
+    let art = dir.path().join("artifacts");
+    let markers = dir.path().join("markers");
+    let script = root().join(script);
+    let mut args = Vec::new();
+    if fail_on_stall {
+        args.push("--fail-on-stall");
+    }
+    args.extend([
+        "--",
+        py.to_str().unwrap(),
+        script.to_str().unwrap(),
+        "--queue",
+        queue,
+        "--send-to",
+        send_to,
+        "--markers",
+        markers.to_str().unwrap(),
+    ]);
+    let out = run(&art, &args);
+    // Every artifact, not empty (their contents are other tests' business).
+    for name in ARTIFACTS {
+        let len = std::fs::metadata(art.join(name)).map(|m| m.len());
+        assert!(
+            len.is_ok_and(|l| l > 0),
+            "{name} missing or empty: {}",
+            text(&out.stderr)
+        );
+    }
+    let verdicts =
+        serde_json::from_str(&std::fs::read_to_string(art.join("verdicts.json")).unwrap())
+            .expect("verdicts.json is JSON");
+    E2e {
+        out,
+        art,
+        verdicts,
+        _dir: dir,
+    }
+}
+
+/// Not a stall: the verdicts that exit 0 (CONTRACT.md of issue 11).
+fn is_stall(v: &Value) -> bool {
+    !matches!(
+        v["verdict"].as_str(),
+        Some("healthy" | "idle" | "slow_but_healthy")
+    )
+}
+
+/// The verdict's subject, for messages.
+fn subject(v: &Value) -> String {
+    format!(
+        "{} {} queue {} on {}",
+        v["verdict"], v["scope"], v["queue"], v["conn"]
+    )
+}
+
+/// The top-level cause that lists verdict `index`.
+fn cause_of(doc: &Value, index: usize) -> Option<&Value> {
+    doc["causes"].as_array()?.iter().find(|c| {
+        c["verdicts"]
+            .as_array()
+            .is_some_and(|ix| ix.iter().any(|i| i.as_u64() == Some(index as u64)))
+    })
+}
+
+/// The worker's consumer on `queue` is `no_messages_routed_to_queue`, certain, its
+/// explanation naming `queue` and `dest` and its cause naming `dest`; no other
+/// verdict is a stall (bystanders: Dramatiq's .DQ consumer and helper connections,
+/// Celery's pidbox, gossip and reply consumers).
+fn assert_only_misrouted(doc: &Value, queue: &str, dest: &str) {
+    let vs = verdicts_of(doc);
+    let (index, victim) = vs
+        .iter()
+        .enumerate()
+        .find(|(_, v)| v["scope"] == "consumer" && v["queue"] == queue)
+        .unwrap_or_else(|| panic!("no verdict on the consumer of {queue}: {doc:#}"));
+    assert_eq!(
+        victim["verdict"], "no_messages_routed_to_queue",
+        "{victim:#}"
+    );
+    assert_eq!(victim["certainty"], "certain", "{victim:#}");
+    let explanation = victim["explanation"].as_str().unwrap_or("");
+    for name in [queue, dest] {
+        assert!(
+            explanation.contains(&format!("'{name}'")),
+            "the explanation does not name '{name}': {explanation}"
+        );
+    }
+    let cause = cause_of(doc, index)
+        .unwrap_or_else(|| panic!("no cause lists verdict {index}: {:#}", doc["causes"]));
+    let text = cause["text"].as_str().unwrap_or("");
+    assert!(
+        text.contains(dest),
+        "the cause does not name {dest}: {text}"
+    );
+    let others: Vec<String> = vs
+        .iter()
+        .enumerate()
+        .filter(|(i, v)| *i != index && is_stall(v))
+        .map(|(_, v)| subject(v))
+        .collect();
+    assert!(
+        others.is_empty(),
+        "stalls besides the worker's consumer: {others:#?}"
+    );
+}
+
+/// Every verdict healthy, idle or slow_but_healthy, and no cause.
+fn assert_no_stall(doc: &Value) {
+    let stalls: Vec<String> = verdicts_of(doc)
+        .into_iter()
+        .filter(|v| is_stall(v))
+        .map(subject)
+        .collect();
+    assert!(stalls.is_empty(), "stalls in a healthy run: {stalls:#?}");
+    assert!(
+        doc["causes"].as_array().is_none_or(|c| c.is_empty()),
+        "causes in a healthy run: {:#}",
+        doc["causes"]
+    );
+}
+
+fn publishes(doc: &Value) -> u64 {
+    doc["connections"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["publishes"].as_u64())
+        .sum()
+}
+
+/// `amqptrace analyze --format json` on the recording `run` left gives the same
+/// verdicts as `run` did, and counts each consumer and each publish once.
+fn assert_reanalysis_agrees(r: &E2e) -> Value {
+    let re = Command::new(bin())
+        .args(["analyze", "--format", "json"])
+        .arg(r.art.join("capture.pcapng"))
+        .output()
+        .unwrap();
+    assert!(
+        matches!(re.status.code(), Some(0 | 1)),
+        "{}",
+        text(&re.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&re.stdout).expect("analyze --format json");
+    let key = |v: &&Value| {
+        format!(
+            "{} {} {} {} {}",
+            v["verdict"], v["scope"], v["queue"], v["consumer_tag"], v["certainty"]
+        )
+    };
+    let mut want: Vec<String> = verdicts_of(&r.verdicts).iter().map(key).collect();
+    let mut got: Vec<String> = verdicts_of(&doc).iter().map(key).collect();
+    want.sort();
+    got.sort();
+    assert_eq!(
+        got, want,
+        "analyze on capture.pcapng vs run's verdicts.json"
+    );
+    let consumers = doc["consumers"].as_array().unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for c in consumers {
+        let k = format!("{} {}", c["consumer_tag"], c["queue"]);
+        assert!(seen.insert(k.clone()), "consumer {k} reported twice");
+    }
+    assert_eq!(
+        consumers.len(),
+        r.verdicts["consumers"].as_array().unwrap().len(),
+        "consumers in capture.pcapng vs verdicts.json"
+    );
+    assert_eq!(
+        publishes(&doc),
+        publishes(&r.verdicts),
+        "publishes in capture.pcapng vs verdicts.json"
+    );
+    doc
+}
+
+fn dramatiq_cleanup(queues: &[&str]) -> BrokerCleanup {
+    BrokerCleanup {
+        queues: queues
+            .iter()
+            .flat_map(|q| ["", ".DQ", ".XQ"].map(|s| format!("{q}{s}")))
+            .collect(),
+        exchanges: Vec::new(),
+        exchanges_if_unused: Vec::new(),
+    }
+}
+
+fn celery_cleanup(queues: &[&str]) -> BrokerCleanup {
+    BrokerCleanup {
+        queues: queues.iter().map(|q| q.to_string()).collect(),
+        exchanges: queues.iter().map(|q| q.to_string()).collect(),
+        exchanges_if_unused: vec!["celeryev", "celery.pidbox", "reply.celery.pidbox"],
+    }
+}
+
+#[test]
+fn seed_case_dramatiq_worker_on_another_queue_fails_the_run() {
+    let queue = unique("seed-default");
+    let dest = unique("other");
+    let _cleanup = dramatiq_cleanup(&[&queue, &dest]);
+    let r = e2e("tests/dramatiq/seed.py", &queue, &dest, true);
+    let stderr = text(&r.out.stderr);
+    assert!(stderr.contains("seed: processed 0"), "{stderr}");
+    assert_eq!(r.out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("amqptrace: --fail-on-stall: a stall was found"),
+        "the exit code is the script's, not amqptrace's verdict: {stderr}"
+    );
+    assert_only_misrouted(&r.verdicts, &queue, &dest);
+    let doc = assert_reanalysis_agrees(&r);
+    assert_eq!(publishes(&doc), 10, "the sender's 10 messages, once each");
+}
+
+#[test]
+fn seed_case_dramatiq_worker_on_the_right_queue_is_healthy() {
+    let queue = unique("seed-healthy");
+    let _cleanup = dramatiq_cleanup(&[&queue]);
+    let r = e2e("tests/dramatiq/seed.py", &queue, &queue, true);
+    let stderr = text(&r.out.stderr);
+    assert!(stderr.contains("seed: processed 10"), "{stderr}");
+    assert_eq!(r.out.status.code(), Some(0), "{stderr}");
+    assert_no_stall(&r.verdicts);
+    let doc = assert_reanalysis_agrees(&r);
+    assert_eq!(publishes(&doc), 10, "the sender's 10 messages, once each");
+}
+
+#[test]
+fn celery_task_sent_to_another_queue_fails_the_run() {
+    let queue = unique("a");
+    let dest = unique("b");
+    let _cleanup = celery_cleanup(&[&queue, &dest]);
+    let r = e2e("tests/celery/run_celery.py", &queue, &dest, true);
+    let stderr = text(&r.out.stderr);
+    assert!(stderr.contains("run_celery: processed 0"), "{stderr}");
+    assert_eq!(r.out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("amqptrace: --fail-on-stall: a stall was found"),
+        "the exit code is the script's, not amqptrace's verdict: {stderr}"
+    );
+    assert_only_misrouted(&r.verdicts, &queue, &dest);
+    // Celery's control consumers are there, and idle or healthy (checked above).
+    let control = verdicts_of(&r.verdicts)
+        .into_iter()
+        .filter(|v| {
+            v["queue"]
+                .as_str()
+                .is_some_and(|q| q.ends_with(".celery.pidbox") || q.starts_with("celeryev."))
+        })
+        .count();
+    assert!(control >= 1, "no Celery control consumer: {:#}", r.verdicts);
+    assert_reanalysis_agrees(&r);
+}
+
+#[test]
+fn celery_task_sent_to_the_workers_queue_is_healthy() {
+    let queue = unique("a");
+    let _cleanup = celery_cleanup(&[&queue]);
+    let r = e2e("tests/celery/run_celery.py", &queue, &queue, true);
+    let stderr = text(&r.out.stderr);
+    assert!(stderr.contains("run_celery: processed 3"), "{stderr}");
+    assert_eq!(r.out.status.code(), Some(0), "{stderr}");
+    assert_no_stall(&r.verdicts);
+    assert_reanalysis_agrees(&r);
+}

@@ -1,46 +1,111 @@
-//! Every failure capture yields its expected verdicts.
+//! Every failure capture yields its expected verdicts, with default options.
 //!
-//! For each `captures/failures/NAME.expect.json` beside a `NAME.pcap*`, runs the
-//! built `amqptrace analyze --format json NAME.pcap*` and checks that each
-//! expected verdict is present (same verdict, scope, queue and consumer_tag;
-//! `frame` within one packet; explanation containing every listed substring),
-//! and that nothing expected healthy got a stall verdict.
+//! One `#[test]` per `captures/failures/NAME.expect.json` (listed in `captures!`
+//! below, so that a failure names its capture; `the_list_is_the_folder` fails when
+//! the folder is unreadable, empty, or holds a capture the list lacks). Each runs
+//! the built `amqptrace analyze --format json NAME.pcap*` and checks that every
+//! expected verdict is present: same verdict, scope, queue and consumer_tag (and
+//! conn), `frame` within one packet, the explanation containing every
+//! `explanation_contains` substring, `certainty` equal when the expectation gives
+//! one, and, for `cause_contains`, a top-level cause whose `verdicts` holds this
+//! verdict's index and whose text contains each substring (CONTRACT.md of issue
+//! 11). Whatever is expected `healthy`, `idle` or `slow_but_healthy` must get no
+//! stall verdict, certain or uncertain; a capture whose expectations are all of
+//! those gets no stall at all and no cause.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
 
+macro_rules! captures {
+    ($($test:ident => $name:literal),* $(,)?) => {
+        /// The captures that have a test, by file stem.
+        const LISTED: &[&str] = &[$($name),*];
+        $(
+            #[test]
+            fn $test() {
+                check_capture($name);
+            }
+        )*
+    };
+}
+
+captures! {
+    ack_timeout => "ack-timeout",
+    aio_pika_wrong_queue => "aio-pika-wrong-queue",
+    amqplib_prefetch_quiet => "amqplib-prefetch-quiet",
+    amqplib_wrong_queue_quiet => "amqplib-wrong-queue-quiet",
+    blocked => "blocked",
+    bunny_prefetch_quiet => "bunny-prefetch-quiet",
+    bunny_wrong_queue_quiet => "bunny-wrong-queue-quiet",
+    celery_healthy => "celery-healthy",
+    celery_wrong_queue => "celery-wrong-queue",
+    dramatiq_healthy => "dramatiq-healthy",
+    dramatiq_helpers_idle => "dramatiq-helpers-idle",
+    dramatiq_wrong_queue => "dramatiq-wrong-queue",
+    healthy => "healthy",
+    heartbeat_timeout => "heartbeat-timeout",
+    lapin_prefetch_exhausted => "lapin-prefetch-exhausted",
+    mid_connection => "mid-connection",
+    missing_queue_404 => "missing-queue-404",
+    nack_requeue_loop => "nack-requeue-loop",
+    peers_settle_prefetch => "peers-settle-prefetch",
+    prefetch_exhausted => "prefetch-exhausted",
+    queue_deleted_cancel => "queue-deleted-cancel",
+    slow_but_healthy => "slow-but-healthy",
+    slow_mid_message => "slow-mid-message",
+    three_consumers_one_stalls => "three-consumers-one-stalls",
+    wrong_queue => "wrong-queue",
+}
+
 fn failures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/failures")
 }
 
-/// `(expect.json, capture)` pairs, sorted by name.
-fn cases() -> Vec<(PathBuf, PathBuf)> {
+/// The stems of every `NAME.expect.json` in the folder; panics when it cannot be read.
+fn expectation_files() -> BTreeSet<String> {
     let dir = failures_dir();
-    let Ok(rd) = std::fs::read_dir(&dir) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for e in rd.flatten() {
-        let p = e.path();
-        let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        let Some(stem) = name.strip_suffix(".expect.json") else {
-            continue;
-        };
-        let capture = ["pcapng", "pcap"]
-            .iter()
-            .map(|ext| dir.join(format!("{stem}.{ext}")))
-            .find(|c| c.exists());
-        match capture {
-            Some(c) => out.push((p, c)),
-            None => panic!("{name} has no capture beside it ({stem}.pcap or .pcapng)"),
-        }
-    }
-    out.sort();
-    out
+    let rd =
+        std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()));
+    rd.map(|e| e.unwrap_or_else(|e| panic!("reading {}: {e}", dir.display())))
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".expect.json"))
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+#[test]
+fn the_list_is_the_folder() {
+    let found = expectation_files();
+    assert!(
+        !found.is_empty(),
+        "no NAME.expect.json in {}",
+        failures_dir().display()
+    );
+    let listed: BTreeSet<String> = LISTED.iter().map(|s| s.to_string()).collect();
+    let unlisted: Vec<&String> = found.difference(&listed).collect();
+    let missing: Vec<&String> = listed.difference(&found).collect();
+    assert!(
+        unlisted.is_empty() && missing.is_empty(),
+        "captures! in tests/verdicts.rs and captures/failures/ differ: \
+         not listed {unlisted:?}, listed but absent {missing:?}"
+    );
+}
+
+fn capture_of(name: &str) -> PathBuf {
+    let dir = failures_dir();
+    ["pcapng", "pcap"]
+        .iter()
+        .map(|ext| dir.join(format!("{name}.{ext}")))
+        .find(|c| c.exists())
+        .unwrap_or_else(|| {
+            panic!("{name}.expect.json has no capture beside it ({name}.pcapng or .pcap)")
+        })
 }
 
 fn analyze_json(capture: &Path) -> Value {
@@ -73,14 +138,36 @@ fn same(a: &Value, b: &Value, k: &str) -> bool {
     a.get(k).unwrap_or(&Value::Null) == b.get(k).unwrap_or(&Value::Null)
 }
 
-/// Why `got` does not satisfy `want`, or None when it does.
-fn mismatch(want: &Value, got: &Value) -> Option<String> {
+fn strings<'a>(v: &'a Value, k: &str) -> impl Iterator<Item = &'a str> {
+    v.get(k)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+}
+
+/// Not a stall: the verdicts that exit 0 (CONTRACT.md).
+fn is_stall(verdict: &str) -> bool {
+    !matches!(verdict, "healthy" | "idle" | "slow_but_healthy")
+}
+
+/// The same consumer, channel or connection.
+fn same_subject(want: &Value, got: &Value) -> bool {
+    same(want, got, "scope")
+        && same(want, got, "consumer_tag")
+        && same(want, got, "queue")
+        && want.get("conn").is_none_or(|c| got.get("conn") == Some(c))
+}
+
+/// Why verdict `index` of `doc` does not satisfy `want`, or None when it does.
+fn mismatch(want: &Value, doc: &Value, index: usize) -> Option<String> {
+    let got = &doc["verdicts"][index];
     for k in ["verdict", "scope", "queue", "consumer_tag"] {
         if !same(want, got, k) {
             return Some(format!("{k}: want {} got {}", want[k], got[k]));
         }
     }
-    if let Some(w) = want.get("conn").and_then(Value::as_str) {
+    if let Some(w) = str_field(want, "conn") {
         if str_field(got, "conn") != Some(w) {
             return Some(format!("conn: want {w} got {}", got["conn"]));
         }
@@ -91,111 +178,128 @@ fn mismatch(want: &Value, got: &Value) -> Option<String> {
             other => return Some(format!("frame: want {wf}±1 got {other:?}")),
         }
     }
+    if let Some(w) = str_field(want, "certainty") {
+        if str_field(got, "certainty") != Some(w) {
+            return Some(format!("certainty: want {w} got {}", got["certainty"]));
+        }
+    }
     let expl = str_field(got, "explanation").unwrap_or("");
-    for s in want
-        .get("explanation_contains")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-    {
-        if !expl.contains(s) {
-            return Some(format!("explanation lacks {s:?}: {expl}"));
+    if let Some(s) = strings(want, "explanation_contains").find(|s| !expl.contains(s)) {
+        return Some(format!("explanation lacks {s:?}: {expl}"));
+    }
+    let wanted: Vec<&str> = strings(want, "cause_contains").collect();
+    if !wanted.is_empty() {
+        let causes = doc["causes"].as_array().cloned().unwrap_or_default();
+        let cause = causes.iter().find(|c| {
+            c["verdicts"]
+                .as_array()
+                .is_some_and(|ix| ix.iter().any(|i| i.as_u64() == Some(index as u64)))
+        });
+        let Some(cause) = cause else {
+            return Some(format!(
+                "no cause lists verdict {index}; causes: {}",
+                doc["causes"]
+            ));
+        };
+        let text = str_field(cause, "text").unwrap_or("");
+        if let Some(s) = wanted.iter().find(|s| !text.contains(**s)) {
+            return Some(format!("cause text lacks {s:?}: {text}"));
         }
     }
     None
 }
 
-fn is_stall(verdict: &str) -> bool {
-    !matches!(verdict, "healthy" | "slow_but_healthy")
+fn describe(v: &Value) -> String {
+    let who = v
+        .get("consumer_tag")
+        .filter(|t| !t.is_null())
+        .or(v.get("conn"))
+        .unwrap_or(&Value::Null);
+    format!("{} {} {}", v["verdict"], v["scope"], who)
 }
 
-fn check(expect_path: &Path, capture: &Path) -> Vec<String> {
+/// Every way the analysis of capture `name` misses its expectations.
+fn problems(name: &str) -> Vec<String> {
+    let path = failures_dir().join(format!("{name}.expect.json"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let want: Vec<Value> =
-        serde_json::from_str(&std::fs::read_to_string(expect_path).expect("read expect.json"))
-            .unwrap_or_else(|e| panic!("{}: {e}", expect_path.display()));
-    let doc = analyze_json(capture);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(!want.is_empty(), "{} expects nothing", path.display());
+    let doc = analyze_json(&capture_of(name));
     let mut problems = Vec::new();
     if str_field(&doc, "schema") != Some("amqptrace.analysis/1") {
         problems.push(format!("schema is {}", doc["schema"]));
     }
     let got = doc["verdicts"].as_array().cloned().unwrap_or_default();
     for w in &want {
-        if got.iter().any(|g| mismatch(w, g).is_none()) {
+        if (0..got.len()).any(|i| mismatch(w, &doc, i).is_none()) {
             continue;
         }
-        // Report against the closest candidate: same subject, any verdict.
-        let subject: Vec<&Value> = got
-            .iter()
-            .filter(|g| {
-                same(w, g, "scope")
-                    && same(w, g, "consumer_tag")
-                    && w.get("conn").is_none_or(|c| g.get("conn") == Some(c))
+        // Report against the candidates on the same subject, any verdict.
+        let why: Vec<String> = (0..got.len())
+            .filter(|&i| {
+                same(w, &got[i], "scope")
+                    && same(w, &got[i], "consumer_tag")
+                    && w.get("conn").is_none_or(|c| got[i].get("conn") == Some(c))
             })
+            .filter_map(|i| mismatch(w, &doc, i))
             .collect();
-        let why: Vec<String> = subject.iter().filter_map(|g| mismatch(w, g)).collect();
         problems.push(format!(
-            "missing {} {} {}: {}",
-            w["verdict"],
-            w["scope"],
-            w.get("consumer_tag")
-                .or(w.get("conn"))
-                .unwrap_or(&Value::Null),
+            "missing {}: {}",
+            describe(w),
             if why.is_empty() {
                 "no verdict on that subject".to_string()
             } else {
                 why.join(" | ")
             }
         ));
-        // No stall on what is expected healthy.
     }
+    // Nothing expected to be fine gets a stall, certain or uncertain.
     for w in want
         .iter()
-        .filter(|w| str_field(w, "verdict") == Some("healthy"))
+        .filter(|w| !is_stall(str_field(w, "verdict").unwrap_or("")))
     {
-        for g in &got {
-            let subject = same(w, g, "scope")
-                && same(w, g, "consumer_tag")
-                && same(w, g, "queue")
-                && w.get("conn").is_none_or(|c| g.get("conn") == Some(c));
+        for g in got.iter().filter(|g| same_subject(w, g)) {
             let v = str_field(g, "verdict").unwrap_or("");
-            if subject && is_stall(v) {
+            if is_stall(v) {
                 problems.push(format!(
-                    "stall verdict {v} on {} expected healthy: {}",
-                    g.get("consumer_tag")
-                        .filter(|t| !t.is_null())
-                        .unwrap_or(&g["conn"]),
+                    "{} stall {v} on {} expected {}: {}",
+                    str_field(g, "certainty").unwrap_or("(no certainty)"),
+                    describe(g),
+                    w["verdict"],
                     str_field(g, "explanation").unwrap_or("")
                 ));
             }
         }
     }
+    // A capture expected healthy throughout: no stall anywhere, no cause.
+    if want
+        .iter()
+        .all(|w| !is_stall(str_field(w, "verdict").unwrap_or("")))
+    {
+        for g in got
+            .iter()
+            .filter(|g| is_stall(str_field(g, "verdict").unwrap_or("")))
+        {
+            problems.push(format!(
+                "healthy capture, yet {} ({})",
+                describe(g),
+                str_field(g, "certainty").unwrap_or("no certainty")
+            ));
+        }
+        if doc["causes"].as_array().is_some_and(|c| !c.is_empty()) {
+            problems.push(format!("healthy capture, yet causes: {}", doc["causes"]));
+        }
+    }
     problems
 }
 
-#[test]
-fn failure_captures_yield_their_expected_verdicts() {
-    let cases = cases();
-    let mut failed = Vec::new();
-    for (expect, capture) in &cases {
-        let problems = check(expect, capture);
-        let name = capture
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if problems.is_empty() {
-            eprintln!("ok   {name}");
-        } else {
-            eprintln!("FAIL {name}");
-            for p in &problems {
-                eprintln!("     {p}");
-            }
-            failed.push(name);
-        }
-    }
-    eprintln!("{} capture(s), {} failed", cases.len(), failed.len());
+fn check_capture(name: &str) {
+    let problems = problems(name);
     assert!(
-        failed.is_empty(),
-        "captures with wrong verdicts: {failed:?}"
+        problems.is_empty(),
+        "{name}: the analysis misses its expectations:\n  {}",
+        problems.join("\n  ")
     );
 }

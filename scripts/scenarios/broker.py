@@ -3,7 +3,9 @@ the memory high watermark (connection.blocked) and consumer_timeout (ack timeout
 
     broker.py save STATE      record the current values in STATE (JSON)
     broker.py restore STATE   put back the recorded values (idempotent; run from a trap)
-    broker.py delete-queues LIST  delete every queue named in LIST (one a line)
+    broker.py delete-queues LIST  delete every queue named in LIST (one a line;
+                                  "exchange:NAME" lines: that exchange;
+                                  "exchange-if-unused:NAME": unless bound)
 
 The values are kept as the Erlang terms the broker printed (0.4, {absolute,N},
 {ok,1800000}, undefined), so restoring puts back exactly what was there.
@@ -96,9 +98,19 @@ def delete_queues(path):
     ch = conn.channel()
     for name in names:
         try:
-            ch.queue_delete(name)
+            # "exchange:NAME" lines name exchanges a run created (Celery's per-queue ones).
+            # "exchange-if-unused:NAME": shared ones (Celery's celeryev, celery.pidbox,
+            # reply.celery.pidbox), left alone while another worker has them bound.
+            if name.startswith("exchange:"):
+                ch.exchange_delete(name[len("exchange:"):])
+            elif name.startswith("exchange-if-unused:"):
+                ch.exchange_delete(name[len("exchange-if-unused:"):], if_unused=True)
+            else:
+                ch.queue_delete(name)
         except pika.exceptions.ChannelClosedByBroker as e:
-            if e.reply_code != 404:
+            if e.reply_code == 406 and name.startswith("exchange-if-unused:"):
+                pass  # in use by someone else's worker: theirs to keep
+            elif e.reply_code != 404:
                 errors.append(f"{name}: {e}")
             ch = conn.channel()
     conn.close()

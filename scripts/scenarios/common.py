@@ -40,6 +40,14 @@ class Scenario:
         self.save()
         return name
 
+    def exchange(self, name, if_unused=False):
+        """Records an exchange this run creates, so the shell deletes it afterwards
+        (`if_unused`: only when nothing is bound to it, for exchanges shared by every
+        client of a kind)."""
+        with open(os.environ["AMQPTRACE_QUEUE_LIST"], "a") as f:
+            f.write(f"exchange{'-if-unused' if if_unused else ''}:{name}\n")
+        return name
+
     def note(self, key, value):
         self.meta["notes"][key] = value
         self.save()

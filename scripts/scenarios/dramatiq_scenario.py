@@ -1,13 +1,17 @@
 """The Dramatiq scenarios: a worker started through the `dramatiq` CLI as a
 subprocess, and a sender enqueuing 5 messages to the `resize_image` actor.
 
-    dramatiq_scenario.py dramatiq-healthy|dramatiq-wrong-queue --dir WORKDIR --run RUN
+    dramatiq_scenario.py dramatiq-healthy|dramatiq-wrong-queue|dramatiq-helpers-idle --dir WORKDIR --run RUN
 
 healthy: worker and sender agree on the actor's queue_name; each processed
 message leaves a marker file (the proof the worker ran the task).
 wrong-queue: the worker's actor has queue_name tasks-RUN, the sender's actor
 task-RUN: Dramatiq publishes on the default exchange with the queue name as the
 routing key, so the messages sit in task-RUN and the worker waits forever.
+helpers-idle: healthy traffic (5 messages, one every 1.5 s) with a 10 s heartbeat
+(the broker sends one every 5 s on a silent connection); the capture ends 4 s after
+the last one is processed while the worker still runs, so the worker's connection
+that only declared tasks-RUN, .DQ and .XQ shows nothing but heartbeats for seconds.
 """
 
 import argparse
@@ -33,7 +37,7 @@ def consumers(queue):
     return 0
 
 
-def run(s, wrong):
+def run(s, wrong, helpers=False):
     worker_q = s.queue("worker", f"tasks-{s.run}")
     sender_q = s.queue("sender", f"task-{s.run}" if wrong else worker_q)
     for q in {worker_q, sender_q}:
@@ -43,6 +47,9 @@ def run(s, wrong):
     os.makedirs(markers, exist_ok=True)
     env = dict(os.environ, AMQPTRACE_RUN=s.run, AMQPTRACE_MARKERS=markers,
                PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if helpers:
+        env["AMQPTRACE_HEARTBEAT"] = "10"
+        os.environ["AMQPTRACE_HEARTBEAT"] = "10"
     dramatiq_cli = os.path.join(os.path.dirname(sys.executable), "dramatiq")
     with open(os.path.join(s.dir, "worker.log"), "w") as wlog:
         worker = subprocess.Popen(
@@ -65,6 +72,8 @@ def run(s, wrong):
 
         for n in range(5):
             dramatiq_tasks.resize_image.send(n)
+            if helpers:
+                time.sleep(1.5)
         log("sent 5 messages to", sender_q)
         if wrong:
             time.sleep(8.5)
@@ -78,8 +87,11 @@ def run(s, wrong):
                     raise SystemExit("the worker did not process the 5 messages")
                 time.sleep(0.1)
             log("worker processed 5 messages")
-            time.sleep(1.0)
+            time.sleep(4.0 if helpers else 1.0)
         s.note("processed", len(glob.glob(os.path.join(markers, "processed-*"))))
+        if helpers:
+            # The capture ends here, the worker and the sender still connected.
+            s.hold([])
         dramatiq_tasks.broker.close()
     finally:
         worker.send_signal(signal.SIGTERM)
@@ -93,13 +105,13 @@ def run(s, wrong):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("scenario", choices=["dramatiq-healthy", "dramatiq-wrong-queue"])
+    ap.add_argument("scenario", choices=["dramatiq-healthy", "dramatiq-wrong-queue", "dramatiq-helpers-idle"])
     ap.add_argument("--dir", required=True)
     ap.add_argument("--run", required=True)
     a = ap.parse_args()
     s = Scenario(a.scenario, a.dir, a.run)
     s.save()
-    run(s, wrong=a.scenario == "dramatiq-wrong-queue")
+    run(s, wrong=a.scenario == "dramatiq-wrong-queue", helpers=a.scenario == "dramatiq-helpers-idle")
     s.save()
     s.done()
 

@@ -6,6 +6,7 @@ Configured from the environment so one module plays both sides:
   AMQPTRACE_ROLE     worker | sender
   AMQPTRACE_QUEUE    the actor's queue_name in this process
   AMQPTRACE_MARKERS  folder where the actor writes one file per processed message
+  AMQPTRACE_HEARTBEAT  (optional) the heartbeat the connections ask for, in seconds
 """
 
 import os
@@ -22,6 +23,9 @@ broker = RabbitmqBroker(
             "host": os.environ.get("AMQPTRACE_BROKER_HOST", "127.0.0.1"),
             "port": int(os.environ.get("AMQPTRACE_BROKER_PORT", "5672")),
             "client_properties": {"connection_name": f"amqptrace-{RUN}-{ROLE}"},
+            # AMQPTRACE_HEARTBEAT (optional): a short heartbeat, so that connections
+            # that only idle show it within a capture of seconds.
+            **({"heartbeat": int(os.environ["AMQPTRACE_HEARTBEAT"])} if os.environ.get("AMQPTRACE_HEARTBEAT") else {}),
         }
     ]
 )

@@ -1,6 +1,7 @@
 """Derives a scenario's expected verdicts from its capture, with tshark as the oracle.
 
     expect.py SCENARIO --dir WORKDIR --pcap RAW.pcap --out captures/failures
+    expect.py SCENARIO --committed --out captures/failures   (re-derive from the committed capture)
 
 1. Keeps only the scenario's own TCP connections (those whose client port the
    scenario recorded in WORKDIR/meta.json, or whose connection.start-ok carries
@@ -9,7 +10,12 @@
 2. Decodes that file with tshark into AMQP methods and TCP FIN/RST per connection.
 3. Checks that the capture really shows the failure (exits 1 if not, writing nothing)
    and writes OUT/SCENARIO.expect.json: one verdict per consumer and per connection,
-   with `frame` set to the packet that makes the verdict certain (issue 4's rules).
+   with `frame` set to the packet that makes the verdict certain (issue 4's rules),
+   and `certainty`/`cause_contains` as issue 11's verdict contract says.
+
+--committed skips 1: it reads OUT/SCENARIO.pcapng as committed (frame numbers stay)
+and rebuilds the scenario's metadata from its connection names and the roles in the
+expect.json beside it.
 
 The rules used to pick verdicts and frames are in captures/failures/README.md.
 """
@@ -41,6 +47,12 @@ METHODS = {
     (85, 10): "confirm.select", (85, 11): "confirm.select-ok",
 }
 TCP_FIN, TCP_SYN, TCP_RST = 0x01, 0x02, 0x04
+# path -> time of the file's last packet (any packet, a bare TCP ACK too): with no
+# recorded end in a tcpdump capture, that is where the evidence ends.
+LAST_PACKET = {}
+# A window full for less than this at the end of a quiet capture, with nothing to
+# compare it with, is an uncertain prefetch_exhausted (CONTRACT.md).
+QUIET_END_S = 1.0
 
 
 class NotShown(Exception):
@@ -75,6 +87,17 @@ def scalar(x):
     return x[0] if isinstance(x, list) else x
 
 
+def topic_match(pattern, key):
+    """AMQP topic matching: words split on '.', '*' one word, '#' zero or more."""
+    def m(p, k):
+        if not p:
+            return not k
+        if p[0] == "#":
+            return any(m(p[1:], k[i:]) for i in range(len(k) + 1))
+        return bool(k) and (p[0] == "*" or p[0] == k[0]) and m(p[1:], k[1:])
+    return m(pattern.split("."), key.split("."))
+
+
 class Event:
     def __init__(self, **kw):
         self.__dict__.update(kw)
@@ -91,6 +114,7 @@ def decode(path):
         layers = p["_source"]["layers"]
         frame = int(scalar(layers["frame"]["frame.number"]))
         ts = float(scalar(layers["frame"]["frame.time_epoch"]))
+        LAST_PACKET[path] = ts
         tcp = layers.get("tcp")
         if not tcp:
             continue
@@ -117,6 +141,9 @@ def decode(path):
                             args[k.rsplit(".", 1)[-1]] = v
                 events.append(Event(frame=frame, ts=ts, stream=stream, dir=d, channel=channel,
                                     name=METHODS.get(key, f"{key[0]}.{key[1]}"), args=args))
+            elif kind == 8:
+                st["heartbeats"] = st.get("heartbeats", 0) + 1
+                st.setdefault("heartbeat_frames", []).append(frame)
             elif kind == 2:
                 props = {}
                 for k, v in (a.get("amqp.header.properties") or {}).items():
@@ -155,6 +182,13 @@ class Model:
         self.streams, self.events, self.roles = streams, events, roles
         self.consumers = []  # dicts: stream, channel, tag, queue, consume/ok frames, deliveries...
         self.publishes = []
+        self.last_ts = max((e.ts for e in events), default=0.0)
+        self.last_packet = 0.0  # set by main() from the file
+        self.queues = {}  # name -> queue.declare arguments + declare-ok message_count/frame
+        self.exchanges = {"amq.direct": "direct", "amq.fanout": "fanout", "amq.topic": "topic",
+                          "amq.headers": "headers", "amq.match": "headers"}
+        self.bindings = []  # (queue, exchange, routing_key)
+        declares = {}  # (stream, channel) -> [queue.declare args awaiting declare-ok]
         qos = {}  # (stream, channel) -> prefetch_count for consumers created after it
         pending = {}  # (stream, channel) -> [basic.consume events awaiting consume-ok]
         by_tag = {}
@@ -163,6 +197,22 @@ class Model:
             k = (e.stream, e.channel)
             if e.name == "basic.qos" and e.dir == "c2s":
                 qos[k] = int(e.args.get("prefetch_count", "0"))
+            elif e.name == "queue.declare" and e.dir == "c2s":
+                declares.setdefault(k, []).append(e.args)
+            elif e.name == "queue.declare-ok":
+                req = declares.get(k, []).pop(0) if declares.get(k) else {}
+                q = e.args.get("queue", "")
+                self.queues[q] = dict(req, queue=q, message_count=int(e.args.get("message_count", "0")),
+                                      frame=e.frame)
+            elif e.name == "exchange.declare" and e.dir == "c2s":
+                self.exchanges[e.args.get("exchange", "")] = e.args.get("type", "")
+            elif e.name == "queue.bind" and e.dir == "c2s":
+                self.bindings.append((e.args.get("queue", ""), e.args.get("exchange", ""),
+                                      e.args.get("routing_key", "")))
+            elif e.name == "basic.cancel" and e.dir == "c2s":
+                c = by_tag.get((e.stream, e.channel, e.args.get("consumer_tag")))
+                if c and c["cancel"] is None:
+                    c["cancel"] = e.frame
             elif e.name == "basic.consume" and e.dir == "c2s":
                 pending.setdefault(k, []).append(e)
             elif e.name == "basic.consume-ok":
@@ -200,9 +250,45 @@ class Model:
         key = (stream, channel, tag)
         if key not in by_tag:
             by_tag[key] = {"stream": stream, "channel": channel, "tag": tag, "queue": None, "consume": None,
-                           "consume_ok": None, "consume_ok_ts": None, "prefetch": 0, "deliveries": []}
+                           "consume_ok": None, "consume_ok_ts": None, "prefetch": 0, "deliveries": [],
+                           "cancel": None}
             self.consumers.append(by_tag[key])
         return by_tag[key]
+
+    def reach(self, p):
+        """The queues a publish can reach by the default exchange's rule or the exchanges
+        and bindings seen; None when the capture cannot tell (an exchange whose type or
+        bindings it does not show)."""
+        x, rk = p["exchange"], p["routing_key"]
+        if x == "":
+            return {rk}
+        kind = self.exchanges.get(x)
+        bound = [(q, k) for q, ex, k in self.bindings if ex == x]
+        if not bound:
+            # Bindings made before the capture started are invisible: it cannot tell.
+            return None
+        if kind == "fanout":
+            return {q for q, _ in bound}
+        if kind == "direct":
+            return {q for q, k in bound if k == rk}
+        if kind == "topic":
+            return {q for q, k in bound if topic_match(k, rk)}
+        return None
+
+    def is_bystander(self, c):
+        """A consumer that idles by design and is never the target of a misrouted publish
+        (CONTRACT.md): Dramatiq's delay/dead-letter queues, Celery's control queues,
+        RPC reply queues, auto-delete queues bound to a fanout exchange."""
+        q = c["queue"] or ""
+        if q.endswith((".DQ", ".XQ")) or q.endswith(".pidbox") or q.startswith("celeryev."):
+            return True
+        if q.startswith("amq.rabbitmq.reply-to") or ".reply." in q:
+            return True
+        decl = self.queues.get(q, {})
+        if decl.get("auto_delete") == "1" and any(
+                self.exchanges.get(ex) == "fanout" for bq, ex, _ in self.bindings if bq == q):
+            return True
+        return False
 
     def conn(self, stream):
         return f"127.0.0.1:{self.streams[stream]['client_port']}->127.0.0.1:{BROKER_PORT}"
@@ -223,10 +309,16 @@ class Model:
 
     # Verdict helpers -----------------------------------------------------
     def verdict(self, verdict, scope, stream, *, channel=None, queue=None, tag=None, frame=None,
-                contains=(), facts=None):
+                contains=(), facts=None, certainty="certain", cause_contains=()):
         v = {"verdict": verdict, "scope": scope, "queue": queue, "consumer_tag": tag, "frame": frame,
              "explanation_contains": list(contains), "conn": self.conn(stream), "channel": channel,
              "role": self.roles.get(stream)}
+        # Verdicts decided by frames are certain; the stalls whose certainty is judged
+        # from the evidence (prefetch_exhausted) set or drop it themselves.
+        if certainty:
+            v["certainty"] = certainty
+        if cause_contains:
+            v["cause_contains"] = list(cause_contains)
         if facts:
             v["facts"] = facts
         return v
@@ -239,8 +331,11 @@ class Model:
         return self.verdict(verdict, "connection", stream, **kw)
 
     def all_healthy(self):
-        """Every consumer and connection healthy: the baseline scenarios override."""
-        out = {("consumer", c["stream"], c["channel"], c["tag"]): self.consumer_verdict(c) for c in self.consumers}
+        """Every consumer and connection healthy (a registered consumer with no delivery
+        idle): the baseline scenarios override."""
+        out = {("consumer", c["stream"], c["channel"], c["tag"]):
+               self.consumer_verdict(c, "idle" if c["consume_ok"] and not c["deliveries"] else "healthy")
+               for c in self.consumers}
         for s in sorted(self.streams):
             out[("connection", s)] = self.connection_verdict(s)
         return out
@@ -280,9 +375,10 @@ class Model:
         raise NotShown("the end of the silent connection")
 
     def capture_seconds_after(self, frame):
-        last = self.events[-1].ts if self.events else 0.0
+        """Seconds from `frame` to the last packet of the capture (its end: a tcpdump
+        capture records no other)."""
         at = next(e.ts for e in self.events if e.frame >= frame)
-        return round(last - at, 3)
+        return round(max(self.last_packet, self.last_ts) - at, 3)
 
 
 # ---------------------------------------------------------------------------
@@ -290,19 +386,32 @@ class Model:
 
 
 def idle_consumers_miss_publishes(m, v, meta):
-    """A consumer with no delivery, while publishes in the capture went to a queue no
-    consumer here consumes, is no_messages_routed_to_queue (see the README)."""
-    consumed = {c["queue"] for c in m.consumers if c["deliveries"]}
-    lost = [p for p in m.publishes if not (p["exchange"] == "" and p["routing_key"] in consumed)]
+    """A work consumer (not a bystander, see Model.is_bystander) with no delivery, while
+    publishes after its consume-ok (and before its cancel) go where its queue cannot get
+    them and where no consumer here reads, is no_messages_routed_to_queue, certain as
+    soon as such a publish is seen (CONTRACT.md); `frame` is the first such publish.
+    Every other consumer with no delivery stays idle."""
+    consumed = {c["queue"] for c in m.consumers if c["queue"] and c["consume_ok"]}
     for c in m.consumers:
-        if c["deliveries"] or not lost or c["consume_ok"] is None:
+        if c["deliveries"] or c["consume_ok"] is None or m.is_bystander(c):
             continue
-        p = m.first_unroutable_publish(c)
+        lost = []
+        for p in m.publishes:
+            if p["frame"] < c["consume_ok"] or (c["cancel"] is not None and p["frame"] > c["cancel"]):
+                continue
+            to = m.reach(p)
+            if to is None or c["queue"] in to or to & consumed:
+                continue
+            lost.append((p, to))
+        if not lost:
+            continue
+        p, to = lost[0]
+        dest = sorted(to)
         v[("consumer", c["stream"], c["channel"], c["tag"])] = m.consumer_verdict(
             c, "no_messages_routed_to_queue", frame=p["frame"],
-            contains=[c["queue"], p["routing_key"]],
+            contains=[c["queue"], p["routing_key"]], cause_contains=[c["queue"]] + dest,
             facts={"published_exchange": p["exchange"], "published_routing_key": p["routing_key"],
-                   "publishes_missing_queue": len([q for q in lost if q["frame"] > c["consume_ok"]]),
+                   "routed_to_queues": dest, "publishes_missing_queue": len(lost),
                    "capture_seconds_after": m.capture_seconds_after(p["frame"])})
 
 
@@ -333,15 +442,38 @@ def x_slow(m, meta):
     return v
 
 
-def stalled_window(m, v, c):
+def stalled_window(m, v, c, min_after=5.0, max_after=None):
+    """prefetch_exhausted on `c`, its certainty judged as CONTRACT.md says: certain when
+    a peer on the same queue settles after the window filled (while it stays full), or
+    when it settled before and has now been full more than ten times its slowest
+    settle; uncertain when the capture ends less than QUIET_END_S after the fill with
+    nothing to compare; otherwise (seconds of a lone consumer, no settle ever) the
+    contract leaves the threshold to the analyzer and no certainty is expected."""
     filled = m.window_full_frame(c)
     after = m.capture_seconds_after(filled["frame"])
-    need(after >= 5.0, f"at least 5 s of capture after the window filled, got {after}")
+    need(after >= min_after, f"at least {min_after} s of capture after the window filled, got {after}")
+    need(max_after is None or after <= max_after, f"at most {max_after} s of capture after the fill, got {after}")
     unsettled = [d["tag"] for d in c["deliveries"] if d["settled"] is None]
+    peers_settling = [p for p in m.consumers if p is not c and p["queue"] == c["queue"]
+                      and any(d["settled"] and d["settled"]["frame"] > filled["frame"] for d in p["deliveries"])]
+    own = m.latencies(c)
+    if peers_settling:
+        certainty = "certain"
+    elif own and after > 10 * max(own):
+        certainty = "certain"
+    elif after < QUIET_END_S:
+        certainty = "uncertain"
+    else:
+        certainty = None
+    facts = {"prefetch_count": c["prefetch"], "unacked_delivery_tags": unsettled,
+             "capture_seconds_after": after, "peers_settling_after_fill": len(peers_settling)}
+    if peers_settling:
+        facts["peer_settles_after_fill"] = sum(
+            1 for p in peers_settling for d in p["deliveries"]
+            if d["settled"] and d["settled"]["frame"] > filled["frame"])
     v[("consumer", c["stream"], c["channel"], c["tag"])] = m.consumer_verdict(
         c, "prefetch_exhausted", frame=filled["frame"], contains=[c["queue"], c["tag"]],
-        facts={"prefetch_count": c["prefetch"], "unacked_delivery_tags": unsettled,
-               "capture_seconds_after": after})
+        certainty=certainty, cause_contains=[c["queue"]], facts=facts)
 
 
 def x_prefetch(m, meta):
@@ -480,7 +612,9 @@ def x_dramatiq_healthy(m, meta):
     need(len(ds) == 5 and all(d["settled"] and d["settled"]["how"] == "basic.ack" for d in ds), "5 acked deliveries")
     v = m.all_healthy()
     idle_consumers_miss_publishes(m, v, meta)
-    need(all(x["verdict"] == "healthy" for x in v.values()), "nothing but healthy")
+    need(all(x["verdict"] in ("healthy", "idle") for x in v.values()), "nothing but healthy and idle")
+    dq = [x for x in v.values() if x["queue"] == worker_q + ".DQ"]
+    need(len(dq) == 1 and dq[0]["verdict"] == "idle", f"the {worker_q}.DQ consumer idle")
     return v
 
 
@@ -494,6 +628,8 @@ def x_dramatiq_wrong(m, meta):
     got = v[("consumer", main[0]["stream"], main[0]["channel"], main[0]["tag"])]
     need(got["verdict"] == "no_messages_routed_to_queue", "the worker's queue gets nothing")
     need(got["facts"]["capture_seconds_after"] >= 5.0, "5 s of capture after the first misrouted publish")
+    need(all(x["verdict"] == "idle" for x in v.values() if (x["queue"] or "").endswith((".DQ", ".XQ"))),
+         "the .DQ consumer idle (a bystander)")
     return v
 
 
@@ -512,6 +648,124 @@ def x_mid_connection(m, meta):
     return v
 
 
+def x_prefetch_quiet(m, meta):
+    """The window fills and the capture ends with it: no settle, no peer, nothing after."""
+    c = m.consumer_for_role("consumer")
+    need(len(c["deliveries"]) == 5, f"exactly 5 deliveries, got {len(c['deliveries'])}")
+    v = m.all_healthy()
+    stalled_window(m, v, c, min_after=0.0, max_after=0.2)
+    need(v[("consumer", c["stream"], c["channel"], c["tag"])].get("certainty") == "uncertain",
+         "a window full at the very end of the capture")
+    tune = m.find("connection.tune-ok", c["stream"], "c2s")
+    need(tune and tune[0].args.get("heartbeat") == "60", "a 60 s heartbeat negotiated")
+    return v
+
+
+def wrong_queue_checked(m, meta, min_after, max_after):
+    c = m.consumer_for_role("consumer")
+    need(c["queue"] == meta["queues"]["consumed"] and not c["deliveries"], "an idle consumer on the tasks queue")
+    target = meta["queues"]["published_to"]
+    to_target = [p for p in m.publishes if p["routing_key"] == target]
+    need(len(to_target) == 10, f"10 publishes to {target}, got {len(to_target)}")
+    v = m.all_healthy()
+    idle_consumers_miss_publishes(m, v, meta)
+    got = v[("consumer", c["stream"], c["channel"], c["tag"])]
+    need(got["verdict"] == "no_messages_routed_to_queue", "the publishes go elsewhere")
+    after = m.capture_seconds_after(to_target[-1]["frame"])
+    need(min_after <= after <= max_after, f"{min_after}-{max_after} s of capture after the last misrouted "
+         f"publish, got {after}")
+    got["facts"]["capture_seconds_after_last_publish"] = after
+    return v
+
+
+def x_wrong_queue_quiet(m, meta):
+    v = wrong_queue_checked(m, meta, 0.0, 0.2)
+    tune = m.find("connection.tune-ok", m.stream_of("consumer"), "c2s")
+    need(tune and tune[0].args.get("heartbeat") == "60", "a 60 s heartbeat negotiated")
+    return v
+
+
+def x_aio_wrong_queue(m, meta):
+    return wrong_queue_checked(m, meta, 3.0, 5.0)
+
+
+def x_peers(m, meta):
+    v = m.all_healthy()
+    for role in ("consumer-a", "consumer-b"):
+        c = m.consumer_for_role(role)
+        need(c["deliveries"] and all(d["settled"] for d in c["deliveries"]), f"{role} acks all")
+        v[("consumer", c["stream"], c["channel"], c["tag"])]["facts"] = latency_facts(m.latencies(c))
+    c = m.consumer_for_role("consumer-stuck")
+    need(len(c["deliveries"]) == 3, f"the stuck consumer got 3, got {len(c['deliveries'])}")
+    stalled_window(m, v, c, min_after=3.0, max_after=5.0)
+    got = v[("consumer", c["stream"], c["channel"], c["tag"])]
+    need(got.get("certainty") == "certain" and got["facts"]["peer_settles_after_fill"] >= 45,
+         "peers settling about 50 messages while the window stays full")
+    return v
+
+
+def x_slow_mid(m, meta):
+    c = m.consumer_for_role("consumer")
+    need(c["prefetch"] == 1, "prefetch 1")
+    ds = c["deliveries"]
+    need(len(ds) == 3 and all(d["settled"] for d in ds[:2]) and ds[2]["settled"] is None,
+         "two settled deliveries and the third in progress")
+    lat = m.latencies(c)
+    need(min(lat) >= 2.5, f"about 3 s per message, got {lat}")
+    held = m.capture_seconds_after(ds[2]["frame"])
+    need(0.5 <= held < min(lat), f"the capture ends mid-message (held {held} s, pace {min(lat):.2f} s)")
+    v = m.all_healthy()
+    facts = dict(latency_facts(lat), in_progress_delivery_tag=ds[2]["tag"], in_progress_for_s=held)
+    v[("consumer", c["stream"], c["channel"], c["tag"])] = m.consumer_verdict(
+        c, "slow_but_healthy", contains=[c["queue"]], facts=facts)
+    return v
+
+
+def x_dramatiq_helpers(m, meta):
+    v = x_dramatiq_healthy(m, meta)
+    worker_q = meta["queues"]["worker"]
+    helpers = []
+    for s_, role in m.roles.items():
+        if role != "worker" or m.find("basic.consume", s_, "c2s"):
+            continue
+        declared = {e.args.get("queue") for e in m.find("queue.declare", s_, "c2s")}
+        if {worker_q, worker_q + ".DQ", worker_q + ".XQ"} <= declared:
+            last = max(e.frame for e in m.events if e.stream == s_ and e.name != "heartbeat")
+            beats = [f for f in m.streams[s_].get("heartbeat_frames", []) if f > last]
+            if beats:
+                helpers.append(s_)
+                v[("connection", s_)]["facts"] = {"heartbeats_after_last_method": len(beats)}
+    need(helpers, f"a worker connection that declares {worker_q}, .DQ, .XQ and then only heartbeats")
+    need(m.capture_seconds_after(max(e.frame for e in m.events if e.name == "basic.ack")) >= 3.0,
+         "3 s of capture after the last ack")
+    return v
+
+
+def x_celery(m, meta, wrong):
+    worker_q, sent_q = meta["queues"]["worker"], meta["queues"]["sender"]
+    main = [c for c in m.consumers if c["queue"] == worker_q]
+    need(len(main) == 1, f"one consumer on {worker_q}")
+    c = main[0]
+    tasks = [p for p in m.publishes if p["routing_key"] == sent_q]
+    need(len(tasks) == 3, f"3 task publishes to {sent_q}, got {len(tasks)}")
+    v = m.all_healthy()
+    idle_consumers_miss_publishes(m, v, meta)
+    got = v[("consumer", c["stream"], c["channel"], c["tag"])]
+    if wrong:
+        need(not c["deliveries"], f"nothing delivered on {worker_q}")
+        need(got["verdict"] == "no_messages_routed_to_queue" and sent_q in got["cause_contains"],
+             f"the tasks go to {sent_q}")
+        got["explanation_contains"] = [worker_q, sent_q]
+        others = [x for k, x in v.items() if x is not got]
+    else:
+        need(len(c["deliveries"]) == 3 and all(d["settled"] for d in c["deliveries"]), "3 tasks delivered, acked")
+        others = list(v.values())
+    need(all(x["verdict"] in ("healthy", "idle") for x in others), "nothing else a stall")
+    control = [x for x in v.values() if x["scope"] == "consumer" and x is not got]
+    need(control, "Celery's control consumers in the capture")
+    return v
+
+
 EXPECT = {
     "healthy": x_healthy, "slow-but-healthy": x_slow, "prefetch-exhausted": x_prefetch,
     "lapin-prefetch-exhausted": x_prefetch,
@@ -520,18 +774,71 @@ EXPECT = {
     "nack-requeue-loop": x_nack_loop, "three-consumers-one-stalls": x_three,
     "dramatiq-healthy": x_dramatiq_healthy, "dramatiq-wrong-queue": x_dramatiq_wrong,
     "mid-connection": x_mid_connection,
+    "amqplib-prefetch-quiet": x_prefetch_quiet, "bunny-prefetch-quiet": x_prefetch_quiet,
+    "amqplib-wrong-queue-quiet": x_wrong_queue_quiet, "bunny-wrong-queue-quiet": x_wrong_queue_quiet,
+    "peers-settle-prefetch": x_peers, "aio-pika-wrong-queue": x_aio_wrong_queue,
+    "dramatiq-helpers-idle": x_dramatiq_helpers, "slow-mid-message": x_slow_mid,
+    "celery-wrong-queue": lambda m, meta: x_celery(m, meta, True),
+    "celery-healthy": lambda m, meta: x_celery(m, meta, False),
 }
 
-SEVERITY_LAST = ("healthy", "slow_but_healthy")
+SEVERITY_LAST = ("healthy", "idle", "slow_but_healthy")
+
+
+def committed_meta(scenario, out, roles):
+    """The meta.json of a committed capture, rebuilt without re-capturing: the run id
+    from the connection names, the roles by client port from the expect.json beside
+    it (a connection without a name, like mid-connection's consumer, has its role
+    there only), and the queue names the scenarios derive from the run id."""
+    runs = {r for r in roles.values()}
+    need(len(runs) == 1, f"one run id in the connection names, got {sorted(runs)}")
+    run = runs.pop()
+    ports = {}
+    path = os.path.join(out, f"{scenario}.expect.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            for x in json.load(f):
+                if x["scope"] == "connection" and x.get("role"):
+                    ports[x["role"]] = int(x["conn"].split("->")[0].rsplit(":", 1)[1])
+    wrong = "wrong" in scenario
+    if scenario.startswith("celery-"):
+        queues = {"worker": f"a-{run}", "sender": f"b-{run}" if wrong else f"a-{run}"}
+    else:
+        queues = {"consumed": f"tasks-{run}", "published_to": f"task-{run}", "worker": f"tasks-{run}",
+                  "sender": f"task-{run}" if wrong else f"tasks-{run}"}
+    return {"run": run, "ports": ports, "queues": queues}
+
+
+def run_ids(path):
+    """stream -> run id, from the connection_name amqptrace-RUN-ROLE in connection.start-ok."""
+    cmd = ["tshark", "-r", path, "-d", f"tcp.port=={BROKER_PORT},amqp", "-Y",
+           "amqp.method.class == 10 && amqp.method.method == 11", "-T", "fields",
+           "-e", "tcp.stream", "-e", "tcp.payload"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    pat = re.compile(rb"amqptrace-(\d+-\d+)-")
+    ids = {}
+    for line in out.splitlines():
+        stream, _, payload = line.partition("\t")
+        found = pat.search(bytes.fromhex(payload.replace(":", "").split(",")[0]))
+        if found:
+            ids[int(stream)] = found.group(1).decode()
+    return ids
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("scenario", choices=sorted(EXPECT))
-    ap.add_argument("--dir", required=True)
-    ap.add_argument("--pcap", required=True)
+    ap.add_argument("--dir")
+    ap.add_argument("--pcap")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--committed", action="store_true",
+                    help="re-derive OUT/SCENARIO.expect.json from the committed OUT/SCENARIO.pcapng "
+                         "(no capture, frame numbers unchanged)")
     a = ap.parse_args()
+    if a.committed:
+        return rederive(a.scenario, a.out)
+    if not (a.dir and a.pcap):
+        ap.error("--dir and --pcap are needed unless --committed")
     with open(os.path.join(a.dir, "meta.json")) as f:
         meta = json.load(f)
 
@@ -558,25 +865,46 @@ def main():
     old_port = {s: st["client_port"] for s, st in decode(a.pcap)[0].items()}
     roles = {ports[old_port[s]]: r for s, r in roles.items()}
     m = Model(streams, events, roles)
-    # 3. The expectations, checked against the capture.
+    m.last_packet = LAST_PACKET.get(tmp_pcap, 0.0)
+    write(a.scenario, m, meta, a.out, tmp_pcap)
+
+
+def write(scenario, m, meta, out, new_pcap=None):
+    """3. The expectations, checked against the capture; then the files, replaced together."""
     try:
-        v = EXPECT[a.scenario](m, meta)
+        v = EXPECT[scenario](m, meta)
     except NotShown as e:
-        sys.exit(f"expect.py {a.scenario}: the capture does not show {e}")
+        sys.exit(f"expect.py {scenario}: the capture does not show {e}")
     verdicts = sorted(v.values(), key=lambda x: (x["verdict"] in SEVERITY_LAST, x["scope"] != "connection",
                                                  x["conn"], x["consumer_tag"] or ""))
-    os.makedirs(a.out, exist_ok=True)
-    final_pcap = os.path.join(a.out, f"{a.scenario}.pcapng")
-    final_json = os.path.join(a.out, f"{a.scenario}.expect.json")
+    os.makedirs(out, exist_ok=True)
+    final_pcap = os.path.join(out, f"{scenario}.pcapng")
+    final_json = os.path.join(out, f"{scenario}.expect.json")
     with open(final_json + ".tmp", "w") as f:
         json.dump(verdicts, f, indent=2)
         f.write("\n")
-    os.replace(tmp_pcap, final_pcap)
+    if new_pcap:
+        os.replace(new_pcap, final_pcap)
     os.replace(final_json + ".tmp", final_json)
-    packets = len({e.frame for e in events})
-    summary = ", ".join(f"{x['verdict']}({x['scope']}{'@' + str(x['frame']) if x['frame'] else ''})" for x in verdicts)
-    print(f"expect.py {a.scenario}: {os.path.getsize(final_pcap)} bytes, {packets} AMQP/FIN packets; {summary}",
+    packets = len({e.frame for e in m.events})
+    summary = ", ".join(f"{x['verdict']}{'/' + x['certainty'] if x.get('certainty') else ''}"
+                        f"({x['scope']}{'@' + str(x['frame']) if x['frame'] else ''})" for x in verdicts)
+    print(f"expect.py {scenario}: {os.path.getsize(final_pcap)} bytes, {packets} AMQP/FIN packets; {summary}",
           file=sys.stderr)
+
+
+def rederive(scenario, out):
+    pcap = os.path.join(out, f"{scenario}.pcapng")
+    streams, events = decode(pcap)
+    ids = run_ids(pcap)
+    meta = committed_meta(scenario, out, ids)
+    names = connection_names(pcap, meta["run"])
+    by_port = {p: r for r, p in meta["ports"].items()}
+    roles = {s: names.get(s) or by_port.get(st["client_port"]) for s, st in streams.items()}
+    need(all(roles.values()), f"a role for every connection of the committed {scenario}")
+    m = Model(streams, events, roles)
+    m.last_packet = LAST_PACKET.get(pcap, 0.0)
+    write(scenario, m, meta, out)
 
 
 if __name__ == "__main__":

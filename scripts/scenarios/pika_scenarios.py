@@ -428,6 +428,99 @@ def mid_connection(s):
     serve_for([], 0.5)
 
 
+def peers_settle_prefetch(s):
+    """A window of 3 full for about 4 s while two peers on the same queue settle 50
+    messages: the stuck consumer fills first, then the peers join and the traffic
+    flows past it until the capture ends."""
+    q = s.queue("consumed", f"peers-{s.run}")
+    pub = s.connect("publisher")
+    pch = pub.channel()
+    pch.queue_declare(q)
+    conns, counters = {}, {}
+
+    def consumer(role, acks):
+        conn = s.connect(role)
+        ch = conn.channel()
+        ch.basic_qos(prefetch_count=3)
+        c = counters[role] = Counter()
+
+        def on_msg(ch, m, p, b):
+            c.deliveries.append(m.delivery_tag)
+            if acks:
+                ch.basic_ack(m.delivery_tag)
+                c.settled += 1
+
+        ch.basic_consume(q, on_msg, consumer_tag=f"{role}-{s.run}")
+        conns[role] = conn
+
+    consumer("consumer-stuck", acks=False)
+    publish(pch, q, 3, s.run)
+    serve_until([conns["consumer-stuck"], pub], lambda: len(counters["consumer-stuck"].deliveries) >= 3, 10,
+                "the stuck consumer's 3 deliveries")
+    filled = time.monotonic()
+    consumer("consumer-a", acks=True)
+    consumer("consumer-b", acks=True)
+    allc = list(conns.values()) + [pub]
+    # 50 messages over about 3.5 s, the peers' I/O served between publishes.
+    publish(pch, q, 50, s.run, start=3, pause=0.07, serve_conns=allc)
+    serve_until(allc, lambda: counters["consumer-a"].settled + counters["consumer-b"].settled >= 50, 20,
+                "50 acks by the peers")
+    serve_for(allc, max(0.0, 4.0 - (time.monotonic() - filled)))
+    s.note("deliveries", {r: len(c.deliveries) for r, c in counters.items()})
+    s.note("window_full_s", round(time.monotonic() - filled, 2))
+    # The peers end the capture with their closes; the stuck one stays open past it.
+    for role in ("consumer-a", "consumer-b"):
+        conns[role].close()
+    pub.close()
+    s.hold([conns["consumer-stuck"]])
+    conns["consumer-stuck"].close()
+
+
+def slow_mid_message(s):
+    """prefetch 1 and 3 s of work per message; the capture ends 1.5 s into the third
+    message (the publisher closes its connection then). The consumer runs in its own
+    thread, as a worker would, so its sleeps never hold the publisher's I/O."""
+    import threading
+
+    q = s.queue("consumed", f"slowmid-{s.run}")
+    pub = s.connect("publisher")
+    pch = pub.channel()
+    pch.queue_declare(q)
+    con = s.connect("consumer")
+    c = Counter()
+    stop = threading.Event()
+
+    def work():
+        ch = con.channel()
+        ch.basic_qos(prefetch_count=1)
+
+        def on_msg(ch, m, p, b):
+            c.deliveries.append(time.monotonic())
+            time.sleep(3.0)
+            if not stop.is_set():
+                ch.basic_ack(m.delivery_tag)
+                c.settled += 1
+
+        ch.basic_consume(q, on_msg, consumer_tag=f"slow-worker-{s.run}")
+        while not stop.is_set():
+            con.process_data_events(0.1)
+
+    t = threading.Thread(target=work)
+    t.start()
+    try:
+        time.sleep(0.3)
+        publish(pch, q, 5, s.run)
+        serve_until([pub], lambda: len(c.deliveries) >= 3, 20, "the third delivery")
+        serve_for([pub], 1.5)
+        s.note("acked_before_end", c.settled)
+        pub.close()
+        s.hold([])
+    finally:
+        stop.set()
+        t.join(timeout=10)
+    con.close()
+
+
 SCENARIOS = {
     "healthy": healthy,
     "slow-but-healthy": slow_but_healthy,
@@ -443,6 +536,8 @@ SCENARIOS = {
     "three-consumers-one-stalls": three_consumers_one_stalls,
     "mid-connection-consumer": mid_connection_consumer,
     "mid-connection": mid_connection,
+    "peers-settle-prefetch": peers_settle_prefetch,
+    "slow-mid-message": slow_mid_message,
 }
 
 

@@ -1,0 +1,90 @@
+"""A CI test script with a Celery worker, meant to be wrapped by `amqptrace run`
+with default options.
+
+    run_celery.py --queue A --send-to B --markers DIR
+
+Starts `celery -A celery_app worker -Q A` with subprocess.Popen (it inherits
+CELERY_BROKER_URL, so it goes through the proxy), with Celery's own control
+machinery (mingle, gossip, the pidbox) as it comes; once the worker is ready a
+second process calls `send_invoice.apply_async(queue=B)` 3 times. When B is A the
+worker runs the tasks and the script exits 0; otherwise it waits 4 s, stops the
+worker and exits 1 ("processed 0"). Exits 3 when the worker does not come up.
+Leaves the queues to the caller.
+
+    run_celery.py send --queue B --count N     (the second process)
+"""
+
+import argparse
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def log(*a):
+    print("run_celery:", *a, file=sys.stderr, flush=True)
+
+
+def send(queue, count):
+    sys.path.insert(0, HERE)
+    from celery_app import app, send_invoice
+
+    for n in range(count):
+        send_invoice.apply_async(args=(n,), queue=queue)
+    # Close the producer's connection with connection.close, as a process that
+    # ends cleanly does.
+    app.pool.force_close_all()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mode", nargs="?", default="test", choices=["test", "send"])
+    ap.add_argument("--queue", required=True)
+    ap.add_argument("--send-to")
+    ap.add_argument("--markers")
+    ap.add_argument("--count", type=int, default=3)
+    a = ap.parse_args()
+    if a.mode == "send":
+        send(a.queue, a.count)
+        return 0
+    os.makedirs(a.markers, exist_ok=True)
+    env = dict(os.environ, E2E_MARKERS=a.markers)
+    log_path = os.path.join(a.markers, "worker.log")
+    with open(log_path, "w") as wlog:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "celery_app", "worker", "-Q", a.queue,
+             "-n", f"w-{a.queue}@%h", "--pool", "solo", "--loglevel", "INFO"],
+            env=env, cwd=HERE, stdout=wlog, stderr=subprocess.STDOUT)
+    try:
+        end = time.monotonic() + 60
+        while " ready." not in open(log_path).read():
+            if worker.poll() is not None or time.monotonic() > end:
+                log(f"the celery worker did not get ready:\n{open(log_path).read()}")
+                return 3
+            time.sleep(0.2)
+        log("worker consuming", a.queue)
+        sent = time.monotonic()
+        subprocess.run([sys.executable, __file__, "send", "--queue", a.send_to, "--count", str(a.count)],
+                       check=True, cwd=HERE)
+        log(f"sent {a.count} tasks to {a.send_to}")
+        end = sent + 4.0
+        while time.monotonic() < end and len(glob.glob(os.path.join(a.markers, "processed-*"))) < a.count:
+            time.sleep(0.1)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+    done = len(glob.glob(os.path.join(a.markers, "processed-*")))
+    log(f"processed {done} ({time.monotonic() - sent:.1f} s from the send to the end)")
+    return 0 if done == a.count else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
