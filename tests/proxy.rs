@@ -629,8 +629,10 @@ async fn pcapng_reanalysed_matches_live_timeline() {
     );
 }
 
+/// `--stall-after` sets the live time threshold: a lone consumer's full window,
+/// with nothing in the traffic to compare it with, is certain after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prefetch_stall_reported_live() {
+async fn stall_after_sets_the_live_threshold_of_a_lone_full_window() {
     let proxy = Proxy::start(BROKER, &["--format", "jsonl", "--stall-after", "3"]);
     let conn = connect(&proxy.uri()).await;
     let ch = conn.create_channel().await.unwrap();
