@@ -67,10 +67,22 @@ pub(crate) fn build(ctx: &Ctx, verdicts: &[Verdict], seeds: &[Option<CauseSeed>]
         .collect()
 }
 
-/// The explanation up to its first "; ", as one sentence.
+/// The explanation up to its first "; " outside parentheses, as one sentence.
 fn first_clause(s: &str) -> String {
-    let clause = s.split("; ").next().unwrap_or(s);
-    let mut out = clause.to_string();
+    let mut depth = 0i32;
+    let mut end = s.len();
+    for (i, ch) in s.char_indices() {
+        match ch {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ';' if depth <= 0 && s[i..].starts_with("; ") => {
+                end = i;
+                break;
+            }
+            _ => {}
+        }
+    }
+    let mut out = s[..end].to_string();
     if let Some(c) = out.get(..1) {
         let upper = c.to_uppercase();
         out.replace_range(..1, &upper);
@@ -171,5 +183,19 @@ fn and_list(names: &[String]) -> String {
         0 => String::new(),
         1 => quoted[0].clone(),
         n => format!("{} and {}", quoted[..n - 1].join(", "), quoted[n - 1]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_clause;
+
+    #[test]
+    fn first_clause_keeps_parentheses_whole() {
+        assert_eq!(
+            first_clause("the client sent nothing (heartbeat 2 s; dead after 2), then RST; more"),
+            "The client sent nothing (heartbeat 2 s; dead after 2), then RST"
+        );
+        assert_eq!(first_clause("one"), "One");
     }
 }
