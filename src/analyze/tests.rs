@@ -304,6 +304,51 @@ impl Sim {
         );
         self.event(c, Dir::C2S, EventKind::TcpClose);
     }
+    /// channel.close (channel > 0) or connection.close (channel 0) from `dir`.
+    fn close(&mut self, c: Conn, dir: Dir, ch: u16, code: u16, text: &str) -> u64 {
+        let m = if ch == 0 {
+            MethodKind::ConnectionClose
+        } else {
+            MethodKind::ChannelClose
+        };
+        self.method(
+            c,
+            dir,
+            ch,
+            m,
+            MethodArgs {
+                reply_code: Some(code),
+                reply_text: Some(text.into()),
+                ..Default::default()
+            },
+        )
+    }
+    /// basic.cancel from the client and the broker's cancel-ok.
+    fn cancel(&mut self, c: Conn, ch: u16, tag: &str) {
+        let args = MethodArgs {
+            consumer_tag: Some(tag.into()),
+            ..Default::default()
+        };
+        self.method(c, Dir::C2S, ch, MethodKind::BasicCancel, args.clone());
+        self.method(c, Dir::S2C, ch, MethodKind::BasicCancelOk, args);
+    }
+    fn exchange(&mut self, c: Conn, ch: u16, x: &str, kind: &str) {
+        let args = MethodArgs {
+            exchange: Some(x.into()),
+            exchange_type: Some(kind.into()),
+            ..Default::default()
+        };
+        self.method(c, Dir::C2S, ch, MethodKind::ExchangeDeclare, args);
+    }
+    fn bind(&mut self, c: Conn, ch: u16, q: &str, x: &str, key: &str) {
+        let args = MethodArgs {
+            queue: Some(q.into()),
+            exchange: Some(x.into()),
+            routing_key: Some(key.into()),
+            ..Default::default()
+        };
+        self.method(c, Dir::C2S, ch, MethodKind::QueueBind, args);
+    }
     fn analysis(&self) -> Analysis {
         self.a.analysis(self.now)
     }
@@ -1390,30 +1435,9 @@ fn celery_control_consumer_is_idle_and_only_the_work_queue_is_blamed() {
     let (p, w) = (conn(3040), conn(3041));
     worker(&mut s, w, "a", "work", 4);
     s.channel(w, 2);
-    s.method(
-        w,
-        Dir::C2S,
-        2,
-        MethodKind::ExchangeDeclare,
-        MethodArgs {
-            exchange: Some("celery.pidbox".into()),
-            exchange_type: Some("fanout".into()),
-            ..Default::default()
-        },
-    );
+    s.exchange(w, 2, "celery.pidbox", "fanout");
     s.declare(w, 2, "w1@host.celery.pidbox");
-    s.method(
-        w,
-        Dir::C2S,
-        2,
-        MethodKind::QueueBind,
-        MethodArgs {
-            queue: Some("w1@host.celery.pidbox".into()),
-            exchange: Some("celery.pidbox".into()),
-            routing_key: Some("".into()),
-            ..Default::default()
-        },
-    );
+    s.bind(w, 2, "w1@host.celery.pidbox", "celery.pidbox", "");
     s.consume(w, 2, "w1@host.celery.pidbox", "ctl");
     s.handshake(p, 60);
     s.channel(p, 1);
@@ -1474,26 +1498,7 @@ fn publishes_after_a_consumer_ended_are_not_its_evidence() {
     let (p, w) = (conn(3060), conn(3061));
     worker(&mut s, w, "mine", "gone", 4);
     s.at(1.0);
-    s.method(
-        w,
-        Dir::C2S,
-        1,
-        MethodKind::BasicCancel,
-        MethodArgs {
-            consumer_tag: Some("gone".into()),
-            ..Default::default()
-        },
-    );
-    s.method(
-        w,
-        Dir::S2C,
-        1,
-        MethodKind::BasicCancelOk,
-        MethodArgs {
-            consumer_tag: Some("gone".into()),
-            ..Default::default()
-        },
-    );
+    s.cancel(w, 1, "gone");
     // A channel-wide qos after the cancel is not the cancelled consumer's.
     s.qos(w, 1, 7, true);
     s.handshake(p, 60);
@@ -1516,16 +1521,7 @@ fn channel_prefetch_survives_the_channel_in_the_summary() {
     s.channel(w, 1);
     s.qos(w, 1, 9, true);
     s.consume(w, 1, "g", "gtag");
-    s.method(
-        w,
-        Dir::C2S,
-        1,
-        MethodKind::ChannelClose,
-        MethodArgs {
-            reply_code: Some(200),
-            ..Default::default()
-        },
-    );
+    s.close(w, Dir::C2S, 1, 200, "");
     assert_eq!(s.analysis().consumers[0].channel_prefetch_count, Some(9));
 }
 
@@ -1534,17 +1530,7 @@ fn close_without_code_or_text_is_worded() {
     let mut s = Sim::new();
     let w = conn(3080);
     s.handshake(w, 60);
-    s.method(
-        w,
-        Dir::C2S,
-        0,
-        MethodKind::ConnectionClose,
-        MethodArgs {
-            reply_code: Some(0),
-            reply_text: Some("".into()),
-            ..Default::default()
-        },
-    );
+    s.close(w, Dir::C2S, 0, 0, "");
     let v = conn_verdict(&s.analysis(), w).clone();
     assert!(!v.explanation.contains("(0 )"), "{}", v.explanation);
     assert!(
@@ -1560,17 +1546,7 @@ fn channel_close_verdict_names_the_queue_of_its_own_connection() {
     let (w1, w2) = (conn(3090), conn(3091));
     worker(&mut s, w1, "q-one", "fixed", 1);
     worker(&mut s, w2, "q-two", "fixed", 1);
-    s.method(
-        w2,
-        Dir::S2C,
-        1,
-        MethodKind::ChannelClose,
-        MethodArgs {
-            reply_code: Some(406),
-            reply_text: Some("PRECONDITION_FAILED - boom".into()),
-            ..Default::default()
-        },
-    );
+    s.close(w2, Dir::S2C, 1, 406, "PRECONDITION_FAILED - boom");
     let an = s.analysis();
     assert_eq!(channel_verdict(&an, w2, 1).queue.as_deref(), Some("q-two"));
 }
@@ -1611,17 +1587,7 @@ fn ended_connections_retire_and_their_verdicts_stay() {
     let bad = conn(9);
     worker(&mut s, bad, "q", "bad", 1);
     s.deliver(bad, 1, "bad", 1, false, None);
-    s.method(
-        bad,
-        Dir::S2C,
-        0,
-        MethodKind::ConnectionClose,
-        MethodArgs {
-            reply_code: Some(320),
-            reply_text: Some("CONNECTION_FORCED - broker shutdown".into()),
-            ..Default::default()
-        },
-    );
+    s.close(bad, Dir::S2C, 0, 320, "CONNECTION_FORCED - broker shutdown");
     s.event(bad, Dir::S2C, EventKind::TcpClose);
     let mut most_live = 0;
     let mut late = conn(1);
