@@ -70,11 +70,7 @@ enum TableWalk {
     /// The value's type byte.
     Type { password: bool },
     /// A longstr's 4-byte length.
-    ValueLen {
-        password: bool,
-        len: u32,
-        have: u8,
-    },
+    ValueLen { password: bool, len: u32, have: u8 },
     /// Inside the value.
     Value { password: bool, left: u32 },
     /// A field it cannot walk: the rest of the response is masked.
@@ -170,13 +166,14 @@ impl CredentialMask {
             } else {
                 State::Lost
             };
-        } else if matches!(self.state, State::Lost) && offset == self.next {
-            if plausible_frame_start(bytes) {
-                self.state = State::Header {
-                    buf: [0; 7],
-                    have: 0,
-                };
-            }
+        } else if matches!(self.state, State::Lost)
+            && offset == self.next
+            && plausible_frame_start(bytes)
+        {
+            self.state = State::Header {
+                buf: [0; 7],
+                have: 0,
+            };
         }
         if end > self.next {
             let from = (self.next - offset) as usize;
@@ -375,14 +372,7 @@ impl CredentialMask {
     }
 
     /// The state for a field's body at `pos` of `flen`, or what follows it when it is done.
-    fn field_body(
-        &self,
-        field: Field,
-        flen: u32,
-        pos: u32,
-        left: u32,
-        rule: SecretRule,
-    ) -> State {
+    fn field_body(&self, field: Field, flen: u32, pos: u32, left: u32, rule: SecretRule) -> State {
         if pos < flen {
             return State::Body {
                 field,

@@ -6,10 +6,15 @@
 //!
 //! The proxy records two legs per client connection (client↔proxy and
 //! proxy↔broker); this writer knows nothing of proxies, events or AMQP: it is
-//! told "leg L opened between A and B", "A sent these bytes", "B closed".
-//! Output is one section with one Ethernet interface and nanosecond
-//! timestamps. Writes go to any `io::Write`; [`PcapngWriter::flush`] pushes
-//! them out (the proxy calls it every second and at exit).
+//! told "leg L opened between A and B on interface I", "A sent these bytes",
+//! "B closed". Output is one section with Ethernet interfaces (named and
+//! described as the caller says, nanosecond timestamps). Writes go to any
+//! `io::Write`; [`PcapngWriter::flush`] pushes them out (the proxy calls it
+//! every second and at exit), and [`PcapngWriter::finish`] ends the file with
+//! one Interface Statistics Block per interface whose `isb_starttime` and
+//! `isb_endtime` say when the recording started and stopped, as dumpcap
+//! writes them: a reader then knows that nothing happened between the last
+//! packet and the end.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -28,6 +33,8 @@ const MAC_SERVER: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 
 #[derive(Debug)]
 struct Leg {
+    /// Interface (index into the IDBs) the leg's packets are recorded on.
+    interface: u32,
     client: SocketAddr,
     server: SocketAddr,
     /// Next sequence number of what the client / the server sends.
@@ -43,40 +50,108 @@ pub struct PcapngWriter<W: Write> {
     packet: Vec<u8>,
     block: Vec<u8>,
     packets: u64,
+    interfaces: u32,
+    start: Timestamp,
+}
+
+/// What an Interface Description Block says about an interface.
+#[derive(Debug, Clone, Copy)]
+pub struct InterfaceDesc<'a> {
+    /// `if_name` (empty: none).
+    pub name: &'a str,
+    /// `if_description` (empty: none).
+    pub description: &'a str,
+}
+
+/// pcapng option codes used here (pcapng spec §4.2, §4.6).
+const OPT_ENDOFOPT: u16 = 0;
+const OPT_COMMENT: u16 = 1;
+const IF_NAME: u16 = 2;
+const IF_DESCRIPTION: u16 = 3;
+const IF_TSRESOL: u16 = 9;
+const ISB_STARTTIME: u16 = 2;
+const ISB_ENDTIME: u16 = 3;
+
+/// Appends one option (code, length, value padded to 32 bits).
+fn push_option(b: &mut Vec<u8>, code: u16, value: &[u8]) {
+    b.extend_from_slice(&code.to_le_bytes());
+    b.extend_from_slice(&(value.len() as u16).to_le_bytes());
+    b.extend_from_slice(value);
+    b.resize(b.len().div_ceil(4) * 4, 0);
+}
+
+/// A timestamp as pcapng's 64-bit count of nanoseconds, high word first.
+fn ts_words(ts: Timestamp) -> [u8; 8] {
+    let nanos = ts.as_nanos().max(0) as u64;
+    let mut w = [0u8; 8];
+    w[..4].copy_from_slice(&((nanos >> 32) as u32).to_le_bytes());
+    w[4..].copy_from_slice(&(nanos as u32).to_le_bytes());
+    w
+}
+
+/// Frames `body` as a block of `kind`: type, total length, body, total length.
+fn block(kind: u32, body: &[u8]) -> Vec<u8> {
+    let total = (12 + body.len()) as u32;
+    let mut b = Vec::with_capacity(total as usize);
+    b.extend_from_slice(&kind.to_le_bytes());
+    b.extend_from_slice(&total.to_le_bytes());
+    b.extend_from_slice(body);
+    b.extend_from_slice(&total.to_le_bytes());
+    b
 }
 
 impl<W: Write> PcapngWriter<W> {
-    /// Writes the section header and the interface description.
-    pub fn new(mut out: W) -> io::Result<Self> {
+    /// Writes the section header and one unnamed interface description.
+    pub fn new(out: W) -> io::Result<Self> {
+        Self::with_interfaces(
+            out,
+            &[InterfaceDesc {
+                name: "",
+                description: "",
+            }],
+            Timestamp(0),
+        )
+    }
+
+    /// Writes the section header and one interface description per entry of
+    /// `interfaces` (interface `i` is `interfaces[i]`); `start` is the moment
+    /// the recording starts (`isb_starttime` at the end).
+    pub fn with_interfaces(
+        mut out: W,
+        interfaces: &[InterfaceDesc<'_>],
+        start: Timestamp,
+    ) -> io::Result<Self> {
         // Section Header Block: byte-order magic, version 1.0, section length unknown.
-        let mut shb = Vec::with_capacity(28);
-        shb.extend_from_slice(&0x0A0D_0D0Au32.to_le_bytes());
-        shb.extend_from_slice(&28u32.to_le_bytes());
+        let mut shb = Vec::with_capacity(16);
         shb.extend_from_slice(&0x1A2B_3C4Du32.to_le_bytes());
         shb.extend_from_slice(&1u16.to_le_bytes());
         shb.extend_from_slice(&0u16.to_le_bytes());
         shb.extend_from_slice(&(-1i64).to_le_bytes());
-        shb.extend_from_slice(&28u32.to_le_bytes());
-        out.write_all(&shb)?;
-        // Interface Description Block: Ethernet, no snaplen limit, if_tsresol = 9 (ns).
-        let mut idb = Vec::with_capacity(32);
-        idb.extend_from_slice(&1u32.to_le_bytes());
-        idb.extend_from_slice(&32u32.to_le_bytes());
-        idb.extend_from_slice(&1u16.to_le_bytes());
-        idb.extend_from_slice(&0u16.to_le_bytes());
-        idb.extend_from_slice(&0u32.to_le_bytes());
-        idb.extend_from_slice(&9u16.to_le_bytes());
-        idb.extend_from_slice(&1u16.to_le_bytes());
-        idb.extend_from_slice(&[9, 0, 0, 0]);
-        idb.extend_from_slice(&[0, 0, 0, 0]);
-        idb.extend_from_slice(&32u32.to_le_bytes());
-        out.write_all(&idb)?;
+        out.write_all(&block(0x0A0D_0D0A, &shb))?;
+        for iface in interfaces {
+            // Interface Description Block: Ethernet, no snaplen limit, if_tsresol = 9 (ns).
+            let mut idb = Vec::with_capacity(64);
+            idb.extend_from_slice(&1u16.to_le_bytes());
+            idb.extend_from_slice(&0u16.to_le_bytes());
+            idb.extend_from_slice(&0u32.to_le_bytes());
+            if !iface.name.is_empty() {
+                push_option(&mut idb, IF_NAME, iface.name.as_bytes());
+            }
+            if !iface.description.is_empty() {
+                push_option(&mut idb, IF_DESCRIPTION, iface.description.as_bytes());
+            }
+            push_option(&mut idb, IF_TSRESOL, &[9]);
+            push_option(&mut idb, OPT_ENDOFOPT, &[]);
+            out.write_all(&block(1, &idb))?;
+        }
         Ok(PcapngWriter {
             out,
             legs: HashMap::new(),
             packet: Vec::with_capacity(MAX_SEGMENT + 128),
             block: Vec::with_capacity(MAX_SEGMENT + 160),
             packets: 0,
+            interfaces: interfaces.len() as u32,
+            start,
         })
     }
 
@@ -90,7 +165,7 @@ impl<W: Write> PcapngWriter<W> {
         self.legs.contains_key(&leg)
     }
 
-    /// A connection from `client` to `server`: SYN, SYN-ACK, ACK.
+    /// A connection from `client` to `server` on interface 0: SYN, SYN-ACK, ACK.
     pub fn open(
         &mut self,
         leg: u64,
@@ -98,7 +173,22 @@ impl<W: Write> PcapngWriter<W> {
         server: SocketAddr,
         ts: Timestamp,
     ) -> io::Result<()> {
+        self.open_on(leg, 0, client, server, ts, None)
+    }
+
+    /// A connection from `client` to `server` on `interface`: SYN, SYN-ACK,
+    /// ACK; `comment` (shown by Wireshark as the packet comment) goes on the SYN.
+    pub fn open_on(
+        &mut self,
+        leg: u64,
+        interface: u32,
+        client: SocketAddr,
+        server: SocketAddr,
+        ts: Timestamp,
+        comment: Option<&str>,
+    ) -> io::Result<()> {
         let (client, server) = same_family(client, server);
+        let interface = interface.min(self.interfaces.saturating_sub(1));
         // Initial sequence numbers derived from the leg id: deterministic, and
         // different for the two directions.
         let isn_c = (leg as u32).wrapping_mul(0x9E37_79B9).wrapping_add(1000);
@@ -106,14 +196,21 @@ impl<W: Write> PcapngWriter<W> {
         self.legs.insert(
             leg,
             Leg {
+                interface,
                 client,
                 server,
                 next: [isn_c.wrapping_add(1), isn_s.wrapping_add(1)],
                 fin: [false; 2],
             },
         );
-        self.segment(client, server, isn_c, None, Flags::SYN, &[], ts)?;
+        let seg = Segment { interface, comment };
+        self.segment(seg, client, server, isn_c, None, Flags::SYN, &[], ts)?;
+        let seg = Segment {
+            interface,
+            comment: None,
+        };
         self.segment(
+            seg,
             server,
             client,
             isn_s,
@@ -123,6 +220,7 @@ impl<W: Write> PcapngWriter<W> {
             ts,
         )?;
         self.segment(
+            seg,
             client,
             server,
             isn_c.wrapping_add(1),
@@ -142,10 +240,10 @@ impl<W: Write> PcapngWriter<W> {
         ts: Timestamp,
     ) -> io::Result<()> {
         for chunk in payload.chunks(MAX_SEGMENT) {
-            let Some((src, dst, seq, ack)) = self.endpoints(leg, from_client) else {
+            let Some((seg, src, dst, seq, ack)) = self.endpoints(leg, from_client) else {
                 return Ok(());
             };
-            self.segment(src, dst, seq, Some(ack), Flags::PSH, chunk, ts)?;
+            self.segment(seg, src, dst, seq, Some(ack), Flags::PSH, chunk, ts)?;
             if let Some(l) = self.legs.get_mut(&leg) {
                 let i = usize::from(!from_client);
                 l.next[i] = l.next[i].wrapping_add(chunk.len() as u32);
@@ -165,14 +263,14 @@ impl<W: Write> PcapngWriter<W> {
 
     /// FIN from the client (`from_client`) or the server.
     pub fn fin(&mut self, leg: u64, from_client: bool, ts: Timestamp) -> io::Result<()> {
-        let Some((src, dst, seq, ack)) = self.endpoints(leg, from_client) else {
+        let Some((seg, src, dst, seq, ack)) = self.endpoints(leg, from_client) else {
             return Ok(());
         };
         let i = usize::from(!from_client);
         if self.legs.get(&leg).is_some_and(|l| l.fin[i]) {
             return Ok(());
         }
-        self.segment(src, dst, seq, Some(ack), Flags::FIN, &[], ts)?;
+        self.segment(seg, src, dst, seq, Some(ack), Flags::FIN, &[], ts)?;
         if let Some(l) = self.legs.get_mut(&leg) {
             l.next[i] = l.next[i].wrapping_add(1);
             l.fin[i] = true;
@@ -182,8 +280,8 @@ impl<W: Write> PcapngWriter<W> {
 
     /// RST from the client (`from_client`) or the server; the leg is over.
     pub fn reset(&mut self, leg: u64, from_client: bool, ts: Timestamp) -> io::Result<()> {
-        if let Some((src, dst, seq, ack)) = self.endpoints(leg, from_client) {
-            self.segment(src, dst, seq, Some(ack), Flags::RST, &[], ts)?;
+        if let Some((seg, src, dst, seq, ack)) = self.endpoints(leg, from_client) {
+            self.segment(seg, src, dst, seq, Some(ack), Flags::RST, &[], ts)?;
         }
         self.legs.remove(&leg);
         Ok(())
@@ -199,24 +297,51 @@ impl<W: Write> PcapngWriter<W> {
         self.out.flush()
     }
 
-    /// The writer back (flushed).
+    /// The writer back (flushed), without statistics: the file records no end.
     pub fn into_inner(mut self) -> io::Result<W> {
         self.out.flush()?;
         Ok(self.out)
     }
 
-    fn endpoints(&self, leg: u64, from_client: bool) -> Option<(SocketAddr, SocketAddr, u32, u32)> {
+    /// Ends the recording at `end`: one Interface Statistics Block per
+    /// interface (`isb_starttime`, `isb_endtime`, as dumpcap writes them at
+    /// the end of a capture), then the writer back, flushed.
+    pub fn finish(mut self, end: Timestamp) -> io::Result<W> {
+        let end = end.max(self.start);
+        for interface in 0..self.interfaces {
+            let mut isb = Vec::with_capacity(40);
+            isb.extend_from_slice(&interface.to_le_bytes());
+            isb.extend_from_slice(&ts_words(end));
+            push_option(&mut isb, ISB_STARTTIME, &ts_words(self.start));
+            push_option(&mut isb, ISB_ENDTIME, &ts_words(end));
+            push_option(&mut isb, OPT_ENDOFOPT, &[]);
+            self.out.write_all(&block(5, &isb))?;
+        }
+        self.out.flush()?;
+        Ok(self.out)
+    }
+
+    fn endpoints(
+        &self,
+        leg: u64,
+        from_client: bool,
+    ) -> Option<(Segment<'static>, SocketAddr, SocketAddr, u32, u32)> {
         let l = self.legs.get(&leg)?;
+        let seg = Segment {
+            interface: l.interface,
+            comment: None,
+        };
         Some(if from_client {
-            (l.client, l.server, l.next[0], l.next[1])
+            (seg, l.client, l.server, l.next[0], l.next[1])
         } else {
-            (l.server, l.client, l.next[1], l.next[0])
+            (seg, l.server, l.client, l.next[1], l.next[0])
         })
     }
 
     #[allow(clippy::too_many_arguments)]
     fn segment(
         &mut self,
+        seg: Segment<'_>,
         src: SocketAddr,
         dst: SocketAddr,
         seq: u32,
@@ -254,30 +379,40 @@ impl<W: Write> PcapngWriter<W> {
         self.packet.clear();
         tcp.write(&mut self.packet, payload)
             .map_err(io::Error::other)?;
-        self.write_epb(ts)
+        self.write_epb(seg, ts)
     }
 
     /// Enhanced Packet Block for `self.packet`.
-    fn write_epb(&mut self, ts: Timestamp) -> io::Result<()> {
+    fn write_epb(&mut self, seg: Segment<'_>, ts: Timestamp) -> io::Result<()> {
         let len = self.packet.len();
         let padded = len.div_ceil(4) * 4;
-        let total = (32 + padded) as u32;
-        let nanos = ts.as_nanos().max(0) as u64;
         let b = &mut self.block;
         b.clear();
         b.extend_from_slice(&6u32.to_le_bytes());
-        b.extend_from_slice(&total.to_le_bytes());
         b.extend_from_slice(&0u32.to_le_bytes());
-        b.extend_from_slice(&((nanos >> 32) as u32).to_le_bytes());
-        b.extend_from_slice(&(nanos as u32).to_le_bytes());
+        b.extend_from_slice(&seg.interface.to_le_bytes());
+        b.extend_from_slice(&ts_words(ts));
         b.extend_from_slice(&(len as u32).to_le_bytes());
         b.extend_from_slice(&(len as u32).to_le_bytes());
         b.extend_from_slice(&self.packet);
         b.resize(28 + padded, 0);
+        if let Some(c) = seg.comment {
+            push_option(b, OPT_COMMENT, c.as_bytes());
+            push_option(b, OPT_ENDOFOPT, &[]);
+        }
+        let total = (b.len() + 4) as u32;
+        b[4..8].copy_from_slice(&total.to_le_bytes());
         b.extend_from_slice(&total.to_le_bytes());
         self.packets += 1;
         self.out.write_all(b)
     }
+}
+
+/// Where a packet block goes: its interface, and a comment for it.
+#[derive(Debug, Clone, Copy)]
+struct Segment<'a> {
+    interface: u32,
+    comment: Option<&'a str>,
 }
 
 /// MAC choice only: the lower port is taken as the server's for colouring.
