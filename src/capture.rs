@@ -210,6 +210,8 @@ pub struct CaptureReader<'r> {
     ng_big_endian: Option<bool>,
     /// The latest `isb_endtime` seen.
     recorded_end: Option<Timestamp>,
+    /// The latest packet time handed out (an end before it is not believed).
+    last_ts: Timestamp,
 }
 
 /// What the reader does with the block the parser just returned.
@@ -730,6 +732,7 @@ impl<'r> CaptureReader<'r> {
             capacity: BUFFER_SIZE,
             ng_big_endian: (head[..4] == [0x0a, 0x0d, 0x0d, 0x0a]).then_some(false),
             recorded_end: None,
+            last_ts: Timestamp(i64::MIN),
         })
     }
 
@@ -827,7 +830,19 @@ impl<'r> CaptureReader<'r> {
                             .interfaces
                             .get(isb.if_id as usize)
                             .zip(isb.isb_endtime().and_then(Result::ok))
-                            .map(|(iface, (high, low))| iface.ts(high, low));
+                            .and_then(|(iface, (high, low))| {
+                                // dumpcap 4.0 writes ISB times in microseconds even on
+                                // an interface of nanosecond resolution: read in the
+                                // interface's unit, or in µs where that is the one that
+                                // does not end the recording before its last packet.
+                                let as_us = Interface {
+                                    ts_resolution: 1_000_000,
+                                    ..*iface
+                                };
+                                [iface.ts(high, low), as_us.ts(high, low)]
+                                    .into_iter()
+                                    .find(|end| *end >= self.last_ts)
+                            });
                         if let Some(end) = end {
                             self.recorded_end = Some(self.recorded_end.map_or(end, |e| e.max(end)));
                         }
@@ -897,6 +912,7 @@ impl<'r> CaptureReader<'r> {
                 } => {
                     self.frame += 1;
                     self.pending = len;
+                    self.last_ts = self.last_ts.max(ts);
                     let frame = self.frame;
                     let data = self.block_data(caplen);
                     return Ok(Some(Packet {

@@ -579,7 +579,10 @@ async fn pcapng_reanalysed_matches_live_timeline() {
     let front = method_sequences(&recorded, listen_port);
     let back = method_sequences(&recorded, 5672);
     assert_eq!(live.len(), 1);
-    assert!(front.is_empty(), "the client leg is read once, as the broker leg");
+    assert!(
+        front.is_empty(),
+        "the client leg is read once, as the broker leg"
+    );
     assert_eq!(back, live, "the recording vs the live timeline");
     let publishes = recorded
         .iter()
@@ -624,8 +627,16 @@ async fn pcapng_reanalysed_matches_live_timeline() {
         .output()
         .unwrap();
     let doc: Value = serde_json::from_slice(&analysis.stdout).unwrap();
-    assert_eq!(doc["connections"].as_array().map(Vec::len), Some(1), "{doc:#}");
-    assert_eq!(doc["consumers"].as_array().map(Vec::len), Some(2), "{doc:#}");
+    assert_eq!(
+        doc["connections"].as_array().map(Vec::len),
+        Some(1),
+        "{doc:#}"
+    );
+    assert_eq!(
+        doc["consumers"].as_array().map(Vec::len),
+        Some(2),
+        "{doc:#}"
+    );
     let verdicts = doc["verdicts"].as_array().unwrap();
     assert_eq!(verdicts.len(), 3);
     assert!(
