@@ -434,3 +434,59 @@ fn dumpcap_records_its_end_and_a_pcap_does_not() {
     let summary = pipeline::run_files(&both, &StreamConfig::default(), |_| Ok(())).unwrap();
     assert_eq!(summary.recorded_end, None);
 }
+
+/// A consumer (rabbitmq-c, prefetch 1) whose handler never returns holds its
+/// one unacked delivery for 7 s until the command ends: `run --fail-on-stall`
+/// exits 1 from the analysis of its recording and says why on stderr.
+#[test]
+fn run_fail_on_stall_exits_1_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = unique("stuck");
+    let pidfile = dir.path().join("consumer.pid");
+    let art = dir.path().join("art");
+    // The consumer outlives the script (an orphaned worker): run's proxy cuts
+    // it when the command ends, which is not the consumer's doing.
+    let script = format!(
+        "set -e; u=\"$AMQP_URL\"; \
+         amqp-declare-queue -u \"$u\" -q {queue} >/dev/null; \
+         amqp-publish -u \"$u\" -r {queue} -b one; amqp-publish -u \"$u\" -r {queue} -b two; \
+         amqp-consume -u \"$u\" -q {queue} -p 1 sleep 15 </dev/null >/dev/null 2>&1 & \
+         echo $! > {pid}; \
+         sleep 7",
+        pid = pidfile.display()
+    );
+    let out = run(&art, &["--fail-on-stall"], &script);
+    if let Ok(pid) = std::fs::read_to_string(&pidfile) {
+        let _ = Command::new("kill").arg(pid.trim()).status();
+    }
+    delete_queue(&queue);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let why: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("amqptrace: --fail-on-stall: "))
+        .collect();
+    assert!(
+        why.iter()
+            .any(|l| l.contains("prefetch_exhausted") && l.contains(&queue)),
+        "no reason naming the stall: {stderr}"
+    );
+    assert!(
+        why.last()
+            .is_some_and(|l| l.contains("a stall was found; exit 1 (the command exited 0)")),
+        "{stderr}"
+    );
+    let verdicts: Value =
+        serde_json::from_str(&std::fs::read_to_string(art.join("verdicts.json")).unwrap()).unwrap();
+    assert!(
+        verdicts["verdicts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["verdict"] == "prefetch_exhausted" && v["queue"] == queue.as_str()),
+        "{verdicts:#}"
+    );
+    // And analyze on the recording agrees.
+    let offline = analyze_json(&art.join("capture.pcapng"));
+    assert_eq!(offline["verdicts"], verdicts["verdicts"]);
+}

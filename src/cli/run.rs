@@ -215,8 +215,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     };
     report_drops(&counters);
     let dropped = counters.dropped.load(Ordering::Relaxed);
-    // The finished recording, analysed as `amqptrace analyze` would.
-    let outcome = recorded.and_then(|()| artifacts.write(dropped, None));
+    // The finished recording, analysed as `amqptrace analyze` would. A
+    // recording cut short (a full disk) is still analysed as far as it goes
+    // (it records no end then: its last packet is the end), and the failure
+    // reported.
+    let outcome = match recorded {
+        Ok(()) => artifacts.write(dropped, None),
+        Err(e) => {
+            let _ = artifacts.write(dropped, None);
+            Err(e)
+        }
+    };
 
     let child_code = match &status {
         Ok(s) => exit_code_of(*s),
