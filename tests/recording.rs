@@ -490,3 +490,56 @@ fn run_fail_on_stall_exits_1_and_says_why() {
     let offline = analyze_json(&art.join("capture.pcapng"));
     assert_eq!(offline["verdicts"], verdicts["verdicts"]);
 }
+
+/// The virtualenv of `scripts/lib.sh` (pika), made when missing.
+fn python() -> std::path::PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let st = Command::new("bash")
+        .args(["-c", ". scripts/lib.sh; ensure_venv"])
+        .current_dir(root)
+        .status()
+        .expect("bash runs");
+    assert!(st.success(), "ensure_venv failed");
+    std::env::var_os("AMQPTRACE_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target/venv"))
+        .join("bin/python")
+}
+
+/// pika logs in with PLAIN: none of the files `run` leaves holds the password,
+/// and tshark decodes the recorded login.
+#[test]
+fn run_leaves_no_pika_password_in_any_artifact() {
+    let py = python();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = unique("pika");
+    let script = format!(
+        "{py} -c \"import os, pika\n\
+         c = pika.BlockingConnection(pika.URLParameters(os.environ['AMQP_URL']))\n\
+         ch = c.channel()\n\
+         ch.queue_declare('{queue}', auto_delete=True)\n\
+         ch.basic_publish('', '{queue}', b'x')\n\
+         c.close()\"",
+        py = py.display()
+    );
+    let out = run(dir.path(), &[], &script);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut files = 0;
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let body = std::fs::read(&path).unwrap();
+        assert!(
+            !contains(&body, PLAIN_SECRET),
+            "the password is in {}",
+            path.display()
+        );
+        files += 1;
+    }
+    assert!(files >= 5, "{files} artifacts");
+    let capture = dir.path().join("capture.pcapng");
+    assert!(contains(
+        &std::fs::read(&capture).unwrap(),
+        b"\0guest\0*****"
+    ));
+    assert_eq!(tshark_decodes_logins(&capture, None), ["PLAIN"]);
+}
