@@ -724,4 +724,60 @@ mod tests {
         let mut m = CredentialMask::new();
         m.mask(0, &mut short);
     }
+
+    #[test]
+    fn a_masked_start_ok_still_parses_with_its_user() {
+        use amq_protocol::frame::{parse_frame, AMQPFrame};
+        use amq_protocol::protocol::{connection::AMQPMethod, AMQPClass};
+        for (mech, response) in [
+            ("PLAIN", b"\0guest\0s3cret-pw".to_vec()),
+            ("AMQPLAIN", amqplain(b"guest", b"hunter2")),
+        ] {
+            let mut f = start_ok(mech, &response);
+            assert!(CredentialMask::new().mask(0, &mut f));
+            let Ok((rest, AMQPFrame::Method(0, AMQPClass::Connection(AMQPMethod::StartOk(m))))) =
+                parse_frame(f.as_slice())
+            else {
+                panic!("{mech}: the masked frame does not parse");
+            };
+            assert!(rest.is_empty());
+            assert_eq!(m.mechanism.as_str(), mech);
+            let r = m.response.as_bytes();
+            assert_eq!(r.len(), response.len());
+            assert!(contains(r, b"guest") && !contains(r, b"s3cret") && !contains(r, b"hunter2"));
+        }
+    }
+
+    proptest::proptest! {
+        /// Any chunking, with chunks that repeat part of what came before (a
+        /// retransmission), masks exactly what the whole stream at once masks.
+        #[test]
+        fn any_chunking_with_overlaps_masks_the_same(
+            cuts in proptest::collection::vec((1usize..40, 0usize..12), 1..40),
+            amqplain_login in proptest::bool::ANY,
+        ) {
+            let s = if amqplain_login {
+                stream(start_ok("AMQPLAIN", &amqplain(b"guest", b"hunter2")))
+            } else {
+                stream(start_ok("PLAIN", b"\0guest\0s3cret-pw"))
+            };
+            let want = masked_whole(&s);
+            let mut m = CredentialMask::new();
+            let mut got = s.clone();
+            let mut pos = 0usize;
+            let mut i = 0;
+            while pos < s.len() {
+                let (len, back) = cuts[i % cuts.len()];
+                i += 1;
+                let start = pos.saturating_sub(back);
+                let end = (pos + len).min(s.len());
+                let mut chunk = s[start..end].to_vec();
+                m.mask(start as u64, &mut chunk);
+                proptest::prop_assert_eq!(&chunk[..], &want[start..end]);
+                got[start..end].copy_from_slice(&chunk);
+                pos = end;
+            }
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
 }
