@@ -341,6 +341,10 @@ type VerdictKey = (
 /// JSON form (`verdict`, `certainty`, docs/analysis.md) so that it follows
 /// the documented vocabulary, whatever fields the Rust type grows.
 fn worth_printing_live(v: &Verdict) -> bool {
+    // Most verdicts of a busy proxy are healthy: no need to look further.
+    if v.verdict == amqptrace::analyze::VerdictKind::Healthy {
+        return false;
+    }
     let Ok(json) = serde_json::to_value(v) else {
         return false;
     };
