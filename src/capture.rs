@@ -14,10 +14,22 @@
 //! refuses to open). Every packet keeps its 1-based number in the file, as
 //! Wireshark numbers it. Several files are merged by time in [`crate::pipeline`].
 //!
+//! A pcapng may say when its recording stopped: the latest `isb_endtime` of
+//! its Interface Statistics Blocks (dumpcap writes them at the end of a
+//! capture, and so do `amqptrace proxy --pcap` and `run`) is
+//! [`CaptureReader::recorded_end`]. A pcap records no end.
+//!
+//! amqptrace's own recordings mark the proxy's two legs of each connection
+//! (interfaces named [`CLIENT_LEG_IF_NAME`] and [`BROKER_LEG_IF_NAME`], and a
+//! comment on each broker-leg SYN naming the client it carries, see
+//! [`LegAlias`]); every packet says which leg it is on ([`Packet::leg`]), so
+//! that the pipeline reads each connection once. Other files are unmarked.
+//!
 //! This module knows nothing of IP, TCP or AMQP: it hands out link-layer bytes.
 
 use std::fs::File;
 use std::io::{self, Read};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use pcap_parser::pcapng::Block;
@@ -98,6 +110,50 @@ impl<R: Read> Read for FillingReader<R> {
     }
 }
 
+/// `if_name` of the interface that holds the client↔proxy leg in a recording
+/// made by amqptrace's proxy (`proxy --pcap`, `run`).
+pub const CLIENT_LEG_IF_NAME: &str = "amqptrace-client-leg";
+/// `if_name` of the interface that holds the proxy↔broker leg.
+pub const BROKER_LEG_IF_NAME: &str = "amqptrace-broker-leg";
+/// The comment on a broker-leg SYN: this prefix, the client's address, " via ",
+/// the proxy's address on the broker leg (e.g. `amqptrace: proxied for client
+/// 127.0.0.1:44290 via 127.0.0.1:39012`).
+pub const LEG_COMMENT_PREFIX: &str = "amqptrace: proxied for client ";
+
+/// Which leg of a proxied connection a packet is on, in an amqptrace recording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leg {
+    /// Between the client and the proxy.
+    Client,
+    /// Between the proxy and the broker.
+    Broker,
+}
+
+/// On a broker-leg SYN: the proxy's own address `via` on that leg carries
+/// the connection of `client`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LegAlias {
+    pub client: SocketAddr,
+    pub via: SocketAddr,
+}
+
+impl LegAlias {
+    /// The comment that announces this alias (what the recorder writes).
+    pub fn comment(&self) -> String {
+        format!("{LEG_COMMENT_PREFIX}{} via {}", self.client, self.via)
+    }
+
+    /// Reads a comment written by [`LegAlias::comment`].
+    pub fn parse(comment: &str) -> Option<LegAlias> {
+        let rest = comment.strip_prefix(LEG_COMMENT_PREFIX)?;
+        let (client, via) = rest.split_once(" via ")?;
+        Some(LegAlias {
+            client: client.trim().parse().ok()?,
+            via: via.trim().parse().ok()?,
+        })
+    }
+}
+
 /// One packet, borrowed from the reader until the next call.
 #[derive(Debug, Clone, Copy)]
 pub struct Packet<'a> {
@@ -110,6 +166,10 @@ pub struct Packet<'a> {
     pub data: &'a [u8],
     /// The packet's length on the wire.
     pub orig_len: u32,
+    /// In an amqptrace recording, the proxy leg the packet is on.
+    pub leg: Option<Leg>,
+    /// On a broker-leg SYN of an amqptrace recording: whose connection it carries.
+    pub alias: Option<LegAlias>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -118,6 +178,18 @@ struct Interface {
     /// Units per second.
     ts_resolution: u64,
     ts_offset_secs: i64,
+    leg: Option<Leg>,
+}
+
+impl Interface {
+    /// A pcapng timestamp (in this interface's units since its offset).
+    fn ts(&self, high: u32, low: u32) -> Timestamp {
+        let ticks = (u64::from(high) << 32) | u64::from(low);
+        let r = self.ts_resolution;
+        let secs = ((ticks / r) as i64).saturating_add(self.ts_offset_secs);
+        let nanos = ((ticks % r) as u128 * 1_000_000_000 / r as u128) as u32;
+        Timestamp::from_secs_nanos(secs, nanos)
+    }
 }
 
 /// Streaming reader of one capture file.
@@ -136,6 +208,10 @@ pub struct CaptureReader<'r> {
     capacity: usize,
     /// pcapng: whether the current section is big-endian; None for pcap.
     ng_big_endian: Option<bool>,
+    /// The latest `isb_endtime` seen.
+    recorded_end: Option<Timestamp>,
+    /// The latest packet time handed out (an end before it is not believed).
+    last_ts: Timestamp,
 }
 
 /// What the reader does with the block the parser just returned.
@@ -147,6 +223,8 @@ enum Step {
         linktype: i32,
         caplen: usize,
         orig_len: u32,
+        leg: Option<Leg>,
+        alias: Option<LegAlias>,
     },
     End,
     Refill,
@@ -653,7 +731,17 @@ impl<'r> CaptureReader<'r> {
             done: false,
             capacity: BUFFER_SIZE,
             ng_big_endian: (head[..4] == [0x0a, 0x0d, 0x0d, 0x0a]).then_some(false),
+            recorded_end: None,
+            last_ts: Timestamp(i64::MIN),
         })
+    }
+
+    /// When the recording stopped, as far as the file has said so yet: the
+    /// latest `isb_endtime` of the Interface Statistics Blocks read (they
+    /// follow the packets, so ask once [`CaptureReader::next_packet`] has
+    /// returned `Ok(None)`). `None` for a pcap, or a pcapng without them.
+    pub fn recorded_end(&self) -> Option<Timestamp> {
+        self.recorded_end
     }
 
     pub fn path(&self) -> &Path {
@@ -692,6 +780,7 @@ impl<'r> CaptureReader<'r> {
                                 1_000_000
                             },
                             ts_offset_secs: i64::from(h.thiszone),
+                            leg: None,
                         });
                         Step::Skip(len)
                     }
@@ -700,6 +789,7 @@ impl<'r> CaptureReader<'r> {
                             linktype: 1,
                             ts_resolution: 1_000_000,
                             ts_offset_secs: 0,
+                            leg: None,
                         });
                         let frac = u64::from(b.ts_usec) * 1_000_000_000 / iface.ts_resolution;
                         let ts = Timestamp::from_secs_nanos(
@@ -713,6 +803,8 @@ impl<'r> CaptureReader<'r> {
                             linktype: iface.linktype,
                             caplen,
                             orig_len: b.origlen,
+                            leg: None,
+                            alias: None,
                         }
                     }
                     PcapBlockOwned::NG(Block::SectionHeader(_)) => {
@@ -720,28 +812,62 @@ impl<'r> CaptureReader<'r> {
                         Step::Skip(len)
                     }
                     PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
+                        let leg = match idb.if_name() {
+                            Some(Ok(CLIENT_LEG_IF_NAME)) => Some(Leg::Client),
+                            Some(Ok(BROKER_LEG_IF_NAME)) => Some(Leg::Broker),
+                            _ => None,
+                        };
                         self.interfaces.push(Interface {
                             linktype: idb.linktype.0,
                             ts_resolution: idb.ts_resolution().unwrap_or(1_000_000).max(1),
                             ts_offset_secs: idb.if_tsoffset,
+                            leg,
                         });
+                        Step::Skip(len)
+                    }
+                    PcapBlockOwned::NG(Block::InterfaceStatistics(isb)) => {
+                        let end = self
+                            .interfaces
+                            .get(isb.if_id as usize)
+                            .zip(isb.isb_endtime().and_then(Result::ok))
+                            .and_then(|(iface, (high, low))| {
+                                // dumpcap 4.0 writes ISB times in microseconds even on
+                                // an interface of nanosecond resolution: read in the
+                                // interface's unit, or in µs where that is the one that
+                                // does not end the recording before its last packet.
+                                let as_us = Interface {
+                                    ts_resolution: 1_000_000,
+                                    ..*iface
+                                };
+                                [iface.ts(high, low), as_us.ts(high, low)]
+                                    .into_iter()
+                                    .find(|end| *end >= self.last_ts)
+                            });
+                        if let Some(end) = end {
+                            self.recorded_end = Some(self.recorded_end.map_or(end, |e| e.max(end)));
+                        }
                         Step::Skip(len)
                     }
                     PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
                         match self.interfaces.get(epb.if_id as usize) {
                             Some(iface) => {
-                                let ticks = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
-                                let r = iface.ts_resolution;
-                                let secs =
-                                    ((ticks / r) as i64).saturating_add(iface.ts_offset_secs);
-                                let nanos =
-                                    ((ticks % r) as u128 * 1_000_000_000 / r as u128) as u32;
+                                // Only amqptrace's broker-leg SYNs carry an alias.
+                                let alias = match iface.leg {
+                                    Some(Leg::Broker) => epb
+                                        .options
+                                        .iter()
+                                        .filter(|o| o.code.0 == 1)
+                                        .find_map(|o| o.as_str().ok().and_then(LegAlias::parse)),
+                                    _ => None,
+                                };
                                 Step::Packet {
                                     len,
-                                    ts: Timestamp::from_secs_nanos(secs, nanos),
+                                    ts: iface.ts(epb.ts_high, epb.ts_low),
                                     linktype: iface.linktype,
                                     caplen: (epb.caplen as usize).min(epb.data.len()),
                                     orig_len: epb.origlen,
+                                    leg: iface.leg,
+                                    alias,
                                 }
                             }
                             None => Step::Fail(format!(
@@ -759,6 +885,8 @@ impl<'r> CaptureReader<'r> {
                             linktype: iface.linktype,
                             caplen: (spb.origlen as usize).min(spb.data.len()),
                             orig_len: spb.origlen,
+                            leg: iface.leg,
+                            alias: None,
                         },
                         None => Step::Fail("simple packet before any interface description".into()),
                     },
@@ -779,9 +907,12 @@ impl<'r> CaptureReader<'r> {
                     linktype,
                     caplen,
                     orig_len,
+                    leg,
+                    alias,
                 } => {
                     self.frame += 1;
                     self.pending = len;
+                    self.last_ts = self.last_ts.max(ts);
                     let frame = self.frame;
                     let data = self.block_data(caplen);
                     return Ok(Some(Packet {
@@ -790,6 +921,8 @@ impl<'r> CaptureReader<'r> {
                         linktype,
                         data,
                         orig_len,
+                        leg,
+                        alias,
                     }));
                 }
                 Step::End => {

@@ -13,6 +13,9 @@
 //!   -> analyze (state, verdicts)
 //!   -> sink   (text, JSON Lines, JSON summary, ...)
 //! ```
+//!
+//! Beside the stages: [`redact`] masks the credentials in the bytes of a
+//! recording amqptrace writes.
 
 pub mod amqp;
 pub mod analyze;
@@ -22,6 +25,7 @@ pub mod link;
 pub mod livecap;
 pub mod pipeline;
 pub mod proxy;
+pub mod redact;
 pub mod report;
 pub mod sink;
 pub mod stream;

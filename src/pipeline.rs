@@ -5,11 +5,12 @@
 //! closure. It owns the glue only: every stage it calls knows nothing of the
 //! others, and the closure (sinks, analyzer) knows nothing of files.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::capture::{CaptureError, CaptureReader, Packet};
+use crate::capture::{CaptureError, CaptureReader, Leg, Packet};
 use crate::event::{Event, Timestamp};
 use crate::link::{self, LinkError};
 use crate::stream::{StreamConfig, StreamStats, Tracker};
@@ -36,6 +37,10 @@ pub struct RunSummary {
     pub events: u64,
     pub first_ts: Option<Timestamp>,
     pub last_ts: Option<Timestamp>,
+    /// When the recording stopped, where every file says so (a pcapng's
+    /// `isb_endtime`): the latest of them. `None` when any file records no
+    /// end (a pcap), since its traffic after its last packet is unknown.
+    pub recorded_end: Option<Timestamp>,
     pub streams: StreamStats,
     /// Damage found after some packets were read: everything before it was processed.
     pub damage: Vec<CaptureError>,
@@ -88,6 +93,13 @@ where
         merge(&mut readers, &mut driver, &mut emit)?;
     }
     driver.finish(&mut emit);
+    driver.summary.recorded_end = readers
+        .iter()
+        .map(|r| r.recorded_end())
+        .try_fold(None, |acc: Option<Timestamp>, end| {
+            end.map(|e| Some(acc.map_or(e, |a| a.max(e))))
+        })
+        .flatten();
     if let Some(e) = driver.unsupported_error() {
         return Err(e);
     }
@@ -106,6 +118,8 @@ struct Owned {
     linktype: i32,
     orig_len: u32,
     data: Vec<u8>,
+    leg: Option<Leg>,
+    alias: Option<crate::capture::LegAlias>,
 }
 
 fn merge<E: FnMut(&Event) -> bool>(
@@ -129,6 +143,8 @@ fn merge<E: FnMut(&Event) -> bool>(
                     linktype: p.linktype,
                     orig_len: p.orig_len,
                     data: buf,
+                    leg: p.leg,
+                    alias: p.alias,
                 });
             }
             Ok(None) => {}
@@ -157,6 +173,8 @@ fn merge<E: FnMut(&Event) -> bool>(
                 linktype: o.linktype,
                 data: &o.data,
                 orig_len: o.orig_len,
+                leg: o.leg,
+                alias: o.alias,
             };
             let path = readers[i].path().to_path_buf();
             if !driver.packet(i as u32, &path, &pkt, emit)? {
@@ -180,6 +198,8 @@ struct Driver {
     warned_linktypes: Vec<i32>,
     unsupported: Option<(PathBuf, i32)>,
     stopped: bool,
+    /// amqptrace recordings: (file, the proxy's address on a broker leg) → the client's address.
+    leg_aliases: HashMap<(u32, SocketAddr), SocketAddr>,
 }
 
 impl Driver {
@@ -194,6 +214,7 @@ impl Driver {
             warned_linktypes: Vec::new(),
             unsupported: None,
             stopped: false,
+            leg_aliases: HashMap::new(),
         }
     }
 
@@ -210,7 +231,16 @@ impl Driver {
         self.summary.bytes += pkt.data.len() as u64;
         self.summary.first_ts.get_or_insert(pkt.ts);
         self.summary.last_ts = Some(pkt.ts);
-        let seg = match link::tcp_segment(pkt.linktype, pkt.data) {
+        // An amqptrace recording holds each proxied connection twice, once per
+        // leg: read it once, on the broker leg, named as the live proxy names
+        // it (the client's address, the broker's).
+        if pkt.leg == Some(Leg::Client) {
+            return Ok(true);
+        }
+        if let Some(a) = pkt.alias {
+            self.leg_aliases.insert((file, a.via), a.client);
+        }
+        let mut seg = match link::tcp_segment(pkt.linktype, pkt.data) {
             Ok(s) => s,
             Err(LinkError::UnsupportedLinkType(lt)) => {
                 if !self.warned_linktypes.contains(&lt) {
@@ -227,6 +257,13 @@ impl Driver {
             }
             Err(_) => return Ok(true),
         };
+        if pkt.leg == Some(Leg::Broker) {
+            for addr in [&mut seg.src, &mut seg.dst] {
+                if let Some(client) = self.leg_aliases.get(&(file, *addr)) {
+                    *addr = *client;
+                }
+            }
+        }
         self.summary.tcp_packets += 1;
         let p = PacketRef {
             file,

@@ -21,9 +21,7 @@ use anyhow::Context;
 use clap::ValueEnum;
 
 use amqptrace::amqp::DecoderConfig;
-use amqptrace::analyze::{
-    write_verdict_block, Analysis, Analyzer, AnalyzerConfig, Scope, Verdict, VerdictKind,
-};
+use amqptrace::analyze::{write_verdict_block, Analysis, Analyzer, Horizon, Scope, Verdict};
 use amqptrace::event::{Conn, Event, Timestamp};
 use amqptrace::proxy::tracer::{PcapRecorder, Tracer};
 use amqptrace::proxy::{self, ProxyConfig, TraceCounters, TraceKind, TraceMsg, TraceRx, Upstream};
@@ -46,9 +44,9 @@ pub struct LiveArgs {
     pub output: Option<PathBuf>,
 
     /// Seconds a full prefetch window without settle (and the other time-proven stalls) must
-    /// last before the verdict is printed.
-    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
-    pub stall_after: f64,
+    /// last before the verdict is printed. Default: the analyzer's own rules (docs/verdicts.md).
+    #[arg(long, value_name = "SECS")]
+    pub stall_after: Option<f64>,
 
     /// Print only verdicts (live and final), not the timeline.
     #[arg(short, long)]
@@ -85,9 +83,15 @@ pub struct ProxyArgs {
     #[arg(short, long, value_name = "ADDR")]
     pub upstream: String,
 
-    /// Record the proxied traffic (both legs) as pcapng.
+    /// Record the proxied traffic (both legs) as pcapng. The SASL secrets the clients send
+    /// (connection.start-ok's password, secure-ok, update-secret) are masked in it with '*',
+    /// byte for byte, unless --pcap-keep-credentials.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
+
+    /// Record the clients' credentials in --pcap as they were sent (masked by default).
+    #[arg(long, requires = "pcap")]
+    pub pcap_keep_credentials: bool,
 
     /// On SIGINT/SIGTERM, seconds live connections may go on before they are closed.
     #[arg(long, value_name = "SECS", default_value_t = 0.0)]
@@ -143,10 +147,14 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<u8> {
     let live = args.live.clone();
     let pcap = match &args.pcap {
         // Large writes: every forwarded byte is recorded twice (both legs).
-        Some(p) => Some(PcapRecorder::new(BufWriter::with_capacity(
-            1 << 20,
-            File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
-        ))?),
+        Some(p) => Some(PcapRecorder::new(
+            BufWriter::with_capacity(
+                1 << 20,
+                File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+            ),
+            proxy::now(),
+            args.pcap_keep_credentials,
+        )?),
         None => None,
     };
     for l in &listeners {
@@ -283,15 +291,18 @@ fn trace_loop(
             }
         }
     });
+    // The recording and the final verdicts end at the same, known moment.
+    let stop = proxy::now();
     if let Some(p) = pcap.take() {
-        p.finish().context("--pcap: cannot finish the recording")?;
+        p.finish(stop)
+            .context("--pcap: cannot finish the recording")?;
     }
-    output.finish(proxy::now())
+    output.finish(stop)
 }
 
 /// Checks the live options and opens `-o FILE` (or stdout).
 pub fn open_output(args: &LiveArgs) -> anyhow::Result<Box<dyn Write + Send>> {
-    crate::cli::analyzer_config(Some(args.stall_after))?;
+    crate::cli::analyzer_config(args.stall_after)?;
     Ok(match &args.output {
         Some(path) => Box::new(BufWriter::with_capacity(
             1 << 16,
@@ -317,7 +328,30 @@ impl Write for Shared {
     }
 }
 
-type VerdictKey = (Scope, Conn, Option<u16>, Option<String>, VerdictKind);
+type VerdictKey = (
+    Scope,
+    Conn,
+    Option<u16>,
+    Option<String>,
+    amqptrace::analyze::VerdictKind,
+);
+
+/// Whether a live verdict is printed as it comes: a finding (not `healthy`
+/// or `idle`) that the analyzer calls certain. Read through the verdict's
+/// JSON form (`verdict`, `certainty`, docs/analysis.md) so that it follows
+/// the documented vocabulary, whatever fields the Rust type grows.
+fn worth_printing_live(v: &Verdict) -> bool {
+    // Most verdicts of a busy proxy are healthy: no need to look further.
+    if v.verdict == amqptrace::analyze::VerdictKind::Healthy {
+        return false;
+    }
+    let Ok(json) = serde_json::to_value(v) else {
+        return false;
+    };
+    let kind = json.get("verdict").and_then(|k| k.as_str());
+    let certainty = json.get("certainty").and_then(|c| c.as_str());
+    !matches!(kind, Some("healthy" | "idle") | None) && certainty != Some("uncertain")
+}
 
 /// Live timeline, live verdicts and the final verdict block of a live source.
 pub struct LiveOutput {
@@ -335,8 +369,7 @@ impl LiveOutput {
     /// Built on the thread that uses it, writing to `w` (from [`open_output`]).
     pub fn new(args: &LiveArgs, w: Box<dyn Write + Send>) -> Self {
         // Checked by `open_output`, which runs first.
-        let cfg =
-            AnalyzerConfig::default().with_stall_after(Duration::from_secs_f64(args.stall_after));
+        let cfg = crate::cli::analyzer_config(args.stall_after).unwrap_or_default();
         let color = crate::cli::use_color(args.color, args.output.is_none());
         let w: Box<dyn Write> = w;
         let out = Shared(Rc::new(RefCell::new(w)));
@@ -402,15 +435,13 @@ impl LiveOutput {
         self.check(r);
     }
 
-    /// Prints the verdicts that have become certain since the last tick.
+    /// Prints the verdicts that have become certain since the last tick
+    /// (called about once a second: a verdict is printed within a second of
+    /// the analyzer calling it certain; the waiting is the analyzer's rules, none here).
     pub fn tick(&mut self, now: Timestamp) {
         let analysis = self.analyzer.live_analysis(now);
         let start = *self.start.get_or_insert(now);
-        for v in analysis
-            .verdicts
-            .iter()
-            .filter(|v| v.verdict != VerdictKind::Healthy)
-        {
+        for v in analysis.verdicts.iter().filter(|v| worth_printing_live(v)) {
             let key = (
                 v.scope,
                 v.conn,
@@ -500,7 +531,8 @@ impl LiveOutput {
             let r = s.finish();
             self.check(r);
         }
-        let analysis: Analysis = self.analyzer.live_analysis(now);
+        // The source stopped at `now`: a recorded end, not "so far".
+        let analysis: Analysis = self.analyzer.analyze(Horizon::Recorded(now));
         let start = self.start.unwrap_or(now);
         match self.format {
             LiveFormat::Text => {

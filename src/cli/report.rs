@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use amqptrace::amqp::DecoderConfig;
-use amqptrace::analyze::Analyzer;
+use amqptrace::analyze::{Analyzer, Horizon};
 use amqptrace::event::{Event, Timestamp};
 use amqptrace::pipeline;
 use amqptrace::report::{jsonl, ReportBuilder};
@@ -72,6 +72,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<u8> {
     let mut analyzer = Analyzer::new(cfg);
     let mut builder = ReportBuilder::new();
     let mut last: Option<Timestamp> = None;
+    let mut recorded_end = None;
     let mut code = exit::OK;
     let mut take = |ev: &Event| {
         analyzer.handle(ev);
@@ -93,6 +94,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<u8> {
             for w in &summary.warnings {
                 eprintln!("amqptrace: warning: {w}");
             }
+            recorded_end = summary.recorded_end;
             for d in &summary.damage {
                 eprintln!("amqptrace: warning: {d}");
                 code = exit::DAMAGED;
@@ -105,7 +107,13 @@ pub fn run(args: ReportArgs) -> anyhow::Result<u8> {
                 .with_context(|| format!("{}", args.input.display()))?;
         }
     }
-    let analysis = analyzer.analysis(last.unwrap_or_default());
+    // As `analyze`: the recorded end of a pcapng that has one; a timeline
+    // file or a pcap ends at its last event.
+    let last = last.unwrap_or_default();
+    let analysis = analyzer.analyze(match recorded_end {
+        Some(end) => Horizon::Recorded(end.max(last)),
+        None => Horizon::LastPacket(last),
+    });
     let out = File::create(&args.output)
         .with_context(|| format!("cannot create {}", args.output.display()))?;
     let title = args

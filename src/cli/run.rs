@@ -2,17 +2,24 @@
 //! the proxy on a free loopback port, hands the command the proxy's URL in the
 //! environment, runs it with stdin/stdout/stderr passed through, forwards
 //! SIGINT/SIGTERM to it, and when it ends writes an artifacts folder:
-//! `timeline.jsonl`, `verdicts.json`, `summary.txt`, `capture.pcapng` and
+//! `capture.pcapng`, `timeline.jsonl`, `verdicts.json`, `summary.txt` and
 //! `report.html`.
 //!
+//! The recording is the source of truth: while the command runs, the tracer
+//! thread only records `capture.pcapng` (credentials masked, flushed every
+//! second); when the command ends the recording is finished with its end
+//! time and every other artifact comes from analysing it exactly as
+//! `amqptrace analyze capture.pcapng` would (the offline pipeline, the
+//! recorded end as the horizon), so the verdicts, the timeline's frame
+//! numbers and the report's evidence are those of the file you download.
+//!
 //! Threads: the main thread waits for the child and for signals; a tokio
-//! runtime forwards (the proxy module); one tracer thread owns the decoder,
-//! the analyzer and every artifact writer, fed through the proxy's bounded
-//! trace channel. Artifacts are written after the child ends, whatever the
-//! way it ended (exit, crash, signal, amqptrace's own SIGTERM forwarded to
-//! it). The timeline and the recording are flushed every second on the way,
-//! and a signal writes a first copy of the reports at once, so even a
-//! SIGKILL of amqptrace after a CI runner's grace period leaves them.
+//! runtime forwards (the proxy module); one tracer thread records, fed
+//! through the proxy's bounded trace channel. Artifacts are written after the
+//! child ends, whatever the way it ended (exit, crash, signal, amqptrace's own
+//! SIGTERM forwarded to it). A signal also writes a first copy of the reports
+//! at once, from the recording so far, so even a SIGKILL of amqptrace after a
+//! CI runner's grace period leaves them (and the recording, flushed).
 
 use std::ffi::OsString;
 use std::fs::{self, File};
@@ -28,10 +35,11 @@ use std::time::Duration;
 use anyhow::Context;
 
 use amqptrace::amqp::DecoderConfig;
-use amqptrace::analyze::{write_verdict_block, Analysis, Analyzer, AnalyzerConfig};
-use amqptrace::event::Event;
-use amqptrace::proxy::tracer::{PcapRecorder, Tracer};
-use amqptrace::proxy::{self, ProxyConfig, TraceCounters, TraceKind, TraceMsg, TraceRx, Upstream};
+use amqptrace::analyze::{write_verdict_block, Analysis, Analyzer, AnalyzerConfig, Horizon};
+use amqptrace::event::{Event, Timestamp};
+use amqptrace::pipeline;
+use amqptrace::proxy::tracer::PcapRecorder;
+use amqptrace::proxy::{self, ProxyConfig, TraceCounters, TraceKind, TraceRx, Upstream};
 use amqptrace::report::ReportBuilder;
 use amqptrace::sink::{JsonlSink, Sink};
 use amqptrace::stream::StreamConfig;
@@ -59,22 +67,31 @@ Signals: SIGTERM and SIGINT are passed on to the command and amqptrace waits
 for it (a Ctrl-C on a terminal already reached it, so it is not sent twice).
 
 Artifacts (written when the command ends, however it ends; on SIGINT/SIGTERM a
-first copy is written at once, in case the command ignores the signal):
+first copy is written at once, in case the command ignores the signal). All but
+the recording are what `amqptrace analyze capture.pcapng` gives:
+  capture.pcapng   the proxied traffic, both legs, with its end time (open it in
+                   Wireshark); SASL passwords masked unless --pcap-keep-credentials
   timeline.jsonl   every decoded event (docs/events.md)
   verdicts.json    the --format json analysis (docs/analysis.md)
   summary.txt      the verdict block, then counts per connection and consumer
-  capture.pcapng   the proxied traffic, both legs (open it in Wireshark)
   report.html      verdicts, swimlanes and unacked vs prefetch, self-contained
+
+The command's URL: the upstream URL with host and port replaced by the proxy's;
+user, password, vhost and query byte for byte. An upstream without a vhost
+(no path, or a bare '/', as the default) means RabbitMQ's default vhost '/',
+and the command gets it spelled out as '/%2F': clients that read a bare '/' as
+the vhost \"\" (Bunny, rabbitmq-c, as the AMQP URI spec says) reach '/' too.
 
 Examples:
   amqptrace run -- pytest tests/
-  amqptrace run --fail-on-stall --stall-after 10 --artifacts out/ -- python worker_test.py
+  amqptrace run --fail-on-stall --artifacts out/ -- python worker_test.py
   amqptrace run --env MY_BROKER --upstream amqp://app:secret@127.0.0.1:5672/app -- ./e2e.sh";
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
     /// The broker, as an amqp:// URL (or host:port). The command gets this URL with only host
-    /// and port replaced by the proxy's; user, password, vhost and query are kept.
+    /// and port replaced by the proxy's; user, password, vhost and query are kept (no vhost
+    /// means '/', passed on as '/%2F').
     #[arg(
         short,
         long,
@@ -96,10 +113,15 @@ pub struct RunArgs {
     #[arg(long)]
     pub fail_on_stall: bool,
 
-    /// Seconds a full prefetch window without settle (and the other time-proven stalls) must
-    /// last to be called a stall.
-    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
-    pub stall_after: f64,
+    /// As in `amqptrace analyze`: seconds a full prefetch window without settle (and the other
+    /// time-proven stalls) must last to be called a stall. Default: the analyzer's own rules.
+    #[arg(long, value_name = "SECS")]
+    pub stall_after: Option<f64>,
+
+    /// Record the clients' SASL credentials in capture.pcapng as they were sent (by default the
+    /// password in connection.start-ok, secure-ok and update-secret is masked with '*').
+    #[arg(long)]
+    pub pcap_keep_credentials: bool,
 
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
@@ -108,7 +130,7 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     let upstream = Upstream::parse(&args.upstream)?;
-    let analyzer_cfg = crate::cli::analyzer_config(Some(args.stall_after))?;
+    let analyzer_cfg = crate::cli::analyzer_config(args.stall_after)?;
     for name in &args.env {
         anyhow::ensure!(
             !name.is_empty() && !name.contains(['=', '\0']),
@@ -132,24 +154,30 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     // Registered before the child exists, so a signal in between is not fatal to us.
     let mut signals = rt.block_on(async { Signals::new() })?;
 
-    let stream_cfg = StreamConfig {
-        ports: vec![upstream.port],
-        decoder: DecoderConfig::default(),
-        ..StreamConfig::default()
+    let artifacts = Artifacts {
+        dir: args.artifacts.clone(),
+        stream_cfg: StreamConfig {
+            ports: vec![upstream.port],
+            decoder: DecoderConfig::default(),
+            ..StreamConfig::default()
+        },
+        analyzer_cfg,
     };
     let (tx, rx, counters) =
         proxy::trace_channel(proxy::TRACE_QUEUE_MESSAGES, proxy::TRACE_QUEUE_BYTES);
     let tracer_counters = counters.clone();
     let snapshot = Arc::new(tokio::sync::Notify::new());
     let tracer_snapshot = snapshot.clone();
+    let tracer_artifacts = artifacts.clone();
+    let keep_credentials = args.pcap_keep_credentials;
     let tracer = std::thread::Builder::new()
         .name("amqptrace-tracer".into())
         .spawn(move || {
-            trace_loop(
+            record_loop(
                 rx,
-                stream_cfg,
-                analyzer_cfg,
                 files,
+                keep_credentials,
+                &tracer_artifacts,
                 tracer_counters,
                 tracer_snapshot,
             )
@@ -181,11 +209,23 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     let _ = stop_tx.send(());
     let _ = rt.block_on(proxy_task);
     rt.shutdown_timeout(Duration::from_secs(1));
-    let outcome = match tracer.join() {
+    let recorded = match tracer.join() {
         Ok(r) => r,
         Err(_) => Err(anyhow::anyhow!("the tracer thread panicked")),
     };
     report_drops(&counters);
+    let dropped = counters.dropped.load(Ordering::Relaxed);
+    // The finished recording, analysed as `amqptrace analyze` would. A
+    // recording cut short (a full disk) is still analysed as far as it goes
+    // (it records no end then: its last packet is the end), and the failure
+    // reported.
+    let outcome = match recorded {
+        Ok(()) => artifacts.write(dropped, None),
+        Err(e) => {
+            let _ = artifacts.write(dropped, None);
+            Err(e)
+        }
+    };
 
     let child_code = match &status {
         Ok(s) => exit_code_of(*s),
@@ -208,6 +248,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
                 eprintln!("amqptrace: {line}");
             }
             if args.fail_on_stall && analysis.has_stall() {
+                for why in stall_reasons(&analysis) {
+                    eprintln!("amqptrace: --fail-on-stall: {why}");
+                }
                 eprintln!(
                     "amqptrace: --fail-on-stall: a stall was found; exit {} (the command exited {child_code})",
                     exit::STALL
@@ -228,6 +271,40 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
             })
         }
     }
+}
+
+/// One line per reason an analysis has a stall: the headline causes
+/// (`causes[].text`, docs/analysis.md) where the analysis has them, the stall
+/// verdicts otherwise. Read through the documented JSON form so that it
+/// follows the analysis document, whatever fields the Rust type grows.
+fn stall_reasons(analysis: &Analysis) -> Vec<String> {
+    let json = serde_json::to_value(analysis).unwrap_or_default();
+    let causes: Vec<String> = json
+        .get("causes")
+        .and_then(|c| c.as_array())
+        .map(|causes| {
+            causes
+                .iter()
+                .filter_map(|c| {
+                    let text = c.get("text")?.as_str()?;
+                    let kind = c.get("verdict").and_then(|k| k.as_str()).unwrap_or("stall");
+                    Some(format!("{kind}: {text}"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if !causes.is_empty() {
+        return causes;
+    }
+    analysis
+        .verdicts
+        .iter()
+        .filter(|v| v.verdict.is_stall())
+        .map(|v| {
+            let kind = serde_json::to_value(v.verdict).unwrap_or_default();
+            format!("{}: {}", kind.as_str().unwrap_or("stall"), v.explanation)
+        })
+        .collect()
 }
 
 /// Why the command did not run, with the shell's exit code for it.
@@ -382,11 +459,15 @@ fn report_drops(c: &TraceCounters) {
 }
 
 /// `upstream` with only its host and port replaced by `listen`: user,
-/// password, vhost and query stay as the command would have sent them. A
-/// bare `host:port` becomes `amqp://LISTEN` (the client's defaults apply).
+/// password, vhost and query stay byte for byte as the command would have
+/// sent them. A URL that names no vhost (no path, or a bare `/`) means
+/// RabbitMQ's default vhost `/` (as pika, lapin and Celery read it); it is
+/// spelled out as `/%2F` so that clients that read a bare `/` as the vhost
+/// `""` (Bunny, rabbitmq-c, as the AMQP URI spec says: the broker answers 530)
+/// reach it too. A bare `host:port` becomes `amqp://LISTEN/%2F`.
 pub fn proxied_url(upstream: &str, listen: SocketAddr) -> String {
     let Some(scheme_end) = upstream.find("://") else {
-        return format!("amqp://{listen}");
+        return format!("amqp://{listen}/%2F");
     };
     let after = scheme_end + 3;
     let rest = &upstream[after..];
@@ -396,11 +477,15 @@ pub fn proxied_url(upstream: &str, listen: SocketAddr) -> String {
         Some(i) => &authority[..=i],
         None => "",
     };
-    format!(
-        "{}{userinfo}{listen}{}",
-        &upstream[..after],
-        &rest[authority_len..]
-    )
+    let tail = &rest[authority_len..];
+    let path_len = tail.find(['?', '#']).unwrap_or(tail.len());
+    let (path, query) = tail.split_at(path_len);
+    let path = if path.is_empty() || path == "/" {
+        "/%2F"
+    } else {
+        path
+    };
+    format!("{}{userinfo}{listen}{path}{query}", &upstream[..after])
 }
 
 /// A URL as it may be printed: the password replaced by `***`.
@@ -425,8 +510,6 @@ fn redacted(url: &str) -> String {
 /// The artifact files, created before the command starts so that an
 /// unwritable folder fails at once.
 struct ArtifactFiles {
-    dir: PathBuf,
-    timeline: BufWriter<File>,
     pcap: BufWriter<File>,
 }
 
@@ -439,42 +522,34 @@ impl ArtifactFiles {
                 File::create(&p).with_context(|| format!("cannot create {}", p.display()))?,
             ))
         };
+        // Written from the recording at the end; created now to fail early.
+        open(TIMELINE)?;
         Ok(ArtifactFiles {
-            dir: dir.to_path_buf(),
-            timeline: open("timeline.jsonl")?,
-            pcap: open("capture.pcapng")?,
+            pcap: open(CAPTURE)?,
         })
     }
 }
 
-/// The tracer thread: decode, analyse, record; then the artifacts.
-fn trace_loop(
+const CAPTURE: &str = "capture.pcapng";
+const TIMELINE: &str = "timeline.jsonl";
+
+/// The tracer thread: records every trace message; flushes every second;
+/// on a signal, a first copy of the reports from the recording so far.
+fn record_loop(
     mut rx: TraceRx,
-    stream_cfg: StreamConfig,
-    analyzer_cfg: AnalyzerConfig,
     files: ArtifactFiles,
+    keep_credentials: bool,
+    artifacts: &Artifacts,
     counters: Arc<TraceCounters>,
     snapshot: Arc<tokio::sync::Notify>,
-) -> anyhow::Result<Analysis> {
+) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .context("cannot start the tracer's runtime")?;
-    let mut rec = Recorder {
-        dir: files.dir,
-        tracer: Tracer::new(stream_cfg),
-        analyzer: Analyzer::new(analyzer_cfg),
-        report: ReportBuilder::new(),
-        timeline: Some(JsonlSink::new(files.timeline)),
-        pcap: match PcapRecorder::new(files.pcap) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                eprintln!("amqptrace: capture.pcapng: {e}; no recording");
-                None
-            }
-        },
-        events: 0,
-    };
+    let mut pcap = PcapRecorder::new(files.pcap, proxy::now(), keep_credentials)
+        .with_context(|| format!("cannot write {CAPTURE}"))?;
+    let mut failed: Option<io::Error> = None;
     rt.block_on(async {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -484,91 +559,95 @@ fn trace_loop(
                 open = proxy::next_batch(&mut rx, &mut batch) => {
                     for m in batch.drain(..) {
                         proxy::processed(&counters, &m);
-                        rec.handle(&m);
+                        if let TraceKind::UpstreamFailed { error } = &m.kind {
+                            eprintln!(
+                                "amqptrace: {}: upstream unreachable ({error}); client closed",
+                                m.conn.client
+                            );
+                        }
+                        if failed.is_none() {
+                            if let Err(e) = pcap.record(&m) {
+                                eprintln!("amqptrace: {CAPTURE}: {e}; recording stopped, forwarding goes on");
+                                failed = Some(e);
+                            }
+                        }
                     }
                     if !open {
                         break;
                     }
                 }
-                _ = tick.tick() => rec.flush(),
+                _ = tick.tick() => {
+                    let _ = pcap.flush();
+                }
                 // A signal was passed on to the command: should the command
                 // ignore it and amqptrace be killed later, this copy remains.
                 _ = snapshot.notified() => {
-                    rec.flush();
-                    let _ = rec.write_reports(counters.dropped.load(Ordering::Relaxed));
+                    if pcap.flush().is_ok() {
+                        let dropped = counters.dropped.load(Ordering::Relaxed);
+                        let _ = artifacts.write(dropped, Some(proxy::now()));
+                    }
                 }
             }
         }
     });
-    let mut failures = Vec::new();
-    if let Some(mut t) = rec.timeline.take() {
-        if let Err(e) = t.finish() {
-            failures.push(format!("timeline.jsonl: {e}"));
-        }
+    if let Some(e) = failed {
+        return Err(e).with_context(|| format!("{CAPTURE}: the recording is incomplete"));
     }
-    if let Some(p) = rec.pcap.take() {
-        if let Err(e) = p.finish().and_then(|mut w| w.flush()) {
-            failures.push(format!("capture.pcapng: {e}"));
-        }
-    }
-    let (analysis, more) = rec.write_reports(counters.dropped.load(Ordering::Relaxed));
-    failures.extend(more);
-    anyhow::ensure!(failures.is_empty(), "{}", failures.join("; "));
-    Ok(analysis)
+    pcap.finish(proxy::now())
+        .and_then(|mut w| w.flush())
+        .with_context(|| format!("cannot finish {CAPTURE}"))?;
+    Ok(())
 }
 
-/// Everything the tracer thread feeds, in the order events come.
-struct Recorder {
+/// How the reports are made from the recording.
+#[derive(Clone)]
+struct Artifacts {
     dir: PathBuf,
-    tracer: Tracer,
-    analyzer: Analyzer,
-    report: ReportBuilder,
-    timeline: Option<JsonlSink<BufWriter<File>>>,
-    pcap: Option<PcapRecorder<BufWriter<File>>>,
-    events: u64,
+    stream_cfg: StreamConfig,
+    analyzer_cfg: AnalyzerConfig,
 }
 
-impl Recorder {
-    fn handle(&mut self, msg: &TraceMsg) {
-        if let Some(p) = self.pcap.as_mut() {
-            if let Err(e) = p.record(msg) {
-                eprintln!("amqptrace: capture.pcapng: {e}; recording stopped, tracing goes on");
-                self.pcap = None;
-            }
-        }
-        if let TraceKind::UpstreamFailed { error } = &msg.kind {
-            eprintln!(
-                "amqptrace: {}: upstream unreachable ({error}); client closed",
-                msg.conn.client
-            );
-            return;
-        }
-        let Recorder {
-            tracer,
-            analyzer,
-            report,
-            timeline,
-            events,
-            ..
-        } = self;
-        tracer.handle(msg, &mut |ev: Event| {
-            *events += 1;
-            analyzer.handle(&ev);
-            report.event(&ev);
-            if let Some(t) = timeline.as_mut() {
-                if let Err(e) = t.event(&ev) {
-                    eprintln!("amqptrace: timeline.jsonl: {e}; timeline stopped, tracing goes on");
-                    *timeline = None;
+impl Artifacts {
+    /// Analyses `capture.pcapng` as `amqptrace analyze` would and writes
+    /// timeline.jsonl, verdicts.json, summary.txt and report.html from it.
+    /// `still_recording`: the recording goes on (a snapshot), and its evidence
+    /// ends at this moment; `None` for the finished recording, whose end it records.
+    fn write(&self, dropped: u64, still_recording: Option<Timestamp>) -> anyhow::Result<Analysis> {
+        let capture = self.dir.join(CAPTURE);
+        let mut analyzer = Analyzer::new(self.analyzer_cfg.clone());
+        let mut report = ReportBuilder::new();
+        // A fresh timeline beside the old one, renamed over it when complete.
+        let timeline_tmp = self.dir.join(format!(".{TIMELINE}.part"));
+        let mut timeline = JsonlSink::new(BufWriter::with_capacity(
+            1 << 16,
+            File::create(&timeline_tmp)
+                .with_context(|| format!("cannot create {}", timeline_tmp.display()))?,
+        ));
+        let summary = pipeline::run_files(
+            std::slice::from_ref(&capture),
+            &self.stream_cfg,
+            |ev: &Event| {
+                analyzer.handle(ev);
+                report.event(ev);
+                timeline.event(ev)
+            },
+        )
+        .with_context(|| format!("cannot analyse {}", capture.display()))?;
+        let mut failures: Vec<String> = summary.damage.iter().map(|d| d.to_string()).collect();
+        let last = summary.last_ts.unwrap_or_default();
+        let horizon = match still_recording {
+            Some(now) => Horizon::Recorded(now.max(last)),
+            None => crate::cli::analyze::horizon(&summary),
+        };
+        let analysis = analyzer.analyze(horizon);
+        match timeline.finish() {
+            Ok(()) => {
+                if let Err(e) = fs::rename(&timeline_tmp, self.dir.join(TIMELINE)) {
+                    failures.push(format!("{TIMELINE}: {e}"));
                 }
             }
-        });
-    }
-
-    /// Writes verdicts.json, summary.txt and report.html for the events so
-    /// far; returns the analysis and what could not be written.
-    fn write_reports(&self, dropped: u64) -> (Analysis, Vec<String>) {
-        let analysis = self.analyzer.live_analysis(proxy::now());
-        let mut failures = Vec::new();
+            Err(e) => failures.push(format!("{TIMELINE}: {e}")),
+        }
         let mut write = |name: &str, f: &dyn Fn(&mut BufWriter<File>) -> io::Result<()>| {
             let p = self.dir.join(name);
             let r = File::create(&p).and_then(|file| {
@@ -585,22 +664,13 @@ impl Recorder {
             writeln!(w)
         });
         write("summary.txt", &|w| {
-            write_summary(&analysis, self.events, dropped, w)
+            write_summary(&analysis, summary.events, dropped, w)
         });
         write("report.html", &|w| {
-            self.report.write_html(&analysis, "amqptrace run", &mut *w)
+            report.write_html(&analysis, "amqptrace run", &mut *w)
         });
-        (analysis, failures)
-    }
-
-    /// Flushed as we go: a SIGKILL of amqptrace still leaves what was traced.
-    fn flush(&mut self) {
-        if let Some(p) = self.pcap.as_mut() {
-            let _ = p.flush();
-        }
-        if let Some(t) = self.timeline.as_mut() {
-            let _ = t.finish();
-        }
+        anyhow::ensure!(failures.is_empty(), "{}", failures.join("; "));
+        Ok(analysis)
     }
 }
 
@@ -710,10 +780,16 @@ mod tests {
     #[test]
     fn proxied_url_keeps_all_but_host_and_port() {
         let cases = [
+            // The default upstream: no vhost named, so '/', spelled out.
             (
                 "amqp://guest:guest@127.0.0.1:5672/",
-                "amqp://guest:guest@127.0.0.1:40123/",
+                "amqp://guest:guest@127.0.0.1:40123/%2F",
             ),
+            (
+                "amqp://guest:guest@127.0.0.1:5672",
+                "amqp://guest:guest@127.0.0.1:40123/%2F",
+            ),
+            // An explicit vhost, byte for byte, in any spelling.
             (
                 "amqp://u:p@host/vhost?heartbeat=5",
                 "amqp://u:p@127.0.0.1:40123/vhost?heartbeat=5",
@@ -722,15 +798,22 @@ mod tests {
                 "amqp://u:p@[::1]:5672/%2f?heartbeat=5&frame_max=8192",
                 "amqp://u:p@127.0.0.1:40123/%2f?heartbeat=5&frame_max=8192",
             ),
-            ("amqp://[2001:db8::7]", "amqp://127.0.0.1:40123"),
+            ("amqp://u:p@h/%2Fapp", "amqp://u:p@127.0.0.1:40123/%2Fapp"),
+            ("amqp://u:p@h/a%20b", "amqp://u:p@127.0.0.1:40123/a%20b"),
+            ("amqp://[2001:db8::7]", "amqp://127.0.0.1:40123/%2F"),
             (
                 "amqp://rabbit.example:5672?heartbeat=5",
-                "amqp://127.0.0.1:40123?heartbeat=5",
+                "amqp://127.0.0.1:40123/%2F?heartbeat=5",
+            ),
+            (
+                "amqp://rabbit.example:5672/?heartbeat=5",
+                "amqp://127.0.0.1:40123/%2F?heartbeat=5",
             ),
             // A raw '@' in the password: the host starts after the last one.
             ("amqp://u:p@ss@host:1/v", "amqp://u:p@ss@127.0.0.1:40123/v"),
             ("amqps://u:p@host/v", "amqps://u:p@127.0.0.1:40123/v"),
-            ("127.0.0.1:5672", "amqp://127.0.0.1:40123"),
+            ("amqps://u:p@host", "amqps://u:p@127.0.0.1:40123/%2F"),
+            ("127.0.0.1:5672", "amqp://127.0.0.1:40123/%2F"),
         ];
         for (upstream, want) in cases {
             assert_eq!(proxied_url(upstream, listen()), want, "{upstream}");

@@ -18,7 +18,10 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 
 use super::{ConnInfo, TraceKind, TraceMsg};
-use crate::event::{Dir, Event, GapReason};
+use crate::capture::{LegAlias, BROKER_LEG_IF_NAME, CLIENT_LEG_IF_NAME};
+use crate::event::{Dir, Event, GapReason, Timestamp};
+use crate::redact::CredentialMask;
+use crate::sink::pcapng::InterfaceDesc;
 use crate::sink::PcapngWriter;
 use crate::stream::{StreamConfig, StreamStats, Tracker};
 use crate::tcp::{PacketRef, TcpEvent, TcpOutput};
@@ -150,18 +153,44 @@ fn ends(info: &ConnInfo, dir: Dir) -> (SocketAddr, SocketAddr) {
 }
 
 /// Records trace messages as pcapng: two legs per proxied connection,
-/// client↔proxy (leg `2·id`) and proxy↔broker (leg `2·id+1`), with the
-/// addresses the proxy's sockets really have.
+/// client↔proxy (leg `2·id`, on interface 0, named
+/// [`CLIENT_LEG_IF_NAME`]) and proxy↔broker (leg `2·id+1`, on interface 1,
+/// named [`BROKER_LEG_IF_NAME`], its SYN commented with the client it
+/// carries, see [`LegAlias`]), with the addresses the proxy's sockets really
+/// have. `analyze` reads such a file once per connection, under the names the
+/// live proxy shows; Wireshark shows both legs.
+///
+/// Unless told to keep them, the SASL secrets the client sends (start-ok's
+/// password, secure-ok, update-secret) are masked in the recorded copy
+/// ([`CredentialMask`]); forwarding never sees this. [`PcapRecorder::finish`]
+/// writes when the recording stopped.
 pub struct PcapRecorder<W: Write> {
     w: PcapngWriter<W>,
     next: HashMap<u64, [u64; 2]>,
+    /// Per connection, the masker of its client→broker stream; `None` when credentials are kept.
+    masks: Option<HashMap<u64, CredentialMask>>,
+    scratch: Vec<u8>,
 }
 
 impl<W: Write> PcapRecorder<W> {
-    pub fn new(out: W) -> io::Result<Self> {
+    /// A recording that starts at `start`; `keep_credentials` records the
+    /// client's bytes as they were, secrets included.
+    pub fn new(out: W, start: Timestamp, keep_credentials: bool) -> io::Result<Self> {
+        let interfaces = [
+            InterfaceDesc {
+                name: CLIENT_LEG_IF_NAME,
+                description: "amqptrace proxy: client <-> proxy leg",
+            },
+            InterfaceDesc {
+                name: BROKER_LEG_IF_NAME,
+                description: "amqptrace proxy: proxy <-> broker leg",
+            },
+        ];
         Ok(PcapRecorder {
-            w: PcapngWriter::new(out)?,
+            w: PcapngWriter::with_interfaces(out, &interfaces, start)?,
             next: HashMap::new(),
+            masks: (!keep_credentials).then(HashMap::new),
+            scratch: Vec::new(),
         })
     }
 
@@ -169,8 +198,9 @@ impl<W: Write> PcapRecorder<W> {
         self.w.flush()
     }
 
-    pub fn finish(self) -> io::Result<W> {
-        self.w.into_inner()
+    /// Ends the recording: it stopped at `end` (written as each interface's `isb_endtime`).
+    pub fn finish(self, end: Timestamp) -> io::Result<W> {
+        self.w.finish(end)
     }
 
     pub fn record(&mut self, msg: &TraceMsg) -> io::Result<()> {
@@ -179,7 +209,8 @@ impl<W: Write> PcapRecorder<W> {
         let ts = msg.ts;
         if matches!(msg.kind, TraceKind::UpstreamFailed { .. }) {
             // The client leg was accepted and then reset by the proxy.
-            self.w.open(front, info.client, info.listen, ts)?;
+            self.w
+                .open_on(front, 0, info.client, info.listen, ts, None)?;
             self.w.reset(front, false, ts)?;
             return Ok(());
         }
@@ -188,9 +219,15 @@ impl<W: Write> PcapRecorder<W> {
                 return Ok(());
             }
             e.insert([0, 0]);
-            self.w.open(front, info.client, info.listen, ts)?;
+            self.w
+                .open_on(front, 0, info.client, info.listen, ts, None)?;
             if let Some(local) = info.upstream_local {
-                self.w.open(back, local, info.upstream, ts)?;
+                let alias = LegAlias {
+                    client: info.client,
+                    via: local,
+                };
+                self.w
+                    .open_on(back, 1, local, info.upstream, ts, Some(&alias.comment()))?;
             }
         }
         // Client→broker bytes are sent by the client on the front leg and by
@@ -208,10 +245,23 @@ impl<W: Write> PcapRecorder<W> {
                     }
                     next[d] = offset + bytes.len() as u64;
                 }
+                let mut recorded: &[u8] = bytes;
+                if let (true, Some(masks)) = (c2s, self.masks.as_mut()) {
+                    let mask = masks.entry(info.id).or_default();
+                    let secrets = mask.secrets(*offset, bytes);
+                    if !secrets.is_empty() {
+                        self.scratch.clear();
+                        self.scratch.extend_from_slice(bytes);
+                        for r in secrets {
+                            self.scratch[r].fill(crate::redact::MASK);
+                        }
+                        recorded = &self.scratch;
+                    }
+                }
                 // The sending side's leg first: the proxy read before it wrote.
                 let (first, second) = if c2s { (front, back) } else { (back, front) };
-                self.w.data(first, c2s, bytes, ts)?;
-                self.w.data(second, c2s, bytes, ts)?;
+                self.w.data(first, c2s, recorded, ts)?;
+                self.w.data(second, c2s, recorded, ts)?;
             }
             TraceKind::Fin { .. } => {
                 let (first, second) = if c2s { (front, back) } else { (back, front) };
@@ -232,6 +282,9 @@ impl<W: Write> PcapRecorder<W> {
                 self.w.forget(front);
                 self.w.forget(back);
                 self.next.remove(&info.id);
+                if let Some(m) = self.masks.as_mut() {
+                    m.remove(&info.id);
+                }
             }
         }
         Ok(())
