@@ -1,9 +1,20 @@
-//! Offline driver: capture files → link → tcp → stream → events, in capture order.
+//! The packet driver: packets → link → tcp → stream → events, in capture
+//! order, for capture files ([`run_files`]) and the live interface
+//! ([`crate::livecap`]) alike ([`Driver`]).
 //!
-//! Opens every file up front (so a bad argument fails before any output),
-//! merges several files by packet time, and hands each event to the caller's
-//! closure. It owns the glue only: every stage it calls knows nothing of the
-//! others, and the closure (sinks, analyzer) knows nothing of files.
+//! [`run_files`] opens every file up front (so a bad argument fails before
+//! any output), merges several files by packet time, and hands each event to
+//! the caller's closure. The driver owns the glue only: every stage it calls
+//! knows nothing of the others, and the closure (sinks, analyzer) knows
+//! nothing of files or interfaces.
+//!
+//! Ordering: while a connection is still unclassified, its input waits in the
+//! [`Tracker`], and the events of every later packet wait here behind it, so
+//! that a connection classified late still reaches the analyzer in time order.
+//! That wait is bounded by the tracker's classification bounds (bytes,
+//! segments, [`crate::stream::CLASSIFY_WINDOW`] of capture time per
+//! connection) and by [`MAX_HELD_EVENTS`] here: past it, the oldest
+//! unclassified connection is declared not AMQP and the events behind it go.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -77,7 +88,7 @@ where
         loop {
             match r.next_packet() {
                 Ok(Some(pkt)) => {
-                    if !driver.packet(0, &path, &pkt, &mut emit)? {
+                    if !driver.packet(0, &path, &pkt, &mut emit) {
                         break;
                     }
                 }
@@ -92,7 +103,8 @@ where
     } else {
         merge(&mut readers, &mut driver, &mut emit)?;
     }
-    driver.finish(&mut emit);
+    let end = driver.summary.last_ts.unwrap_or_default();
+    driver.finish(end, &mut emit);
     driver.summary.recorded_end = readers
         .iter()
         .map(|r| r.recorded_end())
@@ -106,9 +118,7 @@ where
     if let Some(e) = sink_error {
         return Err(PipelineError::Output(e));
     }
-    let mut summary = driver.summary;
-    summary.streams = driver.tracker.stats().clone();
-    Ok(summary)
+    Ok(driver.into_summary())
 }
 
 /// An owned copy of a packet, for the time-ordered merge of several files.
@@ -177,7 +187,7 @@ fn merge<E: FnMut(&Event) -> bool>(
                 alias: o.alias,
             };
             let path = readers[i].path().to_path_buf();
-            if !driver.packet(i as u32, &path, &pkt, emit)? {
+            if !driver.packet(i as u32, &path, &pkt, emit) {
                 return Ok(());
             }
         }
@@ -186,8 +196,14 @@ fn merge<E: FnMut(&Event) -> bool>(
     Ok(())
 }
 
-/// The stages of one run, fed packet by packet.
-struct Driver {
+/// Events held behind unclassified connections, at most. Past it, the oldest
+/// unclassified connection is declared not AMQP (an AMQP connection shows
+/// itself in its first segments, long before this many events of others).
+pub const MAX_HELD_EVENTS: usize = 65_536;
+
+/// The stages of one run (files or a live interface), fed packet by packet;
+/// emits events in capture time order.
+pub struct Driver {
     reassembler: Reassembler,
     tracker: Tracker,
     summary: RunSummary,
@@ -195,6 +211,8 @@ struct Driver {
     /// Events waiting behind a connection that is not yet classified.
     held: BTreeMap<(Timestamp, u64), Event>,
     held_n: u64,
+    /// The most events `held` ever had (for tests and the curious).
+    held_max: usize,
     warned_linktypes: Vec<i32>,
     unsupported: Option<(PathBuf, i32)>,
     stopped: bool,
@@ -203,7 +221,7 @@ struct Driver {
 }
 
 impl Driver {
-    fn new(cfg: StreamConfig) -> Self {
+    pub fn new(cfg: StreamConfig) -> Self {
         Driver {
             reassembler: Reassembler::new(),
             tracker: Tracker::new(cfg),
@@ -211,6 +229,7 @@ impl Driver {
             seq: 0,
             held: BTreeMap::new(),
             held_n: 0,
+            held_max: 0,
             warned_linktypes: Vec::new(),
             unsupported: None,
             stopped: false,
@@ -218,14 +237,47 @@ impl Driver {
         }
     }
 
-    /// Returns Ok(false) when the event consumer failed and the run must stop.
-    fn packet<E: FnMut(&Event) -> bool>(
+    /// What the run saw so far.
+    pub fn summary(&self) -> &RunSummary {
+        &self.summary
+    }
+
+    /// The summary, with the stream counters, at the end of the run.
+    pub fn into_summary(self) -> RunSummary {
+        let mut summary = self.summary;
+        summary.streams = self.tracker.stats().clone();
+        summary
+    }
+
+    pub fn stream_stats(&self) -> &StreamStats {
+        self.tracker.stats()
+    }
+
+    /// Events waiting behind unclassified connections now.
+    pub fn held_events(&self) -> usize {
+        self.held.len()
+    }
+
+    /// The most events that ever waited behind unclassified connections.
+    pub fn held_events_max(&self) -> usize {
+        self.held_max
+    }
+
+    /// Connections waiting to be classified now.
+    pub fn undecided_connections(&self) -> usize {
+        self.tracker.undecided_connections()
+    }
+
+    /// Feeds one packet of input `file` (`source` names it in warnings).
+    /// `emit` gets each event in time order and returns false to stop the
+    /// run; so does this function then.
+    pub fn packet<E: FnMut(&Event) -> bool>(
         &mut self,
         file: u32,
-        path: &Path,
+        source: &Path,
         pkt: &Packet<'_>,
         emit: &mut E,
-    ) -> Result<bool, PipelineError> {
+    ) -> bool {
         self.seq += 1;
         self.summary.packets += 1;
         self.summary.bytes += pkt.data.len() as u64;
@@ -235,7 +287,7 @@ impl Driver {
         // leg: read it once, on the broker leg, named as the live proxy names
         // it (the client's address, the broker's).
         if pkt.leg == Some(Leg::Client) {
-            return Ok(true);
+            return self.idle(pkt.ts, emit);
         }
         if let Some(a) = pkt.alias {
             self.leg_aliases.insert((file, a.via), a.client);
@@ -245,17 +297,17 @@ impl Driver {
             Err(LinkError::UnsupportedLinkType(lt)) => {
                 if !self.warned_linktypes.contains(&lt) {
                     self.warned_linktypes.push(lt);
-                    self.unsupported.get_or_insert((path.to_path_buf(), lt));
+                    self.unsupported.get_or_insert((source.to_path_buf(), lt));
                     self.summary.warnings.push(format!(
                         "{}: packets of unsupported link type {} skipped (first: packet {})",
-                        path.display(),
+                        source.display(),
                         link::linktype_name(lt),
                         pkt.frame
                     ));
                 }
-                return Ok(true);
+                return self.idle(pkt.ts, emit);
             }
-            Err(_) => return Ok(true),
+            Err(_) => return self.idle(pkt.ts, emit),
         };
         if pkt.leg == Some(Leg::Broker) {
             for addr in [&mut seg.src, &mut seg.dst] {
@@ -295,8 +347,23 @@ impl Driver {
         self.reassembler.handle(p, &seg, &mut |o: TcpOutput<'_>| {
             tracker.handle(o, &mut forward);
         });
+        self.idle(pkt.ts, emit)
+    }
+
+    /// Time has come to `now` (the newest packet's, or a live capture's clock
+    /// while no packet comes): connections unclassified for too long are
+    /// given up, and the events no longer behind one are emitted. Returns
+    /// false when `emit` asked to stop.
+    pub fn idle<E: FnMut(&Event) -> bool>(&mut self, now: Timestamp, emit: &mut E) -> bool {
+        if self.tracker.has_held() {
+            self.tracker.expire(now);
+        }
+        self.held_max = self.held_max.max(self.held.len());
+        while self.held.len() > MAX_HELD_EVENTS && self.tracker.give_up_oldest() {
+            self.release(emit, false);
+        }
         self.release(emit, false);
-        Ok(!self.stopped)
+        !self.stopped
     }
 
     /// Emits held events older than the oldest packet an unclassified connection still holds.
@@ -323,11 +390,13 @@ impl Driver {
         }
     }
 
-    fn finish<E: FnMut(&Event) -> bool>(&mut self, emit: &mut E) {
+    /// Ends the run at `now`: what reassembly and classification still hold
+    /// is decided and emitted.
+    pub fn finish<E: FnMut(&Event) -> bool>(&mut self, now: Timestamp, emit: &mut E) {
         let p = PacketRef {
             file: 0,
             frame: 0,
-            ts: self.summary.last_ts.unwrap_or_default(),
+            ts: now,
             seq: self.seq + 1,
         };
         let tracker = &mut self.tracker;

@@ -8,12 +8,18 @@
 //! well-formed frames. The broker is the side on the configured port, the side
 //! that did not send the protocol header, or the side that sends what only a
 //! broker sends (`connection.start`, `basic.deliver`, `*-ok`), in that order.
-//! Until a connection is classified its input is held (bounded) and replayed.
+//! Until a connection is classified its input is held and then replayed; the
+//! wait is bounded per connection by bytes, segments and capture time
+//! ([`CLASSIFY_WINDOW`]), and by the bytes of all waiting connections
+//! together: past a bound, the connection is not AMQP. The caller that keeps
+//! the timeline in order ([`crate::pipeline::Driver`]) waits behind
+//! [`Tracker::oldest_held_ts`], so these bounds also bound its wait.
 //!
 //! Sources that already know the roles (the proxy) call [`Tracker::handle`]
 //! with TCP-like events too; nothing here knows about files or sockets.
 
 use rustc_hash::FxHashMap as HashMap;
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 use amq_protocol::protocol::parse_class;
@@ -24,13 +30,25 @@ use crate::amqp::{
     DecodedItem, DecoderConfig, FrameDecoder, FRAME_END, FRAME_HEARTBEAT, FRAME_METHOD,
 };
 use crate::event::{
-    Conn, DecodeError, Dir, Event, EventKind, GapReason, MethodKind, ProtocolHeaderTag,
+    Conn, DecodeError, Dir, Event, EventKind, GapReason, MethodKind, ProtocolHeaderTag, Timestamp,
 };
 use crate::tcp::{PacketRef, TcpEvent, TcpOutput};
 
-/// Input held per unclassified connection before it is declared not AMQP.
+/// Input held per unclassified connection before it is declared not AMQP:
+/// bytes, data segments and TCP events (segments without payload count too).
 const MAX_PENDING_BYTES: usize = 256 * 1024;
 const MAX_PENDING_CHUNKS: usize = 64;
+const MAX_PENDING_EVENTS: usize = 4 * MAX_PENDING_CHUNKS;
+/// Input held by all unclassified connections together: past it, the oldest
+/// is declared not AMQP until the rest fits (many new non-AMQP connections at
+/// once, e.g. a port scan under `tcpdump -i any`).
+const MAX_PENDING_BYTES_TOTAL: usize = 16 << 20;
+/// How long (capture time) a connection may stay unclassified. An AMQP client
+/// sends the protocol header as soon as TCP is up, and a connection caught
+/// mid-way shows frames in its first segment; 5 s also covers two lost SYNs.
+/// A quiet non-AMQP flow (an idle ssh session under `tcpdump -i any`) is
+/// declared not AMQP then, instead of holding every other connection's events.
+pub const CLASSIFY_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Which connections to decode and how.
 #[derive(Debug, Clone)]
@@ -110,6 +128,8 @@ enum State {
     Undecided {
         held: Vec<Held>,
         bytes: usize,
+        /// Time of its first held packet (its key in `Tracker::undecided`).
+        since: Timestamp,
     },
     Amqp(Box<AmqpConn>),
     /// Not AMQP (or encrypted): further input is dropped.
@@ -130,6 +150,12 @@ pub struct Tracker {
     cfg: StreamConfig,
     conns: HashMap<u64, State>,
     stats: StreamStats,
+    /// The unclassified connections by the time of their first held packet:
+    /// the ordering limit, the time bound and the total cap without a scan
+    /// of every connection.
+    undecided: BTreeSet<(Timestamp, u64)>,
+    /// Bytes held by all unclassified connections.
+    undecided_bytes: usize,
 }
 
 impl Tracker {
@@ -138,6 +164,8 @@ impl Tracker {
             cfg,
             conns: HashMap::default(),
             stats: StreamStats::default(),
+            undecided: BTreeSet::new(),
+            undecided_bytes: 0,
         }
     }
 
@@ -148,32 +176,56 @@ impl Tracker {
     /// Time of the oldest packet still held by an unclassified connection:
     /// events of later packets must wait behind it to keep the timeline in
     /// capture order.
-    pub fn oldest_held_ts(&self) -> Option<crate::event::Timestamp> {
-        self.conns
-            .values()
-            .filter_map(|s| match s {
-                State::Undecided { held, .. } => held.first().map(|h| h.packet.ts),
-                _ => None,
-            })
-            .min()
+    pub fn oldest_held_ts(&self) -> Option<Timestamp> {
+        self.undecided.first().map(|&(ts, _)| ts)
     }
 
     /// Whether any connection is waiting to be classified.
     pub fn has_held(&self) -> bool {
-        self.conns
-            .values()
-            .any(|s| matches!(s, State::Undecided { .. }))
+        !self.undecided.is_empty()
+    }
+
+    /// How many connections are waiting to be classified.
+    pub fn undecided_connections(&self) -> usize {
+        self.undecided.len()
+    }
+
+    /// Declares not AMQP every connection still unclassified
+    /// [`CLASSIFY_WINDOW`] after its first packet, `now` being the time of
+    /// the newest packet (or the wall clock of a live capture with none).
+    pub fn expire(&mut self, now: Timestamp) {
+        let window = CLASSIFY_WINDOW.as_nanos() as i64;
+        while let Some(&(since, flow)) = self.undecided.first() {
+            if now.as_nanos().saturating_sub(since.as_nanos()) < window {
+                break;
+            }
+            self.settle(flow, Decision::NotAmqp, &mut |_| {});
+        }
+    }
+
+    /// Declares the oldest unclassified connection not AMQP (the caller holds
+    /// too many events behind it). Returns false when there is none.
+    pub fn give_up_oldest(&mut self) -> bool {
+        match self.undecided.first() {
+            Some(&(_, flow)) => {
+                self.settle(flow, Decision::NotAmqp, &mut |_| {});
+                true
+            }
+            None => false,
+        }
     }
 
     /// Feeds one reassembler output; `out` receives the resulting events.
     pub fn handle<F: FnMut(Event)>(&mut self, o: TcpOutput<'_>, out: &mut F) {
-        let state = self
-            .conns
-            .entry(o.flow)
-            .or_insert_with(|| State::Undecided {
+        let undecided = &mut self.undecided;
+        let state = self.conns.entry(o.flow).or_insert_with(|| {
+            undecided.insert((o.packet.ts, o.flow));
+            State::Undecided {
                 held: Vec::new(),
                 bytes: 0,
-            });
+                since: o.packet.ts,
+            }
+        });
         match state {
             State::Ignored => {
                 if matches!(o.event, TcpEvent::Reset) {
@@ -186,9 +238,10 @@ impl Tracker {
                     self.conns.remove(&o.flow);
                 }
             }
-            State::Undecided { held, bytes } => {
+            State::Undecided { held, bytes, .. } => {
                 if let TcpEvent::Data(b) = o.event {
                     *bytes += b.len();
+                    self.undecided_bytes += b.len();
                 }
                 held.push(Held {
                     packet: o.packet,
@@ -198,63 +251,73 @@ impl Tracker {
                     event: OwnedTcpEvent::from(o.event),
                 });
                 let decision = classify(&self.cfg, held, *bytes);
-                match decision {
-                    Decision::Wait => {}
-                    Decision::NotAmqp => {
-                        self.stats.other_connections += 1;
-                        *state = State::Ignored;
-                    }
-                    Decision::Tls { conn, port } => {
-                        self.stats.tls_connections += 1;
-                        let first = &held[0];
-                        let dir = if first.src == conn.client {
-                            Dir::C2S
-                        } else {
-                            Dir::S2C
-                        };
-                        out(Event {
-                            frame: first.packet.frame,
-                            file: first.packet.file,
-                            ts: first.packet.ts,
-                            conn,
-                            dir,
-                            kind: EventKind::Error {
-                                offset: 0,
-                                error: DecodeError::Tls { port },
-                            },
-                        });
-                        *state = State::Ignored;
-                    }
-                    Decision::Amqp(conn) => {
-                        self.stats.amqp_connections += 1;
-                        let held = std::mem::take(held);
-                        let mut c = Box::new(AmqpConn {
-                            conn,
-                            c2s: FrameDecoder::new(self.cfg.decoder.clone()),
-                            s2c: FrameDecoder::new(self.cfg.decoder.clone()),
-                            fin: [false; 2],
-                        });
-                        let mut done = false;
-                        for h in &held {
-                            done = amqp_event(&mut c, h.packet, h.src, h.event.borrow(), out);
-                        }
-                        if done {
-                            self.conns.remove(&o.flow);
-                        } else {
-                            *state = State::Amqp(c);
-                        }
-                    }
+                if !matches!(decision, Decision::Wait) {
+                    self.settle(o.flow, decision, out);
                 }
                 if matches!(o.event, TcpEvent::Reset)
-                    && matches!(
-                        self.conns.get(&o.flow),
-                        Some(State::Undecided { .. }) | Some(State::Ignored)
-                    )
+                    && matches!(self.conns.get(&o.flow), Some(State::Ignored))
                 {
                     self.conns.remove(&o.flow);
                 }
+                while self.undecided_bytes > MAX_PENDING_BYTES_TOTAL && self.give_up_oldest() {}
             }
         }
+    }
+
+    /// Ends the wait of an unclassified connection with `decision`
+    /// (`Wait` counts as not AMQP), replaying its input when it is AMQP.
+    fn settle<F: FnMut(Event)>(&mut self, flow: u64, decision: Decision, out: &mut F) {
+        let Some(State::Undecided { held, bytes, since }) = self.conns.remove(&flow) else {
+            return;
+        };
+        self.undecided.remove(&(since, flow));
+        self.undecided_bytes -= bytes;
+        let next = match decision {
+            Decision::Wait | Decision::NotAmqp => {
+                self.stats.other_connections += 1;
+                State::Ignored
+            }
+            Decision::Tls { conn, port } => {
+                self.stats.tls_connections += 1;
+                if let Some(first) = held.first() {
+                    let dir = if first.src == conn.client {
+                        Dir::C2S
+                    } else {
+                        Dir::S2C
+                    };
+                    out(Event {
+                        frame: first.packet.frame,
+                        file: first.packet.file,
+                        ts: first.packet.ts,
+                        conn,
+                        dir,
+                        kind: EventKind::Error {
+                            offset: 0,
+                            error: DecodeError::Tls { port },
+                        },
+                    });
+                }
+                State::Ignored
+            }
+            Decision::Amqp(conn) => {
+                self.stats.amqp_connections += 1;
+                let mut c = Box::new(AmqpConn {
+                    conn,
+                    c2s: FrameDecoder::new(self.cfg.decoder.clone()),
+                    s2c: FrameDecoder::new(self.cfg.decoder.clone()),
+                    fin: [false; 2],
+                });
+                let mut done = false;
+                for h in &held {
+                    done = amqp_event(&mut c, h.packet, h.src, h.event.borrow(), out);
+                }
+                if done {
+                    return;
+                }
+                State::Amqp(c)
+            }
+        };
+        self.conns.insert(flow, next);
     }
 }
 
@@ -393,16 +456,13 @@ fn classify(cfg: &StreamConfig, held: &[Held], bytes: usize) -> Decision {
                 return Decision::Amqp(oriented(h.dst));
             }
             if head.len() < 4 && b"AMQP".starts_with(&head) {
-                return Decision::Wait;
+                // The header may still come, within the same bounds as any wait.
+                return bounded_wait(held, bytes);
             }
             return Decision::NotAmqp;
         }
     }
     // (c) consecutive well-formed frames in a connection caught mid-way.
-    let chunks = held
-        .iter()
-        .filter(|h| matches!(h.event, OwnedTcpEvent::Data(_)))
-        .count();
     let framed = held.iter().any(|h| match &h.event {
         OwnedTcpEvent::Data(d) => looks_like_frames(d),
         _ => false,
@@ -418,10 +478,17 @@ fn classify(cfg: &StreamConfig, held: &[Held], bytes: usize) -> Decision {
         });
         return Decision::Amqp(oriented(broker));
     }
-    if bytes > MAX_PENDING_BYTES
-        || chunks > MAX_PENDING_CHUNKS
-        || held.len() > 4 * MAX_PENDING_CHUNKS
-    {
+    bounded_wait(held, bytes)
+}
+
+/// `Wait`, unless the connection holds more than it may (bytes, data
+/// segments, events) or has ended: then it is not AMQP.
+fn bounded_wait(held: &[Held], bytes: usize) -> Decision {
+    let chunks = held
+        .iter()
+        .filter(|h| matches!(h.event, OwnedTcpEvent::Data(_)))
+        .count();
+    if bytes > MAX_PENDING_BYTES || chunks > MAX_PENDING_CHUNKS || held.len() > MAX_PENDING_EVENTS {
         return Decision::NotAmqp;
     }
     if held

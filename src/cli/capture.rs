@@ -1,6 +1,6 @@
-//! `amqptrace capture -i IFACE`: live interface capture through libpcap,
-//! with the same live timeline, live verdicts and final verdict block as
-//! `proxy` (they share [`LiveOutput`]).
+//! `amqptrace capture -i IFACE`: live interface capture through libpcap
+//! (loaded when the capture starts), with the same live timeline, live
+//! verdicts and final verdict block as `proxy` (they share [`LiveOutput`]).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +11,7 @@ use anyhow::Context;
 
 use amqptrace::amqp::DecoderConfig;
 use amqptrace::event::Event;
-use amqptrace::livecap::{port_filter, LiveCapture};
+use amqptrace::livecap::{port_filter, LiveCapture, LIBPCAP_ENV};
 use amqptrace::proxy;
 use amqptrace::stream::StreamConfig;
 
@@ -19,7 +19,11 @@ use crate::cli::proxy::{open_output, LiveArgs, LiveOutput};
 
 #[derive(clap::Args, Debug)]
 pub struct CaptureArgs {
-    /// Interface to capture on (e.g. lo, eth0, any).
+    /// Interface to capture on (e.g. lo, eth0, any). Capturing loads libpcap when it starts
+    /// (only `capture` needs it): libpcap.so.1, libpcap.so.0.8 (Debian, Ubuntu: apt-get
+    /// install libpcap0.8), libpcap.so, or libpcap.A.dylib on macOS;
+    /// AMQPTRACE_LIBPCAP=/path/to/libpcap.so loads that file instead. Without libpcap,
+    /// capture says so and exits 2.
     #[arg(short, long, value_name = "IFACE")]
     pub interface: String,
 
@@ -32,7 +36,9 @@ pub struct CaptureArgs {
     #[arg(long, value_name = "BPF")]
     pub filter: Option<String>,
 
-    /// Also write the captured packets to FILE (pcap).
+    /// Also write the captured packets to FILE (pcap, the interface's link type). A write
+    /// error (a full disk) is reported once; the recording stops, the capture goes on, and
+    /// the exit code is 2.
     #[arg(short, long, value_name = "FILE")]
     pub write: Option<PathBuf>,
 
@@ -55,6 +61,7 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<u8> {
         .unwrap_or_else(|| port_filter(&args.ports));
     let writer = open_output(&args.live)?;
     let mut cap = LiveCapture::open(&args.interface, &filter, cfg, args.write.as_deref())?;
+    tracing::info!(libpcap = %cap.libpcap_version(), "libpcap loaded (set {LIBPCAP_ENV} to choose the file)");
     eprintln!(
         "amqptrace: capturing on {} ({}), filter '{filter}'",
         args.interface,
@@ -64,8 +71,13 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<u8> {
     watch_signals(stop.clone()).context("cannot install the signal handlers")?;
     let mut output = LiveOutput::new(&args.live, writer);
     let mut last_tick = Instant::now();
+    let report_savefile = |cap: &mut LiveCapture| {
+        if let Some(e) = cap.take_savefile_error() {
+            eprintln!("amqptrace: -w: {e}; recording stopped, the capture goes on");
+        }
+    };
     while !stop.load(Ordering::Relaxed) {
-        let got = cap.poll(&mut |ev: Event| output.event(&ev))?;
+        let got = cap.poll(&mut |ev: &Event| output.event(ev))?;
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
             output.tick(proxy::now());
@@ -73,15 +85,29 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<u8> {
         } else if !got {
             output.flush();
         }
+        report_savefile(&mut cap);
     }
-    let stats = cap.finish(proxy::now(), &mut |ev: Event| output.event(&ev));
+    let stats = cap.finish(proxy::now(), &mut |ev: &Event| output.event(ev));
+    if let Some(e) = &stats.savefile_error {
+        eprintln!("amqptrace: -w: {e}; recording stopped");
+    }
     if stats.dropped + stats.if_dropped > 0 {
         eprintln!(
             "amqptrace: {} packets dropped by the kernel, {} by the interface: the timeline has holes there",
             stats.dropped, stats.if_dropped
         );
     }
-    output.finish(proxy::now())
+    let code = output.finish(proxy::now())?;
+    if stats.savefile_failed {
+        if let Some(path) = &args.write {
+            eprintln!(
+                "amqptrace: the recording {} is incomplete (see the write error above)",
+                path.display()
+            );
+        }
+        return Ok(crate::exit::ERROR);
+    }
+    Ok(code)
 }
 
 /// Sets `stop` on the first SIGINT or SIGTERM (a thread with a small runtime
