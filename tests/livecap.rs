@@ -1,0 +1,433 @@
+//! `amqptrace capture -i` and the libpcap it loads at run time: the binary
+//! links no libpcap, a real capture on `lo` decodes the real broker's
+//! traffic (and its `-w` recording is read by tshark and `analyze`), a
+//! missing libpcap is a clear message and exit 2, and a full disk under `-w`
+//! is reported once while the capture goes on.
+//!
+//! Needs libpcap0.8 (the run-time library only), tshark, `ldd` and the
+//! RabbitMQ on 127.0.0.1:5672; a missing one fails with the command that
+//! installs it (`scripts/test.sh` installs them all).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use serde_json::Value;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_amqptrace")
+}
+
+/// Fails the test (never skips it) when `tool` cannot be run, naming the package.
+fn require(tool: &str, version_arg: &str, package: &str) {
+    let ok = Command::new(tool)
+        .arg(version_arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{tool} is not installed: apt-get install -y {package} (scripts/test.sh installs \
+         everything the tests need)"
+    );
+}
+
+/// A name no other test or run uses.
+fn unique(name: &str) -> String {
+    format!(
+        "amqptrace-livecap-{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            % 1_000_000_000
+    )
+}
+
+/// A running `amqptrace capture -i lo`, its stderr collected.
+struct Capture {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Capture {
+    fn start(args: &[&str]) -> Capture {
+        let mut child = Command::new(bin())
+            .args(["capture", "-i", "lo", "--port", "5672"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start amqptrace capture");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pipe = child.stderr.take().unwrap();
+        let s2 = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let started = line.contains("capturing on");
+                s2.lock().unwrap().push_str(&(line + "\n"));
+                if started {
+                    let _ = tx.send(());
+                }
+            }
+            let _ = tx.send(());
+        });
+        let _ = rx.recv_timeout(Duration::from_secs(15));
+        let c = Capture { child, stderr };
+        let err = c.stderr();
+        assert!(
+            err.contains("capturing on lo"),
+            "capture did not start:\n{err}"
+        );
+        c
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// SIGINT, then the exit code and the whole stderr.
+    fn stop(mut self) -> (Option<i32>, String) {
+        // Let the last packets reach libpcap's buffer.
+        std::thread::sleep(Duration::from_millis(300));
+        let ok = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot signal the capture");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("capture did not stop on SIGINT:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // The reader thread has the last lines once the pipe closes.
+        std::thread::sleep(Duration::from_millis(100));
+        (status.code(), self.stderr())
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One short AMQP conversation with the real broker: declare `queue`
+/// (exclusive: it goes with the connection), publish three messages to it, close.
+async fn converse(queue: &str) {
+    let conn = Connection::connect(
+        "amqp://guest:guest@127.0.0.1:5672/%2f",
+        ConnectionProperties::default(),
+    )
+    .await
+    .expect("the RabbitMQ on 127.0.0.1:5672 (scripts/test.sh starts it)");
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    for i in 0..3 {
+        ch.basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            format!("livecap message {i}").as_bytes(),
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    }
+    conn.close(200, "OK".into()).await.unwrap();
+}
+
+fn jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
+        .collect()
+}
+
+/// The methods, in order, of the connection that declared `queue` (other
+/// tests' connections to the shared broker are in the capture too).
+fn methods_of_connection_declaring(events: &[Value], queue: &str) -> Vec<String> {
+    let conn = events
+        .iter()
+        .find(|v| v["method"] == "queue.declare" && v["queue"] == queue)
+        .and_then(|v| v["conn"].as_str())
+        .unwrap_or_else(|| panic!("no queue.declare of {queue} in the timeline"));
+    events
+        .iter()
+        .filter(|v| v["conn"] == conn && v["event"] == "frame")
+        .filter_map(|v| v["method"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn assert_whole_conversation(methods: &[String]) {
+    let want = [
+        "protocol-header",
+        "connection.start",
+        "connection.start-ok",
+        "connection.tune",
+        "connection.tune-ok",
+        "connection.open",
+        "connection.open-ok",
+        "channel.open",
+        "channel.open-ok",
+        "queue.declare",
+        "queue.declare-ok",
+        "basic.publish",
+        "basic.publish",
+        "basic.publish",
+        "connection.close",
+        "connection.close-ok",
+    ];
+    let seen: Vec<&str> = methods
+        .iter()
+        .map(String::as_str)
+        .filter(|m| want.contains(m))
+        .collect();
+    assert_eq!(seen, want, "all methods: {methods:?}");
+}
+
+#[test]
+fn the_binary_links_no_libpcap() {
+    require("ldd", "--version", "libc-bin");
+    let out = Command::new("ldd").arg(bin()).output().unwrap();
+    assert!(out.status.success(), "ldd {}: {:?}", bin(), out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("libpcap"), "{text}");
+    // Nothing beyond the C library and the compiler's runtime, which every
+    // machine that runs a Rust binary has.
+    for line in text.lines() {
+        let lib = line.split_whitespace().next().unwrap_or("");
+        let ok = [
+            "linux-vdso",
+            "libc.so",
+            "libm.so",
+            "libgcc_s.so",
+            "ld-linux",
+            "/lib64/ld-linux",
+        ]
+        .iter()
+        .any(|p| lib.starts_with(p))
+            || lib.starts_with("libpthread")
+            || lib.starts_with("libdl")
+            || lib.starts_with("librt");
+        assert!(ok, "{} links {lib}:\n{text}", bin());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_on_lo_decodes_the_broker_traffic_and_records_it() {
+    require("tshark", "--version", "tshark");
+    let dir = tempfile::tempdir().unwrap();
+    let timeline = dir.path().join("timeline.jsonl");
+    let recording = dir.path().join("recording.pcap");
+    let cap = Capture::start(&[
+        "--format",
+        "jsonl",
+        "-o",
+        timeline.to_str().unwrap(),
+        "-w",
+        recording.to_str().unwrap(),
+    ]);
+    let queue = unique("decode");
+    converse(&queue).await;
+    let (code, err) = tokio::task::spawn_blocking(move || cap.stop())
+        .await
+        .unwrap();
+    // 0 or 1: other tests' connections on the shared broker may stall.
+    assert!(matches!(code, Some(0 | 1)), "exit {code:?}\n{err}");
+    assert!(!err.contains("dropped"), "{err}");
+    let live = methods_of_connection_declaring(&jsonl(&timeline), &queue);
+    assert_whole_conversation(&live);
+
+    // The recording is a pcap that amqptrace reads back to the same conversation…
+    let analyzed = dir.path().join("analyzed.jsonl");
+    let out = Command::new(bin())
+        .args(["analyze", "--format", "jsonl", "-o"])
+        .arg(&analyzed)
+        .arg(&recording)
+        .output()
+        .unwrap();
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "analyze of the recording: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        methods_of_connection_declaring(&jsonl(&analyzed), &queue),
+        live
+    );
+    // …and that tshark decodes as AMQP too.
+    let out = Command::new("tshark")
+        .arg("-n")
+        .arg("-r")
+        .arg(&recording)
+        .args([
+            "-Y",
+            &format!("amqp.method.arguments.queue == \"{queue}\""),
+            "-T",
+            "fields",
+            "-e",
+            "amqp.method.class",
+            "-e",
+            "amqp.method.method",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tshark_methods: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    // queue.declare is class 50, method 10.
+    assert!(
+        tshark_methods.iter().any(|m| m == "50\t10"),
+        "tshark sees no queue.declare of {queue}: {tshark_methods:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_w_is_reported_once_and_the_capture_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let timeline = dir.path().join("timeline.jsonl");
+    let cap = Capture::start(&[
+        "--format",
+        "jsonl",
+        "-o",
+        timeline.to_str().unwrap(),
+        "-w",
+        "/dev/full",
+    ]);
+    let queue = unique("devfull");
+    converse(&queue).await;
+    // A second conversation after the failure: the capture still decodes.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let later = unique("devfull-later");
+    converse(&later).await;
+    let (code, err) = tokio::task::spawn_blocking(move || cap.stop())
+        .await
+        .unwrap();
+    assert_eq!(
+        err.matches("No space left on device").count(),
+        1,
+        "reported once:\n{err}"
+    );
+    assert!(err.contains("cannot write /dev/full"), "{err}");
+    assert!(err.contains("recording /dev/full is incomplete"), "{err}");
+    assert_eq!(code, Some(2), "{err}");
+    let events = jsonl(&timeline);
+    assert_whole_conversation(&methods_of_connection_declaring(&events, &queue));
+    assert_whole_conversation(&methods_of_connection_declaring(&events, &later));
+}
+
+fn capture_with_libpcap(path: &str) -> (Option<i32>, String) {
+    let out = Command::new(bin())
+        .args(["capture", "-i", "lo"])
+        .env("AMQPTRACE_LIBPCAP", path)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_libpcap_that_does_not_exist_is_named_with_its_package_and_exits_2() {
+    let missing = PathBuf::from("/nonexistent/amqptrace-test/libpcap.so.1");
+    let (code, err) = capture_with_libpcap(missing.to_str().unwrap());
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "AMQPTRACE_LIBPCAP={} cannot be loaded",
+            missing.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("apt-get install libpcap0.8"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!err.contains("capturing on"), "{err}");
+}
+
+#[test]
+fn a_library_that_is_not_libpcap_is_refused_with_exit_2() {
+    require("ldd", "--version", "libc-bin");
+    // The C library is surely there, and has no pcap_create.
+    let out = Command::new("ldd").arg(bin()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let libc = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("libc.so"))
+        .and_then(|l| l.split("=>").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no libc in ldd output: {text}"))
+        .to_string();
+    let (code, err) = capture_with_libpcap(&libc);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!("{libc} is not a usable libpcap")) && err.contains("pcap_create"),
+        "{err}"
+    );
+}
+
+#[test]
+fn capture_help_documents_the_libpcap_variable() {
+    let out = Command::new(bin())
+        .args(["capture", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("AMQPTRACE_LIBPCAP=/path/to/libpcap.so"),
+        "{help}"
+    );
+    assert!(help.contains("libpcap0.8"), "{help}");
+}
+
+#[test]
+fn analyze_needs_no_libpcap() {
+    // Even with the loader pointed at nothing, offline analysis works: it never loads libpcap.
+    let out = Command::new(bin())
+        .args(["analyze"])
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("captures/failures/prefetch-exhausted.pcapng"),
+        )
+        .env("AMQPTRACE_LIBPCAP", "/nonexistent/libpcap.so")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("prefetch_exhausted"));
+}
