@@ -127,7 +127,12 @@ impl Run {
 
     fn assert_time_ordered(&self) {
         for w in self.emitted.windows(2) {
-            assert!(w[0].0 <= w[1].0, "out of time order: {:?} then {:?}", w[0], w[1]);
+            assert!(
+                w[0].0 <= w[1].0,
+                "out of time order: {:?} then {:?}",
+                w[0],
+                w[1]
+            );
         }
     }
 }

@@ -383,7 +383,7 @@ impl Handle {
         // static buffer for unknown codes), never null; copied at once.
         let status_text = unsafe { cstr_lossy((self.lib.api.statustostr)(status)) };
         let detail = self.last_error();
-        if detail.is_empty() {
+        if detail.is_empty() || detail == status_text {
             status_text
         } else {
             format!("{status_text} ({detail})")

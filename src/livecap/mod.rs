@@ -39,13 +39,14 @@ pub enum LiveCaptureError {
          sudo setcap cap_net_raw,cap_net_admin=eip $(command -v amqptrace)"
     )]
     Permission { iface: String, message: String },
-    #[error("cannot capture on {iface}: {source}")]
+    // The cause is the source, printed after this by the error chain.
+    #[error("cannot capture on {iface}")]
     Open {
         iface: String,
         #[source]
         source: libpcap::PcapError,
     },
-    #[error("invalid capture filter '{filter}': {source}")]
+    #[error("invalid capture filter '{filter}'")]
     Filter {
         filter: String,
         #[source]
@@ -53,7 +54,7 @@ pub enum LiveCaptureError {
     },
     #[error(transparent)]
     Write(#[from] SavefileError),
-    #[error("reading from {iface}: {source}")]
+    #[error("reading from {iface}")]
     Read {
         iface: String,
         #[source]

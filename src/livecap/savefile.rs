@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 
 /// A write to the recording failed (a full disk, a lost mount).
 #[derive(Debug, thiserror::Error)]
-#[error("cannot write {}: {source}", path.display())]
+// The io::Error is in the message, not the error chain, so that the one-line
+// report during a capture names it too.
+#[error("cannot write {}: {error}", path.display())]
 pub struct SavefileError {
     pub path: PathBuf,
-    #[source]
-    pub source: io::Error,
+    pub error: io::Error,
 }
 
 /// An open pcap recording.
@@ -27,9 +28,9 @@ pub struct Savefile<W: Write = BufWriter<File>> {
 impl Savefile {
     /// Creates `path` and writes the pcap file header.
     pub fn create(path: &Path, linktype: i32, snaplen: u32) -> Result<Self, SavefileError> {
-        let err = |source| SavefileError {
+        let err = |error| SavefileError {
             path: path.to_path_buf(),
-            source,
+            error,
         };
         let file = File::create(path).map_err(err)?;
         Savefile::new(
@@ -57,9 +58,9 @@ impl<W: Write> Savefile<W> {
         h.extend_from_slice(&0u32.to_le_bytes()); // sigfigs
         h.extend_from_slice(&snaplen.to_le_bytes());
         h.extend_from_slice(&(linktype as u32).to_le_bytes());
-        out.write_all(&h).map_err(|source| SavefileError {
+        out.write_all(&h).map_err(|error| SavefileError {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         Ok(Savefile {
             path: path.to_path_buf(),
@@ -86,18 +87,18 @@ impl<W: Write> Savefile<W> {
         self.out
             .write_all(&h)
             .and_then(|()| self.out.write_all(data))
-            .map_err(|source| self.error(source))
+            .map_err(|e| self.error(e))
     }
 
     /// Pushes what is buffered to the file.
     pub fn flush(&mut self) -> Result<(), SavefileError> {
-        self.out.flush().map_err(|source| self.error(source))
+        self.out.flush().map_err(|e| self.error(e))
     }
 
-    fn error(&self, source: io::Error) -> SavefileError {
+    fn error(&self, error: io::Error) -> SavefileError {
         SavefileError {
             path: self.path.clone(),
-            source,
+            error,
         }
     }
 }
