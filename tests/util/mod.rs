@@ -123,7 +123,8 @@ pub fn short(path: &Path) -> String {
         .to_string()
 }
 
-/// Whether tshark can be run. In CI (`CI=true`) its absence is a failure, not a skip.
+/// Whether tshark can be run: always true, since a test never passes by
+/// skipping its oracle. Without tshark it fails with the command that installs it.
 pub fn tshark_available() -> bool {
     let found = Command::new("tshark")
         .arg("--version")
@@ -131,14 +132,11 @@ pub fn tshark_available() -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !found {
-        let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-        assert!(
-            !in_ci,
-            "tshark is not installed, and CI=true: .ci/run must install it"
-        );
-        eprintln!("note: tshark is not installed; skipping the tshark oracle comparison");
-    }
+    assert!(
+        found,
+        "tshark is not installed: apt-get install -y tshark (scripts/test.sh installs \
+         everything the tests need)"
+    );
     found
 }
 
