@@ -345,7 +345,9 @@ impl Handle {
                     (h, std::slice::from_raw_parts(data, h.caplen as usize))
                 };
                 Ok(Some(RawPacket {
-                    ts_sec: h.ts.tv_sec as i64,
+                    // time_t is 64 bits here, 32 on some 32-bit targets.
+                    #[allow(clippy::useless_conversion)]
+                    ts_sec: i64::from(h.ts.tv_sec),
                     ts_usec: h.ts.tv_usec as u32,
                     orig_len: h.len,
                     data,
