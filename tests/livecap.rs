@@ -350,6 +350,119 @@ async fn a_full_disk_under_w_is_reported_once_and_the_capture_goes_on() {
     assert_whole_conversation(&methods_of_connection_declaring(&events, &later));
 }
 
+/// A TCP server of the test's own on 127.0.0.1 that accepts and reads, saying nothing.
+fn silent_server() -> (u16, std::thread::JoinHandle<()>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        if let Ok((mut s, _)) = l.accept() {
+            let _ = std::io::copy(&mut s, &mut std::io::sink());
+        }
+    });
+    (port, h)
+}
+
+/// Every timeline event's `ts`, in output order, must never go back.
+fn assert_time_ordered(events: &[Value]) {
+    let ts: Vec<&str> = events.iter().filter_map(|v| v["ts"].as_str()).collect();
+    for w in ts.windows(2) {
+        assert!(w[0] <= w[1], "out of time order: {} then {}", w[0], w[1]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_classified_late_keeps_its_place_in_the_live_timeline() {
+    // A broker on a port the capture is not told about: its connection is
+    // AMQP only once the client's protocol header comes, 600 ms after the
+    // SYN. In between, a conversation with the real broker on 5672.
+    let (late_port, server) = silent_server();
+    let dir = tempfile::tempdir().unwrap();
+    let timeline = dir.path().join("timeline.jsonl");
+    let filter = format!("tcp port 5672 or tcp port {late_port}");
+    let cap = Capture::start(&[
+        "--filter",
+        &filter,
+        "--format",
+        "jsonl",
+        "-o",
+        timeline.to_str().unwrap(),
+    ]);
+    let mut late = std::net::TcpStream::connect(("127.0.0.1", late_port)).unwrap();
+    let t0 = Instant::now();
+    let queue = unique("late");
+    converse(&queue).await;
+    tokio::time::sleep(Duration::from_millis(600).saturating_sub(t0.elapsed())).await;
+    std::io::Write::write_all(&mut late, b"AMQP\x00\x00\x09\x01").unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(late);
+    let (code, err) = tokio::task::spawn_blocking(move || cap.stop())
+        .await
+        .unwrap();
+    assert!(matches!(code, Some(0 | 1)), "exit {code:?}\n{err}");
+    server.join().unwrap();
+    let events = jsonl(&timeline);
+    assert_time_ordered(&events);
+    let late_conn = format!("127.0.0.1:{late_port}");
+    let pos = |pred: &dyn Fn(&Value) -> bool| {
+        events
+            .iter()
+            .position(pred)
+            .unwrap_or_else(|| panic!("missing event in {events:#?}"))
+    };
+    let late_open = pos(&|v| {
+        v["event"] == "tcp.open" && v["conn"].as_str().is_some_and(|c| c.ends_with(&late_conn))
+    });
+    let declare = pos(&|v| v["method"] == "queue.declare" && v["queue"] == queue.as_str());
+    assert!(
+        late_open < declare,
+        "the late connection's tcp.open (before the conversation on the wire) came after it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_non_amqp_flow_holds_the_live_timeline_back_a_few_seconds_at_most() {
+    let (quiet_port, server) = silent_server();
+    let dir = tempfile::tempdir().unwrap();
+    let timeline = dir.path().join("timeline.jsonl");
+    let filter = format!("tcp port 5672 or tcp port {quiet_port}");
+    let cap = Capture::start(&[
+        "--filter",
+        &filter,
+        "--format",
+        "jsonl",
+        "-o",
+        timeline.to_str().unwrap(),
+    ]);
+    // Connected and silent, like an idle ssh session: never classified.
+    let quiet = std::net::TcpStream::connect(("127.0.0.1", quiet_port)).unwrap();
+    let queue = unique("quiet");
+    converse(&queue).await;
+    // The conversation reaches the output while the quiet flow is still open
+    // and the capture still runs: the wait for classification is bounded
+    // (5 s of capture time) and time passes even when no packet comes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let seen = loop {
+        let text = std::fs::read_to_string(&timeline).unwrap_or_default();
+        if text.contains(&format!("\"queue\":\"{queue}\"")) {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    drop(quiet);
+    let (_, err) = tokio::task::spawn_blocking(move || cap.stop())
+        .await
+        .unwrap();
+    server.join().unwrap();
+    assert!(
+        seen,
+        "the conversation was held back behind the quiet flow\n{err}"
+    );
+    assert_time_ordered(&jsonl(&timeline));
+}
+
 fn capture_with_libpcap(path: &str) -> (Option<i32>, String) {
     let out = Command::new(bin())
         .args(["capture", "-i", "lo"])
