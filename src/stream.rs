@@ -640,6 +640,84 @@ pub fn sent_by_broker(m: MethodKind) -> Option<bool> {
 mod tests {
     use super::*;
 
+    fn feed(t: &mut Tracker, flow: u64, ms: i64, from_client: bool, event: TcpEvent<'_>) -> usize {
+        let client: SocketAddr = "10.0.0.2:40000".parse().unwrap();
+        let server: SocketAddr = "10.0.0.1:2222".parse().unwrap();
+        let (src, dst) = if from_client {
+            (client, server)
+        } else {
+            (server, client)
+        };
+        let mut n = 0;
+        t.handle(
+            TcpOutput {
+                flow,
+                packet: PacketRef {
+                    file: 0,
+                    frame: ms as u64,
+                    ts: Timestamp(ms * 1_000_000),
+                    seq: ms as u64,
+                },
+                src,
+                dst,
+                initiator: Some(client),
+                event,
+            },
+            &mut |_| n += 1,
+        );
+        n
+    }
+
+    #[test]
+    fn the_amqp_prefix_wait_ends_with_the_connection_and_the_caps() {
+        // "AM" could still become the protocol header, but not after a FIN.
+        let mut t = Tracker::new(StreamConfig::default());
+        feed(&mut t, 1, 0, true, TcpEvent::Open);
+        feed(&mut t, 1, 1, true, TcpEvent::Data(b"AM"));
+        assert!(t.has_held());
+        feed(&mut t, 1, 2, true, TcpEvent::Fin);
+        assert!(!t.has_held());
+        assert_eq!(t.stats().other_connections, 1);
+        // Nor after more events than a connection may hold (gaps carry no bytes).
+        feed(&mut t, 2, 0, true, TcpEvent::Open);
+        feed(&mut t, 2, 1, true, TcpEvent::Data(b"A"));
+        let mut gaps = 0;
+        while t.has_held() && gaps < 2 * MAX_PENDING_EVENTS {
+            gaps += 1;
+            feed(
+                &mut t,
+                2,
+                1 + gaps as i64,
+                false,
+                TcpEvent::Gap {
+                    bytes: Some(1),
+                    reason: GapReason::Lost,
+                },
+            );
+        }
+        // Open, "A" and the gaps: given up past MAX_PENDING_EVENTS.
+        assert_eq!(2 + gaps, MAX_PENDING_EVENTS + 1);
+        assert!(!t.has_held());
+    }
+
+    #[test]
+    fn waiting_connections_are_given_up_after_the_window_oldest_first() {
+        let mut t = Tracker::new(StreamConfig::default());
+        feed(&mut t, 1, 0, true, TcpEvent::Open);
+        feed(&mut t, 2, 1000, true, TcpEvent::Open);
+        assert_eq!(t.oldest_held_ts(), Some(Timestamp(0)));
+        let window = CLASSIFY_WINDOW.as_millis() as i64;
+        t.expire(Timestamp((window - 1) * 1_000_000));
+        assert_eq!(t.undecided_connections(), 2);
+        t.expire(Timestamp(window * 1_000_000));
+        assert_eq!(t.undecided_connections(), 1);
+        assert_eq!(t.oldest_held_ts(), Some(Timestamp(1_000_000_000)));
+        assert!(t.give_up_oldest());
+        assert!(!t.has_held());
+        assert!(!t.give_up_oldest());
+        assert_eq!(t.stats().other_connections, 2);
+    }
+
     #[test]
     fn lone_heartbeat_and_method_pairs_look_like_frames() {
         assert!(looks_like_frames(&[8, 0, 0, 0, 0, 0, 0, 0xCE]));
