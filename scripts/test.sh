@@ -18,7 +18,8 @@ have() { command -v "$1" >/dev/null 2>&1; }
 need=()
 have tshark || need+=(tshark)                       # the decoding oracle
 have tcpdump || need+=(tcpdump)                     # makes captures in scripts and tests
-{ have mergecap && have editcap; } || need+=(wireshark-common)
+{ have mergecap && have editcap && have dumpcap; } || need+=(wireshark-common)
+have amqp-publish || need+=(amqp-tools)             # rabbitmq-c, a strict client
 have socat || need+=(socat)
 have nft || need+=(nftables)
 have chromium || [ -n "${CHROMIUM:-}" ] || need+=(chromium) # report.html in a real browser
