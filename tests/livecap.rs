@@ -283,6 +283,17 @@ async fn capture_on_lo_decodes_the_broker_traffic_and_records_it() {
         methods_of_connection_declaring(&jsonl(&analyzed), &queue),
         live
     );
+    // …with the PLAIN password of the login masked byte for byte, the user kept…
+    let bytes = std::fs::read(&recording).unwrap();
+    let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    assert!(
+        !has(b"\0guest\0guest"),
+        "a PLAIN password in the -w recording"
+    );
+    assert!(
+        has(b"\0guest\0*****"),
+        "the masked PLAIN response is in the recording"
+    );
     // …and that tshark decodes as AMQP too.
     let out = Command::new("tshark")
         .arg("-n")

@@ -42,6 +42,12 @@ pub struct CaptureArgs {
     #[arg(short, long, value_name = "FILE")]
     pub write: Option<PathBuf>,
 
+    /// With -w: record connection.start-ok's SASL response (the password) as captured.
+    /// By default it is masked byte for byte in the file (same length, so tshark still
+    /// decodes it), as in every recording amqptrace writes.
+    #[arg(long, requires = "write")]
+    pub keep_credentials: bool,
+
     #[command(flatten)]
     pub live: LiveArgs,
 }
@@ -60,7 +66,13 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<u8> {
         .clone()
         .unwrap_or_else(|| port_filter(&args.ports));
     let writer = open_output(&args.live)?;
-    let mut cap = LiveCapture::open(&args.interface, &filter, cfg, args.write.as_deref())?;
+    let mut cap = LiveCapture::open(
+        &args.interface,
+        &filter,
+        cfg,
+        args.write.as_deref(),
+        args.keep_credentials,
+    )?;
     tracing::info!(libpcap = %cap.libpcap_version(), "libpcap loaded (set {LIBPCAP_ENV} to choose the file)");
     eprintln!(
         "amqptrace: capturing on {} ({}), filter '{filter}'",

@@ -9,6 +9,7 @@
 //! optional savefile; knows nothing of sinks or the analyzer.
 
 pub mod libpcap;
+mod mask;
 pub mod savefile;
 
 use std::path::{Path, PathBuf};
@@ -123,18 +124,22 @@ pub struct LiveCapture {
     handle: libpcap::Handle,
     linktype: i32,
     recording: Recording,
+    /// Masks the SASL secrets of what `-w` records; None with --keep-credentials.
+    mask: Option<mask::PacketMask>,
     driver: Driver,
     packets: u64,
 }
 
 impl LiveCapture {
     /// Loads libpcap, opens `iface` with `filter` (BPF), optionally writing
-    /// every packet to `write` (pcap).
+    /// every packet to `write` (pcap), the SASL secrets of connection.start-ok
+    /// (and secure-ok, update-secret) masked unless `keep_credentials`.
     pub fn open(
         iface: &str,
         filter: &str,
         cfg: StreamConfig,
         write: Option<&Path>,
+        keep_credentials: bool,
     ) -> Result<Self, LiveCaptureError> {
         let lib = libpcap::Libpcap::load()?;
         let opts = libpcap::Options {
@@ -176,6 +181,7 @@ impl LiveCapture {
                 error: None,
                 failed: false,
             },
+            mask: (!keep_credentials).then(mask::PacketMask::default),
             driver: Driver::new(cfg),
             packets: 0,
         })
@@ -226,7 +232,11 @@ impl LiveCapture {
             }
         };
         if let Some(s) = self.recording.file.as_mut() {
-            let r = s.record(raw.ts_sec, raw.ts_usec, raw.orig_len, raw.data);
+            let data = match self.mask.as_mut() {
+                Some(m) => m.apply(self.linktype, raw.data),
+                None => std::borrow::Cow::Borrowed(raw.data),
+            };
+            let r = s.record(raw.ts_sec, raw.ts_usec, raw.orig_len, &data);
             self.recording.check(r);
         }
         self.packets += 1;
