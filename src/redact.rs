@@ -5,8 +5,9 @@
 //!
 //! What is masked, in method frames on channel 0 (AMQP 0-9-1 §1.4.2):
 //! - `connection.start-ok` (10, 11): the `response` (after `client-properties`
-//!   and `mechanism`). PLAIN (`authzid\0user\0password`): the password only,
-//!   so the recording still shows who logged in. AMQPLAIN (a field table
+//!   and `mechanism`). PLAIN (`authzid\0user\0password`): all but the user
+//!   (the password, and the authzid, which is nearly always empty), so the
+//!   recording still shows who logged in. AMQPLAIN (a field table
 //!   without its length prefix, RabbitMQ's `LOGIN`/`PASSWORD`): the value of
 //!   `PASSWORD` only, or everything from the first field it cannot walk.
 //!   Any other mechanism: the whole response.
@@ -54,7 +55,7 @@ enum Field {
 enum SecretRule {
     /// Everything.
     All,
-    /// PLAIN: everything after the second NUL.
+    /// PLAIN: everything but the user (between the first and second NUL).
     Plain { nuls: u8 },
     /// AMQPLAIN: a field table's contents, walked field by field.
     AmqPlain(TableWalk),
@@ -420,13 +421,14 @@ fn secret_byte(rule: &mut SecretRule, b: u8) -> bool {
     match rule {
         SecretRule::All => true,
         SecretRule::Plain { nuls } => {
-            if *nuls >= 2 {
-                return true;
-            }
+            // authzid NUL authcid NUL password: only the authcid (the user)
+            // stays. The authzid is masked too (nearly always empty), so a
+            // response without the two NULs is masked rather than kept.
             if b == 0 {
-                *nuls += 1;
+                *nuls = nuls.saturating_add(1);
+                return false;
             }
-            false
+            *nuls != 1
         }
         SecretRule::AmqPlain(walk) => {
             let (next, masked) = amqplain_byte(*walk, b);
@@ -615,6 +617,13 @@ mod tests {
         let diff = s.iter().zip(&m).filter(|(a, b)| a != b).count();
         assert_eq!(diff, 9);
         assert!(contains(&m, b"s3cret\xCE"));
+    }
+
+    #[test]
+    fn a_plain_response_without_its_nuls_is_masked_whole() {
+        let m = masked_whole(&stream(start_ok("PLAIN", b"s3cret-pw")));
+        assert!(!contains(&m, b"s3cret-pw"));
+        assert!(contains(&m, b"\x00\x00\x00\x09*********"));
     }
 
     #[test]

@@ -21,7 +21,9 @@ use anyhow::Context;
 use clap::ValueEnum;
 
 use amqptrace::amqp::DecoderConfig;
-use amqptrace::analyze::{write_verdict_block, Analysis, Analyzer, Horizon, Scope, Verdict};
+use amqptrace::analyze::{
+    write_verdict_block, Analysis, Analyzer, Certainty, Horizon, Scope, Verdict, VerdictKind,
+};
 use amqptrace::event::{Conn, Event, Timestamp};
 use amqptrace::proxy::tracer::{PcapRecorder, Tracer};
 use amqptrace::proxy::{self, ProxyConfig, TraceCounters, TraceKind, TraceMsg, TraceRx, Upstream};
@@ -328,29 +330,14 @@ impl Write for Shared {
     }
 }
 
-type VerdictKey = (
-    Scope,
-    Conn,
-    Option<u16>,
-    Option<String>,
-    amqptrace::analyze::VerdictKind,
-);
+type VerdictKey = (Scope, Conn, Option<u16>, Option<String>, VerdictKind);
 
 /// Whether a live verdict is printed as it comes: a finding (not `healthy`
-/// or `idle`) that the analyzer calls certain. Read through the verdict's
-/// JSON form (`verdict`, `certainty`, docs/analysis.md) so that it follows
-/// the documented vocabulary, whatever fields the Rust type grows.
+/// or `idle`) that the analyzer calls certain; an uncertain stall may still
+/// become certain (it is printed then) or go away.
 fn worth_printing_live(v: &Verdict) -> bool {
-    // Most verdicts of a busy proxy are healthy: no need to look further.
-    if v.verdict == amqptrace::analyze::VerdictKind::Healthy {
-        return false;
-    }
-    let Ok(json) = serde_json::to_value(v) else {
-        return false;
-    };
-    let kind = json.get("verdict").and_then(|k| k.as_str());
-    let certainty = json.get("certainty").and_then(|c| c.as_str());
-    !matches!(kind, Some("healthy" | "idle") | None) && certainty != Some("uncertain")
+    !matches!(v.verdict, VerdictKind::Healthy | VerdictKind::Idle)
+        && v.certainty == Certainty::Certain
 }
 
 /// Live timeline, live verdicts and the final verdict block of a live source.

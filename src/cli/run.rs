@@ -273,26 +273,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     }
 }
 
-/// One line per reason an analysis has a stall: the headline causes
-/// (`causes[].text`, docs/analysis.md) where the analysis has them, the stall
-/// verdicts otherwise. Read through the documented JSON form so that it
-/// follows the analysis document, whatever fields the Rust type grows.
+/// One line per reason an analysis has a stall: its headline causes, or its
+/// stall verdicts where it has no cause for them.
 fn stall_reasons(analysis: &Analysis) -> Vec<String> {
-    let json = serde_json::to_value(analysis).unwrap_or_default();
-    let causes: Vec<String> = json
-        .get("causes")
-        .and_then(|c| c.as_array())
-        .map(|causes| {
-            causes
-                .iter()
-                .filter_map(|c| {
-                    let text = c.get("text")?.as_str()?;
-                    let kind = c.get("verdict").and_then(|k| k.as_str()).unwrap_or("stall");
-                    Some(format!("{kind}: {text}"))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let causes: Vec<String> = analysis
+        .causes
+        .iter()
+        .map(|c| format!("{}: {}", c.verdict.name(), c.text))
+        .collect();
     if !causes.is_empty() {
         return causes;
     }
@@ -300,10 +288,7 @@ fn stall_reasons(analysis: &Analysis) -> Vec<String> {
         .verdicts
         .iter()
         .filter(|v| v.verdict.is_stall())
-        .map(|v| {
-            let kind = serde_json::to_value(v.verdict).unwrap_or_default();
-            format!("{}: {}", kind.as_str().unwrap_or("stall"), v.explanation)
-        })
+        .map(|v| format!("{}: {}", v.verdict.name(), v.explanation))
         .collect()
 }
 
