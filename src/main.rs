@@ -23,8 +23,9 @@ pub mod exit {
 
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
-  0  no stall: every consumer and connection is healthy (or slow but healthy)
-  1  a stall was found (see the verdict block, or \"verdicts\" in --format json)
+  0  no stall: every consumer and connection is healthy, idle or slow but healthy
+  1  a stall was found, certain or uncertain (see the causes and verdict block, or
+     \"causes\" and \"verdicts\" in --format json)
   2  usage error, or an input that cannot be read (missing, empty, not a capture,
      header cut short, unsupported link type)
   3  an input is damaged after some packets (cut in the middle of a packet, corrupt

@@ -590,7 +590,7 @@ async fn pcapng_reanalysed_matches_live_timeline() {
         .count();
     assert_eq!(publishes, 24, "each publish once");
     // tshark reads it too, as AMQP on both legs.
-    if let Ok(t) = Command::new("tshark")
+    let t = Command::new("tshark")
         .arg("-r")
         .arg(&kept)
         .args([
@@ -603,6 +603,7 @@ async fn pcapng_reanalysed_matches_live_timeline() {
         ])
         .args(["-e", "amqp.method.class", "-e", "amqp.method.method"])
         .output()
+        .expect("tshark (apt-get install tshark; scripts/test.sh installs it)");
     {
         // One line per packet; several frames in a packet give comma-separated lists.
         let mut delivers = 0;

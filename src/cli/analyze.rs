@@ -50,8 +50,11 @@ pub struct AnalyzeArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     bodies: usize,
 
-    /// Seconds a full prefetch window without settle, or a consumer without deliveries while
-    /// publishes go elsewhere, must last before it is called a stall.
+    /// Time threshold, for what only time can prove (a connection that never consumes, a
+    /// consume never confirmed, a full prefetch window with nothing in the traffic to compare
+    /// it with): certain after SECS, uncertain from 1 s. What the frames prove (a publish
+    /// routed away from a consumer's queue, a window full while peers settle) needs no wait.
+    /// Default 5 (docs/verdicts.md).
     #[arg(long, value_name = "SECS")]
     stall_after: Option<f64>,
 

@@ -45,8 +45,11 @@ pub struct LiveArgs {
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 
-    /// Seconds a full prefetch window without settle (and the other time-proven stalls) must
-    /// last before the verdict is printed. Default: the analyzer's own rules (docs/verdicts.md).
+    /// Time threshold, for what only time can prove (a connection that never consumes, a
+    /// consume never confirmed, a full prefetch window with nothing in the traffic to compare
+    /// it with): certain after SECS, uncertain from 1 s. What the frames prove (a publish
+    /// routed away from a consumer's queue, a window full while peers settle) needs no wait.
+    /// Default 5 (docs/verdicts.md).
     #[arg(long, value_name = "SECS")]
     pub stall_after: Option<f64>,
 

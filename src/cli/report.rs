@@ -35,7 +35,11 @@ pub struct ReportArgs {
     #[arg(long = "tls-port", value_name = "PORT", default_values_t = [5671])]
     tls_ports: Vec<u16>,
 
-    /// As in `amqptrace analyze`: seconds a stall must last before it is called one.
+    /// Time threshold, for what only time can prove (a connection that never consumes, a
+    /// consume never confirmed, a full prefetch window with nothing in the traffic to compare
+    /// it with): certain after SECS, uncertain from 1 s. What the frames prove (a publish
+    /// routed away from a consumer's queue, a window full while peers settle) needs no wait.
+    /// Default 5 (docs/verdicts.md).
     #[arg(long, value_name = "SECS")]
     stall_after: Option<f64>,
 }

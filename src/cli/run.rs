@@ -113,8 +113,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub fail_on_stall: bool,
 
-    /// As in `amqptrace analyze`: seconds a full prefetch window without settle (and the other
-    /// time-proven stalls) must last to be called a stall. Default: the analyzer's own rules.
+    /// Time threshold, for what only time can prove (a connection that never consumes, a
+    /// consume never confirmed, a full prefetch window with nothing in the traffic to compare
+    /// it with): certain after SECS, uncertain from 1 s. What the frames prove (a publish
+    /// routed away from a consumer's queue, a window full while peers settle) needs no wait.
+    /// Default 5 (docs/verdicts.md).
     #[arg(long, value_name = "SECS")]
     pub stall_after: Option<f64>,
 
