@@ -21,9 +21,7 @@ use anyhow::Context;
 use clap::ValueEnum;
 
 use amqptrace::amqp::DecoderConfig;
-use amqptrace::analyze::{
-    write_verdict_block, Analysis, Analyzer, AnalyzerConfig, Scope, Verdict, VerdictKind,
-};
+use amqptrace::analyze::{write_verdict_block, Analysis, Analyzer, Scope, Verdict, VerdictKind};
 use amqptrace::event::{Conn, Event, Timestamp};
 use amqptrace::proxy::tracer::{PcapRecorder, Tracer};
 use amqptrace::proxy::{self, ProxyConfig, TraceCounters, TraceKind, TraceMsg, TraceRx, Upstream};
@@ -93,13 +91,15 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "SECS", default_value_t = 0.0)]
     pub drain: f64,
 
-    /// Clients served at once; more wait to be accepted.
-    #[arg(long, value_name = "N", default_value_t = 4096)]
+    /// Clients served at once (1 to 1048576); more wait to be accepted.
+    #[arg(long, value_name = "N", default_value_t = 4096,
+          value_parser = crate::cli::count_in(proxy::MAX_CONNECTIONS))]
     pub max_connections: usize,
 
-    /// Trace messages (one per socket read) held for the tracer at most; when it falls behind
-    /// further, copies are dropped and counted, never the forwarded bytes.
-    #[arg(long, value_name = "N", default_value_t = proxy::TRACE_QUEUE_MESSAGES)]
+    /// Trace messages (one per socket read) held for the tracer at most (1 to 16777216); when it
+    /// falls behind further, copies are dropped and counted, never the forwarded bytes.
+    #[arg(long, value_name = "N", default_value_t = proxy::TRACE_QUEUE_MESSAGES,
+          value_parser = crate::cli::count_in(proxy::MAX_TRACE_QUEUE_MESSAGES))]
     pub trace_queue: usize,
 
     #[command(flatten)]
@@ -108,10 +108,7 @@ pub struct ProxyArgs {
 
 pub fn run(args: ProxyArgs) -> anyhow::Result<u8> {
     let upstream = Upstream::parse(&args.upstream)?;
-    anyhow::ensure!(
-        args.drain.is_finite() && args.drain >= 0.0,
-        "--drain must be a number of seconds ≥ 0"
-    );
+    let drain = crate::cli::seconds("--drain", args.drain)?;
     // One forwarding thread: forwarding is a few syscalls per read, and on a
     // loaded machine the wake-ups between worker threads cost more than a
     // second worker gains (measured: ~15% less CPU per GB at 4000 msg/s, more
@@ -171,7 +168,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<u8> {
     let cfg = ProxyConfig {
         upstream,
         max_connections: args.max_connections,
-        drain: Duration::from_secs_f64(args.drain),
+        drain,
     };
     let drain = args.drain;
     rt.block_on(proxy::run(listeners, cfg, tx, async move {
@@ -291,7 +288,7 @@ fn trace_loop(
 
 /// Checks the live options and opens `-o FILE` (or stdout).
 pub fn open_output(args: &LiveArgs) -> anyhow::Result<Box<dyn Write + Send>> {
-    crate::cli::analyzer_config(Some(args.stall_after))?;
+    crate::cli::seconds("--stall-after", args.stall_after)?;
     Ok(match &args.output {
         Some(path) => Box::new(BufWriter::with_capacity(
             1 << 16,
@@ -334,9 +331,8 @@ pub struct LiveOutput {
 impl LiveOutput {
     /// Built on the thread that uses it, writing to `w` (from [`open_output`]).
     pub fn new(args: &LiveArgs, w: Box<dyn Write + Send>) -> Self {
-        // Checked by `open_output`, which runs first.
-        let cfg =
-            AnalyzerConfig::default().with_stall_after(Duration::from_secs_f64(args.stall_after));
+        // Checked by `open_output`, which runs first; the default if not.
+        let cfg = crate::cli::analyzer_config(Some(args.stall_after)).unwrap_or_default();
         let color = crate::cli::use_color(args.color, args.output.is_none());
         let w: Box<dyn Write> = w;
         let out = Shared(Rc::new(RefCell::new(w)));

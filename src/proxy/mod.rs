@@ -262,6 +262,13 @@ pub type TraceRx = mpsc::Receiver<TraceMsg>;
 /// and their payload bytes. Past either, copies are dropped and counted.
 pub const TRACE_QUEUE_MESSAGES: usize = 16 * 1024;
 pub const TRACE_QUEUE_BYTES: usize = 64 << 20;
+/// The largest trace channel asked for is clamped to (tokio's channel panics
+/// above `usize::MAX >> 3` messages; this is far beyond any need).
+pub const MAX_TRACE_QUEUE_MESSAGES: usize = 1 << 24;
+/// The largest `max_connections` honoured (two 32 KiB buffers each, so 64 GiB
+/// of buffers); larger values are clamped. Keeps the permit count within the
+/// `u32` that `Semaphore::acquire_many` takes.
+pub const MAX_CONNECTIONS: usize = 1 << 20;
 
 /// A bounded trace channel: at most `capacity` messages and about
 /// `max_queued_bytes` of copied payload in flight.
@@ -269,7 +276,7 @@ pub fn trace_channel(
     capacity: usize,
     max_queued_bytes: usize,
 ) -> (TraceTx, TraceRx, Arc<TraceCounters>) {
-    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let (tx, rx) = mpsc::channel(capacity.clamp(1, MAX_TRACE_QUEUE_MESSAGES));
     let counters = Arc::new(TraceCounters::default());
     (
         TraceTx {
@@ -385,6 +392,7 @@ pub fn processed(counters: &TraceCounters, msg: &TraceMsg) {
 pub struct ProxyConfig {
     pub upstream: Upstream,
     /// Connections served at once; further clients wait in the accept queue.
+    /// Clamped to 1..=[`MAX_CONNECTIONS`].
     pub max_connections: usize,
     /// After shutdown is asked, how long live connections may go on.
     pub drain: Duration,
@@ -399,7 +407,8 @@ pub async fn run(
     trace: TraceTx,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let limit = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
+    let permits = cfg.max_connections.clamp(1, MAX_CONNECTIONS);
+    let limit = Arc::new(Semaphore::new(permits));
     let (stop_tx, stop_rx) = watch::channel(false);
     let next_id = Arc::new(AtomicU64::new(0));
     let cfg = Arc::new(cfg);
@@ -420,7 +429,8 @@ pub async fn run(
     accepts.abort_all();
     while accepts.join_next().await.is_some() {}
     // Every connection task holds one permit: all permits back means all ended.
-    let all = cfg.max_connections.max(1) as u32;
+    // Fits: `permits` ≤ MAX_CONNECTIONS < u32::MAX.
+    let all = permits as u32;
     // Drain: wait until every connection has ended or the drain time is over.
     let drained = tokio::time::timeout(cfg.drain, limit.acquire_many(all)).await;
     if drained.is_err() {
