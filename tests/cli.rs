@@ -698,3 +698,83 @@ fn connection_and_trace_queue_limits_are_bounded() {
     ]);
     assert_eq!(run.code, Some(0), "{}", run.context());
 }
+
+/// A read error on a pipe is reported with its byte offset and exit 3 (the
+/// packets before it are analysed), never taken for the end of the capture.
+/// The error is a real EIO from read(2): strace injects it into the third
+/// read of the FIFO that amqptrace reads (a pipe goes through the read-ahead
+/// thread, not the mapped path), while a writer feeds the FIFO a committed
+/// capture in 4 KiB pieces.
+#[test]
+fn a_read_error_on_a_pipe_exits_3_with_its_offset() {
+    use std::io::Write;
+    let strace_ok = std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !strace_ok {
+        eprintln!("note: strace is not installed; read error injection not checked");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("capture.pcap");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let bytes = std::fs::read(capture("lapin-basic.pcap")).unwrap();
+    let len = bytes.len();
+    let writer_path = fifo.clone();
+    let writer = std::thread::spawn(move || {
+        let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(&writer_path) else {
+            return;
+        };
+        for piece in bytes.chunks(4096) {
+            if f.write_all(piece).is_err() {
+                return; // the reader is gone, as it should be after the error
+            }
+            std::thread::sleep(std::time::Duration::from_millis(30));
+        }
+    });
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-P"])
+        .arg(&fifo)
+        .args(["-e", "trace=read", "-e", "inject=read:error=EIO:when=3"])
+        .arg(env!("CARGO_BIN_EXE_amqptrace"))
+        .arg("analyze")
+        .arg(&fifo)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    // Unblock the writer if amqptrace never opened the FIFO.
+    let _ = std::fs::File::open(&fifo);
+    writer.join().unwrap();
+    let run = Run {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: out.status.code(),
+    };
+    assert_eq!(run.code, Some(3), "{}", run.context());
+    assert!(!run.stderr.contains("panicked"), "{}", run.context());
+    let offset: u64 = run
+        .stderr
+        .split("read error at byte ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no offset on stderr: {}", run.context()));
+    assert!(
+        offset >= 4096 && offset < len as u64,
+        "offset {offset} of {len}: {}",
+        run.context()
+    );
+    assert!(
+        run.stderr.contains("Input/output error"),
+        "the cause is not named: {}",
+        run.context()
+    );
+    // What came before the error was analysed: a timeline and the verdict block.
+    assert!(run.stdout.lines().any(is_timeline_line), "{}", run.stdout);
+    assert!(run.stdout.contains("verdicts:"), "{}", run.stdout);
+}
