@@ -12,7 +12,8 @@
 # -timeout (10 s: a hang, e.g. exponential work) land in fuzz/artifacts/TARGET/;
 # the script exits non-zero when a target finds one.
 #
-# Needs cargo-fuzz (`cargo install cargo-fuzz`). The toolchain is stable, so
+# Needs cargo-fuzz (installed with `cargo install cargo-fuzz --locked` when
+# missing; FUZZ_NO_INSTALL=1 refuses instead). The toolchain is stable, so
 # RUSTC_BOOTSTRAP=1 lets cargo-fuzz pass its nightly-only sanitizer flags.
 # Built optimised with debug assertions (-O -a) so arithmetic overflow is a crash.
 set -euo pipefail
@@ -28,7 +29,16 @@ export RUSTC_BOOTSTRAP=1
 # Other builds share this machine: one job unless told otherwise.
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-1}
 
-command -v cargo-fuzz >/dev/null || { echo "fuzz.sh: cargo-fuzz missing: cargo install cargo-fuzz --locked" >&2; exit 2; }
+# A fresh machine has no cargo-fuzz: install it from crates.io (a few minutes,
+# once), unless told not to.
+if ! command -v cargo-fuzz >/dev/null; then
+    if [ "${FUZZ_NO_INSTALL:-0}" = 1 ]; then
+        echo "fuzz.sh: cargo-fuzz missing: cargo install cargo-fuzz --locked" >&2
+        exit 2
+    fi
+    echo "fuzz.sh: installing cargo-fuzz" >&2
+    cargo install cargo-fuzz --locked
+fi
 
 seed_capture_reader() {
     local dir="$fuzz/corpus/capture_reader"
