@@ -332,6 +332,9 @@ impl Tcpdump {
     fn start(dir: &Path, filter: &str) -> Tcpdump {
         let file = dir.join("wire.pcap");
         let mut child = Command::new("tcpdump")
+            // Not --immediate-mode: it drops packets on a loaded machine.
+            // Packets then reach the file when a ring block is retired, up to
+            // a second (the buffer timeout) after they were taken.
             .args(["-i", "lo", "-U", "-B", "16384", "-s", "0", "-w"])
             .arg(&file)
             .arg(filter)
@@ -360,13 +363,14 @@ impl Tcpdump {
     }
 
     fn stop(mut self) -> PathBuf {
-        // Let the last packets reach the file (-U writes each as it is
-        // taken; a loaded machine can leave tcpdump behind by a second), then
-        // stop it cleanly: SIGINT drops what it has not taken yet.
+        // Let the last packets reach the file (a loaded machine can leave
+        // tcpdump behind), then stop it cleanly: SIGINT drops what it has
+        // not taken yet. The file standing still for 2.5 s (past the 1 s
+        // buffer timeout) means caught up.
         let len = || std::fs::metadata(&self.file).map(|m| m.len()).unwrap_or(0);
         let mut last = len();
         for _ in 0..20 {
-            std::thread::sleep(Duration::from_millis(500));
+            std::thread::sleep(Duration::from_millis(2500));
             let now = len();
             if now == last {
                 break;
