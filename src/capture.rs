@@ -54,6 +54,15 @@ pub enum CaptureError {
         offset: u64,
         source: io::Error,
     },
+    /// Reading failed after the file header (a pipe's writer, a disk): the
+    /// packets before `offset` were read and stand.
+    #[error("{path}: read error at byte {offset} (after packet {frame}): {error}; everything before it was read")]
+    ReadFailed {
+        path: PathBuf,
+        frame: u64,
+        offset: u64,
+        error: io::Error,
+    },
     #[error("{path}: file is empty")]
     Empty { path: PathBuf },
     #[error("{path}: not a pcap or pcapng file (first bytes: {first_bytes})")]
@@ -80,33 +89,62 @@ impl CaptureError {
     pub fn is_partial(&self) -> bool {
         matches!(
             self,
-            CaptureError::Truncated { .. } | CaptureError::Corrupt { .. }
+            CaptureError::Truncated { .. }
+                | CaptureError::Corrupt { .. }
+                | CaptureError::ReadFailed { .. }
         )
     }
 }
 
+/// Where a streamed source failed, and why: pcap-parser turns every read
+/// error into a bare `ReadError`, so [`FillingReader`] keeps the cause here.
+type ReadFailure = std::sync::Arc<std::sync::Mutex<Option<(u64, io::Error)>>>;
+
 /// A reader whose `read` fills the buffer unless the source ends: pcap-parser
 /// decides the format from its first single `read`, which must see a whole
-/// section header block, not just the bytes we peeked.
-struct FillingReader<R>(R);
+/// section header block, not just the bytes we peeked. Counts the bytes read
+/// so that a read error is reported at its byte offset.
+struct FillingReader<R> {
+    inner: R,
+    offset: u64,
+    /// An error met after some bytes of a call: returned by the next call.
+    pending: Option<io::Error>,
+    failure: ReadFailure,
+}
 
 impl<R: Read> Read for FillingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut n = 0;
-        while n < buf.len() {
-            match self.0.read(&mut buf[n..]) {
-                Ok(0) => break,
+        let error = loop {
+            if let Some(e) = self.pending.take() {
+                break Some(e);
+            }
+            if n == buf.len() {
+                break None;
+            }
+            match self.inner.read(&mut buf[n..]) {
+                Ok(0) => break None,
                 Ok(k) => n += k,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if n > 0 => {
-                    // Report what we have; the error comes back on the next call.
-                    let _ = e;
-                    break;
-                }
-                Err(e) => return Err(e),
+                Err(e) => break Some(e),
             }
+        };
+        self.offset += n as u64;
+        match error {
+            // Report what we have; the error comes back on the next call.
+            Some(e) if n > 0 => {
+                self.pending = Some(e);
+                Ok(n)
+            }
+            Some(e) => {
+                let kind = e.kind();
+                if let Ok(mut f) = self.failure.lock() {
+                    f.get_or_insert((self.offset, e));
+                }
+                Err(io::Error::new(kind, "read failed"))
+            }
+            None => Ok(n),
         }
-        Ok(n)
     }
 }
 
@@ -212,6 +250,8 @@ pub struct CaptureReader<'r> {
     recorded_end: Option<Timestamp>,
     /// The latest packet time handed out (an end before it is not believed).
     last_ts: Timestamp,
+    /// A streamed source's read error, with its offset (see [`FillingReader`]).
+    read_failure: ReadFailure,
 }
 
 /// What the reader does with the block the parser just returned.
@@ -534,7 +574,7 @@ struct ReadAhead {
 }
 
 impl ReadAhead {
-    fn spawn(mut file: File) -> Self {
+    fn spawn<R: Read + Send + 'static>(mut file: R) -> Self {
         let (tx, chunks) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(READ_AHEAD_CHUNKS);
         let (spare, spares) = std::sync::mpsc::sync_channel::<Vec<u8>>(READ_AHEAD_CHUNKS + 1);
         std::thread::spawn(move || loop {
@@ -556,14 +596,16 @@ impl ReadAhead {
             };
             buf.truncate(n);
             let last = n == 0 || result.is_err();
-            let msg = match result {
-                Ok(()) => Ok(buf),
-                Err(e) if n == 0 => Err(e),
-                // Hand over what was read; the error comes with the next read.
-                Err(_) => Ok(buf),
-            };
-            // The consumer hung up (the run ended early): stop reading.
-            if tx.send(msg).is_err() || last {
+            // Hand over what was read, then the error: it must reach the
+            // parser as an error, not as the end of the file.
+            if n > 0 && tx.send(Ok(buf)).is_err() {
+                // The consumer hung up (the run ended early): stop reading.
+                return;
+            }
+            if let Err(e) = result {
+                let _ = tx.send(Err(e));
+            }
+            if last {
                 return;
             }
         });
@@ -670,7 +712,13 @@ impl<'r> CaptureReader<'r> {
         }
         let head = &head[..got];
         check_head(head, &path)?;
-        let chained = FillingReader(io::Cursor::new(head.to_vec()).chain(source));
+        let read_failure = ReadFailure::default();
+        let chained = FillingReader {
+            inner: io::Cursor::new(head.to_vec()).chain(source),
+            offset: 0,
+            pending: None,
+            failure: read_failure.clone(),
+        };
         // Open with the reader the magic names, so a cut header is reported as cut
         // rather than as "not a capture" (create_reader would fall back to guessing).
         let opened = if head[..4] == [0x0a, 0x0d, 0x0d, 0x0a] {
@@ -680,7 +728,9 @@ impl<'r> CaptureReader<'r> {
             LegacyPcapReader::new(BUFFER_SIZE, chained)
                 .map(|r| Box::new(r) as Box<dyn PcapReaderIterator + Send + 'r>)
         };
-        Self::from_opened(opened, path, head)
+        let mut reader = Self::from_opened(opened, path, head)?;
+        reader.read_failure = read_failure;
+        Ok(reader)
     }
 
     /// A reader over a file's whole contents already in memory (a mapped file):
@@ -733,6 +783,7 @@ impl<'r> CaptureReader<'r> {
             ng_big_endian: (head[..4] == [0x0a, 0x0d, 0x0d, 0x0a]).then_some(false),
             recorded_end: None,
             last_ts: Timestamp(i64::MIN),
+            read_failure: ReadFailure::default(),
         })
     }
 
@@ -1022,10 +1073,18 @@ impl<'r> CaptureReader<'r> {
     }
 
     fn read_error(&self) -> CaptureError {
-        CaptureError::Read {
+        let failure = self.read_failure.lock().ok().and_then(|mut f| f.take());
+        let (offset, error) = failure.unwrap_or_else(|| {
+            (
+                self.inner.consumed() as u64,
+                io::Error::other("read failed"),
+            )
+        });
+        CaptureError::ReadFailed {
             path: self.path.clone(),
-            offset: self.inner.consumed() as u64,
-            source: io::Error::other("read failed"),
+            frame: self.frame,
+            offset,
+            error,
         }
     }
 
@@ -1063,6 +1122,96 @@ mod tests {
         match r {
             Ok(r) => read_all(r),
             Err(e) => (Vec::new(), e.to_string()),
+        }
+    }
+
+    /// A source that hands out `data` in reads of at most `step` bytes and
+    /// fails with EIO once `fail_at` bytes are out, as a pipe whose writer's
+    /// disk failed would.
+    struct FailingAfter {
+        data: Vec<u8>,
+        pos: usize,
+        fail_at: usize,
+        step: usize,
+    }
+
+    impl Read for FailingAfter {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.pos >= self.fail_at {
+                return Err(io::Error::from_raw_os_error(5));
+            }
+            let n = buf.len().min(self.step).min(self.fail_at - self.pos);
+            buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
+    }
+
+    /// A read error after the header is an error at its byte offset — never
+    /// a clean end of file — both straight and through the read-ahead thread
+    /// (which `open` uses for pipes and files that cannot be mapped); every
+    /// packet before it is handed out first.
+    #[test]
+    fn a_read_error_is_reported_with_its_offset_not_taken_for_the_end() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for name in ["lapin-basic.pcap", "mixed-linktypes.pcapng"] {
+            let path = root.join("captures").join(name);
+            let bytes = std::fs::read(&path).expect("committed capture");
+            for fail_at in [bytes.len() / 4, bytes.len() / 2, bytes.len() - 1] {
+                let source = |step| FailingAfter {
+                    data: bytes.clone(),
+                    pos: 0,
+                    fail_at,
+                    step,
+                };
+                let before = read_all(CaptureReader::from_bytes(&bytes[..fail_at], &path).unwrap());
+                for (how, reader) in [
+                    ("straight", CaptureReader::new(source(7000), &path)),
+                    (
+                        "read-ahead",
+                        CaptureReader::new(ReadAhead::spawn(source(1 << 16)), &path),
+                    ),
+                ] {
+                    let mut r = reader.expect("the header reads");
+                    let mut packets = Vec::new();
+                    let err = loop {
+                        match r.next_packet() {
+                            Ok(Some(p)) => packets.push((
+                                p.frame,
+                                p.ts,
+                                p.linktype,
+                                p.data.to_vec(),
+                                p.orig_len,
+                            )),
+                            Ok(None) => {
+                                panic!("{name} failing at {fail_at} ({how}): read as a clean end")
+                            }
+                            Err(e) => break e,
+                        }
+                    };
+                    assert!(
+                        packets == before.0,
+                        "{name} failing at {fail_at} ({how}): packets differ"
+                    );
+                    match &err {
+                        CaptureError::ReadFailed {
+                            offset,
+                            frame,
+                            error,
+                            ..
+                        } => {
+                            assert_eq!(*offset, fail_at as u64, "{how}: {err}");
+                            assert_eq!(*frame, packets.len() as u64, "{how}: {err}");
+                            assert_eq!(error.raw_os_error(), Some(5), "{how}: {err}");
+                        }
+                        other => panic!("{name} failing at {fail_at} ({how}): {other}"),
+                    }
+                    assert!(err.is_partial(), "{err}");
+                    let text = err.to_string();
+                    assert!(text.contains(&format!("byte {fail_at}")), "{text}");
+                    assert!(r.next_packet().unwrap().is_none(), "done after an error");
+                }
+            }
         }
     }
 

@@ -563,3 +563,218 @@ fn no_colour_off_a_terminal_or_with_no_color() {
         _ => eprintln!("note: `script` is not available; terminal colour not checked"),
     }
 }
+
+/// Runs the built binary like [`amqptrace`], but kills it after `limit`: an
+/// argument that should be refused must not leave a proxy running. A run
+/// that had to be killed has `code: None` and says so on stderr.
+fn amqptrace_within(args: &[&str], limit: std::time::Duration) -> Run {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_amqptrace"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start the built amqptrace binary");
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    let _ = child.stdout.take().unwrap().read_to_string(&mut stdout);
+    let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+    if status.is_none() {
+        stderr.push_str("\n[still running: killed by the test]");
+    }
+    Run {
+        stdout,
+        stderr,
+        code: status.and_then(|s| s.code()),
+    }
+}
+
+/// A refused argument: exit 2, no panic, and stderr names the option.
+fn assert_usage_error(args: &[&str], option: &str) {
+    let run = amqptrace_within(args, std::time::Duration::from_secs(20));
+    assert_eq!(run.code, Some(2), "{args:?}: {}", run.context());
+    assert!(
+        !run.stderr.contains("panicked"),
+        "{args:?}: {}",
+        run.context()
+    );
+    assert!(
+        run.stderr.contains(option),
+        "{args:?}: stderr does not name {option}: {}",
+        run.context()
+    );
+}
+
+/// Seconds a `Duration` cannot hold (1e300, 1e20 > 1.8e19), NaN, infinities and
+/// negative values are usage errors for every SECS option of every subcommand,
+/// not panics in `Duration::from_secs_f64`.
+#[test]
+fn absurd_seconds_are_usage_errors_for_every_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let cap = capture("lapin-basic.pcap");
+    let cap = cap.to_str().unwrap();
+    let html = dir.path().join("r.html");
+    let html = html.to_str().unwrap();
+    let artifacts = dir.path().join("artifacts");
+    let artifacts = artifacts.to_str().unwrap();
+    // The upstream is never reached: the arguments are refused first.
+    let proxy = [
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        "127.0.0.1:9",
+    ];
+    for value in ["1e300", "1e20", "NaN", "inf", "-inf", "-1", "-0.5"] {
+        let stall = format!("--stall-after={value}");
+        let drain = format!("--drain={value}");
+        let cases: Vec<(Vec<&str>, &str)> = vec![
+            (vec!["analyze", &stall, cap], "--stall-after"),
+            (vec!["report", &stall, "-o", html, cap], "--stall-after"),
+            (
+                vec!["run", &stall, "--artifacts", artifacts, "--", "true"],
+                "--stall-after",
+            ),
+            ([&proxy[..], &[&stall]].concat(), "--stall-after"),
+            ([&proxy[..], &[&drain]].concat(), "--drain"),
+            (vec!["capture", "-i", "lo", &stall], "--stall-after"),
+        ];
+        for (args, option) in cases {
+            assert_usage_error(&args, option);
+        }
+    }
+    // The largest values a Duration holds are still accepted.
+    let run = amqptrace(["analyze", "--stall-after", "1e15", cap]);
+    assert_eq!(run.code, Some(0), "{}", run.context());
+}
+
+/// `--max-connections` and `--trace-queue` take 1..=a bound: 0 was quietly
+/// 1, 2^32+1 wrapped to 1 permit, and usize::MAX panicked in
+/// `Semaphore::new` / `mpsc::channel`.
+#[test]
+fn connection_and_trace_queue_limits_are_bounded() {
+    let proxy = [
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        "127.0.0.1:9",
+    ];
+    for (option, values) in [
+        (
+            "--max-connections",
+            &["0", "1048577", "4294967297", "18446744073709551615", "-1"][..],
+        ),
+        (
+            "--trace-queue",
+            &["0", "16777217", "18446744073709551615"][..],
+        ),
+    ] {
+        for value in values {
+            let arg = format!("{option}={value}");
+            assert_usage_error(&[&proxy[..], &[&arg]].concat(), option);
+        }
+    }
+    // --bodies N only caps a copy of each body: any usize is harmless.
+    let cap = capture("lapin-basic.pcap");
+    let run = amqptrace([
+        "analyze",
+        "--bodies",
+        "18446744073709551615",
+        cap.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.context());
+}
+
+/// A read error on a pipe is reported with its byte offset and exit 3 (the
+/// packets before it are analysed), never taken for the end of the capture.
+/// The error is a real EIO from read(2): strace injects it into the third
+/// read of the FIFO that amqptrace reads (a pipe goes through the read-ahead
+/// thread, not the mapped path), while a writer feeds the FIFO a committed
+/// capture in 4 KiB pieces.
+#[test]
+fn a_read_error_on_a_pipe_exits_3_with_its_offset() {
+    use std::io::Write;
+    let strace_ok = std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !strace_ok {
+        eprintln!("note: strace is not installed; read error injection not checked");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("capture.pcap");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let bytes = std::fs::read(capture("lapin-basic.pcap")).unwrap();
+    let len = bytes.len();
+    let writer_path = fifo.clone();
+    let writer = std::thread::spawn(move || {
+        let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(&writer_path) else {
+            return;
+        };
+        for piece in bytes.chunks(4096) {
+            if f.write_all(piece).is_err() {
+                return; // the reader is gone, as it should be after the error
+            }
+            std::thread::sleep(std::time::Duration::from_millis(30));
+        }
+    });
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-P"])
+        .arg(&fifo)
+        .args(["-e", "trace=read", "-e", "inject=read:error=EIO:when=3"])
+        .arg(env!("CARGO_BIN_EXE_amqptrace"))
+        .arg("analyze")
+        .arg(&fifo)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    // Unblock the writer if amqptrace never opened the FIFO.
+    let _ = std::fs::File::open(&fifo);
+    writer.join().unwrap();
+    let run = Run {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: out.status.code(),
+    };
+    assert_eq!(run.code, Some(3), "{}", run.context());
+    assert!(!run.stderr.contains("panicked"), "{}", run.context());
+    let offset: u64 = run
+        .stderr
+        .split("read error at byte ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no offset on stderr: {}", run.context()));
+    assert!(
+        offset >= 4096 && offset < len as u64,
+        "offset {offset} of {len}: {}",
+        run.context()
+    );
+    assert!(
+        run.stderr.contains("Input/output error"),
+        "the cause is not named: {}",
+        run.context()
+    );
+    // What came before the error was analysed: a timeline and the verdict block.
+    assert!(run.stdout.lines().any(is_timeline_line), "{}", run.stdout);
+    assert!(run.stdout.contains("verdicts:"), "{}", run.stdout);
+}

@@ -12,17 +12,31 @@ use std::time::Duration;
 use amqptrace::analyze::AnalyzerConfig;
 
 /// The analyzer configuration `--stall-after SECS` asks for (default when
-/// absent), refusing what is not a number of seconds ≥ 0.
+/// absent), refusing what is not a number of seconds ≥ 0 that a `Duration` holds.
 pub fn analyzer_config(stall_after: Option<f64>) -> anyhow::Result<AnalyzerConfig> {
     let cfg = AnalyzerConfig::default();
     let Some(secs) = stall_after else {
         return Ok(cfg);
     };
+    Ok(cfg.with_stall_after(seconds("--stall-after", secs)?))
+}
+
+/// A `SECS` argument as a `Duration`: NaN, infinities, negative values and
+/// values too large for a `Duration` (about 5.8e11 years) are refused with a
+/// message naming the option, where `Duration::from_secs_f64` would panic.
+pub fn seconds(option: &str, secs: f64) -> anyhow::Result<Duration> {
     anyhow::ensure!(
         secs.is_finite() && secs >= 0.0,
-        "--stall-after must be a number of seconds ≥ 0"
+        "{option} {secs:?}: must be a number of seconds ≥ 0"
     );
-    Ok(cfg.with_stall_after(Duration::from_secs_f64(secs)))
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| anyhow::anyhow!("{option} {secs:?}: too large for a number of seconds"))
+}
+
+/// A clap value parser for counts such as `--max-connections N`: a whole
+/// number from 1 to `max`, refused with clap's usage error (exit 2) otherwise.
+pub fn count_in(max: usize) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..=max as u64)
 }
 
 /// `--color`: always, never, or (auto) when writing to a terminal and `NO_COLOR` is unset or empty.

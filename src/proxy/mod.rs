@@ -38,6 +38,8 @@ use crate::event::{Dir, Timestamp};
 pub const BUF_SIZE: usize = 32 * 1024;
 /// How long an upstream connect may take before the client is closed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the accept loop waits after a failed accept (EMFILE: out of descriptors).
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// How long a connection-level trace message (FIN, reset) may wait for room in
 /// the channel; it is sent after the forwarding it describes is done, so the
 /// wait never holds client bytes back.
@@ -262,6 +264,13 @@ pub type TraceRx = mpsc::Receiver<TraceMsg>;
 /// and their payload bytes. Past either, copies are dropped and counted.
 pub const TRACE_QUEUE_MESSAGES: usize = 16 * 1024;
 pub const TRACE_QUEUE_BYTES: usize = 64 << 20;
+/// The largest trace channel asked for is clamped to (tokio's channel panics
+/// above `usize::MAX >> 3` messages; this is far beyond any need).
+pub const MAX_TRACE_QUEUE_MESSAGES: usize = 1 << 24;
+/// The largest `max_connections` honoured (two 32 KiB buffers each, so 64 GiB
+/// of buffers); larger values are clamped. Keeps the permit count within the
+/// `u32` that `Semaphore::acquire_many` takes.
+pub const MAX_CONNECTIONS: usize = 1 << 20;
 
 /// A bounded trace channel: at most `capacity` messages and about
 /// `max_queued_bytes` of copied payload in flight.
@@ -269,7 +278,7 @@ pub fn trace_channel(
     capacity: usize,
     max_queued_bytes: usize,
 ) -> (TraceTx, TraceRx, Arc<TraceCounters>) {
-    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let (tx, rx) = mpsc::channel(capacity.clamp(1, MAX_TRACE_QUEUE_MESSAGES));
     let counters = Arc::new(TraceCounters::default());
     (
         TraceTx {
@@ -385,9 +394,29 @@ pub fn processed(counters: &TraceCounters, msg: &TraceMsg) {
 pub struct ProxyConfig {
     pub upstream: Upstream,
     /// Connections served at once; further clients wait in the accept queue.
+    /// Clamped to 1..=[`MAX_CONNECTIONS`].
     pub max_connections: usize,
     /// After shutdown is asked, how long live connections may go on.
     pub drain: Duration,
+}
+
+/// Descriptors the proxy process needs besides its connections: standard
+/// streams, the two runtimes' epoll and wake-up descriptors, signal pipes,
+/// listeners, `-o` and `--pcap` files, with room to spare.
+const RESERVED_DESCRIPTORS: u64 = 32;
+
+/// The soft descriptor limit (`ulimit -n`) of this process and the
+/// connections it leaves room for (two descriptors each, after
+/// [`RESERVED_DESCRIPTORS`]); `None` where it cannot be read (no /proc) or
+/// is unlimited.
+pub fn descriptor_budget() -> Option<(u64, usize)> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let rest = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))?;
+    let soft: u64 = rest.split_whitespace().next()?.parse().ok()?;
+    let budget = soft.saturating_sub(RESERVED_DESCRIPTORS) / 2;
+    Some((soft, usize::try_from(budget).unwrap_or(usize::MAX).max(1)))
 }
 
 /// Accepts and forwards until `shutdown` completes, then lets live
@@ -399,7 +428,18 @@ pub async fn run(
     trace: TraceTx,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let limit = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
+    let mut permits = cfg.max_connections.clamp(1, MAX_CONNECTIONS);
+    // Past the descriptor limit every accept or upstream connect fails with
+    // EMFILE and clients are reset; within it, extra clients wait to be accepted.
+    if let Some((limit, budget)) = descriptor_budget().filter(|&(_, b)| b < permits) {
+        tracing::warn!(
+            "serving at most {budget} connections at once, not {permits}: the descriptor \
+             limit (ulimit -n) is {limit} and each connection takes two; more clients wait \
+             to be accepted"
+        );
+        permits = budget;
+    }
+    let limit = Arc::new(Semaphore::new(permits));
     let (stop_tx, stop_rx) = watch::channel(false);
     let next_id = Arc::new(AtomicU64::new(0));
     let cfg = Arc::new(cfg);
@@ -420,7 +460,8 @@ pub async fn run(
     accepts.abort_all();
     while accepts.join_next().await.is_some() {}
     // Every connection task holds one permit: all permits back means all ended.
-    let all = cfg.max_connections.max(1) as u32;
+    // Fits: `permits` ≤ MAX_CONNECTIONS < u32::MAX.
+    let all = permits as u32;
     // Drain: wait until every connection has ended or the drain time is over.
     let drained = tokio::time::timeout(cfg.drain, limit.acquire_many(all)).await;
     if drained.is_err() {
@@ -437,16 +478,38 @@ async fn accept_loop(
     stop_rx: watch::Receiver<bool>,
     next_id: Arc<AtomicU64>,
 ) {
+    // Failed accepts: said when they start and then at most once a minute
+    // with their count, not every retry (ten lines a second otherwise).
+    let mut failing: u64 = 0;
+    let mut said: Option<tokio::time::Instant> = None;
+    let local = listener.local_addr().ok();
     loop {
         let Ok(permit) = limit.clone().acquire_owned().await else {
             return;
         };
         let (client, client_addr) = match listener.accept().await {
-            Ok(c) => c,
+            Ok(c) => {
+                if failing > 0 {
+                    // Not reset: `said` keeps the warning at once a minute when it flaps.
+                    tracing::debug!("accepting on {local:?} again after {failing} failed attempts");
+                    failing = 0;
+                }
+                c
+            }
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning, keep serving.
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // EMFILE and friends: the connection waits in the backlog; back
+                // off instead of spinning, keep serving the others.
+                failing += 1;
+                if said.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    tracing::warn!(
+                        "cannot accept a connection on {local:?}: {e} ({failing} failed \
+                         attempts); retrying every {} ms (out of file descriptors? raise \
+                         `ulimit -n` or lower --max-connections)",
+                        ACCEPT_RETRY.as_millis()
+                    );
+                    said = Some(tokio::time::Instant::now());
+                }
+                tokio::time::sleep(ACCEPT_RETRY).await;
                 continue;
             }
         };

@@ -1,0 +1,791 @@
+//! `amqptrace proxy` under faults, against a private RabbitMQ node that this
+//! test binary starts on its own ports, Erlang cookie and data directory (and
+//! stops afterwards, also when a scenario fails): never the shared node on
+//! 5672, which other tests use. The node is stopped and started again in the
+//! middle, which nobody else may see.
+//!
+//! One `#[test]` runs every scenario in turn against one node, because
+//! starting a node takes seconds and a static would never be dropped (so
+//! never stopped). Each scenario starts its own proxy on 127.0.0.1:0.
+//!
+//! Oracles: tcpdump on loopback for "every forwarded byte is in --pcap",
+//! /proc for the proxy's CPU time while it cannot accept, and the bytes a
+//! direct connection to the broker receives for the half-close.
+
+mod util;
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+const RABBITMQ_SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Polls `cond` every 50 ms for at most `limit`; true when it held.
+fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cond()
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie has no /proc/PID/exe target any more; `kill -0` would say alive.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+fn kill(sig: &str, pid: u32) {
+    let _ = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// A private RabbitMQ node: its own name, AMQP and distribution ports,
+/// cookie (in its own HOME), data and log directories, no plugins, and no
+/// configuration from /etc/rabbitmq. Stopped on drop.
+struct Broker {
+    dir: tempfile::TempDir,
+    port: u16,
+    env: Vec<(String, String)>,
+    /// Client addresses of the readiness probes (direct connections, not the proxy's).
+    probes: Mutex<HashSet<SocketAddr>>,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for sub in ["home", "mnesia", "log"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        std::fs::write(d.join("enabled_plugins"), "[].\n").unwrap();
+        std::fs::write(d.join("env.conf"), "").unwrap();
+        // A client that sends nothing is closed after 2 s instead of 10.
+        std::fs::write(
+            d.join("rabbitmq.conf"),
+            "handshake_timeout = 2000\nlog.console = false\nlog.file.level = warning\n",
+        )
+        .unwrap();
+        let cookie = d.join("home/.erlang.cookie");
+        std::fs::write(&cookie, format!("amqptracefaults{}", std::process::id())).unwrap();
+        let chmod = Command::new("chmod").arg("400").arg(&cookie).status();
+        assert!(chmod.is_ok_and(|s| s.success()));
+        let (port, dist) = (free_port(), free_port());
+        let p = |s: &str| d.join(s).display().to_string();
+        let env = vec![
+            ("HOME".into(), p("home")),
+            ("RABBITMQ_CONF_ENV_FILE".into(), p("env.conf")),
+            (
+                "RABBITMQ_NODENAME".into(),
+                format!("amqptrace-faults-{}@localhost", std::process::id()),
+            ),
+            ("RABBITMQ_NODE_IP_ADDRESS".into(), "127.0.0.1".into()),
+            ("RABBITMQ_NODE_PORT".into(), port.to_string()),
+            ("RABBITMQ_DIST_PORT".into(), dist.to_string()),
+            ("RABBITMQ_CONFIG_FILE".into(), p("rabbitmq.conf")),
+            ("RABBITMQ_ENABLED_PLUGINS_FILE".into(), p("enabled_plugins")),
+            ("RABBITMQ_MNESIA_BASE".into(), p("mnesia")),
+            ("RABBITMQ_LOG_BASE".into(), p("log")),
+            ("RABBITMQ_PID_FILE".into(), p("pid")),
+            ("ERL_EPMD_ADDRESS".into(), "127.0.0.1".into()),
+            (
+                "ERL_FLAGS".into(),
+                "-kernel inet_dist_use_interface {127,0,0,1}".into(),
+            ),
+        ];
+        let broker = Broker {
+            dir,
+            port,
+            env,
+            probes: Mutex::default(),
+        };
+        broker.boot();
+        broker
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.path().join("pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Starts the node (detached) and waits until it answers the AMQP header.
+    fn boot(&self) {
+        let _ = std::fs::remove_file(self.dir.path().join("pid"));
+        let status = Command::new(RABBITMQ_SERVER)
+            .arg("-detached")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .expect("start rabbitmq-server");
+        assert!(status.success(), "rabbitmq-server -detached: {status}");
+        let up = wait_until(Duration::from_secs(90), || self.answers());
+        assert!(up, "private RabbitMQ did not start: {}", self.log_tail());
+    }
+
+    /// The broker sends connection.start (a method frame) for a protocol header.
+    fn answers(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(self.addr()) else {
+            return false;
+        };
+        if let Ok(a) = s.local_addr() {
+            self.probes.lock().unwrap().insert(a);
+        }
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut b = [0u8; 1];
+        s.write_all(b"AMQP\x00\x00\x09\x01").is_ok()
+            && s.read(&mut b).is_ok_and(|n| n == 1)
+            && b[0] == 1
+    }
+
+    /// Stops the node gracefully (SIGTERM: the broker closes every client
+    /// with connection.close 320) and waits until it is gone.
+    fn stop(&self) {
+        let Some(pid) = self.pid() else { return };
+        kill("-TERM", pid);
+        if !wait_until(Duration::from_secs(30), || !alive(pid)) {
+            kill("-KILL", pid);
+            wait_until(Duration::from_secs(5), || !alive(pid));
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let mut out = String::new();
+        if let Ok(rd) = std::fs::read_dir(self.dir.path().join("log")) {
+            for e in rd.flatten() {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                out.push_str(&format!("--- {}\n", e.path().display()));
+                for l in tail.into_iter().rev() {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A running `amqptrace proxy` (jsonl timeline to a file, --pcap recording).
+struct Proxy {
+    child: Child,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Proxy {
+    /// Runs `prefix... amqptrace proxy ...` (`prefix` e.g. prlimit).
+    fn start(prefix: &[&str], upstream: &str, extra: &[&str]) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = env!("CARGO_BIN_EXE_amqptrace");
+        let mut cmd = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        cmd.args(["proxy", "--listen", "127.0.0.1:0", "--upstream", upstream])
+            .args(["--format", "jsonl", "-o"])
+            .arg(dir.path().join("out.jsonl"))
+            .arg("--pcap")
+            .arg(dir.path().join("proxy.pcapng"))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn amqptrace proxy");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pipe = child.stderr.take().unwrap();
+        let buf = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                buf.lock().unwrap().push_str(&format!("{line}\n"));
+                if let Some(rest) = line.strip_prefix("amqptrace: listening on ") {
+                    let _ = tx.send(rest.split(',').next().unwrap_or("").to_string());
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(15)) {
+            Ok(a) => a.parse().expect("listen address"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("proxy did not start: {}", stderr.lock().unwrap());
+            }
+        };
+        Proxy {
+            child,
+            addr,
+            dir,
+            stderr,
+        }
+    }
+
+    fn uri(&self) -> String {
+        format!("amqp://guest:guest@{}/%2f", self.addr)
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    fn pcap(&self) -> PathBuf {
+        self.dir.path().join("proxy.pcapng")
+    }
+
+    fn timeline(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("out.jsonl")).unwrap_or_default()
+    }
+
+    /// User + system CPU seconds of the proxy so far, from /proc.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
+        let rest: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = rest[11].parse::<f64>().unwrap() + rest[12].parse::<f64>().unwrap();
+        ticks / 100.0
+    }
+
+    /// SIGINT, then waits for the exit; returns the exit code.
+    fn stop(&mut self) -> Option<i32> {
+        kill("-INT", self.child.id());
+        let t0 = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(100));
+                return s.code();
+            }
+            if t0.elapsed() > Duration::from_secs(30) {
+                let _ = self.child.kill();
+                panic!("proxy did not exit after SIGINT: {}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A tcpdump on loopback writing to a file: the oracle of what went over the wire.
+struct Tcpdump {
+    child: Child,
+    file: PathBuf,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Tcpdump {
+    fn start(dir: &Path, filter: &str) -> Tcpdump {
+        let file = dir.join("wire.pcap");
+        let mut child = Command::new("tcpdump")
+            // Not --immediate-mode: it drops packets on a loaded machine.
+            // Packets then reach the file when a ring block is retired, up to
+            // a second (the buffer timeout) after they were taken.
+            .args(["-i", "lo", "-U", "-B", "16384", "-s", "0", "-w"])
+            .arg(&file)
+            .arg(filter)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tcpdump");
+        // tcpdump says "listening on lo" once its capture runs.
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        let _ = err.read_line(&mut line);
+        assert!(line.contains("listening on"), "tcpdump: {line}");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let buf = stderr.clone();
+        std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = err.read_to_string(&mut rest);
+            buf.lock().unwrap().push_str(&rest);
+        });
+        Tcpdump {
+            child,
+            file,
+            stderr,
+        }
+    }
+
+    fn stop(mut self) -> PathBuf {
+        // Let the last packets reach the file (a loaded machine can leave
+        // tcpdump behind), then stop it cleanly: SIGINT drops what it has
+        // not taken yet. The file standing still for 2.5 s (past the 1 s
+        // buffer timeout) means caught up.
+        let len = || std::fs::metadata(&self.file).map(|m| m.len()).unwrap_or(0);
+        let mut last = len();
+        for _ in 0..20 {
+            std::thread::sleep(Duration::from_millis(2500));
+            let now = len();
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        kill("-INT", self.child.id());
+        let _ = self.child.wait();
+        std::thread::sleep(Duration::from_millis(100));
+        // An oracle that lost packets proves nothing.
+        let stats = self.stderr.lock().unwrap().clone();
+        assert!(
+            stats
+                .lines()
+                .any(|l| l.trim() == "0 packets dropped by kernel"),
+            "tcpdump lost packets: {stats}"
+        );
+        self.file.clone()
+    }
+}
+
+impl Drop for Tcpdump {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// TCP payload bytes per direction (sender, receiver) in a capture. An
+/// address pair used by two connections in turn (ports are reused) sums
+/// both. With `retransmissions`, a segment seen again (same sequence number
+/// and length: loopback retransmits too, under load) counts once; the
+/// proxy's recording has none, and its synthetic sequence numbers repeat
+/// across connections.
+fn payload_bytes(path: &Path, retransmissions: bool) -> BTreeMap<(SocketAddr, SocketAddr), u64> {
+    let mut seen: HashSet<(SocketAddr, SocketAddr, u32, usize)> = HashSet::new();
+    let mut bytes = BTreeMap::new();
+    util::for_each_tcp_segment(path, |_, seg| {
+        let n = seg.payload.len();
+        if n > 0 && (!retransmissions || seen.insert((seg.src, seg.dst, seg.seq, n))) {
+            *bytes.entry((seg.src, seg.dst)).or_insert(0) += n as u64;
+        }
+    });
+    bytes.retain(|_, n| *n > 0);
+    bytes
+}
+
+async fn connect(uri: &str) -> Connection {
+    Connection::connect(uri, ConnectionProperties::default())
+        .await
+        .unwrap_or_else(|e| panic!("connect {uri}: {e}"))
+}
+
+/// One client's round: a server-named queue, 5 publishes to it, 5
+/// deliveries acked. Returns the connection, left open.
+async fn client_round(uri: String) -> Connection {
+    let conn = connect(&uri).await;
+    let ch = conn.create_channel().await.unwrap();
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    for i in 0..5u8 {
+        ch.basic_publish(
+            "".into(),
+            q.name().as_str().into(),
+            BasicPublishOptions::default(),
+            &[i; 64],
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let consumer = ch
+        .basic_consume(
+            q.name().as_str().into(),
+            "faults".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    consumer.set_delegate(move |d: lapin::message::DeliveryResult| {
+        if let Ok(Some(d)) = d {
+            let _ = tx.send(d);
+        }
+        std::future::ready(())
+    });
+    for _ in 0..5 {
+        let d = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("a delivery within 20 s")
+            .expect("delivery");
+        d.acker.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    conn
+}
+
+/// 50 lapin clients through the proxy; the broker stops (closing them all)
+/// and starts again; 50 clients connect again through the same proxy, which
+/// never stopped. While the broker is down, a new client is refused cleanly.
+/// Every byte the proxy forwarded is in its --pcap, leg by leg and direction
+/// by direction, as tcpdump saw it on the wire.
+fn broker_restart_with_fifty_clients(broker: &Broker, rt: &tokio::runtime::Runtime) {
+    let mut proxy = Proxy::start(&[], &broker.addr(), &[]);
+    let wire_dir = tempfile::tempdir().unwrap();
+    let dump = Tcpdump::start(
+        wire_dir.path(),
+        &format!("tcp port {} or tcp port {}", broker.port, proxy.addr.port()),
+    );
+    let uri = proxy.uri();
+    let round = |uri: &str| -> Vec<Connection> {
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..50)
+                .map(|_| tokio::spawn(client_round(uri.to_string())))
+                .collect();
+            let mut conns = Vec::new();
+            for t in tasks {
+                conns.push(t.await.unwrap());
+            }
+            conns
+        })
+    };
+    let first = round(&uri);
+    broker.stop();
+    let closed = wait_until(Duration::from_secs(20), || {
+        first.iter().all(|c| !c.status().connected())
+    });
+    assert!(closed, "clients still connected after the broker stopped");
+    assert!(
+        proxy.running(),
+        "the proxy exited with the broker: {}",
+        proxy.stderr()
+    );
+
+    // The upstream refuses connections: the client is closed at once, the
+    // reason is printed, the proxy goes on.
+    let mut c = TcpStream::connect(proxy.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = c.write_all(b"AMQP\x00\x00\x09\x01");
+    let mut b = [0u8; 16];
+    match c.read(&mut b) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("client not closed while the upstream refuses: {other:?}"),
+    }
+    let said = wait_until(Duration::from_secs(5), || {
+        proxy.stderr().contains("upstream unreachable")
+            && proxy.stderr().contains("Connection refused")
+    });
+    assert!(
+        said,
+        "no clear message for a refused upstream: {}",
+        proxy.stderr()
+    );
+    assert!(proxy.running(), "{}", proxy.stderr());
+    drop(first);
+
+    broker.boot();
+    let second = round(&uri);
+    rt.block_on(async {
+        for c in &second {
+            c.close(200, "OK".into()).await.unwrap();
+        }
+    });
+    drop(second);
+    // The broker's closing of the first 50 is a stall each (exit 1): the
+    // verdicts name it, once per connection of the first round.
+    assert_eq!(proxy.stop(), Some(1), "{}", proxy.stderr());
+    let closed_by_broker = proxy
+        .stderr()
+        .lines()
+        .filter(|l| {
+            l.trim_start()
+                .starts_with("connection_closed_by_broker  connection on")
+        })
+        .count();
+    assert_eq!(closed_by_broker, 50, "{}", proxy.stderr());
+    let wire_file = dump.stop();
+    if std::env::var_os("FAULTS_KEEP").is_some() {
+        let keep = std::env::temp_dir().join("amqptrace-faults-kept");
+        let _ = std::fs::create_dir_all(&keep);
+        let _ = std::fs::copy(&wire_file, keep.join("wire.pcap"));
+        let _ = std::fs::copy(proxy.pcap(), keep.join("proxy.pcapng"));
+        let _ = std::fs::write(keep.join("stderr"), proxy.stderr());
+        eprintln!("kept in {}", keep.display());
+    }
+    let wire = payload_bytes(&wire_file, true);
+    let recorded = payload_bytes(&proxy.pcap(), false);
+
+    // Legs: client↔proxy (the proxy's listen port) and proxy↔broker.
+    let proxy_port = proxy.addr.port();
+    let probes = broker.probes.lock().unwrap().clone();
+    let (mut legs, mut bytes, mut exact, mut unsent) = (0, 0, 0, 0);
+    for (&(src, dst), &on_wire) in &wire {
+        if probes.contains(&src) || probes.contains(&dst) {
+            continue;
+        }
+        let in_pcap = recorded.get(&(src, dst)).copied().unwrap_or(0);
+        let proxy_sends = src.port() == proxy_port || dst.port() == broker.port;
+        if proxy_sends {
+            // Forwarded = handed to the kernel, then recorded. The kernel
+            // drops what is still unsent when the peer resets (a client's
+            // close-ok to a broker that shut down): a small surplus.
+            assert!(
+                in_pcap >= on_wire && in_pcap - on_wire <= 64,
+                "{src} -> {dst}: the proxy sent {on_wire} bytes on the wire, {in_pcap} in --pcap"
+            );
+            unsent += in_pcap - on_wire;
+        } else {
+            // Read by the proxy: recorded once written on; what could not
+            // be written on (the other side gone) is not forwarded.
+            assert!(
+                in_pcap <= on_wire && on_wire - in_pcap <= 64,
+                "{src} -> {dst}: {on_wire} bytes read from the wire, {in_pcap} in --pcap"
+            );
+        }
+        exact += usize::from(in_pcap == on_wire);
+        legs += 1;
+        bytes += in_pcap;
+    }
+    // Almost every direction matches to the byte; only connections torn
+    // down by the broker's shutdown may differ by their last small frame.
+    assert!(
+        exact + 5 >= legs,
+        "only {exact} of {legs} directions match exactly"
+    );
+    for key in recorded.keys() {
+        assert!(
+            wire.contains_key(key),
+            "{key:?} recorded but never on the wire"
+        );
+    }
+    // 100 connections × 2 legs × 2 directions, and one refused client;
+    // a client port reused in the second round merges two into one pair.
+    assert!(legs >= 350, "{legs} directions on the wire");
+    assert!(bytes > 100_000, "{bytes} bytes recorded");
+    // The broker's closing of the first 50 is in the timeline.
+    let forced = proxy
+        .timeline()
+        .lines()
+        .filter(|l| l.contains("\"connection.close\"") && l.contains("320"))
+        .count();
+    assert!(
+        forced >= 50,
+        "{forced} connection.close 320 in the timeline"
+    );
+    eprintln!(
+        "broker restart: {legs} directions, {bytes} bytes recorded, {exact} exact, \
+         {unsent} recorded bytes the kernel dropped unsent after a reset"
+    );
+}
+
+/// A client that connects and sends nothing takes no more than a
+/// connection: others are served meanwhile, and the broker's handshake
+/// timeout (2 s here) closes it through the proxy. Its connection is in the
+/// timeline, opened and reset by the broker.
+fn silent_client(broker: &Broker, rt: &tokio::runtime::Runtime) {
+    let mut proxy = Proxy::start(&[], &broker.addr(), &[]);
+    let mut silent = TcpStream::connect(proxy.addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let conn = rt.block_on(client_round(proxy.uri()));
+    rt.block_on(conn.close(200, "OK".into())).unwrap();
+    let mut got = Vec::new();
+    let r = silent.read_to_end(&mut got);
+    assert!(
+        r.is_ok()
+            || r.as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the silent client was not closed by the broker: {r:?}"
+    );
+    assert!(proxy.running(), "{}", proxy.stderr());
+    // RabbitMQ resets a connection whose handshake timed out: the one stall
+    // of the run (exit 1), on the silent client's connection.
+    assert_eq!(proxy.stop(), Some(1), "{}", proxy.stderr());
+    let client = silent.local_addr().unwrap().to_string();
+    assert!(
+        proxy
+            .stderr()
+            .lines()
+            .any(|l| l.contains("connection_lost") && l.contains(&client)),
+        "{}",
+        proxy.stderr()
+    );
+    let lines: Vec<String> = proxy
+        .timeline()
+        .lines()
+        .filter(|l| l.contains(&client))
+        .map(String::from)
+        .collect();
+    assert!(
+        lines.iter().any(|l| l.contains("tcp.open"))
+            && lines
+                .iter()
+                .any(|l| l.contains("tcp.fin") || l.contains("tcp.reset")),
+        "{lines:?}"
+    );
+}
+
+/// A client that half-closes (shutdown write) after the protocol header
+/// still receives what the broker sends afterwards (connection.start), then
+/// the broker's FIN — exactly the bytes a direct connection receives.
+fn half_close(broker: &Broker) {
+    let half_closed_read = |addr: &str| -> Vec<u8> {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        s.write_all(b"AMQP\x00\x00\x09\x01").unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        got
+    };
+    let direct = half_closed_read(&broker.addr());
+    assert!(
+        direct.len() > 100 && direct[0] == 1,
+        "the broker sent no connection.start to a half-closed client: {direct:?}"
+    );
+    let mut proxy = Proxy::start(&[], &broker.addr(), &[]);
+    let proxied = half_closed_read(&proxy.addr.to_string());
+    assert_eq!(
+        proxied.len(),
+        direct.len(),
+        "bytes after the half-close differ"
+    );
+    assert!(proxied == direct, "bytes after the half-close differ");
+    assert_eq!(proxy.stop(), Some(0), "{}", proxy.stderr());
+    // The recording has the client's FIN and the broker's bytes after it.
+    let timeline = proxy.timeline();
+    assert!(timeline.contains("connection.start"), "{timeline}");
+}
+
+/// A descriptor limit too low for `--max-connections` (`prlimit --nofile
+/// 40`, default 4096 connections): the proxy says at start how many
+/// connections it serves at once (two descriptors each), and clients past
+/// that wait in the accept backlog instead of being accepted and reset for
+/// EMFILE; waiting costs no CPU (seconds from /proc while 30 clients knock);
+/// every one of them is served in turn.
+fn out_of_file_descriptors(broker: &Broker) {
+    let mut proxy = Proxy::start(&["prlimit", "--nofile=40:40", "--"], &broker.addr(), &[]);
+    let said = wait_until(Duration::from_secs(5), || {
+        proxy
+            .stderr()
+            .contains("serving at most 4 connections at once")
+    });
+    assert!(
+        said,
+        "no word about the descriptor limit: {}",
+        proxy.stderr()
+    );
+    let mut clients = Vec::new();
+    for _ in 0..30 {
+        let mut c = TcpStream::connect(proxy.addr).unwrap();
+        c.write_all(b"AMQP\x00\x00\x09\x01").unwrap();
+        clients.push(c);
+    }
+    let cpu0 = proxy.cpu_seconds();
+    std::thread::sleep(Duration::from_secs(3));
+    let cpu = proxy.cpu_seconds() - cpu0;
+    assert!(
+        cpu < 0.5,
+        "{cpu:.2} CPU s in 3 s with clients waiting for descriptors: a busy loop"
+    );
+    assert!(proxy.running(), "{}", proxy.stderr());
+    // Each client gets connection.start once it is accepted; leaving frees its slot.
+    for (i, mut c) in clients.into_iter().enumerate() {
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut b = [0u8; 1];
+        match c.read(&mut b) {
+            Ok(1) => assert_eq!(b[0], 1, "client {i}: not a method frame"),
+            // Served early: the broker's handshake timeout (2 s) closed it.
+            Ok(0) => {}
+            other => panic!("client {i}: {other:?}: {}", proxy.stderr()),
+        }
+    }
+    let stderr = proxy.stderr();
+    assert!(
+        !stderr.contains("Too many open files"),
+        "clients were accepted without descriptors to serve them:\n{stderr}"
+    );
+    proxy.stop();
+}
+
+#[test]
+fn proxy_faults_against_a_private_rabbitmq() {
+    if !Path::new(RABBITMQ_SERVER).exists() {
+        panic!("{RABBITMQ_SERVER} missing: the fault tests need a RabbitMQ installation");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let t0 = Instant::now();
+    let broker = Broker::start();
+    eprintln!(
+        "private RabbitMQ on {} up after {:?}",
+        broker.addr(),
+        t0.elapsed()
+    );
+    half_close(&broker);
+    silent_client(&broker, &rt);
+    out_of_file_descriptors(&broker);
+    broker_restart_with_fifty_clients(&broker, &rt);
+    eprintln!("all fault scenarios after {:?}", t0.elapsed());
+}
