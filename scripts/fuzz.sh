@@ -110,6 +110,8 @@ for t in "${targets[@]}"; do
     echo "== $t: ${secs}s"
     (cd "$fuzz" && cargo fuzz run -O -a "$t" "corpus/$t" -- \
         -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 -timeout=10 -print_final_stats=1) || status=1
+    # The analyzer target's scratch file (libFuzzer exits without cleaning up).
+    rm -f /dev/shm/amqptrace-fuzz-analyzer-*.pcap "${TMPDIR:-/tmp}"/amqptrace-fuzz-analyzer-*.pcap
     echo "== $t: corpus $(find "$fuzz/corpus/$t" -type f | wc -l) inputs; artifacts: $(find "$fuzz/artifacts/$t" -type f 2>/dev/null | wc -l)"
 done
 exit $status
