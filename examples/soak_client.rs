@@ -50,6 +50,11 @@ struct Args {
     /// Messages published and not yet delivered, at most.
     #[arg(long, default_value_t = 4000)]
     window: usize,
+    /// Publish at most this many messages a second (0: as fast as the window
+    /// allows). Spreading the deliveries over the whole run keeps the load the
+    /// same from the first tenth to the last, so the two can be compared.
+    #[arg(long, default_value_t = 0)]
+    delivery_rate: u64,
     /// Give up after this long even if the targets are not met.
     #[arg(long, default_value_t = 900.0)]
     seconds: f64,
@@ -107,6 +112,7 @@ async fn churn(
 async fn deliveries(
     uri: String,
     target: u64,
+    rate: u64,
     window_size: usize,
     counts: Arc<Counts>,
     deadline: Instant,
@@ -150,7 +156,13 @@ async fn deliveries(
     }
     let body = [0x5au8; 16];
     let mut published = 0u64;
+    let started = Instant::now();
     while published < target && Instant::now() < deadline {
+        if rate > 0 && published % 64 == 0 {
+            // Ahead of the pace: wait until the clock catches up.
+            let due = started + Duration::from_secs_f64(published as f64 / rate as f64);
+            tokio::time::sleep_until(due.into()).await;
+        }
         // Never closed, so acquiring only waits (bounded: past the deadline, stop).
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, window.acquire()).await {
@@ -195,6 +207,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let flow = tokio::spawn(deliveries(
         args.uri[0].clone(),
         args.deliveries,
+        args.delivery_rate,
         args.window,
         counts.clone(),
         deadline,

@@ -98,8 +98,11 @@ start=$(date +%s.%N)
 ) >"$out/rss.tsv" &
 sampler=$!
 
+# SOAK_DELIVERY_RATE (messages/s, default: the deliveries spread over 90 % of
+# MAX_SECONDS) keeps the load even, so the first and last tenth are comparable.
+rate=${SOAK_DELIVERY_RATE:-$((deliveries * 10 / (max_secs * 9)))}
 "$client" "${uris[@]}" --connections "$connections" --deliveries "$deliveries" \
-    --seconds "$max_secs" | tee "$out/client.jsonl"
+    --delivery-rate "$rate" --seconds "$max_secs" | tee "$out/client.jsonl"
 secs=$(echo "$(date +%s.%N) - $start" | bc)
 cpu=$(awk '{print ($14 + $15) / 100}' "/proc/$proxy_pid/stat")
 kill -INT "$proxy_pid"
