@@ -115,10 +115,7 @@ fn misroute_text(ctx: &Ctx, verdicts: &[Verdict], members: &[usize], dests: &[u3
             p.push_str(" matched no binding seen in the capture");
         } else {
             let _ = write!(p, " went to queue {}", name_list(&queues));
-            let read = queues
-                .iter()
-                .any(|q| a.consumers.iter().any(|c| c.queue.as_deref() == Some(q)));
-            if !read {
+            if !queues.iter().any(|q| ctx.consumed(q)) {
                 p.push_str(", which no consumer here reads");
             }
         }
@@ -146,10 +143,7 @@ fn misroute_text(ctx: &Ctx, verdicts: &[Verdict], members: &[usize], dests: &[u3
             .unwrap_or_default();
         let delay = format!("{q}.DQ");
         let mut qs = vec![q];
-        if a.consumers
-            .iter()
-            .any(|c| c.queue.as_deref() == Some(&delay))
-        {
+        if ctx.consumed(&delay) {
             qs.push(delay);
         }
         match by_client.iter_mut().find(|(c, _)| *c == client) {

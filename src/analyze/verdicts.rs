@@ -77,6 +77,11 @@ impl Ctx<'_> {
         }
     }
 
+    /// Whether some consumer in the capture reads `queue`.
+    pub fn consumed(&self, queue: &str) -> bool {
+        self.consumed_on.contains_key(queue)
+    }
+
     fn live(&self) -> bool {
         matches!(self.horizon, Horizon::Live(_))
     }
@@ -1033,7 +1038,7 @@ fn consumer_verdict(
     }
 
     if cs.deliveries == 0 && !cs.discovered && (cs.consume_ok.is_some() || cs.nowait) {
-        if let Some(r) = starving(ctx, idx, cs, &name, at_now, &ended_note) {
+        if let Some(r) = starving(ctx, cs, &name, at_now, &ended_note) {
             let Starving {
                 kind,
                 certainty,
@@ -1372,7 +1377,6 @@ struct Starving {
 /// which nothing was published are `idle`.
 fn starving(
     ctx: &Ctx,
-    _idx: u32,
     cs: &ConsumerState,
     name: &str,
     at_now: Timestamp,
@@ -1590,9 +1594,7 @@ fn where_they_went(ctx: &Ctx, d: &super::Destination) -> String {
         }
         parts.push(p);
     }
-    let consumed = queues
-        .iter()
-        .any(|q| ctx.consumed_on.contains_key(q.as_str()));
+    let consumed = queues.iter().any(|q| ctx.consumed(q));
     format!(
         "; they went to queue {}{}",
         parts.join(", "),
