@@ -158,7 +158,7 @@ async fn deliveries(
     let mut published = 0u64;
     let started = Instant::now();
     while published < target && Instant::now() < deadline {
-        if rate > 0 && published % 64 == 0 {
+        if rate > 0 && published.is_multiple_of(64) {
             // Ahead of the pace: wait until the clock catches up.
             let due = started + Duration::from_secs_f64(published as f64 / rate as f64);
             tokio::time::sleep_until(due.into()).await;
