@@ -518,6 +518,7 @@ fn run_leaves_no_pika_password_in_any_artifact() {
          ch = c.channel()\n\
          ch.queue_declare('{queue}', auto_delete=True)\n\
          ch.basic_publish('', '{queue}', b'x')\n\
+         ch.queue_delete('{queue}')\n\
          c.close()\"",
         py = py.display()
     );
