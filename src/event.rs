@@ -28,6 +28,14 @@ pub type Text = std::sync::Arc<str>;
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
+    /// The wall clock: the one clock of every live source (proxy, interface capture, `run`).
+    pub fn now() -> Self {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp::from_secs_nanos(d.as_secs() as i64, d.subsec_nanos())
+    }
+
     pub fn from_secs_nanos(secs: i64, nanos: u32) -> Self {
         Timestamp(
             secs.saturating_mul(1_000_000_000)

@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use amqptrace::amqp::DecoderConfig;
-use amqptrace::event::Event;
+use amqptrace::event::{Event, Timestamp};
 use amqptrace::livecap::{port_filter, LiveCapture, LIBPCAP_ENV};
-use amqptrace::proxy;
 use amqptrace::stream::StreamConfig;
 
 use crate::cli::proxy::{open_output, LiveArgs, LiveOutput};
@@ -92,14 +91,14 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<u8> {
         let got = cap.poll(&mut |ev: &Event| output.event(ev))?;
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
-            output.tick(proxy::now());
+            output.tick(Timestamp::now());
             cap.flush();
         } else if !got {
             output.flush();
         }
         report_savefile(&mut cap);
     }
-    let stats = cap.finish(proxy::now(), &mut |ev: &Event| output.event(ev));
+    let stats = cap.finish(Timestamp::now(), &mut |ev: &Event| output.event(ev));
     if let Some(e) = &stats.savefile_error {
         eprintln!("amqptrace: -w: {e}; recording stopped");
     }
@@ -109,7 +108,7 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<u8> {
             stats.dropped, stats.if_dropped
         );
     }
-    let code = output.finish(proxy::now())?;
+    let code = output.finish(Timestamp::now())?;
     if stats.savefile_failed {
         if let Some(path) = &args.write {
             eprintln!(

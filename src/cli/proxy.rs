@@ -156,7 +156,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<u8> {
                 1 << 20,
                 File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
             ),
-            proxy::now(),
+            Timestamp::now(),
             args.pcap_keep_credentials,
         )?),
         None => None,
@@ -287,7 +287,7 @@ fn trace_loop(
                     }
                 }
                 _ = tick.tick() => {
-                    output.tick(proxy::now());
+                    output.tick(Timestamp::now());
                     if let Some(p) = pcap.as_mut() {
                         let _ = p.flush();
                     }
@@ -296,7 +296,7 @@ fn trace_loop(
         }
     });
     // The recording and the final verdicts end at the same, known moment.
-    let stop = proxy::now();
+    let stop = Timestamp::now();
     if let Some(p) = pcap.take() {
         p.finish(stop)
             .context("--pcap: cannot finish the recording")?;

@@ -535,7 +535,7 @@ fn record_loop(
         .enable_time()
         .build()
         .context("cannot start the tracer's runtime")?;
-    let mut pcap = PcapRecorder::new(files.pcap, proxy::now(), keep_credentials)
+    let mut pcap = PcapRecorder::new(files.pcap, Timestamp::now(), keep_credentials)
         .with_context(|| format!("cannot write {CAPTURE}"))?;
     let mut failed: Option<io::Error> = None;
     rt.block_on(async {
@@ -572,7 +572,7 @@ fn record_loop(
                 _ = snapshot.notified() => {
                     if pcap.flush().is_ok() {
                         let dropped = counters.dropped.load(Ordering::Relaxed);
-                        let _ = artifacts.write(dropped, Some(proxy::now()));
+                        let _ = artifacts.write(dropped, Some(Timestamp::now()));
                     }
                 }
             }
@@ -581,7 +581,7 @@ fn record_loop(
     if let Some(e) = failed {
         return Err(e).with_context(|| format!("{CAPTURE}: the recording is incomplete"));
     }
-    pcap.finish(proxy::now())
+    pcap.finish(Timestamp::now())
         .and_then(|mut w| w.flush())
         .with_context(|| format!("cannot finish {CAPTURE}"))?;
     Ok(())

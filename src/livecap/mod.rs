@@ -221,7 +221,7 @@ impl LiveCapture {
             Ok(None) => {
                 std::thread::sleep(IDLE_SLEEP);
                 // Nothing came: time still passes for connections waiting to be classified.
-                self.driver.idle(crate::proxy::now(), &mut emit);
+                self.driver.idle(Timestamp::now(), &mut emit);
                 return Ok(false);
             }
             Err(source) => {

@@ -24,7 +24,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -225,14 +225,6 @@ pub struct TraceMsg {
     /// Wall-clock time the bytes were read (or the event happened).
     pub ts: Timestamp,
     pub kind: TraceKind,
-}
-
-/// The wall clock as a [`Timestamp`].
-pub fn now() -> Timestamp {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp::from_secs_nanos(d.as_secs() as i64, d.subsec_nanos())
 }
 
 /// Counters shared by the forwarders and the tracer.
@@ -564,7 +556,7 @@ async fn serve(
                 .control(TraceMsg {
                     conn: info.clone(),
                     dir: Dir::S2C,
-                    ts: now(),
+                    ts: Timestamp::now(),
                     kind: TraceKind::UpstreamFailed { error },
                 })
                 .await;
@@ -572,7 +564,7 @@ async fn serve(
                 .control(TraceMsg {
                     conn: info,
                     dir: Dir::S2C,
-                    ts: now(),
+                    ts: Timestamp::now(),
                     kind: TraceKind::Closed,
                 })
                 .await;
@@ -590,7 +582,7 @@ async fn serve(
     trace.try_control(TraceMsg {
         conn: info.clone(),
         dir: Dir::C2S,
-        ts: now(),
+        ts: Timestamp::now(),
         kind: TraceKind::Open,
     });
     let mut client = client;
@@ -642,7 +634,7 @@ async fn serve(
             .control(TraceMsg {
                 conn: info.clone(),
                 dir: failed_dir,
-                ts: now(),
+                ts: Timestamp::now(),
                 kind: TraceKind::Reset {
                     error: error.to_string(),
                 },
@@ -656,7 +648,7 @@ async fn serve(
         .control(TraceMsg {
             conn: info,
             dir: Dir::C2S,
-            ts: now(),
+            ts: Timestamp::now(),
             kind: TraceKind::Closed,
         })
         .await;
@@ -707,7 +699,7 @@ where
                     .control(TraceMsg {
                         conn: info.clone(),
                         dir,
-                        ts: now(),
+                        ts: Timestamp::now(),
                         kind: TraceKind::Fin { offset },
                     })
                     .await;
@@ -721,7 +713,7 @@ where
             Ok(n) => n,
             Err(e) => return Outcome::ReadFailed(e),
         };
-        let ts = now();
+        let ts = Timestamp::now();
         if let Err(e) = wr.write_all(&buf[..n]).await {
             return Outcome::WriteFailed(e);
         }
