@@ -11,6 +11,8 @@
 # the median of RUNS runs (default 3). With --scale it also runs amqptrace at 1x, 2x and 4x
 # the length of the first capture (examples/scale_capture.rs) to show how time and memory grow.
 # The small-segments capture is of the broker leg behind two socats, on port 5684.
+# BASELINE=path/to/an/older/amqptrace adds its rows under each of ours, measured in the
+# same run (how a refactor shows it is not slower).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -105,9 +107,14 @@ table() {
     printf '%-34s %9s %9s %11s %12s %10s %8s\n' tool/mode wall_s MB/s packets/s frames/s peak_RSS_MB x_tshark
     run "${TSHARK_TIMEOUT:-600}" "tshark -T fields (5 fields)" tshark -n -r "$CAPTURE" -d "tcp.port==$port,amqp" -Y amqp -T fields \
         -e frame.time_epoch -e tcp.srcport -e amqp.channel -e amqp.method.class -e amqp.method.method
-    run 600 "amqptrace --format jsonl" "$BIN" analyze --port "$port" --format jsonl -o /dev/null "$CAPTURE"
-    run 600 "amqptrace --format json (verdicts)" "$BIN" analyze --port "$port" --format json -o /dev/null "$CAPTURE"
-    run 600 "amqptrace --format counts" "$BIN" analyze --port "$port" --format counts -o /dev/null "$CAPTURE"
+    local format bin
+    for format in jsonl "json (verdicts)" counts; do
+        for bin in "$BIN" ${BASELINE:+"$BASELINE"}; do
+            local label="amqptrace --format $format"
+            [ "$bin" = "$BIN" ] || label="baseline --format $format"
+            run 600 "$label" "$bin" analyze --port "$port" --format "${format%% *}" -o /dev/null "$CAPTURE"
+        done
+    done
 }
 
 for c in "${CAPTURES[@]}"; do

@@ -32,7 +32,10 @@
 # MODES and SIZES pick rows (vs_a needs direct in the same run; SIZES= skips
 # the first table); each figure is the median of RUNS runs (default 3; modes
 # alternate; VERBOSE=1 lists each run); FIXED_RATE=0 skips the fixed-rate
-# table; LONG=0 skips the long run; AMQPTRACE=path measures another build.
+# table; LONG=0 skips the long run; AMQPTRACE=path measures another build;
+# BASELINE=path adds the modes base-quiet, base-jsonl and base-pcap (the proxy-*
+# modes with that build), to compare two builds in one run:
+#   BASELINE=/tmp/old/amqptrace MODES="proxy-jsonl base-jsonl proxy-quiet base-quiet" scripts/bench-proxy.sh
 #
 # Needs the real RabbitMQ on 127.0.0.1:5672 (guest/guest), socat and haproxy
 # (installed from Debian's packages when missing). Not a test: timing figures
@@ -50,6 +53,7 @@ FIXED_RATE=${FIXED_RATE:-4000}
 BIN=${CARGO_TARGET_DIR:-target}/release
 # AMQPTRACE=path measures another build of the proxy (e.g. before a change).
 AMQPTRACE=${AMQPTRACE:-$BIN/amqptrace}
+BASELINE=${BASELINE:-}
 PORT_SOCAT=${PORT_SOCAT:-25681}
 PORT_PROXY=${PORT_PROXY:-25682}
 PORT_HAPROXY=${PORT_HAPROXY:-25683}
@@ -129,8 +133,11 @@ wait_port() {
 }
 
 start_forwarder() { # mode -> sets FWD_PID and PORT
-    local proxy=("$AMQPTRACE" proxy --listen "127.0.0.1:$PORT_PROXY" --upstream 127.0.0.1:5672)
-    case "$1" in
+    # base-quiet, base-jsonl, base-pcap: the proxy-* modes with the BASELINE build.
+    local bin=$AMQPTRACE mode=$1
+    case "$mode" in base-*) bin=$BASELINE mode=proxy-${mode#base-} ;; esac
+    local proxy=("$bin" proxy --listen "127.0.0.1:$PORT_PROXY" --upstream 127.0.0.1:5672)
+    case "$mode" in
         direct) PORT=5672 ;;
         socat)
             PORT=$PORT_SOCAT
@@ -195,7 +202,7 @@ measure() {
         bytes=$(field "$out" bytes)
         secs=$(cpu_tree_secs "$FWD_PID")
         cpu=$(per_gb "$secs" "$bytes")
-        if [[ $mode == proxy-* ]]; then
+        if [[ $mode == proxy-* || $mode == base-* ]]; then
             tsecs=$(tracer_secs "$FWD_PID")
             trace=$(per_gb "$tsecs" "$bytes")
             fwd=$(per_gb "$(python3 -c "print($secs - $tsecs)")" "$bytes")
