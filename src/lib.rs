@@ -19,7 +19,6 @@
 
 pub mod amqp;
 pub mod analyze;
-pub mod capture;
 pub mod event;
 pub mod link;
 pub mod livecap;
@@ -28,5 +27,6 @@ pub mod proxy;
 pub mod redact;
 pub mod report;
 pub mod sink;
+pub mod source;
 pub mod stream;
 pub mod tcp;

@@ -21,9 +21,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::capture::{CaptureError, CaptureReader, Leg, Packet};
 use crate::event::{Event, Timestamp};
 use crate::link::{self, LinkError};
+use crate::source::file::{CaptureError, CaptureReader, Leg, Packet};
 use crate::stream::{StreamConfig, StreamStats, Tracker};
 use crate::tcp::{PacketRef, Reassembler, TcpOutput};
 
@@ -129,7 +129,7 @@ struct Owned {
     orig_len: u32,
     data: Vec<u8>,
     leg: Option<Leg>,
-    alias: Option<crate::capture::LegAlias>,
+    alias: Option<crate::source::file::LegAlias>,
 }
 
 fn merge<E: FnMut(&Event) -> bool>(

@@ -21,7 +21,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use amqptrace::analyze::{write_verdict_block, Analyzer, AnalyzerConfig};
-use amqptrace::capture::CaptureReader;
+use amqptrace::source::file::CaptureReader;
 use amqptrace::event::{Dir, Event, Timestamp};
 use amqptrace::proxy::tracer::{PcapRecorder, Tracer};
 use amqptrace::proxy::{ConnInfo, TraceKind, TraceMsg};

@@ -18,11 +18,11 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 
 use super::{ConnInfo, TraceKind, TraceMsg};
-use crate::capture::{LegAlias, BROKER_LEG_IF_NAME, CLIENT_LEG_IF_NAME};
 use crate::event::{Dir, Event, GapReason, Timestamp};
 use crate::redact::CredentialMask;
 use crate::sink::pcapng::InterfaceDesc;
 use crate::sink::PcapngWriter;
+use crate::source::file::{LegAlias, BROKER_LEG_IF_NAME, CLIENT_LEG_IF_NAME};
 use crate::stream::{StreamConfig, StreamStats, Tracker};
 use crate::tcp::{PacketRef, TcpEvent, TcpOutput};
 
