@@ -1,6 +1,6 @@
 //! The packet driver: packets → link → tcp → stream → events, in capture
 //! order, for capture files ([`run_files`]) and the live interface
-//! ([`crate::livecap`]) alike ([`Driver`]).
+//! ([`crate::source::live`]) alike ([`Driver`]).
 //!
 //! [`run_files`] opens every file up front (so a bad argument fails before
 //! any output), merges several files by packet time, and hands each event to

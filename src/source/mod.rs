@@ -4,7 +4,13 @@
 //!
 //! - [`file`]: pcap and pcapng files, streamed (mapped, or read ahead on a
 //!   second thread), and the one capture-magic check ([`file::sniff`]).
+//! - [`live`]: one network interface through libpcap (loaded at run time),
+//!   with its optional `-w` savefile.
+//! - [`proxy`]: a TCP proxy's sockets; it forwards the bytes and hands a
+//!   copy of each read to its tracer.
 
 pub mod file;
+pub mod live;
+pub mod proxy;
 // The JSON Lines timeline reader lands here with the timeline move:
 // pub mod timeline;
