@@ -42,16 +42,19 @@ pub enum PipelineError {
 /// What a run saw, for the end-of-run summary and the exit code.
 #[derive(Debug, Default)]
 pub struct RunSummary {
+    /// Packets read, of every kind.
     pub packets: u64,
-    pub bytes: u64,
+    /// Packets that carried a TCP segment.
     pub tcp_packets: u64,
+    /// Timeline events handed to the caller.
     pub events: u64,
-    pub first_ts: Option<Timestamp>,
+    /// Time of the latest packet read.
     pub last_ts: Option<Timestamp>,
     /// When the recording stopped, where every file says so (a pcapng's
     /// `isb_endtime`): the latest of them. `None` when any file records no
     /// end (a pcap), since its traffic after its last packet is unknown.
     pub recorded_end: Option<Timestamp>,
+    /// Connections the stream stage classified: AMQP, TLS, other.
     pub streams: StreamStats,
     /// Damage found after some packets were read: everything before it was processed.
     pub damage: Vec<CaptureError>,
@@ -280,8 +283,6 @@ impl Driver {
     ) -> bool {
         self.seq += 1;
         self.summary.packets += 1;
-        self.summary.bytes += pkt.data.len() as u64;
-        self.summary.first_ts.get_or_insert(pkt.ts);
         self.summary.last_ts = Some(pkt.ts);
         // An amqptrace recording holds each proxied connection twice, once per
         // leg: read it once, on the broker leg, named as the live proxy names

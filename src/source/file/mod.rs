@@ -52,8 +52,10 @@ pub use reader::{CaptureReader, Packet};
 /// Why a capture file cannot be read (further).
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
+    /// The file cannot be opened (or is a directory).
     #[error("{path}: cannot open")]
     Open { path: PathBuf, source: io::Error },
+    /// Reading the file header failed.
     #[error("{path}: read error at byte {offset}")]
     Read {
         path: PathBuf,
@@ -69,18 +71,23 @@ pub enum CaptureError {
         offset: u64,
         error: io::Error,
     },
+    /// Not one byte to read.
     #[error("{path}: file is empty")]
     Empty { path: PathBuf },
+    /// The first bytes are no capture magic ([`sniff`]).
     #[error("{path}: not a pcap or pcapng file (first bytes: {first_bytes})")]
     NotACapture { path: PathBuf, first_bytes: String },
+    /// The file ends inside its header: no packet can be read.
     #[error("{path}: file header is cut short: the file ends inside its pcap/pcapng header")]
     HeaderTruncated { path: PathBuf, len: u64 },
+    /// The file ends inside packet `frame`: the packets before it stand.
     #[error("{path}: capture is cut in the middle of packet {frame} (at byte {offset}); everything before it was read")]
     Truncated {
         path: PathBuf,
         frame: u64,
         offset: u64,
     },
+    /// A block that cannot be parsed: the packets before it stand.
     #[error("{path}: corrupt block at byte {offset} (after packet {frame}): {detail}")]
     Corrupt {
         path: PathBuf,
