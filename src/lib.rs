@@ -4,7 +4,8 @@
 //! before them:
 //!
 //! ```text
-//! source (capture file | proxy socket | live interface)
+//! source (file: pcap/pcapng | live: interface | proxy: socket | timeline: JSON Lines)
+//!   -> pipeline (one ordering driver, for files and the live interface)
 //!   -> link   (link/IP/TCP headers of one packet)
 //!   -> tcp    (reassembly per connection and direction)
 //!   -> stream (AMQP detection, client/broker roles)
@@ -13,6 +14,10 @@
 //!   -> analyze (state, verdicts)
 //!   -> sink   (text, JSON Lines, JSON summary, ...)
 //! ```
+//!
+//! Every way bytes come in lives in [`source`], side by side. The proxy's
+//! tracer feeds its copies straight to the stream stage (they are byte
+//! streams already, not packets); the timeline reader yields events.
 //!
 //! Beside the stages: [`redact`] masks the credentials in the bytes of a
 //! recording amqptrace writes.

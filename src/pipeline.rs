@@ -8,6 +8,10 @@
 //! knows nothing of the others, and the closure (sinks, analyzer) knows
 //! nothing of files or interfaces.
 //!
+//! It stays beside `source/`, not in it: a source hands out packets and
+//! knows no later stage, while this driver is the one place that knows both
+//! the packets and the stages after them.
+//!
 //! Ordering: while a connection is still unclassified, its input waits in the
 //! [`Tracker`], and the events of every later packet wait here behind it, so
 //! that a connection classified late still reaches the analyzer in time order.
