@@ -4,7 +4,8 @@
 //! before them:
 //!
 //! ```text
-//! source (capture file | proxy socket | live interface)
+//! source (file: pcap/pcapng | live: interface | proxy: socket | timeline: JSON Lines)
+//!   -> pipeline (one ordering driver, for files and the live interface)
 //!   -> link   (link/IP/TCP headers of one packet)
 //!   -> tcp    (reassembly per connection and direction)
 //!   -> stream (AMQP detection, client/broker roles)
@@ -14,19 +15,21 @@
 //!   -> sink   (text, JSON Lines, JSON summary, ...)
 //! ```
 //!
+//! Every way bytes come in lives in [`source`], side by side. The proxy's
+//! tracer feeds its copies straight to the stream stage (they are byte
+//! streams already, not packets); the timeline reader yields events.
+//!
 //! Beside the stages: [`redact`] masks the credentials in the bytes of a
 //! recording amqptrace writes.
 
 pub mod amqp;
 pub mod analyze;
-pub mod capture;
 pub mod event;
 pub mod link;
-pub mod livecap;
 pub mod pipeline;
-pub mod proxy;
 pub mod redact;
 pub mod report;
 pub mod sink;
+pub mod source;
 pub mod stream;
 pub mod tcp;

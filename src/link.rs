@@ -145,7 +145,8 @@ fn be16(d: &[u8], off: usize) -> Option<u16> {
 /// IP header → TCP header; `ip` is the captured bytes from the IP header on.
 fn ip_tcp(ip: &[u8]) -> Result<TcpSegment<'_>, LinkError> {
     let version = ip.first().ok_or(LinkError::Malformed("IP"))? >> 4;
-    let (src, dst, tcp, wire_len) = match version {
+    // Addresses, where the TCP header starts, and where the IP packet ends on the wire.
+    let (src, dst, tcp_at, total) = match version {
         4 => {
             let h = Ipv4HeaderSlice::from_slice(ip).map_err(|_| LinkError::Malformed("IPv4"))?;
             if h.protocol() != etherparse::IpNumber::TCP {
@@ -161,12 +162,11 @@ fn ip_tcp(ip: &[u8]) -> Result<TcpSegment<'_>, LinkError> {
             if total < hl {
                 return Err(LinkError::Malformed("IPv4"));
             }
-            let end = total.min(ip.len());
             (
                 IpAddr::V4(h.source_addr()),
                 IpAddr::V4(h.destination_addr()),
-                &ip[hl..end],
-                total - hl,
+                hl,
+                total,
             )
         }
         6 => {
@@ -197,16 +197,18 @@ fn ip_tcp(ip: &[u8]) -> Result<TcpSegment<'_>, LinkError> {
             if total < off || off > ip.len() {
                 return Err(LinkError::Malformed("IPv6"));
             }
-            let end = total.min(ip.len());
             (
                 IpAddr::V6(h.source_addr()),
                 IpAddr::V6(h.destination_addr()),
-                &ip[off..end],
-                total - off,
+                off,
+                total,
             )
         }
         _ => return Err(LinkError::NotTcp),
     };
+    // Both checked above: tcp_at <= total and tcp_at <= ip.len().
+    let tcp = &ip[tcp_at..total.min(ip.len())];
+    let wire_len = total - tcp_at;
     let t = TcpHeaderSlice::from_slice(tcp).map_err(|_| LinkError::Malformed("TCP"))?;
     let thl = t.slice().len();
     if wire_len < thl {

@@ -1,12 +1,16 @@
 //! The packet driver: packets → link → tcp → stream → events, in capture
 //! order, for capture files ([`run_files`]) and the live interface
-//! ([`crate::livecap`]) alike ([`Driver`]).
+//! ([`crate::source::live`]) alike ([`Driver`]).
 //!
 //! [`run_files`] opens every file up front (so a bad argument fails before
 //! any output), merges several files by packet time, and hands each event to
 //! the caller's closure. The driver owns the glue only: every stage it calls
 //! knows nothing of the others, and the closure (sinks, analyzer) knows
 //! nothing of files or interfaces.
+//!
+//! It stays beside `source/`, not in it: a source hands out packets and
+//! knows no later stage, while this driver is the one place that knows both
+//! the packets and the stages after them.
 //!
 //! Ordering: while a connection is still unclassified, its input waits in the
 //! [`Tracker`], and the events of every later packet wait here behind it, so
@@ -21,9 +25,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::capture::{CaptureError, CaptureReader, Leg, Packet};
 use crate::event::{Event, Timestamp};
 use crate::link::{self, LinkError};
+use crate::source::file::{CaptureError, CaptureReader, Leg, Packet};
 use crate::stream::{StreamConfig, StreamStats, Tracker};
 use crate::tcp::{PacketRef, Reassembler, TcpOutput};
 
@@ -42,16 +46,19 @@ pub enum PipelineError {
 /// What a run saw, for the end-of-run summary and the exit code.
 #[derive(Debug, Default)]
 pub struct RunSummary {
+    /// Packets read, of every kind.
     pub packets: u64,
-    pub bytes: u64,
+    /// Packets that carried a TCP segment.
     pub tcp_packets: u64,
+    /// Timeline events handed to the caller.
     pub events: u64,
-    pub first_ts: Option<Timestamp>,
+    /// Time of the latest packet read.
     pub last_ts: Option<Timestamp>,
     /// When the recording stopped, where every file says so (a pcapng's
     /// `isb_endtime`): the latest of them. `None` when any file records no
     /// end (a pcap), since its traffic after its last packet is unknown.
     pub recorded_end: Option<Timestamp>,
+    /// Connections the stream stage classified: AMQP, TLS, other.
     pub streams: StreamStats,
     /// Damage found after some packets were read: everything before it was processed.
     pub damage: Vec<CaptureError>,
@@ -129,7 +136,7 @@ struct Owned {
     orig_len: u32,
     data: Vec<u8>,
     leg: Option<Leg>,
-    alias: Option<crate::capture::LegAlias>,
+    alias: Option<crate::source::file::LegAlias>,
 }
 
 fn merge<E: FnMut(&Event) -> bool>(
@@ -280,8 +287,6 @@ impl Driver {
     ) -> bool {
         self.seq += 1;
         self.summary.packets += 1;
-        self.summary.bytes += pkt.data.len() as u64;
-        self.summary.first_ts.get_or_insert(pkt.ts);
         self.summary.last_ts = Some(pkt.ts);
         // An amqptrace recording holds each proxied connection twice, once per
         // leg: read it once, on the broker leg, named as the live proxy names

@@ -212,7 +212,7 @@ impl Reassembler {
         if seg.flags.rst {
             // Deliver what is buffered (with its holes), then the reset.
             for dd in 0..2 {
-                flush_direction(flow, dd, key, p, out);
+                Side::new(flow, dd, key, p).flush(out);
             }
             emit(out, flow, TcpEvent::Reset);
             flow.closed_at = Some(p.ts);
@@ -247,12 +247,12 @@ impl Reassembler {
             flow.dirs[d].fin = Some(data_seq.wrapping_add(payload_len));
         }
         if payload_len > 0 {
-            accept(flow, d, key, p, data_seq, seg.payload, seg.missing, out);
+            Side::new(flow, d, key, p).accept(data_seq, seg.payload, seg.missing, out);
         }
         if seg.flags.ack {
-            acked_hole(flow, 1 - d, key, p, seg.ack, out);
+            Side::new(flow, 1 - d, key, p).acked_hole(seg.ack, out);
         }
-        maybe_fin(flow, d, key, p, out);
+        Side::new(flow, d, key, p).maybe_fin(out);
         if flow.dirs[0].fin_done && flow.dirs[1].fin_done {
             flow.closed_at = Some(p.ts);
         }
@@ -266,7 +266,7 @@ impl Reassembler {
             if let Some(flow) = self.flows.get_mut(&key) {
                 if flow.closed_at.is_none() {
                     for d in 0..2 {
-                        flush_direction(flow, d, key, p, out);
+                        Side::new(flow, d, key, p).flush(out);
                     }
                 }
             }
@@ -298,209 +298,195 @@ fn endpoints(key: FlowKey, d: usize) -> (SocketAddr, SocketAddr) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn accept<F: FnMut(TcpOutput<'_>)>(
-    flow: &mut Flow,
+/// One direction of one connection, at the packet being handled: what the
+/// reassembly steps below work on.
+struct Side<'f> {
+    flow: &'f mut Flow,
+    /// Index into `flow.dirs`.
     d: usize,
     key: FlowKey,
     p: PacketRef,
-    seq: u32,
-    payload: &[u8],
-    missing: u32,
-    out: &mut F,
-) {
-    let dir = &mut flow.dirs[d];
-    let Some(next) = dir.next else { return };
-    let diff = seq_diff(seq, next) as i64;
-    let total = payload.len() as i64 + missing as i64;
-    if diff + total <= 0 {
-        return; // retransmission of bytes already delivered
+}
+
+impl<'f> Side<'f> {
+    fn new(flow: &'f mut Flow, d: usize, key: FlowKey, p: PacketRef) -> Self {
+        Side { flow, d, key, p }
     }
-    if diff > 0 {
-        let at = dir.offset + diff as u64;
-        // Keep the longest copy when a segment is retransmitted out of order.
-        let replace = dir
-            .ooo
-            .get(&at)
-            .is_none_or(|(b, m)| b.len() + (*m as usize) < payload.len() + missing as usize);
-        if replace {
-            if let Some((old, _)) = dir.ooo.insert(at, (payload.to_vec(), missing)) {
-                dir.ooo_bytes -= old.len();
+
+    fn origin(&self) -> Origin {
+        Origin::of(self.flow, self.key, self.d, self.p)
+    }
+
+    fn dir(&mut self) -> &mut Direction {
+        &mut self.flow.dirs[self.d]
+    }
+
+    /// Takes a segment's payload at sequence number `seq` (`missing` bytes
+    /// of it cut by the snaplen): delivered when in order, else buffered.
+    fn accept<F: FnMut(TcpOutput<'_>)>(
+        &mut self,
+        seq: u32,
+        payload: &[u8],
+        missing: u32,
+        out: &mut F,
+    ) {
+        let dir = self.dir();
+        let Some(next) = dir.next else { return };
+        let diff = seq_diff(seq, next) as i64;
+        let total = payload.len() as i64 + missing as i64;
+        if diff + total <= 0 {
+            return; // retransmission of bytes already delivered
+        }
+        if diff > 0 {
+            let at = dir.offset + diff as u64;
+            // Keep the longest copy when a segment is retransmitted out of order.
+            let replace = dir
+                .ooo
+                .get(&at)
+                .is_none_or(|(b, m)| b.len() + (*m as usize) < payload.len() + missing as usize);
+            if replace {
+                if let Some((old, _)) = dir.ooo.insert(at, (payload.to_vec(), missing)) {
+                    dir.ooo_bytes -= old.len();
+                }
+                dir.ooo_bytes += payload.len();
             }
-            dir.ooo_bytes += payload.len();
+            if dir.ooo_bytes > MAX_OUT_OF_ORDER {
+                // Waited long enough for the missing bytes: declare them lost.
+                if let Some((&first, _)) = dir.ooo.iter().next() {
+                    self.skip_to(first, out);
+                }
+            }
+            return;
         }
-        if dir.ooo_bytes > MAX_OUT_OF_ORDER {
-            // Waited long enough for the missing bytes: declare them lost.
-            if let Some((&first, _)) = dir.ooo.iter().next() {
-                skip_to(flow, d, key, p, first, out);
+        // diff <= 0: in order, possibly overlapping what we already have.
+        let skip = (-diff) as usize;
+        self.deliver(payload, missing, skip, out);
+        self.drain(out);
+    }
+
+    /// Emits `payload[skip..]` then the snaplen hole, and advances the direction.
+    fn deliver<F: FnMut(TcpOutput<'_>)>(
+        &mut self,
+        payload: &[u8],
+        missing: u32,
+        skip: usize,
+        out: &mut F,
+    ) {
+        let origin = self.origin();
+        let dir = self.dir();
+        let Some(next) = dir.next else { return };
+        let (data, missing) = if skip <= payload.len() {
+            (&payload[skip..], missing as u64)
+        } else {
+            (
+                &payload[..0],
+                (missing as u64).saturating_sub((skip - payload.len()) as u64),
+            )
+        };
+        if !data.is_empty() {
+            out(origin.with(TcpEvent::Data(data)));
+        }
+        if missing > 0 {
+            out(origin.with(TcpEvent::Gap {
+                bytes: Some(missing),
+                reason: GapReason::Truncated,
+            }));
+        }
+        let advance = data.len() as u64 + missing;
+        dir.offset += advance;
+        dir.next = Some(next.wrapping_add(advance as u32));
+    }
+
+    /// Delivers buffered segments that have become in order.
+    fn drain<F: FnMut(TcpOutput<'_>)>(&mut self, out: &mut F) {
+        loop {
+            let dir = self.dir();
+            let Some((&at, _)) = dir.ooo.iter().next() else {
+                return;
+            };
+            if at > dir.offset {
+                return;
+            }
+            let Some((bytes, missing)) = dir.ooo.remove(&at) else {
+                return;
+            };
+            dir.ooo_bytes -= bytes.len();
+            let skip = (dir.offset - at) as usize;
+            if skip < bytes.len() + missing as usize {
+                self.deliver(&bytes, missing, skip, out);
             }
         }
-        return;
     }
-    // diff <= 0: in order, possibly overlapping what we already have.
-    let skip = (-diff) as usize;
-    deliver(flow, d, key, p, payload, missing, skip, out);
-    drain(flow, d, key, p, out);
-}
 
-/// Emits `payload[skip..]` then the snaplen hole, and advances the direction.
-#[allow(clippy::too_many_arguments)]
-fn deliver<F: FnMut(TcpOutput<'_>)>(
-    flow: &mut Flow,
-    d: usize,
-    key: FlowKey,
-    p: PacketRef,
-    payload: &[u8],
-    missing: u32,
-    skip: usize,
-    out: &mut F,
-) {
-    let origin = Origin::of(flow, key, d, p);
-    let dir = &mut flow.dirs[d];
-    let Some(next) = dir.next else { return };
-    let (data, missing) = if skip <= payload.len() {
-        (&payload[skip..], missing as u64)
-    } else {
-        (
-            &payload[..0],
-            (missing as u64).saturating_sub((skip - payload.len()) as u64),
-        )
-    };
-    if !data.is_empty() {
-        out(origin.with(TcpEvent::Data(data)));
-    }
-    if missing > 0 {
-        out(origin.with(TcpEvent::Gap {
-            bytes: Some(missing),
-            reason: GapReason::Truncated,
-        }));
-    }
-    let advance = data.len() as u64 + missing;
-    dir.offset += advance;
-    dir.next = Some(next.wrapping_add(advance as u32));
-}
-
-/// Delivers buffered segments that have become in order.
-fn drain<F: FnMut(TcpOutput<'_>)>(
-    flow: &mut Flow,
-    d: usize,
-    key: FlowKey,
-    p: PacketRef,
-    out: &mut F,
-) {
-    loop {
-        let dir = &mut flow.dirs[d];
-        let Some((&at, _)) = dir.ooo.iter().next() else {
-            return;
-        };
-        if at > dir.offset {
-            return;
+    /// Declares the bytes from the direction's position up to stream offset `to`
+    /// lost (one `Gap`), then delivers whatever buffered data has become in order.
+    fn skip_to<F: FnMut(TcpOutput<'_>)>(&mut self, to: u64, out: &mut F) {
+        let origin = self.origin();
+        let dir = self.dir();
+        if to > dir.offset {
+            let hole = to - dir.offset;
+            dir.offset = to;
+            dir.next = dir.next.map(|n| n.wrapping_add(hole as u32));
+            out(origin.with(TcpEvent::Gap {
+                bytes: Some(hole),
+                reason: GapReason::Lost,
+            }));
         }
-        let Some((bytes, missing)) = dir.ooo.remove(&at) else {
-            return;
-        };
-        dir.ooo_bytes -= bytes.len();
-        let skip = (dir.offset - at) as usize;
-        if skip < bytes.len() + missing as usize {
-            deliver(flow, d, key, p, &bytes, missing, skip, out);
+        self.drain(out);
+    }
+
+    /// Delivers everything buffered in the direction, declaring the holes
+    /// between, up to its FIN when one was seen.
+    fn flush<F: FnMut(TcpOutput<'_>)>(&mut self, out: &mut F) {
+        while let Some((&at, _)) = self.dir().ooo.iter().next() {
+            self.skip_to(at, out);
+        }
+        let dir = self.dir();
+        if let (Some(fin), Some(next), false) = (dir.fin, dir.next, dir.fin_done) {
+            let ahead = seq_diff(fin, next);
+            if ahead > 0 {
+                let to = dir.offset + ahead as u64;
+                self.skip_to(to, out);
+            }
+        }
+        self.maybe_fin(out);
+    }
+
+    /// The peer acknowledged bytes the capture does not have: they were sent and
+    /// received, so no retransmission will fill the hole. Declare it lost now
+    /// rather than holding the data behind it until the end of the capture.
+    fn acked_hole<F: FnMut(TcpOutput<'_>)>(&mut self, ack: u32, out: &mut F) {
+        loop {
+            let dir = self.dir();
+            let (Some(next), Some((&at, _))) = (dir.next, dir.ooo.iter().next()) else {
+                return;
+            };
+            let acked = seq_diff(ack, next);
+            if acked <= 0 {
+                return;
+            }
+            // Only the part of the hole the ack covers is certainly lost.
+            let to = at.min(dir.offset + acked as u64);
+            if to <= dir.offset {
+                return;
+            }
+            self.skip_to(to, out);
         }
     }
-}
 
-/// Declares the bytes from the direction's position up to stream offset `to`
-/// lost (one `Gap`), then delivers whatever buffered data has become in order.
-fn skip_to<F: FnMut(TcpOutput<'_>)>(
-    flow: &mut Flow,
-    d: usize,
-    key: FlowKey,
-    p: PacketRef,
-    to: u64,
-    out: &mut F,
-) {
-    let origin = Origin::of(flow, key, d, p);
-    let dir = &mut flow.dirs[d];
-    if to > dir.offset {
-        let hole = to - dir.offset;
-        dir.offset = to;
-        dir.next = dir.next.map(|n| n.wrapping_add(hole as u32));
-        out(origin.with(TcpEvent::Gap {
-            bytes: Some(hole),
-            reason: GapReason::Lost,
-        }));
-    }
-    drain(flow, d, key, p, out);
-}
-
-/// Delivers everything buffered in a direction, declaring the holes between,
-/// up to its FIN when one was seen.
-fn flush_direction<F: FnMut(TcpOutput<'_>)>(
-    flow: &mut Flow,
-    d: usize,
-    key: FlowKey,
-    p: PacketRef,
-    out: &mut F,
-) {
-    while let Some((&at, _)) = flow.dirs[d].ooo.iter().next() {
-        skip_to(flow, d, key, p, at, out);
-    }
-    let dir = &flow.dirs[d];
-    if let (Some(fin), Some(next), false) = (dir.fin, dir.next, dir.fin_done) {
-        let ahead = seq_diff(fin, next);
-        if ahead > 0 {
-            let to = dir.offset + ahead as u64;
-            skip_to(flow, d, key, p, to, out);
-        }
-    }
-    maybe_fin(flow, d, key, p, out);
-}
-
-/// The peer acknowledged bytes the capture does not have: they were sent and
-/// received, so no retransmission will fill the hole. Declare it lost now
-/// rather than holding the data behind it until the end of the capture.
-fn acked_hole<F: FnMut(TcpOutput<'_>)>(
-    flow: &mut Flow,
-    d: usize,
-    key: FlowKey,
-    p: PacketRef,
-    ack: u32,
-    out: &mut F,
-) {
-    loop {
-        let dir = &flow.dirs[d];
-        let (Some(next), Some((&at, _))) = (dir.next, dir.ooo.iter().next()) else {
-            return;
-        };
-        let acked = seq_diff(ack, next);
-        if acked <= 0 {
+    /// Emits the FIN once the stream has reached it.
+    fn maybe_fin<F: FnMut(TcpOutput<'_>)>(&mut self, out: &mut F) {
+        let origin = self.origin();
+        let dir = self.dir();
+        if dir.fin_done {
             return;
         }
-        // Only the part of the hole the ack covers is certainly lost.
-        let to = at.min(dir.offset + acked as u64);
-        if to <= dir.offset {
-            return;
-        }
-        skip_to(flow, d, key, p, to, out);
-    }
-}
-
-/// Emits the FIN once the stream has reached it.
-fn maybe_fin<F: FnMut(TcpOutput<'_>)>(
-    flow: &mut Flow,
-    d: usize,
-    key: FlowKey,
-    p: PacketRef,
-    out: &mut F,
-) {
-    let origin = Origin::of(flow, key, d, p);
-    let dir = &mut flow.dirs[d];
-    if dir.fin_done {
-        return;
-    }
-    if let (Some(fin), Some(next)) = (dir.fin, dir.next) {
-        if seq_diff(next, fin) >= 0 {
-            dir.fin_done = true;
-            dir.next = Some(fin.wrapping_add(1));
-            out(origin.with(TcpEvent::Fin));
+        if let (Some(fin), Some(next)) = (dir.fin, dir.next) {
+            if seq_diff(next, fin) >= 0 {
+                dir.fin_done = true;
+                dir.next = Some(fin.wrapping_add(1));
+                out(origin.with(TcpEvent::Fin));
+            }
         }
     }
 }
@@ -554,18 +540,14 @@ mod tests {
         (data, evs)
     }
 
-    const SYN: TcpFlags = TcpFlags {
-        syn: true,
-        ack: false,
-        fin: false,
-        rst: false,
-    };
-    const ACK: TcpFlags = TcpFlags {
-        syn: false,
-        ack: true,
-        fin: false,
-        rst: false,
-    };
+    /// The flags a test segment carries.
+    const fn flags(syn: bool, ack: bool, fin: bool, rst: bool) -> TcpFlags {
+        TcpFlags { syn, ack, fin, rst }
+    }
+    const SYN: TcpFlags = flags(true, false, false, false);
+    const ACK: TcpFlags = flags(false, true, false, false);
+    const FIN_ACK: TcpFlags = flags(false, true, true, false);
+    const RST: TcpFlags = flags(false, false, false, true);
 
     #[test]
     fn in_order_with_retransmission_and_reordering() {
@@ -614,14 +596,9 @@ mod tests {
 
     #[test]
     fn fin_waits_for_the_bytes_before_it() {
-        let fin = TcpFlags {
-            fin: true,
-            ack: true,
-            ..Default::default()
-        };
         let (data, evs) = run(&[
             seg(true, 100, b"", SYN),
-            seg(true, 104, b"d", fin), // FIN arrives before "abc"
+            seg(true, 104, b"d", FIN_ACK), // FIN arrives before "abc"
             seg(true, 101, b"abc", ACK),
         ]);
         assert_eq!(data, b"abcd");
@@ -666,20 +643,11 @@ mod tests {
 
     #[test]
     fn a_hole_just_before_the_fin_is_reported_when_the_connection_resets() {
-        let fin = TcpFlags {
-            fin: true,
-            ack: true,
-            ..Default::default()
-        };
-        let rst = TcpFlags {
-            rst: true,
-            ..Default::default()
-        };
         let (data, evs) = run(&[
             seg(true, 100, b"", SYN),
             seg(true, 101, b"abc", ACK),
-            seg(true, 110, b"", fin), // 6 bytes before the FIN never captured
-            seg(false, 5000, b"", rst),
+            seg(true, 110, b"", FIN_ACK), // 6 bytes before the FIN never captured
+            seg(false, 5000, b"", RST),
         ]);
         assert_eq!(data, b"abc");
         assert_eq!(

@@ -5,9 +5,9 @@
 //! with the capture. Packets are synthesised (raw IPv4, LINKTYPE_RAW) and fed
 //! one by one, so what the driver holds can be counted after each.
 
-use amqptrace::capture::Packet;
 use amqptrace::event::{Event, EventKind, Timestamp};
 use amqptrace::pipeline::{Driver, MAX_HELD_EVENTS};
+use amqptrace::source::file::Packet;
 use amqptrace::stream::{StreamConfig, CLASSIFY_WINDOW};
 
 const SYN: u8 = 0x02;

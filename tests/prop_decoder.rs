@@ -8,8 +8,8 @@ use amq_protocol::frame::{gen_frame, AMQPContentHeader, AMQPFrame, ProtocolVersi
 use amq_protocol::protocol::{basic, channel, confirm, connection, exchange, queue, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
 use amqptrace::amqp::{Decoded, DecodedItem, DecoderConfig, FrameDecoder};
-use amqptrace::capture::CaptureReader;
 use amqptrace::event::{DecodeError, MethodKind};
+use amqptrace::source::file::CaptureReader;
 use proptest::prelude::*;
 
 // ---------------------------------------------------------------- frames

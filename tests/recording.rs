@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use amqptrace::capture::CaptureReader;
 use amqptrace::pipeline;
+use amqptrace::source::file::CaptureReader;
 use amqptrace::stream::StreamConfig;
 use serde_json::Value;
 

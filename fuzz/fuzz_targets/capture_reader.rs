@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use amqptrace::capture::{CaptureError, CaptureReader};
+use amqptrace::source::file::{CaptureError, CaptureReader};
 use libfuzzer_sys::fuzz_target;
 
 /// Every packet (number, time, link type, bytes) and how the reading ended.

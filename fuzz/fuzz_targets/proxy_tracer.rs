@@ -21,10 +21,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use amqptrace::analyze::{write_verdict_block, Analyzer, AnalyzerConfig};
-use amqptrace::capture::CaptureReader;
 use amqptrace::event::{Dir, Event, Timestamp};
-use amqptrace::proxy::tracer::{PcapRecorder, Tracer};
-use amqptrace::proxy::{ConnInfo, TraceKind, TraceMsg};
+use amqptrace::sink::PcapRecorder;
+use amqptrace::source::file::CaptureReader;
+use amqptrace::source::proxy::{ConnInfo, TraceKind, TraceMsg, Tracer};
 use amqptrace::stream::StreamConfig;
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;

@@ -11,7 +11,7 @@ use anyhow::Context;
 
 use amqptrace::amqp::DecoderConfig;
 use amqptrace::event::{Event, Timestamp};
-use amqptrace::livecap::{port_filter, LiveCapture, LIBPCAP_ENV};
+use amqptrace::source::live::{port_filter, LiveCapture, LIBPCAP_ENV};
 use amqptrace::stream::StreamConfig;
 
 use crate::cli::proxy::{open_output, LiveArgs, LiveOutput};

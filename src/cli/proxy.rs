@@ -25,9 +25,12 @@ use amqptrace::analyze::{
     write_verdict_block, Analysis, Analyzer, Certainty, Horizon, Scope, Verdict, VerdictKind,
 };
 use amqptrace::event::{Conn, Event, Timestamp};
-use amqptrace::proxy::tracer::{PcapRecorder, Tracer};
-use amqptrace::proxy::{self, ProxyConfig, TraceCounters, TraceKind, TraceMsg, TraceRx, Upstream};
+use amqptrace::sink::PcapRecorder;
 use amqptrace::sink::{JsonlSink, Sink, TextOptions, TextSink};
+use amqptrace::source::proxy::Tracer;
+use amqptrace::source::proxy::{
+    self, ProxyConfig, TraceCounters, TraceKind, TraceMsg, TraceRx, Upstream,
+};
 use amqptrace::stream::StreamConfig;
 
 use crate::cli::analyze::ColorChoice;

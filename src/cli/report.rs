@@ -11,6 +11,7 @@ use amqptrace::analyze::{Analyzer, Horizon};
 use amqptrace::event::{Event, Timestamp};
 use amqptrace::pipeline;
 use amqptrace::report::{jsonl, ReportBuilder};
+use amqptrace::source::file;
 use amqptrace::stream::StreamConfig;
 
 use crate::exit;
@@ -56,14 +57,10 @@ fn input_kind(path: &Path) -> anyhow::Result<InputKind> {
         .read(&mut head)
         .with_context(|| format!("cannot read {}", path.display()))?;
     anyhow::ensure!(n > 0, "{}: empty file", path.display());
-    Ok(match head {
-        // pcap (both byte orders, micro- and nanosecond) and pcapng's section header block.
-        [0xa1, 0xb2, 0xc3, 0xd4]
-        | [0xd4, 0xc3, 0xb2, 0xa1]
-        | [0xa1, 0xb2, 0x3c, 0x4d]
-        | [0x4d, 0x3c, 0xb2, 0xa1]
-        | [0x0a, 0x0d, 0x0d, 0x0a] => InputKind::Capture,
-        _ if head[..n].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') => InputKind::Jsonl,
+    let head = &head[..n];
+    Ok(match file::sniff(head) {
+        Some(_) => InputKind::Capture,
+        None if head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') => InputKind::Jsonl,
         _ => anyhow::bail!(
             "{}: neither a capture (pcap/pcapng) nor a JSON Lines timeline",
             path.display()

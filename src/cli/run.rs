@@ -38,10 +38,10 @@ use amqptrace::amqp::DecoderConfig;
 use amqptrace::analyze::{write_verdict_block, Analysis, Analyzer, AnalyzerConfig, Horizon};
 use amqptrace::event::{Event, Timestamp};
 use amqptrace::pipeline;
-use amqptrace::proxy::tracer::PcapRecorder;
-use amqptrace::proxy::{self, ProxyConfig, TraceCounters, TraceKind, TraceRx, Upstream};
 use amqptrace::report::ReportBuilder;
+use amqptrace::sink::PcapRecorder;
 use amqptrace::sink::{JsonlSink, Sink};
+use amqptrace::source::proxy::{self, ProxyConfig, TraceCounters, TraceKind, TraceRx, Upstream};
 use amqptrace::stream::StreamConfig;
 
 use crate::exit;

@@ -1,7 +1,11 @@
-//! Sinks: where the timeline goes. Terminal text, JSON Lines, per-method counts.
+//! Sinks: where the timeline goes. Terminal text, JSON Lines, per-method
+//! counts, Chrome trace, and pcapng recordings.
 //!
 //! A sink takes [`Event`]s one at a time and writes them to any `io::Write`;
-//! it knows nothing of sources, reassembly or decoding. Output is buffered and
+//! it knows nothing of sources, reassembly or decoding. One sink records
+//! bytes rather than events: [`PcapRecorder`] writes the proxy's trace
+//! messages as pcapng (through [`PcapngWriter`]), so it reads the proxy
+//! source's message type and the leg names the capture reader expects. Output is buffered and
 //! flushed by [`Sink::finish`] (and on drop of the writer), so nothing already
 //! traced is lost at exit.
 
@@ -10,6 +14,7 @@ mod counts;
 pub mod deliveries;
 mod jsonl;
 pub mod pcapng;
+mod recorder;
 mod text;
 
 use std::io;
@@ -20,6 +25,7 @@ pub use chrome_trace::ChromeTraceSink;
 pub use counts::CountsSink;
 pub use jsonl::JsonlSink;
 pub use pcapng::PcapngWriter;
+pub use recorder::PcapRecorder;
 pub use text::{TextOptions, TextSink};
 
 /// A consumer of timeline events.

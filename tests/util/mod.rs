@@ -19,7 +19,7 @@ pub fn for_each_tcp_segment(
     mut f: impl FnMut(amqptrace::tcp::PacketRef, &amqptrace::link::TcpSegment<'_>),
 ) -> amqptrace::tcp::PacketRef {
     let mut reader =
-        amqptrace::capture::CaptureReader::open(path).expect("committed capture opens");
+        amqptrace::source::file::CaptureReader::open(path).expect("committed capture opens");
     let mut last = amqptrace::tcp::PacketRef {
         file: 0,
         frame: 0,

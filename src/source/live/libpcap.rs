@@ -77,13 +77,17 @@ library file, e.g. AMQPTRACE_LIBPCAP=/usr/lib/x86_64-linux-gnu/libpcap.so.0.8\n\
 pub enum LoadError {
     #[error("live capture needs libpcap, which was not found (tried {tried}; {message})\n{INSTALL_HINT}")]
     NotFound { tried: String, message: String },
-    #[error("live capture needs libpcap: {LIBPCAP_ENV}={path} cannot be loaded ({message})\n{INSTALL_HINT}")]
-    EnvPath { path: String, message: String },
-    #[error("{path} is not a usable libpcap (1.5 or later): {symbol} is missing ({message})")]
+    // The loader's error is part of the message, not a cause printed after it.
+    #[error("live capture needs libpcap: {LIBPCAP_ENV}={path} cannot be loaded ({error})\n{INSTALL_HINT}")]
+    EnvPath {
+        path: String,
+        error: libloading::Error,
+    },
+    #[error("{path} is not a usable libpcap (1.5 or later): {symbol} is missing ({error})")]
     MissingSymbol {
         path: String,
         symbol: String,
-        message: String,
+        error: libloading::Error,
     },
 }
 
@@ -127,10 +131,7 @@ impl Libpcap {
             // LD_LIBRARY_PATH would be.
             return match unsafe { libloading::Library::new(&path) } {
                 Ok(lib) => Self::bind(lib, &shown),
-                Err(e) => Err(LoadError::EnvPath {
-                    path: shown,
-                    message: e.to_string(),
-                }),
+                Err(error) => Err(LoadError::EnvPath { path: shown, error }),
             };
         }
         let mut last = String::new();
@@ -421,11 +422,12 @@ unsafe fn symbol<T: Copy>(
 ) -> Result<T, LoadError> {
     let c_name = format!("{sym}\0");
     // SAFETY: guaranteed by the caller.
-    let f = unsafe { lib.get::<T>(c_name.as_bytes()) }.map_err(|e| LoadError::MissingSymbol {
-        path: path.to_string(),
-        symbol: sym.to_string(),
-        message: e.to_string(),
-    })?;
+    let f =
+        unsafe { lib.get::<T>(c_name.as_bytes()) }.map_err(|error| LoadError::MissingSymbol {
+            path: path.to_string(),
+            symbol: sym.to_string(),
+            error,
+        })?;
     Ok(*f)
 }
 

@@ -14,10 +14,10 @@ pub mod savefile;
 
 use std::path::{Path, PathBuf};
 
-use crate::capture::Packet;
 use crate::event::{Event, Timestamp};
 use crate::link::{self, linktype};
 use crate::pipeline::Driver;
+use crate::source::file::Packet;
 use crate::stream::{StreamConfig, StreamStats};
 
 pub use libpcap::{LoadError, LIBPCAP_ENV};
