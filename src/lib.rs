@@ -14,14 +14,17 @@
 //!   -> sink   (text, JSON Lines, JSON summary, ...)
 //! ```
 //!
-//! Beside the stages: [`redact`] masks the credentials in the bytes of a
-//! recording amqptrace writes.
+//! Beside the stages: [`live`] runs a live source (proxy, interface) as a
+//! session with live output, recording and `run`'s artifacts; [`redact`]
+//! masks the credentials in the bytes of a recording amqptrace writes;
+//! [`url`] cuts an AMQP URL into its parts.
 
 pub mod amqp;
 pub mod analyze;
 pub mod capture;
 pub mod event;
 pub mod link;
+pub mod live;
 pub mod livecap;
 pub mod pipeline;
 pub mod proxy;
@@ -30,3 +33,4 @@ pub mod report;
 pub mod sink;
 pub mod stream;
 pub mod tcp;
+pub mod url;

@@ -8,8 +8,9 @@ use anyhow::Context;
 use clap::ValueEnum;
 
 use amqptrace::amqp::DecoderConfig;
-use amqptrace::analyze::{write_verdict_block, Analyzer, Horizon};
+use amqptrace::analyze::{write_verdict_block, Analyzer};
 use amqptrace::event::Event;
+use amqptrace::live::artifacts::horizon;
 use amqptrace::pipeline::{self, RunSummary};
 use amqptrace::sink::{ChromeTraceSink, CountsSink, JsonlSink, Sink, TextOptions, TextSink};
 use amqptrace::stream::StreamConfig;
@@ -163,18 +164,6 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<u8> {
     }
     let code = damage_or_ok(&summary);
     Ok(if stall { exit::STALL } else { code })
-}
-
-/// Where the evidence of a run over capture files ends: the recorded end
-/// where every file records one (a pcapng's `isb_endtime`, as dumpcap,
-/// `proxy --pcap` and `run` write it; never before the last packet), the last
-/// packet otherwise (a pcap from tcpdump records no end).
-pub fn horizon(summary: &RunSummary) -> Horizon {
-    let last = summary.last_ts.unwrap_or_default();
-    match summary.recorded_end {
-        Some(end) => Horizon::Recorded(end.max(last)),
-        None => Horizon::LastPacket(last),
-    }
 }
 
 /// Prints the run's warnings and returns DAMAGED or OK.
