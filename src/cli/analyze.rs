@@ -113,14 +113,14 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<u8> {
                 },
             );
             let summary = drive(&args.captures, &stream_cfg, &mut analyzer, Some(&mut sink))?;
-            sink.finish()?;
             (summary, into_writer_text(sink))
         }
         Format::Jsonl => {
-            let mut sink = JsonlSink::new(out);
-            let summary = drive(&args.captures, &stream_cfg, &mut analyzer, Some(&mut sink))?;
-            sink.finish()?;
-            (summary, None)
+            let sink = &mut JsonlSink::new(out);
+            (
+                drive(&args.captures, &stream_cfg, &mut analyzer, Some(sink))?,
+                None,
+            )
         }
         Format::Counts => {
             // Decode only: no analyzer, so this is also the baseline the analysis cost is measured against.
@@ -131,10 +131,11 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<u8> {
             return Ok(damage_or_ok(&summary));
         }
         Format::ChromeTrace => {
-            let mut sink = ChromeTraceSink::new(out);
-            let summary = drive(&args.captures, &stream_cfg, &mut analyzer, Some(&mut sink))?;
-            sink.finish()?;
-            (summary, None)
+            let sink = &mut ChromeTraceSink::new(out);
+            (
+                drive(&args.captures, &stream_cfg, &mut analyzer, Some(sink))?,
+                None,
+            )
         }
         Format::Json => {
             let summary = drive::<TextSink<Box<dyn Write>>>(
@@ -185,7 +186,7 @@ fn into_writer_text(sink: TextSink<Box<dyn Write>>) -> Option<Box<dyn Write>> {
     Some(sink.into_inner())
 }
 
-/// Runs the pipeline, feeding every event to the analyzer and the sink.
+/// Runs the pipeline, feeding every event to the analyzer and the sink, then finishes the sink.
 fn drive<S: Sink>(
     captures: &[PathBuf],
     cfg: &StreamConfig,
@@ -199,5 +200,8 @@ fn drive<S: Sink>(
             None => Ok(()),
         }
     })?;
+    if let Some(s) = sink {
+        s.finish()?;
+    }
     Ok(summary)
 }
