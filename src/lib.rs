@@ -19,13 +19,16 @@
 //! tracer feeds its copies straight to the stream stage (they are byte
 //! streams already, not packets); the timeline reader yields events.
 //!
-//! Beside the stages: [`redact`] masks the credentials in the bytes of a
-//! recording amqptrace writes.
+//! Beside the stages: [`live`] runs a live source (proxy, interface) as a
+//! session with live output, recording and `run`'s artifacts; [`redact`]
+//! masks the credentials in the bytes of a recording amqptrace writes;
+//! [`url`] cuts an AMQP URL into its parts.
 
 pub mod amqp;
 pub mod analyze;
 pub mod event;
 pub mod link;
+pub mod live;
 pub mod pipeline;
 pub mod redact;
 pub mod report;
@@ -33,3 +36,4 @@ pub mod sink;
 pub mod source;
 pub mod stream;
 pub mod tcp;
+pub mod url;

@@ -78,6 +78,18 @@ enum TableWalk {
     Rest,
 }
 
+/// A field's length prefix being collected: `have` of its `width` bytes,
+/// `left` bytes of the frame's payload to go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LenPrefix {
+    field: Field,
+    len: u32,
+    have: u8,
+    width: u8,
+    left: u32,
+    rule: SecretRule,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Collecting a frame header (or the protocol header, when it starts with 'A').
@@ -86,15 +98,8 @@ enum State {
     Skip { left: u64 },
     /// A method frame on channel 0: collecting class and method ids.
     MethodId { buf: [u8; 4], have: u8, left: u32 },
-    /// Collecting a field's length prefix (`width` bytes).
-    Len {
-        field: Field,
-        len: u32,
-        have: u8,
-        width: u8,
-        left: u32,
-        rule: SecretRule,
-    },
+    /// Collecting a field's length prefix.
+    Len(LenPrefix),
     /// Inside a field's bytes.
     Body {
         field: Field,
@@ -287,42 +292,25 @@ impl CredentialMask {
                         },
                     };
                 }
-                State::Len {
-                    field,
-                    len,
-                    have,
-                    width,
-                    left,
-                    rule,
-                } => {
-                    if left == 0 {
-                        // The payload ended before the field: a short frame; move on.
-                        self.state = State::Skip { left: 1 };
+                State::Len(mut p) => {
+                    let Some(b) = self.field_byte(bytes, &mut i, p.left) else {
                         continue;
-                    }
-                    let len = (len << 8) | u32::from(bytes[i]);
-                    i += 1;
-                    self.next += 1;
-                    let (have, left) = (have + 1, left - 1);
-                    self.state = if have < width {
-                        State::Len {
-                            field,
-                            len,
-                            have,
-                            width,
-                            left,
-                            rule,
-                        }
+                    };
+                    p.len = (p.len << 8) | u32::from(b);
+                    p.have += 1;
+                    p.left -= 1;
+                    self.state = if p.have < p.width {
+                        State::Len(p)
                     } else {
-                        if field == Field::Mechanism {
+                        if p.field == Field::Mechanism {
                             self.mechanism_len = 0;
                         }
-                        let rule = if field == Field::Secret {
-                            rule
+                        let rule = if p.field == Field::Secret {
+                            p.rule
                         } else {
                             SecretRule::All
                         };
-                        self.field_body(field, len, 0, left, rule)
+                        self.field_body(p.field, p.len, 0, p.left, rule)
                     };
                 }
                 State::Body {
@@ -332,13 +320,9 @@ impl CredentialMask {
                     left,
                     rule,
                 } => {
-                    if left == 0 {
-                        self.state = State::Skip { left: 1 };
+                    let Some(b) = self.field_byte(bytes, &mut i, left) else {
                         continue;
-                    }
-                    let b = bytes[i];
-                    i += 1;
-                    self.next += 1;
+                    };
                     let mut rule = rule;
                     match field {
                         Field::ClientProperties => {
@@ -370,6 +354,20 @@ impl CredentialMask {
                 }
             }
         }
+    }
+
+    /// The next byte of a field (at `bytes[*i]`) in a frame with `left`
+    /// payload bytes to go; `None` when the payload ended before the field
+    /// (a short frame: its frame end is skipped and parsing moves on).
+    fn field_byte(&mut self, bytes: &[u8], i: &mut usize, left: u32) -> Option<u8> {
+        if left == 0 {
+            self.state = State::Skip { left: 1 };
+            return None;
+        }
+        let b = bytes[*i];
+        *i += 1;
+        self.next += 1;
+        Some(b)
     }
 
     /// The state for a field's body at `pos` of `flen`, or what follows it when it is done.
@@ -406,14 +404,14 @@ impl CredentialMask {
 
 /// The state that reads `field`'s length prefix.
 fn len_state(field: Field, left: u32, rule: SecretRule) -> State {
-    State::Len {
+    State::Len(LenPrefix {
         field,
         len: 0,
         have: 0,
         width: if field == Field::Mechanism { 1 } else { 4 },
         left,
         rule,
-    }
+    })
 }
 
 /// Whether byte `b` of a secret is masked under `rule` (which it advances).

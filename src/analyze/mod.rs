@@ -39,7 +39,7 @@ pub use model::{
     Analysis, Cause, Certainty, ConnectionSummary, ConsumerSummary, EvidenceRef, LatencySummary,
     Scope, Verdict, VerdictKind, SCHEMA,
 };
-pub use text::write_verdict_block;
+pub use text::{stall_reasons, write_live_verdict, write_summary, write_verdict_block};
 
 /// Thresholds of the verdict rules. `Default` gives the documented defaults.
 #[derive(Debug, Clone, PartialEq)]

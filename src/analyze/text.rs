@@ -1,4 +1,8 @@
-//! The text verdict block that ends `amqptrace analyze`'s terminal output.
+//! The one text renderer of verdicts: the verdict block that ends
+//! `amqptrace analyze`'s terminal output (and a live source's), the live
+//! verdict line `proxy` and `capture` print as a verdict becomes certain, and
+//! `run`'s summary.txt (the block, then counts per connection and consumer).
+//! Every rendering names a verdict's subject the same way ([`subject`]).
 
 use std::io::{self, Write};
 
@@ -55,6 +59,38 @@ pub fn write_verdict_block(analysis: &Analysis, out: &mut dyn Write) -> io::Resu
     writeln!(out, "{line}")
 }
 
+/// One line per reason an analysis has a stall: its headline causes, or its
+/// stall verdicts where it has no cause for them.
+pub fn stall_reasons(analysis: &Analysis) -> Vec<String> {
+    let causes: Vec<String> = analysis
+        .causes
+        .iter()
+        .map(|c| format!("{}: {}", c.verdict.name(), c.text))
+        .collect();
+    if !causes.is_empty() {
+        return causes;
+    }
+    analysis
+        .verdicts
+        .iter()
+        .filter(|v| v.verdict.is_stall())
+        .map(|v| format!("{}: {}", v.verdict.name(), v.explanation))
+        .collect()
+}
+
+/// A live verdict line: the seconds since the source started, the verdict
+/// and its subject, then its explanation indented below.
+pub fn write_live_verdict(v: &Verdict, elapsed_secs: f64, out: &mut dyn Write) -> io::Result<()> {
+    writeln!(
+        out,
+        "{elapsed_secs:>11.6}  VERDICT {}: {}\n             {}",
+        v.verdict.name(),
+        subject(v),
+        v.explanation
+    )
+}
+
+/// What a verdict is about, e.g. `consumer 'ctag' queue 'q' on CONN ch 1`.
 fn subject(v: &Verdict) -> String {
     let mut s = match v.scope {
         Scope::Consumer => format!(
@@ -141,4 +177,101 @@ fn evidence_short(e: &EvidenceRef) -> String {
         s.push_str(&format!(" ({v})"));
     }
     s
+}
+
+/// summary.txt of `run`: the verdict block, then one line per connection and
+/// per consumer with its counts, then the events traced (`events`) and the
+/// trace messages the tracer lost (`dropped`).
+pub fn write_summary(
+    analysis: &Analysis,
+    events: u64,
+    dropped: u64,
+    w: &mut dyn Write,
+) -> io::Result<()> {
+    write_verdict_block(analysis, w)?;
+    writeln!(w)?;
+    writeln!(w, "connections: {}", analysis.connections.len())?;
+    for c in &analysis.connections {
+        let mut who = Vec::new();
+        if let Some(n) = &c.connection_name {
+            who.push(format!("\"{n}\""));
+        }
+        if let Some(p) = &c.client_product {
+            who.push(format!(
+                "{p}{}",
+                c.client_version
+                    .as_deref()
+                    .map(|v| format!(" {v}"))
+                    .unwrap_or_default()
+            ));
+        }
+        if let Some(v) = &c.vhost {
+            who.push(format!("vhost '{v}'"));
+        }
+        write!(
+            w,
+            "  {}  {}\n      channels {}, consumes {}, publishes {}, gets {}, deliveries {}",
+            c.conn,
+            who.join(", "),
+            c.channels_opened,
+            c.consumes,
+            c.publishes,
+            c.gets,
+            c.deliveries
+        )?;
+        if c.gaps > 0 || c.errors > 0 {
+            write!(w, ", gaps {}, decode errors {}", c.gaps, c.errors)?;
+        }
+        match (c.closed_by, c.tcp_end) {
+            (Some(by), _) => write!(
+                w,
+                "; closed by {by}{}",
+                c.reply_code
+                    .map(|code| format!(" ({code} {})", c.reply_text.as_deref().unwrap_or("")))
+                    .unwrap_or_default()
+            )?,
+            (None, Some(end)) => write!(w, "; TCP {end} without connection.close")?,
+            (None, None) => write!(w, "; open at the end")?,
+        }
+        writeln!(w)?;
+    }
+    writeln!(w, "consumers: {}", analysis.consumers.len())?;
+    for c in &analysis.consumers {
+        write!(
+            w,
+            "  '{}' queue '{}' on {} ch {}\n      prefetch {}, deliveries {} (redelivered {}), acks {}, nacks {}, rejects {}, unacked at the end {}",
+            c.consumer_tag,
+            c.queue.as_deref().unwrap_or("?"),
+            c.conn,
+            c.channel,
+            c.prefetch_count
+                .or(c.channel_prefetch_count)
+                .map_or("none".to_string(), |p| p.to_string()),
+            c.deliveries,
+            c.redelivered,
+            c.acks,
+            c.nacks_requeue + c.nacks_drop,
+            c.rejects_requeue + c.rejects_drop,
+            c.unacked
+        )?;
+        if let Some(l) = &c.latency {
+            write!(
+                w,
+                ", deliver→settle p50 {:.3} s p95 {:.3} s max {:.3} s",
+                l.p50_s, l.p95_s, l.max_s
+            )?;
+        }
+        if let Some(by) = c.ended_by {
+            write!(w, "; ended by {by}")?;
+        }
+        writeln!(w)?;
+    }
+    write!(w, "events traced: {events}")?;
+    if dropped > 0 {
+        write!(
+            w,
+            " ({dropped} trace messages dropped: the tracer could not keep up)"
+        )?;
+    }
+    writeln!(w)
 }

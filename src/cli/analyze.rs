@@ -8,8 +8,9 @@ use anyhow::Context;
 use clap::ValueEnum;
 
 use amqptrace::amqp::DecoderConfig;
-use amqptrace::analyze::{write_verdict_block, Analyzer, Horizon};
+use amqptrace::analyze::{write_verdict_block, Analyzer};
 use amqptrace::event::Event;
+use amqptrace::live::artifacts::horizon;
 use amqptrace::pipeline::{self, RunSummary};
 use amqptrace::sink::{ChromeTraceSink, CountsSink, JsonlSink, Sink, TextOptions, TextSink};
 use amqptrace::stream::StreamConfig;
@@ -112,14 +113,14 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<u8> {
                 },
             );
             let summary = drive(&args.captures, &stream_cfg, &mut analyzer, Some(&mut sink))?;
-            sink.finish()?;
             (summary, into_writer_text(sink))
         }
         Format::Jsonl => {
-            let mut sink = JsonlSink::new(out);
-            let summary = drive(&args.captures, &stream_cfg, &mut analyzer, Some(&mut sink))?;
-            sink.finish()?;
-            (summary, None)
+            let sink = &mut JsonlSink::new(out);
+            (
+                drive(&args.captures, &stream_cfg, &mut analyzer, Some(sink))?,
+                None,
+            )
         }
         Format::Counts => {
             // Decode only: no analyzer, so this is also the baseline the analysis cost is measured against.
@@ -130,10 +131,11 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<u8> {
             return Ok(damage_or_ok(&summary));
         }
         Format::ChromeTrace => {
-            let mut sink = ChromeTraceSink::new(out);
-            let summary = drive(&args.captures, &stream_cfg, &mut analyzer, Some(&mut sink))?;
-            sink.finish()?;
-            (summary, None)
+            let sink = &mut ChromeTraceSink::new(out);
+            (
+                drive(&args.captures, &stream_cfg, &mut analyzer, Some(sink))?,
+                None,
+            )
         }
         Format::Json => {
             let summary = drive::<TextSink<Box<dyn Write>>>(
@@ -165,18 +167,6 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<u8> {
     Ok(if stall { exit::STALL } else { code })
 }
 
-/// Where the evidence of a run over capture files ends: the recorded end
-/// where every file records one (a pcapng's `isb_endtime`, as dumpcap,
-/// `proxy --pcap` and `run` write it; never before the last packet), the last
-/// packet otherwise (a pcap from tcpdump records no end).
-pub fn horizon(summary: &RunSummary) -> Horizon {
-    let last = summary.last_ts.unwrap_or_default();
-    match summary.recorded_end {
-        Some(end) => Horizon::Recorded(end.max(last)),
-        None => Horizon::LastPacket(last),
-    }
-}
-
 /// Prints the run's warnings and returns DAMAGED or OK.
 fn damage_or_ok(summary: &RunSummary) -> u8 {
     for warning in &summary.warnings {
@@ -196,7 +186,7 @@ fn into_writer_text(sink: TextSink<Box<dyn Write>>) -> Option<Box<dyn Write>> {
     Some(sink.into_inner())
 }
 
-/// Runs the pipeline, feeding every event to the analyzer and the sink.
+/// Runs the pipeline, feeding every event to the analyzer and the sink, then finishes the sink.
 fn drive<S: Sink>(
     captures: &[PathBuf],
     cfg: &StreamConfig,
@@ -210,5 +200,8 @@ fn drive<S: Sink>(
             None => Ok(()),
         }
     })?;
+    if let Some(s) = sink {
+        s.finish()?;
+    }
     Ok(summary)
 }

@@ -1,20 +1,20 @@
 //! `amqptrace capture -i IFACE`: live interface capture through libpcap
 //! (loaded when the capture starts), with the same live timeline, live
-//! verdicts and final verdict block as `proxy` (they share [`LiveOutput`]).
+//! verdicts and final verdict block as `proxy` (the library's live session:
+//! [`CaptureSource`] in its trace loop, [`LiveOutput`]).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
 use amqptrace::amqp::DecoderConfig;
-use amqptrace::event::{Event, Timestamp};
+use amqptrace::live::{self, capture::CaptureSource, signals::stop_on_signal, LiveOutput};
 use amqptrace::source::live::{port_filter, LiveCapture, LIBPCAP_ENV};
 use amqptrace::stream::StreamConfig;
 
-use crate::cli::proxy::{open_output, LiveArgs, LiveOutput};
+use crate::cli::live::LiveArgs;
 
 #[derive(clap::Args, Debug)]
 pub struct CaptureArgs {
@@ -64,8 +64,8 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<u8> {
         .filter
         .clone()
         .unwrap_or_else(|| port_filter(&args.ports));
-    let writer = open_output(&args.live)?;
-    let mut cap = LiveCapture::open(
+    let (opts, writer) = args.live.open()?;
+    let cap = LiveCapture::open(
         &args.interface,
         &filter,
         cfg,
@@ -79,36 +79,10 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<u8> {
         cap.linktype_name()
     );
     let stop = Arc::new(AtomicBool::new(false));
-    watch_signals(stop.clone()).context("cannot install the signal handlers")?;
-    let mut output = LiveOutput::new(&args.live, writer);
-    let mut last_tick = Instant::now();
-    let report_savefile = |cap: &mut LiveCapture| {
-        if let Some(e) = cap.take_savefile_error() {
-            eprintln!("amqptrace: -w: {e}; recording stopped, the capture goes on");
-        }
-    };
-    while !stop.load(Ordering::Relaxed) {
-        let got = cap.poll(&mut |ev: &Event| output.event(ev))?;
-        if last_tick.elapsed() >= Duration::from_secs(1) {
-            last_tick = Instant::now();
-            output.tick(Timestamp::now());
-            cap.flush();
-        } else if !got {
-            output.flush();
-        }
-        report_savefile(&mut cap);
-    }
-    let stats = cap.finish(Timestamp::now(), &mut |ev: &Event| output.event(ev));
-    if let Some(e) = &stats.savefile_error {
-        eprintln!("amqptrace: -w: {e}; recording stopped");
-    }
-    if stats.dropped + stats.if_dropped > 0 {
-        eprintln!(
-            "amqptrace: {} packets dropped by the kernel, {} by the interface: the timeline has holes there",
-            stats.dropped, stats.if_dropped
-        );
-    }
-    let code = output.finish(Timestamp::now())?;
+    stop_on_signal(stop.clone()).context("cannot install the signal handlers")?;
+    let mut output = LiveOutput::new(&opts, writer);
+    let (stats, end) = live::trace(CaptureSource::new(cap, stop), &mut output)?;
+    let code = crate::cli::exit_code(&output.finish(end)?);
     if stats.savefile_failed {
         if let Some(path) = &args.write {
             eprintln!(
@@ -119,32 +93,4 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<u8> {
         return Ok(crate::exit::ERROR);
     }
     Ok(code)
-}
-
-/// Sets `stop` on the first SIGINT or SIGTERM (a thread with a small runtime
-/// waits for them; the capture loop checks the flag between reads).
-fn watch_signals(stop: Arc<AtomicBool>) -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()?;
-    // Registering here (not in the thread) means no signal is missed after `open`.
-    let (mut int, mut term) = rt.block_on(async {
-        Ok::<_, std::io::Error>((
-            signal(SignalKind::interrupt())?,
-            signal(SignalKind::terminate())?,
-        ))
-    })?;
-    std::thread::Builder::new()
-        .name("amqptrace-signals".into())
-        .spawn(move || {
-            rt.block_on(async {
-                tokio::select! {
-                    _ = int.recv() => {}
-                    _ = term.recv() => {}
-                }
-            });
-            stop.store(true, Ordering::Relaxed);
-        })?;
-    Ok(())
 }

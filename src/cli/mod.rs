@@ -2,6 +2,7 @@
 
 pub mod analyze;
 pub mod capture;
+pub mod live;
 pub mod proxy;
 pub mod report;
 pub mod run;
@@ -9,7 +10,7 @@ pub mod run;
 use std::io::{self, IsTerminal};
 use std::time::Duration;
 
-use amqptrace::analyze::AnalyzerConfig;
+use amqptrace::analyze::{Analysis, AnalyzerConfig};
 
 /// The analyzer configuration `--stall-after SECS` asks for (default when
 /// absent), refusing what is not a number of seconds ≥ 0 that a `Duration` holds.
@@ -49,5 +50,14 @@ pub fn use_color(choice: analyze::ColorChoice, to_stdout: bool) -> bool {
                 && io::stdout().is_terminal()
                 && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
         }
+    }
+}
+
+/// The exit code of a finished analysis: a stall, or none.
+pub fn exit_code(analysis: &Analysis) -> u8 {
+    if analysis.has_stall() {
+        crate::exit::STALL
+    } else {
+        crate::exit::OK
     }
 }
