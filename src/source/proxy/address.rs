@@ -7,6 +7,8 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 
+use crate::url::AmqpUrl;
+
 /// The broker to forward to, as given on the command line (credentials removed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
@@ -38,24 +40,20 @@ impl Upstream {
     /// are dropped here and never stored, so nothing can print them. The
     /// error message does not repeat a URL's credentials either.
     pub fn parse(s: &str) -> Result<Upstream, AddressError> {
-        let (rest, default_port) = if let Some(r) = s.strip_prefix("amqp://") {
-            (r, 5672)
-        } else if let Some(r) = s.strip_prefix("amqps://") {
-            (r, 5671)
-        } else {
-            (s, 5672)
-        };
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        let hostport = match authority.rfind('@') {
-            Some(i) => &authority[i + 1..],
-            None => authority,
-        };
-        let shown = || {
-            if rest.len() == s.len() {
-                s.to_string()
-            } else {
-                hostport.to_string()
+        let url = AmqpUrl::parse(s).filter(|u| matches!(u.scheme, "amqp" | "amqps"));
+        let (hostport, default_port) = match &url {
+            Some(u) => (u.host_port, u.default_port()),
+            // A bare `host:port` (anything before a stray '@' is dropped all the same).
+            None => {
+                let authority = s.split(['/', '?', '#']).next().unwrap_or("");
+                let hostport = authority.rsplit('@').next().unwrap_or(authority);
+                (hostport, 5672)
             }
+        };
+        // A URL is shown by its host:port only: the rest may hold a password.
+        let shown = || match url {
+            Some(_) => hostport.to_string(),
+            None => s.to_string(),
         };
         let (host, port) =
             split_host_port(hostport).ok_or_else(|| AddressError::Syntax(shown()))?;
