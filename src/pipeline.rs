@@ -25,6 +25,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::analyze::Horizon;
 use crate::event::{Event, Timestamp};
 use crate::link::{self, LinkError};
 use crate::source::file::{CaptureError, CaptureReader, Leg, Packet};
@@ -64,6 +65,23 @@ pub struct RunSummary {
     pub damage: Vec<CaptureError>,
     /// Non-fatal notes (packets of unsupported link types in a pcapng, malformed headers).
     pub warnings: Vec<String>,
+}
+
+impl RunSummary {
+    /// Where the analysis of what was read ends: see [`horizon_of`].
+    pub fn horizon(&self) -> Horizon {
+        horizon_of(self.recorded_end, self.last_ts)
+    }
+}
+
+/// The horizon of an offline input: the recorded end of a pcapng that has one
+/// (never before its last packet), else the last packet or event.
+pub fn horizon_of(recorded_end: Option<Timestamp>, last: Option<Timestamp>) -> Horizon {
+    let last = last.unwrap_or_default();
+    match recorded_end {
+        Some(end) => Horizon::Recorded(end.max(last)),
+        None => Horizon::LastPacket(last),
+    }
 }
 
 /// Runs the decode pipeline over `paths`, calling `on_event` for each event in time order.

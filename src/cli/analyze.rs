@@ -10,7 +10,6 @@ use clap::ValueEnum;
 use amqptrace::amqp::DecoderConfig;
 use amqptrace::analyze::{write_verdict_block, Analyzer};
 use amqptrace::event::Event;
-use amqptrace::live::artifacts::horizon;
 use amqptrace::pipeline::{self, RunSummary};
 use amqptrace::sink::{ChromeTraceSink, CountsSink, JsonlSink, Sink, TextOptions, TextSink};
 use amqptrace::stream::StreamConfig;
@@ -148,7 +147,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<u8> {
         }
     };
 
-    let analysis = analyzer.analyze(horizon(&summary));
+    let analysis = analyzer.analyze(summary.horizon());
     let stall = analysis.verdicts.iter().any(|v| v.verdict.is_stall());
     if let Some(w) = out.as_mut() {
         match args.format {

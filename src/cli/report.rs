@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use amqptrace::amqp::DecoderConfig;
-use amqptrace::analyze::{Analyzer, Horizon};
+use amqptrace::analyze::Analyzer;
 use amqptrace::event::{Event, Timestamp};
 use amqptrace::pipeline;
 use amqptrace::report::{jsonl, ReportBuilder};
@@ -110,11 +110,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<u8> {
     }
     // As `analyze`: the recorded end of a pcapng that has one; a timeline
     // file or a pcap ends at its last event.
-    let last = last.unwrap_or_default();
-    let analysis = analyzer.analyze(match recorded_end {
-        Some(end) => Horizon::Recorded(end.max(last)),
-        None => Horizon::LastPacket(last),
-    });
+    let analysis = analyzer.analyze(pipeline::horizon_of(recorded_end, last));
     let out = File::create(&args.output)
         .with_context(|| format!("cannot create {}", args.output.display()))?;
     let title = args

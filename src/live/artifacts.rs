@@ -26,7 +26,7 @@ use super::channel::{ChannelSource, Recorder, Traced};
 use super::{trace, LiveError, NoOutput};
 use crate::analyze::{write_summary, Analysis, Analyzer, AnalyzerConfig, Horizon};
 use crate::event::{Event, Timestamp};
-use crate::pipeline::{self, RunSummary};
+use crate::pipeline;
 use crate::report::ReportBuilder;
 use crate::sink::{JsonlSink, Sink};
 use crate::source::proxy::{ProxyConfig, Upstream, TRACE_QUEUE_MESSAGES};
@@ -34,18 +34,6 @@ use crate::stream::StreamConfig;
 
 pub const CAPTURE: &str = "capture.pcapng";
 pub const TIMELINE: &str = "timeline.jsonl";
-
-/// Where the evidence of a run over capture files ends: the recorded end
-/// where every file records one (a pcapng's `isb_endtime`, as dumpcap,
-/// `proxy --pcap` and `run` write it; never before the last packet), the last
-/// packet otherwise (a pcap from tcpdump records no end).
-pub fn horizon(summary: &RunSummary) -> Horizon {
-    let last = summary.last_ts.unwrap_or_default();
-    match summary.recorded_end {
-        Some(end) => Horizon::Recorded(end.max(last)),
-        None => Horizon::LastPacket(last),
-    }
-}
 
 fn create(path: &Path) -> Result<BufWriter<File>, LiveError> {
     let file = File::create(path).map_err(|source| LiveError::Create {
@@ -134,7 +122,7 @@ impl Artifacts {
         let last = summary.last_ts.unwrap_or_default();
         let analysis = analyzer.analyze(match still_recording {
             Some(now) => Horizon::Recorded(now.max(last)),
-            None => horizon(&summary),
+            None => summary.horizon(),
         });
         let renamed = timeline
             .finish()
