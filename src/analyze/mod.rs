@@ -25,8 +25,10 @@ mod verdicts;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hash};
+
+use rustc_hash::{FxBuildHasher, FxHashMap};
 use std::time::Duration;
 
 use crate::event::{
@@ -390,7 +392,7 @@ pub(crate) struct ConnState {
     pub close_ok: Option<Mark>,
     pub tcp_end: Option<TcpEnd>,
     pub ended: Option<Mark>,
-    channels: FxMap<u16, ChannelState>,
+    channels: FxHashMap<u16, ChannelState>,
     pub channel_closes: Vec<ChannelCloseRec>,
     /// Channels paused by channel.flow when the connection ended (kept for the verdict).
     pub flows_paused: Vec<(u16, FlowRec)>,
@@ -475,7 +477,7 @@ impl ConnState {
             close_ok: None,
             tcp_end: None,
             ended: None,
-            channels: FxMap::default(),
+            channels: FxHashMap::default(),
             channel_closes: Vec::new(),
             flows_paused: Vec::new(),
             client_methods: vec![0; MethodKind::ALL.len()].into_boxed_slice(),
@@ -532,20 +534,20 @@ pub(crate) struct QueueInfo {
 #[derive(Debug)]
 pub struct Analyzer {
     cfg: AnalyzerConfig,
-    by_conn: FxMap<Conn, u32>,
+    by_conn: FxHashMap<Conn, u32>,
     pub(crate) conns: Vec<ConnState>,
     pub(crate) consumers: Vec<ConsumerState>,
     /// exchange -> routing key -> index into `destinations`.
-    dest_index: FxMap<String, FxMap<String, u32>>,
+    dest_index: FxHashMap<String, FxHashMap<String, u32>>,
     pub(crate) destinations: Vec<Destination>,
     pub(crate) publishes_untracked: u64,
     /// Bumped at every consumer registration; see `Destination::after`.
     epoch: u64,
-    pub(crate) queues: HashMap<String, QueueInfo>,
+    pub(crate) queues: FxHashMap<String, QueueInfo>,
     /// queue -> (exchange, binding key) from queue.bind.
-    pub(crate) bindings: HashMap<String, Vec<(String, String)>>,
-    pub(crate) exchange_types: HashMap<String, String>,
-    pub(crate) requeued: FxMap<u64, RequeueTrack>,
+    pub(crate) bindings: FxHashMap<String, Vec<(String, String)>>,
+    pub(crate) exchange_types: FxHashMap<String, String>,
+    pub(crate) requeued: FxHashMap<u64, RequeueTrack>,
     pub(crate) last: Option<Mark>,
     settle_scratch: Vec<Unacked>,
     last_conn: Option<(Conn, u32)>,
@@ -556,70 +558,10 @@ pub struct Analyzer {
     since_retire_check: u32,
 }
 
-/// rustc's FxHash: the analyzer hashes a few small keys per event (connection,
-/// channel, exchange/routing key, message fingerprint) and SipHash's DoS
+/// FxHash of a small key (a route, a message fingerprint): SipHash's DoS
 /// resistance buys nothing for a tool reading a capture, at 3-5x the cost.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct FxHasher(u64);
-
-const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-impl FxHasher {
-    #[inline]
-    fn add(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(FX_SEED);
-    }
-}
-
-impl Hasher for FxHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(c);
-            self.add(u64::from_le_bytes(b));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut b = [0u8; 8];
-            b[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(b));
-        }
-    }
-    #[inline]
-    fn write_u8(&mut self, v: u8) {
-        self.add(v as u64)
-    }
-    #[inline]
-    fn write_u16(&mut self, v: u16) {
-        self.add(v as u64)
-    }
-    #[inline]
-    fn write_u32(&mut self, v: u32) {
-        self.add(v as u64)
-    }
-    #[inline]
-    fn write_u64(&mut self, v: u64) {
-        self.add(v)
-    }
-    #[inline]
-    fn write_usize(&mut self, v: usize) {
-        self.add(v as u64)
-    }
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-pub(crate) type FxBuild = BuildHasherDefault<FxHasher>;
-pub(crate) type FxMap<K, V> = HashMap<K, V, FxBuild>;
-
 fn hash_of<T: Hash + ?Sized>(v: &T) -> u64 {
-    let mut h = FxHasher::default();
-    v.hash(&mut h);
-    h.finish()
+    FxBuildHasher.hash_one(v)
 }
 
 fn dir_index(d: Dir) -> usize {
@@ -640,17 +582,17 @@ impl Analyzer {
     pub fn new(cfg: AnalyzerConfig) -> Self {
         Analyzer {
             cfg,
-            by_conn: FxMap::default(),
+            by_conn: FxHashMap::default(),
             conns: Vec::new(),
             consumers: Vec::new(),
-            dest_index: FxMap::default(),
+            dest_index: FxHashMap::default(),
             destinations: Vec::new(),
             publishes_untracked: 0,
             epoch: 0,
-            queues: HashMap::new(),
-            bindings: HashMap::new(),
-            exchange_types: HashMap::new(),
-            requeued: FxMap::default(),
+            queues: FxHashMap::default(),
+            bindings: FxHashMap::default(),
+            exchange_types: FxHashMap::default(),
+            requeued: FxHashMap::default(),
             last: None,
             settle_scratch: Vec::new(),
             last_conn: None,

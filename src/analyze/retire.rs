@@ -10,7 +10,9 @@
 //! of what stays are renumbered in one pass. A capture of a few hundred
 //! connections never retires anything, so its analysis is exactly what it was.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashSet;
 
 use serde::Serialize;
 
@@ -63,7 +65,7 @@ pub(crate) struct Retired {
     pub connections: Vec<ConnectionSummary>,
     pub consumers: Vec<ConsumerSummary>,
     pub counts: RetiredCounts,
-    recent: HashSet<Conn>,
+    recent: FxHashSet<Conn>,
     recent_order: VecDeque<Conn>,
 }
 

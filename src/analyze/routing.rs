@@ -6,7 +6,7 @@
 //!
 //! Reads the analyzer's state; owns no state of its own.
 
-use std::collections::HashSet;
+use rustc_hash::FxHashSet;
 use std::fmt::Write as _;
 
 use super::{Analyzer, ConsumerState, Destination};
@@ -38,7 +38,7 @@ pub(crate) fn name_list(names: &[String]) -> String {
 
 /// Destinations whose publishes reached a consumer in the capture: they can
 /// reach the queue of a consumer that received deliveries.
-pub(crate) fn served_destinations(a: &Analyzer) -> HashSet<usize> {
+pub(crate) fn served_destinations(a: &Analyzer) -> FxHashSet<usize> {
     let mut queues: Vec<&str> = a
         .consumers
         .iter()
@@ -47,7 +47,7 @@ pub(crate) fn served_destinations(a: &Analyzer) -> HashSet<usize> {
         .collect();
     queues.sort_unstable();
     queues.dedup();
-    let mut out = HashSet::new();
+    let mut out = FxHashSet::default();
     for (i, d) in a.destinations.iter().enumerate() {
         if queues.iter().any(|q| reaches(a, d, q) == Reach::Yes) {
             out.insert(i);

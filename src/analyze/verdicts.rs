@@ -10,7 +10,7 @@
 //! point (a connection that never consumes, a consume never confirmed, a
 //! window full with nothing to compare it with), against `threshold`.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -53,9 +53,9 @@ pub(crate) struct Ctx<'a> {
     /// The time threshold, seconds.
     pub t: f64,
     /// Destinations whose publishes some consumer here received.
-    served: HashSet<usize>,
+    served: FxHashSet<usize>,
     /// queue -> connections consuming it.
-    consumed_on: HashMap<&'a str, Vec<u32>>,
+    consumed_on: FxHashMap<&'a str, Vec<u32>>,
 }
 
 impl Ctx<'_> {
@@ -89,7 +89,7 @@ impl Ctx<'_> {
 
 impl<'a> Ctx<'a> {
     fn new(a: &'a Analyzer, horizon: Horizon, threshold: Duration) -> Self {
-        let mut consumed_on: HashMap<&str, Vec<u32>> = HashMap::new();
+        let mut consumed_on: FxHashMap<&str, Vec<u32>> = FxHashMap::default();
         for cs in &a.consumers {
             if let Some(q) = cs.queue.as_deref() {
                 let v = consumed_on.entry(q).or_default();
