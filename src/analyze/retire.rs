@@ -20,6 +20,7 @@ use crate::event::{Conn, Timestamp};
 
 use super::causes::CauseSeed;
 use super::model::{ConnectionSummary, ConsumerSummary, Verdict};
+use super::state::ConnState;
 use super::summary::{connection_summary, consumer_summary};
 use super::{verdicts, Analyzer, Horizon};
 
@@ -211,7 +212,7 @@ impl Analyzer {
         // The first publish after an epoch older than every consumer still here
         // is no one's evidence: keep the last such entry and what follows.
         let oldest_epoch = self.consumers.iter().map(|c| c.epoch).min();
-        for d in &mut self.destinations {
+        for d in &mut self.routing.destinations {
             for e in &mut d.after {
                 e.2 = remap_conn(e.2);
             }
@@ -242,7 +243,7 @@ impl Analyzer {
 
 /// Whether a connection's verdicts can no longer change: its end is complete
 /// and old enough that no late packet of it is expected.
-fn is_final(c: &super::ConnState, now: Timestamp) -> bool {
+fn is_final(c: &ConnState, now: Timestamp) -> bool {
     let complete = c.tcp_end.is_some() || c.close_ok.is_some();
     match c.ended {
         Some(end) if complete => now.secs_since(end.ts) >= RETIRE_AFTER_S,

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use super::*;
 use crate::event::{
-    ContentHeader, Frame, GapReason, Heartbeat, Method, MethodArgs, MethodKind, Properties,
+    ContentHeader, Dir, EventKind, Frame, GapReason, Heartbeat, Method, MethodArgs, MethodKind,
+    Properties,
 };
 
 const BROKER: &str = "127.0.0.1:5672";
