@@ -129,11 +129,9 @@ fn misroute_text(ctx: &Ctx, verdicts: &[Verdict], members: &[usize], dests: &[u3
         let client = a
             .consumers
             .iter()
-            .find(|c| {
-                Some(&c.tag) == v.consumer_tag.as_ref() && a.conns[c.conn as usize].conn == v.conn
-            })
+            .find(|c| Some(&c.tag) == v.consumer_tag.as_ref() && a.conn_of(c).conn == v.conn)
             .and_then(|c| {
-                let conn = &a.conns[c.conn as usize];
+                let conn = a.conn_of(c);
                 let product = conn.client_product.as_deref()?;
                 Some(match conn.client_version.as_deref() {
                     Some(v) => format!("{product} {v}"),

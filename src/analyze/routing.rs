@@ -319,7 +319,7 @@ pub(crate) fn bystander(a: &Analyzer, cs: &ConsumerState) -> Option<String> {
             ));
         }
     }
-    let info = a.queues.get(q)?;
+    let info = a.queue(q)?;
     if info.exclusive && info.auto_delete && cs.no_ack {
         return Some(format!(
             "'{q}' is an exclusive auto-delete queue consumed with no_ack (a reply or control queue)"

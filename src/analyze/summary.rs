@@ -42,7 +42,7 @@ pub(crate) fn connection_summary(c: &ConnState) -> ConnectionSummary {
 }
 
 pub(crate) fn consumer_summary(a: &Analyzer, cs: &ConsumerState) -> ConsumerSummary {
-    let c = &a.conns[cs.conn as usize];
+    let c = a.conn_of(cs);
     ConsumerSummary {
         conn: c.conn,
         channel: cs.channel,

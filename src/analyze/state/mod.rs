@@ -12,7 +12,7 @@ pub(crate) use channel::{ChannelState, PendingContent, Unacked};
 pub(crate) use conn::ConnState;
 pub(crate) use consumer::ConsumerState;
 
-use crate::event::{Dir, Event, EventKind, GapReason, MethodKind, Timestamp};
+use crate::event::{Conn, Dir, Event, EventKind, GapReason, MethodKind, Timestamp};
 
 use super::Analyzer;
 
@@ -232,6 +232,39 @@ impl Analyzer {
     /// and how many deliveries are unacknowledged on it.
     pub(crate) fn channel_window(&self, ci: u32, ch: u16) -> Option<(&QosRec, Option<Mark>, u32)> {
         self.conns[ci as usize].channel(ch)?.shared_window()
+    }
+
+    /// The connection a consumer is on.
+    pub(crate) fn conn_of(&self, cs: &ConsumerState) -> &ConnState {
+        &self.conns[cs.conn as usize]
+    }
+
+    /// The 4-tuple of connection `ci`, None once it was retired.
+    pub(crate) fn conn_id(&self, ci: u32) -> Option<Conn> {
+        self.conns.get(ci as usize).map(|c| c.conn)
+    }
+
+    /// The vhost connection `ci` opened, when seen.
+    pub(crate) fn vhost_of(&self, ci: u32) -> Option<&str> {
+        self.conns.get(ci as usize)?.vhost.as_deref()
+    }
+
+    /// The consumers created on a connection, ended ones included.
+    pub(crate) fn consumers_on<'a>(
+        &'a self,
+        c: &'a ConnState,
+    ) -> impl Iterator<Item = &'a ConsumerState> + 'a {
+        c.consumers.iter().map(|&i| &self.consumers[i as usize])
+    }
+
+    /// What the capture shows of a queue (declare-ok, delete), if anything.
+    pub(crate) fn queue(&self, name: &str) -> Option<&QueueInfo> {
+        self.queues.get(name)
+    }
+
+    /// The requeue track of a message fingerprint.
+    pub(crate) fn requeue_track(&self, fingerprint: u64) -> Option<&RequeueTrack> {
+        self.requeued.get(&fingerprint)
     }
 
     /// Whether a queue was declared or is read by a consumer in the capture.

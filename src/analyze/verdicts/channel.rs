@@ -67,10 +67,8 @@ fn channel_close_verdict(a: &Analyzer, ci: u32, c: &ConnState, rec: &ChannelClos
         v.consumer_tag = rec.consumer_tags.first().cloned();
         // The consumer of this connection's channel: another worker may use the
         // same fixed tag on its own channel of the same number.
-        v.queue = c
-            .consumers
-            .iter()
-            .map(|&i| &a.consumers[i as usize])
+        v.queue = a
+            .consumers_on(c)
             .find(|cs| {
                 cs.conn == ci
                     && cs.channel == rec.channel

@@ -65,7 +65,7 @@ pub(super) fn consumer_verdict(
     conn_v: &Verdict,
 ) -> (Verdict, Option<CauseSeed>) {
     let a = ctx.a;
-    let c = &a.conns[cs.conn as usize];
+    let c = a.conn_of(cs);
     let mut v = consumer_base(c, cs);
     let name = consumer_name(cs);
     let own = |v: &Verdict| own_seed(CauseKey::Consumer(cs.serial), v);
@@ -77,10 +77,10 @@ pub(super) fn consumer_verdict(
                 m.frame
             );
             let mut evidence = consume_evidence(cs);
-            match cs.queue.as_ref().and_then(|q| a.queues.get(q).map(|i| (q, i))) {
+            match cs.queue.as_ref().and_then(|q| a.queue(q).map(|i| (q, i))) {
                 Some((q, info)) if info.deleted.is_some() => {
                     let (dm, dc) = info.deleted.unwrap_or((m, cs.conn));
-                    let deleter = a.conns.get(dc as usize).map(|d| d.conn);
+                    let deleter = a.conn_id(dc);
                     let _ = write!(
                         s,
                         ": queue '{q}' was deleted (queue.delete at frame {}{})",
@@ -301,7 +301,7 @@ pub(super) fn consumer_verdict(
     if !note.is_empty() {
         let _ = write!(s, "; {note}");
     }
-    let slow = a.cfg.slow_ack.as_secs_f64();
+    let slow = a.config().slow_ack.as_secs_f64();
     match (&lat, cs.first_slow_settle) {
         (Some(l), Some(m)) if l.p95_s >= slow && l.count >= 2 => {
             let _ = write!(
@@ -513,7 +513,11 @@ fn prefetch_window(
     }
     let mut unacked = unacked_evidence(a, idx, cs);
     // Keep the delivery that filled the window even when the list is long.
-    let room = a.cfg.max_evidence.saturating_sub(evidence.len()).max(1);
+    let room = a
+        .config()
+        .max_evidence
+        .saturating_sub(evidence.len())
+        .max(1);
     if unacked.len() > room {
         let last = unacked.pop();
         unacked.truncate(room.saturating_sub(1));
@@ -537,7 +541,7 @@ fn redelivery_loop(
     name: &str,
 ) -> Option<(Mark, String, Vec<EvidenceRef>)> {
     let fp = cs.loop_fp?;
-    let tr = a.requeued.get(&fp)?;
+    let tr = a.requeue_track(fp)?;
     let became = tr.became_loop?;
     // The earliest third delivery of any looping message to this consumer.
     let at = match cs.loop_since {
@@ -574,7 +578,7 @@ fn redelivery_loop(
                 Dir::C2S
             });
             if e.conn != cs.conn {
-                r.conn = a.conns.get(e.conn as usize).map(|p| p.conn);
+                r.conn = a.conn_id(e.conn);
             }
             r
         })

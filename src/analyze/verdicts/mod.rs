@@ -128,7 +128,7 @@ pub(crate) fn verdicts_of(
 
 fn collect(ctx: &Ctx, wanted: &dyn Fn(u32) -> bool) -> Vec<(Verdict, Option<CauseSeed>)> {
     let a = ctx.a;
-    let max_ev = a.cfg.max_evidence.max(1);
+    let max_ev = a.config().max_evidence.max(1);
     let mut out: Vec<(Verdict, Option<CauseSeed>)> =
         Vec::with_capacity(a.conns.len() + a.consumers.len());
     let mut conn_verdicts = Vec::with_capacity(a.conns.len());

@@ -32,7 +32,7 @@ pub(super) fn starving(
     ended_note: &str,
 ) -> Option<Starving> {
     let a = ctx.a;
-    let c = &a.conns[cs.conn as usize];
+    let c = a.conn_of(cs);
     let queue = cs.queue.as_deref()?;
     let registered = cs.consume_ok.or(cs.consume).unwrap_or(c.first);
     let vhost = c.vhost.as_deref();
@@ -48,7 +48,7 @@ pub(super) fn starving(
         if first.ts > at_now {
             continue;
         }
-        let pub_vhost = a.conns.get(conn as usize).and_then(|p| p.vhost.as_deref());
+        let pub_vhost = a.vhost_of(conn);
         if let (Some(x), Some(y)) = (vhost, pub_vhost) {
             if x != y {
                 continue;
@@ -118,7 +118,7 @@ pub(super) fn starving(
             e.exchange = Some(d.exchange.clone());
             e.routing_key = Some(d.routing_key.clone());
             if *conn != cs.conn {
-                e.conn = a.conns.get(*conn as usize).map(|p| p.conn);
+                e.conn = a.conn_id(*conn);
             }
             evidence.push(e);
         }
@@ -175,7 +175,7 @@ pub(super) fn starving(
              sent anything after it registered at frame {}",
             registered.frame
         );
-        if a.queues.get(queue).and_then(|q| q.message_count) == Some(0) {
+        if a.queue(queue).and_then(|q| q.message_count) == Some(0) {
             let _ = write!(
                 s,
                 " (queue.declare-ok reported 0 messages ready in '{queue}')"
@@ -226,7 +226,7 @@ fn where_they_went(ctx: &Ctx, d: &Destination) -> String {
     let mut parts = Vec::new();
     for q in queues.iter().take(MAX_NAMED) {
         let mut p = format!("'{q}'");
-        match a.queues.get(q) {
+        match a.queue(q) {
             Some(info) => {
                 if let Some(m) = info.declared {
                     let _ = write!(p, " (declared at frame {}", m.frame);
