@@ -5,60 +5,46 @@ use super::*;
 
 #[test]
 fn broker_channel_close_on_consume_is_channel_closed_by_broker() {
-    let mut s = Sim::new();
-    let w = conn(1017);
-    publisher(&mut s, w);
+    let (mut s, w) = Sim::with_publisher(1017);
     s.consume_only(w, 1, "missing", "orphan");
     let close = s.s2c(w, 1, MethodKind::ChannelClose, args!(reply_code: 404u16, reply_text: "NOT_FOUND - no queue 'missing' in vhost '/'", class_id: 60u16, method_id: 20u16, failing_method: MethodKind::BasicConsume));
     s.c2s(w, 1, MethodKind::ChannelCloseOk, args!());
     s.at(10.0);
     let an = s.analysis();
     let ch = channel_verdict(&an, w, 1);
-    assert_eq!(ch.verdict, VerdictKind::ChannelClosedByBroker);
-    assert_eq!(ch.frame, Some(close));
+    assert_kind_at(ch, VerdictKind::ChannelClosedByBroker, close);
     assert_eq!(ch.consumer_tag.as_deref(), Some("orphan"));
     assert_eq!(ch.queue.as_deref(), Some("missing"));
-    assert_says(ch, "404 NOT_FOUND");
-    assert_says(ch, "basic.consume");
-    assert_eq!(
-        consumer_verdict(&an, "orphan").verdict,
-        VerdictKind::ChannelClosedByBroker
+    assert_says(ch, &["404 NOT_FOUND", "basic.consume"]);
+    assert_kind(
+        consumer_verdict(&an, "orphan"),
+        VerdictKind::ChannelClosedByBroker,
     );
-    assert_eq!(conn_verdict(&an, w).verdict, VerdictKind::Healthy);
+    assert_kind(conn_verdict(&an, w), VerdictKind::Healthy);
 }
 
 #[test]
 fn ack_timeout_names_the_held_delivery() {
-    let mut s = Sim::new();
-    let w = conn(1018);
-    worker(&mut s, w, "slowq", "holder", 10);
+    let (mut s, w) = Sim::with_worker(1018, "slowq", "holder", 10);
     s.at(1.0);
     s.deliver(w, 1, "holder", 1, false, None);
     s.at(7.0);
     let close = s.s2c(w, 1, MethodKind::ChannelClose, args!(reply_code: 406u16, reply_text: "PRECONDITION_FAILED - delivery acknowledgement on channel 1 timed out. Timeout value used: 5000 ms"));
     let an = s.analysis();
     let ch = channel_verdict(&an, w, 1);
-    assert_eq!(ch.verdict, VerdictKind::AckTimeout);
-    assert_eq!(ch.frame, Some(close));
-    assert_says(ch, "delivery tag 1");
-    assert_says(ch, "6.00 s");
-    assert_eq!(
-        consumer_verdict(&an, "holder").verdict,
-        VerdictKind::AckTimeout
-    );
+    assert_kind_at(ch, VerdictKind::AckTimeout, close);
+    assert_says(ch, &["delivery tag 1", "6.00 s"]);
+    assert_kind(consumer_verdict(&an, "holder"), VerdictKind::AckTimeout);
 }
 
 #[test]
 fn channel_flow_pause_is_channel_flow_paused() {
-    let mut s = Sim::new();
-    let p = conn(1021);
-    publisher(&mut s, p);
+    let (mut s, p) = Sim::with_publisher(1021);
     let f = s.s2c(p, 1, MethodKind::ChannelFlow, args!(active: false));
     s.at(5.0);
     let an = s.analysis();
     let v = channel_verdict(&an, p, 1);
-    assert_eq!(v.verdict, VerdictKind::ChannelFlowPaused);
-    assert_eq!(v.frame, Some(f));
+    assert_kind_at(v, VerdictKind::ChannelFlowPaused, f);
     s.s2c(p, 1, MethodKind::ChannelFlow, args!(active: true));
     assert!(!s
         .analysis()

@@ -5,44 +5,35 @@ use super::*;
 
 #[test]
 fn connection_that_never_consumes_is_no_consume() {
-    let mut s = Sim::new();
-    let w = conn(1015);
-    publisher(&mut s, w);
+    let (mut s, w) = Sim::with_publisher(1015);
     s.declare(w, 1, "q1");
     let last = s.qos(w, 1, 5, false);
     s.at(40.0);
     s.heartbeat(w, Dir::C2S);
     let an = s.analysis();
     let v = conn_verdict(&an, w);
-    assert_kind(v, VerdictKind::NoConsume);
-    assert_eq!(v.frame, Some(last));
-    assert_says(v, "queue.declare x1");
-    assert_says(v, "'q1'");
+    assert_kind_at(v, VerdictKind::NoConsume, last);
+    assert_says(v, &["queue.declare x1", "'q1'"]);
 }
 
 #[test]
 fn broker_connection_close_is_connection_closed_by_broker() {
-    let mut s = Sim::new();
-    let w = conn(1019);
-    worker(&mut s, w, "q", "cw", 10);
+    let (mut s, w) = Sim::with_worker(1019, "q", "cw", 10);
     s.at(2.0);
     let f = s.s2c(w, 0, MethodKind::ConnectionClose, args!(reply_code: 320u16, reply_text: "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"));
     let an = s.analysis();
     let v = conn_verdict(&an, w);
-    assert_eq!(v.verdict, VerdictKind::ConnectionClosedByBroker);
-    assert_eq!(v.frame, Some(f));
+    assert_kind_at(v, VerdictKind::ConnectionClosedByBroker, f);
     assert!(v.explanation.contains("320 CONNECTION_FORCED"));
-    assert_eq!(
-        consumer_verdict(&an, "cw").verdict,
-        VerdictKind::ConnectionClosedByBroker
+    assert_kind(
+        consumer_verdict(&an, "cw"),
+        VerdictKind::ConnectionClosedByBroker,
     );
 }
 
 #[test]
 fn blocked_connection_is_connection_blocked_even_when_lifted() {
-    let mut s = Sim::new();
-    let p = conn(1020);
-    publisher(&mut s, p);
+    let (mut s, p) = Sim::with_publisher(1020);
     s.publish(p, 1, "", "q");
     s.at(1.0);
     let f = s.s2c(
@@ -52,20 +43,21 @@ fn blocked_connection_is_connection_blocked_even_when_lifted() {
         args!(reason: "low on memory"),
     );
     s.at(3.0);
-    let v = conn_verdict(&s.analysis(), p).clone();
-    assert_eq!(v.verdict, VerdictKind::ConnectionBlocked);
+    let v = s.connection(p);
+    assert_kind(&v, VerdictKind::ConnectionBlocked);
     assert!(v.explanation.contains("low on memory"));
     assert_eq!(v.frame, Some(f));
     s.s2c(p, 0, MethodKind::ConnectionUnblocked, args!());
-    let v = conn_verdict(&s.analysis(), p).clone();
-    assert_eq!(v.verdict, VerdictKind::ConnectionBlocked);
-    assert_says(&v, "2.00 s");
+    assert_verdict(
+        &s.connection(p),
+        VerdictKind::ConnectionBlocked,
+        &["2.00 s"],
+    );
 }
 
 #[test]
 fn silent_client_then_reset_is_heartbeat_timeout() {
-    let mut s = Sim::new();
-    let w = conn(1022);
+    let (mut s, w) = Sim::on(1022);
     s.handshake(w, 2);
     s.channel(w, 1);
     s.consume(w, 1, "hb", "frozen");
@@ -78,47 +70,39 @@ fn silent_client_then_reset_is_heartbeat_timeout() {
     let rst = s.event(w, Dir::S2C, EventKind::TcpReset);
     let an = s.analysis();
     let v = conn_verdict(&an, w);
-    assert_kind(v, VerdictKind::HeartbeatTimeout);
-    assert_eq!(v.frame, Some(rst));
-    assert_says(v, "heartbeat 2 s");
+    assert_kind_at(v, VerdictKind::HeartbeatTimeout, rst);
+    assert_says(v, &["heartbeat 2 s"]);
     let c = consumer_verdict(&an, "frozen");
-    assert_eq!(c.verdict, VerdictKind::HeartbeatTimeout);
-    assert_eq!(c.frame, Some(rst));
+    assert_kind_at(c, VerdictKind::HeartbeatTimeout, rst);
 }
 
 #[test]
 fn reset_with_a_live_consumer_is_connection_lost() {
-    let mut s = Sim::new();
-    let w = conn(1023);
-    worker(&mut s, w, "q", "lw", 10);
+    let (mut s, w) = Sim::with_worker(1023, "q", "lw", 10);
     s.deliver(w, 1, "lw", 1, false, None);
     s.at(0.5);
     let f = s.event(w, Dir::C2S, EventKind::TcpReset);
     let an = s.analysis();
-    assert_eq!(conn_verdict(&an, w).verdict, VerdictKind::ConnectionLost);
+    assert_kind(conn_verdict(&an, w), VerdictKind::ConnectionLost);
     assert_eq!(conn_verdict(&an, w).frame, Some(f));
-    assert_eq!(
-        consumer_verdict(&an, "lw").verdict,
-        VerdictKind::ConnectionLost
-    );
+    assert_kind(consumer_verdict(&an, "lw"), VerdictKind::ConnectionLost);
 }
 
 #[test]
 fn client_fin_with_nothing_in_flight_is_a_quiet_exit() {
-    let mut s = Sim::new();
-    let p = conn(1024);
-    publisher(&mut s, p);
+    let (mut s, p) = Sim::with_publisher(1024);
     s.publish(p, 1, "", "q");
     s.event(p, Dir::C2S, EventKind::TcpClose);
-    let v = conn_verdict(&s.analysis(), p).clone();
-    assert_eq!(v.verdict, VerdictKind::Healthy);
-    assert_says(&v, "without connection.close");
+    assert_verdict(
+        &s.connection(p),
+        VerdictKind::Healthy,
+        &["without connection.close"],
+    );
 }
 
 #[test]
 fn mid_connection_start_is_capture_incomplete_but_acking_consumer_is_healthy() {
-    let mut s = Sim::new();
-    let w = conn(1029);
+    let (mut s, w) = Sim::on(1029);
     let first = s.event(w, Dir::S2C, mid_connection());
     for i in 100..110 {
         s.deliver(w, 1, "early", i, false, None);
@@ -127,9 +111,8 @@ fn mid_connection_start_is_capture_incomplete_but_acking_consumer_is_healthy() {
     s.at(20.0);
     let an = s.analysis();
     let v = conn_verdict(&an, w);
-    assert_eq!(v.verdict, VerdictKind::CaptureIncomplete);
-    assert_eq!(v.frame, Some(first));
-    assert_says(v, "mid-connection");
+    assert_kind_at(v, VerdictKind::CaptureIncomplete, first);
+    assert_says(v, &["mid-connection"]);
     let c = consumer_verdict(&an, "early");
     assert_kind(c, VerdictKind::Healthy);
     assert_eq!(c.queue, None);
@@ -150,15 +133,12 @@ fn helper_connection_declaring_queues_consumed_elsewhere_is_healthy() {
     let v = conn_verdict(&an, helper);
     assert_kind(v, VerdictKind::Healthy);
     // A connection that set a prefetch and never consumed meant to: no_consume.
-    let mut s = Sim::new();
-    let lone = conn(3052);
-    publisher(&mut s, lone);
+    let (mut s, lone) = Sim::with_publisher(3052);
     s.qos(lone, 1, 5, false);
     s.at(2.0);
     s.heartbeat(lone, Dir::C2S);
-    let v = conn_verdict(&s.analysis(), lone).clone();
-    assert_kind(&v, VerdictKind::NoConsume);
-    assert_eq!(v.certainty, Certainty::Uncertain);
+    let v = s.connection(lone);
+    assert_kind_certainty(&v, VerdictKind::NoConsume, Certainty::Uncertain);
     s.at(8.0);
     s.heartbeat(lone, Dir::C2S);
     assert_eq!(
@@ -169,13 +149,12 @@ fn helper_connection_declaring_queues_consumed_elsewhere_is_healthy() {
 
 #[test]
 fn close_without_code_or_text_is_worded() {
-    let mut s = Sim::new();
-    let w = conn(3080);
+    let (mut s, w) = Sim::on(3080);
     s.handshake(w, 60);
     s.close(w, Dir::C2S, 0, 0, "");
-    let v = conn_verdict(&s.analysis(), w).clone();
+    let v = s.connection(w);
     assert!(!v.explanation.contains("(0 )"), "{}", v.explanation);
-    assert_says(&v, "without a reply code");
+    assert_says(&v, &["without a reply code"]);
 }
 
 #[test]
@@ -237,7 +216,7 @@ fn ended_connections_retire_and_their_verdicts_stay() {
         .iter()
         .find(|v| v.conn == bad && v.scope == Scope::Connection)
         .expect("the stall of a retired connection is kept");
-    assert_eq!(kept.verdict, VerdictKind::ConnectionClosedByBroker);
+    assert_kind(kept, VerdictKind::ConnectionClosedByBroker);
     assert!(an
         .causes
         .iter()

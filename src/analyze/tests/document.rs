@@ -72,10 +72,7 @@ fn json_document_and_text_block() {
 #[test]
 #[ignore]
 fn analyzer_throughput() {
-    let mut s = Sim::new();
-    let (p, w) = (conn(3000), conn(3001));
-    worker(&mut s, w, "jobs", "w1", 100);
-    publisher(&mut s, p);
+    let (mut s, p, w) = Sim::with_worker_and_publisher((3000, 3001), "jobs", "w1", 100);
     let m = |k: MethodKind, args: MethodArgs| EventKind::Frame {
         channel: 1,
         frame: Frame::Method(Box::new(Method { method: k, args })),

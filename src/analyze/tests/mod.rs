@@ -90,6 +90,42 @@ impl Sim {
             now: Timestamp(T0),
         }
     }
+    /// A new simulation and the connection from client port `port`.
+    fn on(port: u16) -> (Sim, Conn) {
+        (Sim::new(), conn(port))
+    }
+    /// A simulation with one worker (see [`worker`]) on port `port`.
+    fn with_worker(port: u16, q: &str, tag: &str, prefetch: u16) -> (Sim, Conn) {
+        let (mut s, w) = Sim::on(port);
+        worker(&mut s, w, q, tag, prefetch);
+        (s, w)
+    }
+    /// A simulation with one connection that opened channel 1 (see [`publisher`]).
+    fn with_publisher(port: u16) -> (Sim, Conn) {
+        let (mut s, p) = Sim::on(port);
+        publisher(&mut s, p);
+        (s, p)
+    }
+    /// [`Sim::with_worker`] on the second port, then a publisher on the first.
+    fn with_worker_and_publisher(
+        (publisher_port, worker_port): (u16, u16),
+        q: &str,
+        tag: &str,
+        prefetch: u16,
+    ) -> (Sim, Conn, Conn) {
+        let (mut s, w) = Sim::with_worker(worker_port, q, tag, prefetch);
+        let p = conn(publisher_port);
+        publisher(&mut s, p);
+        (s, p, w)
+    }
+    /// A [`dramatiq_worker`] on the last two ports, then a publisher on the first.
+    fn with_dramatiq_worker(ports: [u16; 3], prefetch: u16) -> (Sim, [Conn; 3]) {
+        let mut s = Sim::new();
+        let [p, main, delay] = ports.map(conn);
+        dramatiq_worker(&mut s, (main, delay), prefetch);
+        publisher(&mut s, p);
+        (s, [p, main, delay])
+    }
     /// Sets the clock to `s` seconds after the start.
     fn at(&mut self, s: f64) -> &mut Self {
         self.now = Timestamp(T0 + (s * 1e9) as i64);
@@ -223,6 +259,14 @@ impl Sim {
     fn analysis(&self) -> Analysis {
         self.a.analysis(self.now)
     }
+    /// The verdict on consumer `tag` now.
+    fn consumer(&self, tag: &str) -> Verdict {
+        consumer_verdict(&self.analysis(), tag).clone()
+    }
+    /// The verdict on connection `c` now.
+    fn connection(&self, c: Conn) -> Verdict {
+        conn_verdict(&self.analysis(), c).clone()
+    }
 }
 
 /// The one verdict of `scope` that `pick` selects; panics listing them all.
@@ -256,9 +300,29 @@ fn assert_kind(v: &Verdict, kind: VerdictKind) {
     assert_eq!(v.verdict, kind, "{}", v.explanation);
 }
 
-/// Asserts that a verdict's explanation says `words`.
-fn assert_says(v: &Verdict, words: &str) {
-    assert!(v.explanation.contains(words), "{}", v.explanation);
+/// Asserts a verdict's kind and how certain it is.
+fn assert_kind_certainty(v: &Verdict, kind: VerdictKind, certainty: Certainty) {
+    assert_kind(v, kind);
+    assert_eq!(v.certainty, certainty, "{}", v.explanation);
+}
+
+/// Asserts a verdict's kind and words of its explanation.
+fn assert_verdict(v: &Verdict, kind: VerdictKind, words: &[&str]) {
+    assert_kind(v, kind);
+    assert_says(v, words);
+}
+
+/// Asserts a verdict's kind and the packet it starts at.
+fn assert_kind_at(v: &Verdict, kind: VerdictKind, frame: u64) {
+    assert_kind(v, kind);
+    assert_eq!(v.frame, Some(frame));
+}
+
+/// Asserts that a verdict's explanation says each of `words`.
+fn assert_says(v: &Verdict, words: &[&str]) {
+    for w in words {
+        assert!(v.explanation.contains(w), "{}", v.explanation);
+    }
 }
 
 /// A worker (prefetch `prefetch`) on queue `q` with tag `tag` on channel 1 of `c`.
@@ -274,4 +338,11 @@ fn worker(s: &mut Sim, c: Conn, q: &str, tag: &str, prefetch: u16) {
 fn publisher(s: &mut Sim, c: Conn) {
     s.handshake(c, 60);
     s.channel(c, 1);
+}
+
+/// A Dramatiq worker: consumer 'main' on queue 'default' on one connection,
+/// and 'delay' on its delay queue 'default.DQ' on another.
+fn dramatiq_worker(s: &mut Sim, (main, delay): (Conn, Conn), prefetch: u16) {
+    worker(s, main, "default", "main", prefetch);
+    worker(s, delay, "default.DQ", "delay", prefetch);
 }

@@ -18,17 +18,15 @@ fn publishes_to_another_queue_are_no_messages_routed_to_queue() {
     s.heartbeat(w, Dir::S2C);
     let an = s.analysis();
     let v = consumer_verdict(&an, "tw");
-    assert_kind(v, VerdictKind::NoMessagesRoutedToQueue);
-    assert_eq!(v.frame, Some(first));
-    assert_says(v, "routing key 'task'");
-    assert_says(v, "'tasks'");
+    assert_kind_at(v, VerdictKind::NoMessagesRoutedToQueue, first);
+    assert_says(v, &["routing key 'task'", "'tasks'"]);
     let publish = v
         .evidence
         .iter()
         .find(|e| e.method == "basic.publish")
         .expect("publish evidence");
     assert_eq!(publish.conn, Some(p));
-    assert_eq!(conn_verdict(&an, w).verdict, VerdictKind::Healthy);
+    assert_kind(conn_verdict(&an, w), VerdictKind::Healthy);
 }
 
 #[test]
@@ -46,22 +44,24 @@ fn named_exchange_without_matching_binding_is_explained() {
     s.at(1.0);
     s.publish(p, 1, "shop", "order.paid");
     s.at(9.0);
-    let v = consumer_verdict(&s.analysis(), "ow").clone();
-    assert_eq!(v.verdict, VerdictKind::NoMessagesRoutedToQueue);
-    assert_says(&v, "only with key(s) 'order.created'");
+    let v = s.consumer("ow");
+    assert_verdict(
+        &v,
+        VerdictKind::NoMessagesRoutedToQueue,
+        &["only with key(s) 'order.created'"],
+    );
 }
 
 #[test]
 fn no_publisher_at_all_is_said() {
-    let mut s = Sim::new();
-    let w = conn(1011);
+    let (mut s, w) = Sim::on(1011);
     let ok = {
         s.handshake(w, 60);
         s.channel(w, 1);
         s.consume(w, 1, "idle", "iw")
     };
     s.at(60.0);
-    let v = consumer_verdict(&s.analysis(), "iw").clone();
+    let v = s.consumer("iw");
     assert_kind(&v, VerdictKind::Idle);
     assert!(!v.verdict.is_stall());
     assert!(
@@ -75,11 +75,7 @@ fn no_publisher_at_all_is_said() {
 #[test]
 fn idle_consumer_next_to_a_served_one_is_healthy() {
     // Dramatiq: the delay queue's consumer idles while the main queue works.
-    let mut s = Sim::new();
-    let (p, w1, w2) = (conn(1012), conn(1013), conn(1014));
-    worker(&mut s, w1, "default", "main", 10);
-    worker(&mut s, w2, "default.DQ", "delay", 10);
-    publisher(&mut s, p);
+    let (mut s, [p, w1, _]) = Sim::with_dramatiq_worker([1012, 1013, 1014], 10);
     s.at(1.0);
     s.publish(p, 1, "", "default");
     s.deliver(w1, 1, "main", 1, false, None);
@@ -93,11 +89,7 @@ fn idle_consumer_next_to_a_served_one_is_healthy() {
 /// the sender's actor publishes to 'other'; the capture ends right after.
 #[test]
 fn misrouted_publish_is_certain_at_once_and_names_both_queues() {
-    let mut s = Sim::new();
-    let (p, w1, w2) = (conn(3030), conn(3031), conn(3032));
-    worker(&mut s, w1, "default", "main", 4);
-    worker(&mut s, w2, "default.DQ", "delay", 4);
-    publisher(&mut s, p);
+    let (mut s, [p, _, _]) = Sim::with_dramatiq_worker([3030, 3031, 3032], 4);
     s.declare(p, 1, "other");
     s.at(1.0);
     let first = s.publish(p, 1, "", "other");
@@ -107,15 +99,13 @@ fn misrouted_publish_is_certain_at_once_and_names_both_queues() {
     s.at(1.001);
     let an = s.analysis();
     let v = consumer_verdict(&an, "main");
-    assert_kind(v, VerdictKind::NoMessagesRoutedToQueue);
-    assert_eq!(v.certainty, Certainty::Certain);
+    assert_kind_certainty(v, VerdictKind::NoMessagesRoutedToQueue, Certainty::Certain);
     assert_eq!(v.frame, Some(first));
     assert!(
         v.explanation.contains("'other'") && v.explanation.contains("which no consumer here reads")
     );
     let d = consumer_verdict(&an, "delay");
-    assert_kind(d, VerdictKind::Idle);
-    assert_says(d, "delay queue");
+    assert_verdict(d, VerdictKind::Idle, &["delay queue"]);
     assert_eq!(an.causes.len(), 1, "{:#?}", an.causes);
     let cause = &an.causes[0].text;
     assert!(
@@ -141,12 +131,9 @@ fn celery_control_consumer_is_idle_and_only_the_work_queue_is_blamed() {
     s.publish(p, 1, "b", "b");
     s.at(6.0);
     let an = s.analysis();
-    let v = consumer_verdict(&an, "work");
-    assert_kind(v, VerdictKind::NoMessagesRoutedToQueue);
-    assert_says(v, "exchange 'b'");
-    let c = consumer_verdict(&an, "ctl");
-    assert_kind(c, VerdictKind::Idle);
-    assert_says(c, "pidbox");
+    let work = VerdictKind::NoMessagesRoutedToQueue;
+    assert_verdict(consumer_verdict(&an, "work"), work, &["exchange 'b'"]);
+    assert_verdict(consumer_verdict(&an, "ctl"), VerdictKind::Idle, &["pidbox"]);
 }
 
 #[test]
