@@ -25,23 +25,16 @@ impl Analyzer {
                 c.connection_name = a.connection_name.clone();
             }
             (Dir::S2C, MethodKind::ConnectionTune) => {
+                // The broker's proposal stands until the client answers.
                 let c = &mut self.conns[ci as usize];
-                if c.heartbeat.is_none() {
-                    c.heartbeat = a.heartbeat;
-                }
-                if c.frame_max.is_none() {
-                    c.frame_max = a.frame_max;
-                }
+                c.heartbeat = c.heartbeat.or(a.heartbeat);
+                c.frame_max = c.frame_max.or(a.frame_max);
             }
             (Dir::C2S, MethodKind::ConnectionTuneOk) => {
                 // The client's answer is what both peers use.
                 let c = &mut self.conns[ci as usize];
-                if a.heartbeat.is_some() {
-                    c.heartbeat = a.heartbeat;
-                }
-                if a.frame_max.is_some() {
-                    c.frame_max = a.frame_max;
-                }
+                c.heartbeat = a.heartbeat.or(c.heartbeat);
+                c.frame_max = a.frame_max.or(c.frame_max);
             }
             (Dir::C2S, MethodKind::ConnectionOpen) => {
                 self.conns[ci as usize].vhost = a.vhost.clone();

@@ -8,9 +8,7 @@ fn connection_that_never_consumes_is_no_consume() {
     let (mut s, w) = Sim::with_publisher(1015);
     s.declare(w, 1, "q1");
     let last = s.qos(w, 1, 5, false);
-    s.at(40.0);
-    s.heartbeat(w, Dir::C2S);
-    let an = s.analysis();
+    let an = s.heartbeat_at(40.0, w, Dir::C2S);
     let v = conn_verdict(&an, w);
     assert_kind_at(v, VerdictKind::NoConsume, last);
     assert_says(v, &["queue.declare x1", "'q1'"]);
@@ -48,11 +46,8 @@ fn blocked_connection_is_connection_blocked_even_when_lifted() {
     assert!(v.explanation.contains("low on memory"));
     assert_eq!(v.frame, Some(f));
     s.s2c(p, 0, MethodKind::ConnectionUnblocked, args!());
-    assert_verdict(
-        &s.connection(p),
-        VerdictKind::ConnectionBlocked,
-        &["2.00 s"],
-    );
+    let lifted = s.connection(p);
+    assert_verdict(&lifted, VerdictKind::ConnectionBlocked, &["2.00 s"]);
 }
 
 #[test]
@@ -127,9 +122,7 @@ fn helper_connection_declaring_queues_consumed_elsewhere_is_healthy() {
         s.declare(helper, 1, q);
     }
     worker(&mut s, w, "default", "main", 4);
-    s.at(40.0);
-    s.heartbeat(helper, Dir::C2S);
-    let an = s.analysis();
+    let an = s.heartbeat_at(40.0, helper, Dir::C2S);
     let v = conn_verdict(&an, helper);
     assert_kind(v, VerdictKind::Healthy);
     // A connection that set a prefetch and never consumed meant to: no_consume.

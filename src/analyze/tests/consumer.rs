@@ -13,9 +13,7 @@ fn healthy_consumer_and_connections_have_no_stall() {
         s.at(i as f64 * 0.1 + 0.002);
         s.ack(w, 1, i, false);
     }
-    s.at(60.0);
-    s.heartbeat(w, Dir::C2S);
-    let an = s.analysis();
+    let an = s.heartbeat_at(60.0, w, Dir::C2S);
     assert!(!an.has_stall(), "{:#?}", an.verdicts);
     let v = consumer_verdict(&an, "w1");
     assert_kind_certainty(v, VerdictKind::Healthy, Certainty::Certain);
@@ -51,9 +49,7 @@ fn full_prefetch_window_without_settle_is_prefetch_exhausted_once_certain() {
     s.deliver(w, 1, "stuck", 2, false, None);
     let filled = s.deliver(w, 1, "stuck", 3, false, None);
     // 2 s later, nothing to compare with: the stall, uncertain, with how long so far.
-    s.at(3.0);
-    s.heartbeat(w, Dir::S2C);
-    let an = s.analysis();
+    let an = s.heartbeat_at(3.0, w, Dir::S2C);
     let v = consumer_verdict(&an, "stuck");
     assert_kind_certainty(v, VerdictKind::PrefetchExhausted, Certainty::Uncertain);
     assert!(
@@ -63,9 +59,7 @@ fn full_prefetch_window_without_settle_is_prefetch_exhausted_once_certain() {
     );
     assert!(an.has_stall(), "an uncertain stall still exits 1");
     // 7 s later: certain by time, at the end of a capture and live alike.
-    s.at(8.0);
-    s.heartbeat(w, Dir::S2C);
-    let an = s.analysis();
+    let an = s.heartbeat_at(8.0, w, Dir::S2C);
     let v = consumer_verdict(&an, "stuck");
     assert_kind_certainty(v, VerdictKind::PrefetchExhausted, Certainty::Certain);
     assert_eq!(v.frame, Some(filled));
@@ -270,9 +264,7 @@ fn full_window_at_the_very_end_of_a_quiet_capture_is_an_uncertain_stall() {
     for t in 1..=5 {
         s.deliver(w, 1, "q5", t, false, None);
     }
-    s.at(1.004);
-    s.heartbeat(w, Dir::C2S);
-    let an = s.analysis();
+    let an = s.heartbeat_at(1.004, w, Dir::C2S);
     let v = consumer_verdict(&an, "q5");
     assert_kind_certainty(v, VerdictKind::PrefetchExhausted, Certainty::Uncertain);
     assert!(
@@ -302,9 +294,7 @@ fn slow_consumer_mid_message_at_the_end_is_never_a_stall() {
         }
     }
     // Mid-message: 2 s into the fourth 3 s message when the capture ends.
-    s.at(9.04 + 2.0);
-    s.heartbeat(w, Dir::C2S);
-    let an = s.analysis();
+    let an = s.heartbeat_at(9.04 + 2.0, w, Dir::C2S);
     let v = consumer_verdict(&an, "slow1");
     assert_kind(v, VerdictKind::SlowButHealthy);
     assert!(!an.has_stall(), "{:#?}", an.verdicts);

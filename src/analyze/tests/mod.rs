@@ -229,6 +229,12 @@ impl Sim {
         let frame = Frame::Heartbeat(Heartbeat);
         self.event(c, dir, EventKind::Frame { channel: 0, frame });
     }
+    /// A heartbeat from `dir` at `t` seconds, then the analysis then.
+    fn heartbeat_at(&mut self, t: f64, c: Conn, dir: Dir) -> Analysis {
+        self.at(t);
+        self.heartbeat(c, dir);
+        self.analysis()
+    }
     fn close_conn_by_client(&mut self, c: Conn) {
         self.close(c, Dir::C2S, 0, 200, "Normal shutdown");
         self.s2c(c, 0, MethodKind::ConnectionCloseOk, args!());

@@ -14,9 +14,7 @@ fn publishes_to_another_queue_are_no_messages_routed_to_queue() {
     let first = s.publish(p, 1, "", "task");
     s.at(2.0);
     s.publish(p, 1, "", "task");
-    s.at(10.0);
-    s.heartbeat(w, Dir::S2C);
-    let an = s.analysis();
+    let an = s.heartbeat_at(10.0, w, Dir::S2C);
     let v = consumer_verdict(&an, "tw");
     assert_kind_at(v, VerdictKind::NoMessagesRoutedToQueue, first);
     assert_says(v, &["routing key 'task'", "'tasks'"]);

@@ -43,9 +43,7 @@ pub(super) fn channel_verdicts(
             ctx.until()
         );
         set(&mut v, VerdictKind::ChannelFlowPaused, f.at, s);
-        let mut e = ev(f.at, "channel.flow");
-        e.dir = Some(f.dir);
-        e.channel = Some(ch);
+        let mut e = ev_on(f.at, "channel.flow", f.dir, ch);
         e.note = Some("active=false".into());
         v.evidence.push(e);
         let seed = own_seed(
@@ -134,9 +132,7 @@ pub(super) fn channel_close_text(a: &Analyzer, rec: &ChannelCloseRec) -> (Verdic
 pub(super) fn channel_close_evidence(rec: &ChannelCloseRec) -> Vec<EvidenceRef> {
     let mut out = Vec::new();
     if let Some(h) = &rec.oldest_unacked {
-        let mut e = ev(h.delivered, "basic.deliver");
-        e.dir = Some(Dir::S2C);
-        e.channel = Some(rec.channel);
+        let mut e = ev_on(h.delivered, "basic.deliver", Dir::S2C, rec.channel);
         e.delivery_tag = Some(h.delivery_tag);
         e.consumer_tag = h.consumer_tag.clone();
         e.note = Some("oldest unacknowledged delivery".into());

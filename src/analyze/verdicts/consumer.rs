@@ -33,25 +33,19 @@ pub(crate) fn consumer_name(cs: &ConsumerState) -> String {
 pub(super) fn consume_evidence(cs: &ConsumerState) -> Vec<EvidenceRef> {
     let mut out = Vec::new();
     if let Some(q) = &cs.qos {
-        let mut e = ev(q.at, "basic.qos");
-        e.dir = Some(Dir::C2S);
-        e.channel = Some(cs.channel);
+        let mut e = ev_on(q.at, "basic.qos", Dir::C2S, cs.channel);
         e.prefetch_count = Some(q.prefetch_count);
         e.global = Some(q.global);
         out.push(e);
     }
     if let Some(m) = cs.consume {
-        let mut e = ev(m, "basic.consume");
-        e.dir = Some(Dir::C2S);
-        e.channel = Some(cs.channel);
+        let mut e = ev_on(m, "basic.consume", Dir::C2S, cs.channel);
         e.queue = cs.queue.clone();
         e.consumer_tag = Some(cs.tag.clone());
         out.push(e);
     }
     if let Some(m) = cs.consume_ok {
-        let mut e = ev(m, "basic.consume-ok");
-        e.dir = Some(Dir::S2C);
-        e.channel = Some(cs.channel);
+        let mut e = ev_on(m, "basic.consume-ok", Dir::S2C, cs.channel);
         e.consumer_tag = Some(cs.tag.clone());
         out.push(e);
     }
@@ -101,9 +95,7 @@ pub(super) fn consumer_verdict(
                 ),
             }
             let _ = write!(s, "; it had received {} deliveries", cs.deliveries);
-            let mut e = ev(m, "basic.cancel");
-            e.dir = Some(Dir::S2C);
-            e.channel = Some(cs.channel);
+            let mut e = ev_on(m, "basic.cancel", Dir::S2C, cs.channel);
             e.consumer_tag = Some(cs.tag.clone());
             evidence.push(e);
             set(&mut v, VerdictKind::ConsumerCancelledByBroker, m, s);
@@ -310,9 +302,7 @@ pub(super) fn consumer_verdict(
                 fmt_s(slow)
             );
             set(&mut v, VerdictKind::SlowButHealthy, m, s);
-            let mut e = ev(m, "basic.ack");
-            e.dir = Some(Dir::C2S);
-            e.channel = Some(cs.channel);
+            let mut e = ev_on(m, "basic.ack", Dir::C2S, cs.channel);
             e.note = Some("first settle slower than slow_ack".into());
             v.evidence.push(e);
         }
@@ -325,9 +315,7 @@ fn unacked_evidence(a: &Analyzer, idx: u32, cs: &ConsumerState) -> Vec<EvidenceR
     a.unacked_of(idx)
         .into_iter()
         .map(|(tag, m)| {
-            let mut e = ev(m, "basic.deliver");
-            e.dir = Some(Dir::S2C);
-            e.channel = Some(cs.channel);
+            let mut e = ev_on(m, "basic.deliver", Dir::S2C, cs.channel);
             e.consumer_tag = Some(cs.tag.clone());
             e.delivery_tag = Some(tag);
             e

@@ -226,6 +226,14 @@ fn ev(at: Mark, method: &'static str) -> EvidenceRef {
     EvidenceRef::new(at.frame, at.ts, method)
 }
 
+/// Evidence of a frame from `dir` on channel `channel`.
+fn ev_on(at: Mark, method: &'static str, dir: Dir, channel: u16) -> EvidenceRef {
+    let mut e = ev(at, method);
+    e.dir = Some(dir);
+    e.channel = Some(channel);
+    e
+}
+
 pub(crate) fn peer(d: Dir) -> &'static str {
     match d {
         Dir::C2S => "client",
