@@ -193,7 +193,7 @@ impl Analyzer {
                     u.consumer = u.consumer.map(remap_consumer);
                 }
                 if let Some(p) = &mut st.pending_content {
-                    p.consumer = p.consumer.map(remap_consumer);
+                    p.delivery.consumer = p.delivery.consumer.map(remap_consumer);
                 }
             }
             c.memo.consumer = None;

@@ -11,11 +11,15 @@ use super::{hash_of, route_hash, same};
 /// The delivery a basic.deliver or basic.get-ok announces.
 fn delivery(a: &MethodArgs, at: Mark, consumer: Option<u32>, route_hash: u64) -> PendingContent {
     PendingContent {
-        tag: a.delivery_tag.unwrap_or(0),
-        consumer,
+        delivery: Unacked {
+            tag: a.delivery_tag.unwrap_or(0),
+            consumer,
+            at,
+            fingerprint: 0,
+            settled: false,
+        },
         route_hash,
         redelivered: a.redelivered.unwrap_or(false),
-        at,
     }
 }
 
@@ -75,15 +79,12 @@ impl Analyzer {
         self.on_delivery(ci, ch, delivery(a, mark, None, route_hash(a)));
     }
 
-    /// A delivery to `p.consumer` (None: basic.get-ok), whose content header comes next.
+    /// A delivery to `p.delivery.consumer` (None: basic.get-ok), whose content header comes next.
     fn on_delivery(&mut self, ci: u32, ch: u16, p: PendingContent) {
-        let PendingContent {
-            tag,
-            consumer,
-            redelivered,
-            at: mark,
-            ..
-        } = p;
+        let Unacked {
+            consumer, at: mark, ..
+        } = p.delivery;
+        let redelivered = p.redelivered;
         self.conns[ci as usize].deliveries += 1;
         let settled_on_delivery = match consumer {
             Some(i) => self.consumers[i as usize].no_ack,
@@ -93,13 +94,7 @@ impl Analyzer {
             let st = self.channel_mut(ci, ch);
             st.pending_content = Some(p);
             if !settled_on_delivery {
-                st.unacked.push_back(Unacked {
-                    tag,
-                    consumer,
-                    at: mark,
-                    fingerprint: 0,
-                    settled: false,
-                });
+                st.unacked.push_back(p.delivery);
                 st.live_unacked += 1;
             }
             let limit = st
@@ -154,7 +149,7 @@ impl Analyzer {
         }
         .max(1);
         if let Some(last) = st.unacked.back_mut() {
-            if last.tag == p.tag {
+            if last.tag == p.delivery.tag {
                 last.fingerprint = fingerprint;
             }
         }
@@ -170,20 +165,20 @@ impl Analyzer {
             track.message_id = props.message_id.as_deref().map(str::to_owned);
         }
         track.push(LoopEvent {
-            at: p.at,
+            at: p.delivery.at,
             method: MethodKind::BasicDeliver,
-            delivery_tag: p.tag,
+            delivery_tag: p.delivery.tag,
             conn: ci,
             channel: ch,
         });
         if track.rounds >= LOOP_ROUNDS && track.became_loop.is_none() {
-            track.became_loop = Some(p.at);
+            track.became_loop = Some(p.delivery.at);
         }
         if track.became_loop.is_some() {
             let rounds = track.rounds;
-            if let Some(i) = p.consumer {
+            if let Some(i) = p.delivery.consumer {
                 let cs = &mut self.consumers[i as usize];
-                cs.loop_since.get_or_insert(p.at);
+                cs.loop_since.get_or_insert(p.delivery.at);
                 // Name the message delivered most often to this consumer.
                 let more = match cs.loop_fp.and_then(|f| self.requeued.get(&f)) {
                     Some(t) => rounds > t.rounds,

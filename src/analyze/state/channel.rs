@@ -15,14 +15,13 @@ pub(crate) struct Unacked {
     pub(crate) settled: bool,
 }
 
-/// The deliver/get-ok whose content header is expected next on the channel.
+/// The deliver/get-ok whose content header is expected next on the channel:
+/// the delivery as the channel records it, and what the header is matched with.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PendingContent {
-    pub(crate) tag: u64,
-    pub(crate) consumer: Option<u32>,
+    pub(crate) delivery: Unacked,
     pub(crate) route_hash: u64,
     pub(crate) redelivered: bool,
-    pub(crate) at: Mark,
 }
 
 #[derive(Debug, Default)]

@@ -144,7 +144,7 @@ pub(crate) struct LoopEvent {
 }
 
 /// A message requeued by a nack/reject, followed through its redeliveries.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct RequeueTrack {
     pub message_id: Option<String>,
     pub rounds: u32,
@@ -161,13 +161,8 @@ impl RequeueTrack {
     /// A track that begins with the delivery of the message first requeued.
     pub(crate) fn new(first: LoopEvent) -> Self {
         let mut t = RequeueTrack {
-            message_id: None,
             rounds: 1,
-            requeues: 0,
-            became_loop: None,
-            events: Vec::new(),
-            events_dropped: 0,
-            outstanding: false,
+            ..RequeueTrack::default()
         };
         t.push(first);
         t
