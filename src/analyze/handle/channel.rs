@@ -18,7 +18,7 @@ impl Analyzer {
                 let old = c.channels.insert(ch, ChannelState::default());
                 if old.is_some() {
                     // Reopened without a close we saw: its consumers are gone.
-                    self.end_channel_consumers_from(ci, old, mark, Dir::C2S, None);
+                    self.end_channel_consumers(old, mark, Dir::C2S, None);
                 }
             }
             (dir, MethodKind::ChannelFlow) => {
@@ -74,12 +74,13 @@ impl Analyzer {
             });
             close_idx = Some(c.channel_closes.len() - 1);
         }
-        self.end_channel_consumers_from(ci, st, mark, dir, close_idx);
+        self.end_channel_consumers(st, mark, dir, close_idx);
     }
 
-    fn end_channel_consumers_from(
+    /// The consumers of a channel that is gone end with it; `close` indexes the
+    /// connection's `channel_closes` when the broker closed it.
+    fn end_channel_consumers(
         &mut self,
-        _ci: u32,
         st: Option<ChannelState>,
         mark: Mark,
         by: Dir,

@@ -99,6 +99,7 @@ impl Analyzer {
         self.end_connection(ci, mark, None);
     }
 
+    /// A hole in the byte stream: counted, its bytes summed, the first few kept.
     pub(super) fn on_gap(
         &mut self,
         ci: u32,

@@ -60,7 +60,7 @@ pub(super) fn channel_verdicts(
 fn channel_close_verdict(a: &Analyzer, ci: u32, c: &ConnState, rec: &ChannelCloseRec) -> Verdict {
     let mut v = base(Scope::Channel, c);
     v.channel = Some(rec.channel);
-    let (kind, s) = channel_close_text(a, rec);
+    let (kind, s) = channel_close_text(rec);
     if rec.consumer_tags.len() == 1 {
         v.consumer_tag = rec.consumer_tags.first().cloned();
         // The consumer of this connection's channel: another worker may use the
@@ -79,8 +79,7 @@ fn channel_close_verdict(a: &Analyzer, ci: u32, c: &ConnState, rec: &ChannelClos
     v
 }
 
-pub(super) fn channel_close_text(a: &Analyzer, rec: &ChannelCloseRec) -> (VerdictKind, String) {
-    let _ = a;
+pub(super) fn channel_close_text(rec: &ChannelCloseRec) -> (VerdictKind, String) {
     let mut s = format!(
         "the broker closed channel {} at frame {} with channel.close {}",
         rec.channel,

@@ -109,7 +109,7 @@ pub(super) fn consumer_verdict(
             ..
         }) => {
             if let Some(rec) = c.channel_closes.get(i) {
-                let (kind, s) = channel_close_text(a, rec);
+                let (kind, s) = channel_close_text(rec);
                 let mut evidence = consume_evidence(cs);
                 evidence.extend(channel_close_evidence(rec));
                 let prefix = if cs.consume_ok.is_none() && cs.consume.is_some() && !cs.nowait {
