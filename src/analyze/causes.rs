@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::model::{Cause, Certainty, Verdict};
-use super::routing::{self, name_list, MAX_NAMED};
+use super::routing::{name_list, MAX_NAMED};
 use super::verdicts::Ctx;
 
 /// What makes two verdicts one cause.
@@ -97,7 +97,7 @@ fn misroute_text(ctx: &Ctx, verdicts: &[Verdict], members: &[usize], dests: &[u3
     let a = ctx.a;
     let mut parts = Vec::new();
     for &di in dests.iter().take(MAX_NAMED) {
-        let Some(d) = a.destinations.get(di as usize) else {
+        let Some(d) = a.routing.destinations.get(di as usize) else {
             continue;
         };
         let mut p = format!("{} message(s) published ", d.count);
@@ -110,7 +110,7 @@ fn misroute_text(ctx: &Ctx, verdicts: &[Verdict], members: &[usize], dests: &[u3
                 d.exchange, d.routing_key
             );
         }
-        let queues = routing::queues_reached(a, d);
+        let queues = a.routing.queues_reached(d);
         if queues.is_empty() {
             p.push_str(" matched no binding seen in the capture");
         } else {
@@ -129,11 +129,9 @@ fn misroute_text(ctx: &Ctx, verdicts: &[Verdict], members: &[usize], dests: &[u3
         let client = a
             .consumers
             .iter()
-            .find(|c| {
-                Some(&c.tag) == v.consumer_tag.as_ref() && a.conns[c.conn as usize].conn == v.conn
-            })
+            .find(|c| Some(&c.tag) == v.consumer_tag.as_ref() && a.conn_of(c).conn == v.conn)
             .and_then(|c| {
-                let conn = &a.conns[c.conn as usize];
+                let conn = a.conn_of(c);
                 let product = conn.client_product.as_deref()?;
                 Some(match conn.client_version.as_deref() {
                     Some(v) => format!("{product} {v}"),

@@ -10,7 +10,9 @@
 //! of what stays are renumbered in one pass. A capture of a few hundred
 //! connections never retires anything, so its analysis is exactly what it was.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashSet;
 
 use serde::Serialize;
 
@@ -18,6 +20,7 @@ use crate::event::{Conn, Timestamp};
 
 use super::causes::CauseSeed;
 use super::model::{ConnectionSummary, ConsumerSummary, Verdict};
+use super::state::ConnState;
 use super::summary::{connection_summary, consumer_summary};
 use super::{verdicts, Analyzer, Horizon};
 
@@ -63,7 +66,7 @@ pub(crate) struct Retired {
     pub connections: Vec<ConnectionSummary>,
     pub consumers: Vec<ConsumerSummary>,
     pub counts: RetiredCounts,
-    recent: HashSet<Conn>,
+    recent: FxHashSet<Conn>,
     recent_order: VecDeque<Conn>,
 }
 
@@ -190,7 +193,7 @@ impl Analyzer {
                     u.consumer = u.consumer.map(remap_consumer);
                 }
                 if let Some(p) = &mut st.pending_content {
-                    p.consumer = p.consumer.map(remap_consumer);
+                    p.delivery.consumer = p.delivery.consumer.map(remap_consumer);
                 }
             }
             c.memo.consumer = None;
@@ -209,7 +212,7 @@ impl Analyzer {
         // The first publish after an epoch older than every consumer still here
         // is no one's evidence: keep the last such entry and what follows.
         let oldest_epoch = self.consumers.iter().map(|c| c.epoch).min();
-        for d in &mut self.destinations {
+        for d in &mut self.routing.destinations {
             for e in &mut d.after {
                 e.2 = remap_conn(e.2);
             }
@@ -240,7 +243,7 @@ impl Analyzer {
 
 /// Whether a connection's verdicts can no longer change: its end is complete
 /// and old enough that no late packet of it is expected.
-fn is_final(c: &super::ConnState, now: Timestamp) -> bool {
+fn is_final(c: &ConnState, now: Timestamp) -> bool {
     let complete = c.tcp_end.is_some() || c.close_ok.is_some();
     match c.ended {
         Some(end) if complete => now.secs_since(end.ts) >= RETIRE_AFTER_S,

@@ -1,15 +1,139 @@
-//! Where a publish can go: the default exchange's rule, the exchanges and
-//! bindings seen in the capture (direct, topic, fanout, headers), which
-//! destinations some consumer in the capture was served from, and which
-//! consumers idle by design (control, reply, broadcast and delay queues) and
-//! so are never blamed for a publish that went elsewhere.
+//! Where a publish can go: the exchanges, bindings and publish destinations
+//! seen in the capture, the default exchange's rule and the exchange types'
+//! (direct, topic, fanout, headers), which destinations some consumer in the
+//! capture was served from, and which consumers idle by design (control,
+//! reply, broadcast and delay queues) and so are never blamed for a publish
+//! that went elsewhere.
 //!
-//! Reads the analyzer's state; owns no state of its own.
+//! Owns [`Routing`]: the handlers of exchange.declare, queue.bind,
+//! queue.unbind, basic.publish and basic.return write it; the verdict rules
+//! ask it where a destination's publishes can go.
 
-use std::collections::HashSet;
 use std::fmt::Write as _;
 
-use super::{Analyzer, ConsumerState, Destination};
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use super::state::ConsumerState;
+use super::state::{Mark, MAX_BINDINGS_PER_QUEUE, MAX_DESTINATIONS, MAX_MARKS_PER_DESTINATION};
+use super::Analyzer;
+
+/// Where publishes went: one exchange and routing key.
+#[derive(Debug)]
+pub(crate) struct Destination {
+    pub exchange: String,
+    pub routing_key: String,
+    pub count: u64,
+    pub last: Mark,
+    /// The first publish after each consumer registration epoch, as (epoch, mark, conn):
+    /// the first publish after a consumer's consume-ok is the first entry whose
+    /// epoch is at least the consumer's.
+    pub after: Vec<(u64, Mark, u32)>,
+    pub returned: u64,
+    pub first_return: Option<(Mark, u16, String)>,
+}
+
+/// Exchanges, bindings and the destinations publishes went to.
+#[derive(Debug, Default)]
+pub(crate) struct Routing {
+    /// exchange -> type, from exchange.declare.
+    pub exchange_types: FxHashMap<String, String>,
+    /// queue -> (exchange, binding key) from queue.bind.
+    pub bindings: FxHashMap<String, Vec<(String, String)>>,
+    /// exchange -> routing key -> index into `destinations`.
+    dest_index: FxHashMap<String, FxHashMap<String, u32>>,
+    pub destinations: Vec<Destination>,
+    /// Publishes not tracked once [`MAX_DESTINATIONS`] destinations are.
+    pub publishes_untracked: u64,
+}
+
+impl Routing {
+    /// exchange.declare: the type decides how its bindings match.
+    pub(crate) fn declare_exchange(&mut self, exchange: &str, kind: &str) {
+        if self.exchange_types.len() < MAX_DESTINATIONS {
+            self.exchange_types
+                .insert(exchange.to_string(), kind.to_string());
+        }
+    }
+
+    /// queue.bind of `queue` to `exchange` with `key`.
+    pub(crate) fn bind(&mut self, queue: &str, exchange: &str, key: &str) {
+        if self.bindings.len() < MAX_DESTINATIONS || self.bindings.contains_key(queue) {
+            let v = self.bindings.entry(queue.to_string()).or_default();
+            if v.len() < MAX_BINDINGS_PER_QUEUE && !v.iter().any(|(e, k)| e == exchange && k == key)
+            {
+                v.push((exchange.to_string(), key.to_string()));
+            }
+        }
+    }
+
+    /// queue.unbind of `queue` from `exchange` with `key`.
+    pub(crate) fn unbind(&mut self, queue: &str, exchange: &str, key: &str) {
+        if let Some(v) = self.bindings.get_mut(queue) {
+            v.retain(|(e, k)| !(e == exchange && k == key));
+        }
+    }
+
+    pub(crate) fn destination_mut(&mut self, x: &str, rk: &str) -> Option<&mut Destination> {
+        let i = *self.dest_index.get(x)?.get(rk)?;
+        self.destinations.get_mut(i as usize)
+    }
+
+    /// The index of the destination (exchange, routing key), made when new; None
+    /// once [`MAX_DESTINATIONS`] are tracked.
+    pub(crate) fn destination_index(&mut self, x: &str, rk: &str, mark: Mark) -> Option<u32> {
+        if let Some(&i) = self.dest_index.get(x).and_then(|m| m.get(rk)) {
+            return Some(i);
+        }
+        if self.destinations.len() >= MAX_DESTINATIONS {
+            return None;
+        }
+        let i = self.destinations.len() as u32;
+        self.destinations.push(Destination {
+            exchange: x.to_string(),
+            routing_key: rk.to_string(),
+            count: 0,
+            last: mark,
+            after: Vec::new(),
+            returned: 0,
+            first_return: None,
+        });
+        self.dest_index
+            .entry(x.to_string())
+            .or_default()
+            .insert(rk.to_string(), i);
+        Some(i)
+    }
+
+    /// A publish to destination `idx` from connection `ci`, after registration epoch `epoch`.
+    pub(crate) fn record_publish(&mut self, ci: u32, mark: Mark, idx: u32, epoch: u64) {
+        let d = &mut self.destinations[idx as usize];
+        d.count += 1;
+        d.last = mark;
+        let newer = d.after.last().is_none_or(|(e, _, _)| *e < epoch);
+        if newer && d.after.len() < MAX_MARKS_PER_DESTINATION {
+            d.after.push((epoch, mark, ci));
+        }
+    }
+
+    /// Destinations whose publishes reached a consumer in the capture: they can
+    /// reach the queue of a consumer that received deliveries.
+    pub(crate) fn served_destinations(&self, consumers: &[ConsumerState]) -> FxHashSet<usize> {
+        let mut queues: Vec<&str> = consumers
+            .iter()
+            .filter(|c| c.deliveries > 0)
+            .filter_map(|c| c.queue.as_deref())
+            .collect();
+        queues.sort_unstable();
+        queues.dedup();
+        let mut out = FxHashSet::default();
+        for (i, d) in self.destinations.iter().enumerate() {
+            if queues.iter().any(|q| self.reaches(d, q) == Reach::Yes) {
+                out.insert(i);
+            }
+        }
+        out
+    }
+}
 
 /// Whether a destination (exchange, routing key) can reach a queue, by what
 /// the capture shows.
@@ -36,99 +160,83 @@ pub(crate) fn name_list(names: &[String]) -> String {
     s
 }
 
-/// Destinations whose publishes reached a consumer in the capture: they can
-/// reach the queue of a consumer that received deliveries.
-pub(crate) fn served_destinations(a: &Analyzer) -> HashSet<usize> {
-    let mut queues: Vec<&str> = a
-        .consumers
-        .iter()
-        .filter(|c| c.deliveries > 0)
-        .filter_map(|c| c.queue.as_deref())
-        .collect();
-    queues.sort_unstable();
-    queues.dedup();
-    let mut out = HashSet::new();
-    for (i, d) in a.destinations.iter().enumerate() {
-        if queues.iter().any(|q| reaches(a, d, q) == Reach::Yes) {
-            out.insert(i);
+impl Routing {
+    /// Whether a destination (exchange, routing key) can reach a queue, by what
+    /// the capture shows.
+    pub(crate) fn reaches(&self, d: &Destination, queue: &str) -> Reach {
+        if d.exchange.is_empty() {
+            return if d.routing_key == queue {
+                Reach::Yes
+            } else {
+                Reach::No(format!(
+                    "the default exchange routes routing key '{}' only to the queue named '{}', not to '{queue}'",
+                    d.routing_key, d.routing_key
+                ))
+            };
         }
-    }
-    out
-}
-
-pub(crate) fn reaches(a: &Analyzer, d: &Destination, queue: &str) -> Reach {
-    if d.exchange.is_empty() {
-        return if d.routing_key == queue {
+        let binds: Vec<&String> = self
+            .bindings
+            .get(queue)
+            .map(|v| {
+                v.iter()
+                    .filter(|(x, _)| *x == d.exchange)
+                    .map(|(_, k)| k)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if binds.is_empty() {
+            return Reach::No(format!(
+                "no queue.bind of '{queue}' to exchange '{}' appears in the capture",
+                d.exchange
+            ));
+        }
+        if binds
+            .iter()
+            .any(|k| self.binding_matches(&d.exchange, k, &d.routing_key))
+        {
             Reach::Yes
         } else {
+            let keys: Vec<String> = binds.iter().map(|k| k.to_string()).collect();
             Reach::No(format!(
-                "the default exchange routes routing key '{}' only to the queue named '{}', not to '{queue}'",
-                d.routing_key, d.routing_key
+                "queue '{queue}' is bound to exchange '{}' only with key(s) {}, which do not match '{}'",
+                d.exchange,
+                name_list(&keys),
+                d.routing_key
             ))
-        };
+        }
     }
-    let binds: Vec<&String> = a
-        .bindings
-        .get(queue)
-        .map(|v| {
-            v.iter()
-                .filter(|(x, _)| *x == d.exchange)
-                .map(|(_, k)| k)
-                .collect()
-        })
-        .unwrap_or_default();
-    if binds.is_empty() {
-        return Reach::No(format!(
-            "no queue.bind of '{queue}' to exchange '{}' appears in the capture",
-            d.exchange
-        ));
-    }
-    if binds
-        .iter()
-        .any(|k| binding_matches(a, &d.exchange, k, &d.routing_key))
-    {
-        Reach::Yes
-    } else {
-        let keys: Vec<String> = binds.iter().map(|k| k.to_string()).collect();
-        Reach::No(format!(
-            "queue '{queue}' is bound to exchange '{}' only with key(s) {}, which do not match '{}'",
-            d.exchange,
-            name_list(&keys),
-            d.routing_key
-        ))
-    }
-}
 
-/// Whether a binding key of `exchange` matches a routing key, by the
-/// exchange's type when its exchange.declare was seen (either rule otherwise).
-fn binding_matches(a: &Analyzer, exchange: &str, binding_key: &str, routing_key: &str) -> bool {
-    match a.exchange_types.get(exchange).map(String::as_str) {
-        Some("fanout") | Some("headers") => true,
-        Some("topic") => topic_match(binding_key, routing_key),
-        Some(_) => binding_key == routing_key,
-        None => binding_key == routing_key || topic_match(binding_key, routing_key),
+    /// Whether a binding key of `exchange` matches a routing key, by the
+    /// exchange's type when its exchange.declare was seen (either rule otherwise).
+    fn binding_matches(&self, exchange: &str, binding_key: &str, routing_key: &str) -> bool {
+        match self.exchange_types.get(exchange).map(String::as_str) {
+            Some("fanout") | Some("headers") => true,
+            Some("topic") => topic_match(binding_key, routing_key),
+            Some(_) => binding_key == routing_key,
+            None => binding_key == routing_key || topic_match(binding_key, routing_key),
+        }
     }
-}
 
-/// The queues a destination's publishes went to, by the capture's rules: on the
-/// default exchange the queue named by the routing key; on a named exchange
-/// every queue with a matching binding seen. Empty when no seen binding matches.
-pub(crate) fn queues_reached(a: &Analyzer, d: &Destination) -> Vec<String> {
-    if d.exchange.is_empty() {
-        return vec![d.routing_key.clone()];
+    /// The queues a destination's publishes went to, by the capture's rules: on the
+    /// default exchange the queue named by the routing key; on a named exchange
+    /// every queue with a matching binding seen. Empty when no seen binding matches.
+    pub(crate) fn queues_reached(&self, d: &Destination) -> Vec<String> {
+        if d.exchange.is_empty() {
+            return vec![d.routing_key.clone()];
+        }
+        let mut out: Vec<String> = self
+            .bindings
+            .iter()
+            .filter(|(_, binds)| {
+                binds
+                    .iter()
+                    .any(|(x, k)| *x == d.exchange && self.binding_matches(x, k, &d.routing_key))
+            })
+            .map(|(q, _)| q.clone())
+            .collect();
+        out.sort();
+        out
     }
-    let mut out: Vec<String> = a
-        .bindings
-        .iter()
-        .filter(|(_, binds)| {
-            binds
-                .iter()
-                .any(|(x, k)| *x == d.exchange && binding_matches(a, x, k, &d.routing_key))
-        })
-        .map(|(q, _)| q.clone())
-        .collect();
-    out.sort();
-    out
 }
 
 /// AMQP topic matching: words split on '.', `*` is one word, `#` zero or more.
@@ -188,9 +296,7 @@ pub(crate) fn bystander(a: &Analyzer, cs: &ConsumerState) -> Option<String> {
     }
     for (suffix, what) in [(".DQ", "delay"), (".XQ", "dead-letter")] {
         if let Some(base) = q.strip_suffix(suffix) {
-            let base_seen = a.queues.contains_key(base)
-                || a.consumers.iter().any(|c| c.queue.as_deref() == Some(base));
-            if base_seen {
+            if a.queue_seen(base) {
                 return Some(format!(
                     "'{q}' is Dramatiq's {what} queue of '{base}', which receives messages only when one is delayed{}",
                     if what == "delay" { "" } else { " or dead-lettered" }
@@ -198,11 +304,13 @@ pub(crate) fn bystander(a: &Analyzer, cs: &ConsumerState) -> Option<String> {
             }
         }
     }
-    if let Some(binds) = a.bindings.get(q) {
+    if let Some(binds) = a.routing.bindings.get(q) {
         let fanout: Vec<&String> = binds
             .iter()
             .map(|(x, _)| x)
-            .filter(|x| a.exchange_types.get(x.as_str()).map(String::as_str) == Some("fanout"))
+            .filter(|x| {
+                a.routing.exchange_types.get(x.as_str()).map(String::as_str) == Some("fanout")
+            })
             .collect();
         if !binds.is_empty() && fanout.len() == binds.len() {
             return Some(format!(
@@ -211,7 +319,7 @@ pub(crate) fn bystander(a: &Analyzer, cs: &ConsumerState) -> Option<String> {
             ));
         }
     }
-    let info = a.queues.get(q)?;
+    let info = a.queue(q)?;
     if info.exclusive && info.auto_delete && cs.no_ack {
         return Some(format!(
             "'{q}' is an exclusive auto-delete queue consumed with no_ack (a reply or control queue)"

@@ -2,8 +2,9 @@
 //! the figures the verdicts rest on.
 
 use super::model::{ConnectionSummary, ConsumerSummary};
-use super::verdicts::{latency, peer};
-use super::{Analyzer, ConnState, ConsumerEnd, ConsumerState, TcpEndKind};
+use super::state::{ConnState, ConsumerEnd, ConsumerState, TcpEndKind};
+use super::verdicts::peer;
+use super::Analyzer;
 
 pub(crate) fn connection_summary(c: &ConnState) -> ConnectionSummary {
     ConnectionSummary {
@@ -41,7 +42,7 @@ pub(crate) fn connection_summary(c: &ConnState) -> ConnectionSummary {
 }
 
 pub(crate) fn consumer_summary(a: &Analyzer, cs: &ConsumerState) -> ConsumerSummary {
-    let c = &a.conns[cs.conn as usize];
+    let c = a.conn_of(cs);
     ConsumerSummary {
         conn: c.conn,
         channel: cs.channel,
@@ -66,7 +67,7 @@ pub(crate) fn consumer_summary(a: &Analyzer, cs: &ConsumerState) -> ConsumerSumm
         unacked: cs.unacked,
         last_delivery: cs.last_delivery.map(|m| m.ts),
         last_settle: cs.last_settle.map(|m| m.ts),
-        latency: latency(cs),
+        latency: cs.latency_summary(),
         ended_by: cs.end.map(|e| match e {
             ConsumerEnd::ClientCancel(_) => "client",
             ConsumerEnd::BrokerCancel(_) => "broker",

@@ -1,0 +1,193 @@
+//! Deliveries (basic.deliver, basic.get-ok) and their content headers: the
+//! unacknowledged list of the channel, the consumer's window, and the message
+//! fingerprint that follows a requeued message through its redeliveries.
+
+use crate::event::{ContentHeader, MethodArgs, MethodKind};
+
+use super::super::state::{LoopEvent, Mark, PendingContent, Unacked, LOOP_ROUNDS};
+use super::super::Analyzer;
+use super::{hash_of, route_hash, same};
+
+/// The delivery a basic.deliver or basic.get-ok announces.
+fn delivery(a: &MethodArgs, at: Mark, consumer: Option<u32>, route_hash: u64) -> PendingContent {
+    PendingContent {
+        delivery: Unacked {
+            tag: a.delivery_tag.unwrap_or(0),
+            consumer,
+            at,
+            fingerprint: 0,
+            settled: false,
+        },
+        route_hash,
+        redelivered: a.redelivered.unwrap_or(false),
+    }
+}
+
+impl Analyzer {
+    pub(super) fn on_deliver(&mut self, ci: u32, ch: u16, mark: Mark, a: &MethodArgs) {
+        let tag = a.consumer_tag.as_deref().unwrap_or("");
+        let memo = match (&a.consumer_tag, &self.conns[ci as usize].memo.consumer) {
+            (Some(t), Some((mch, mt, i, len)))
+                if *mch == ch
+                    && same(t, mt)
+                    && *len == self.consumers.len()
+                    && self.consumers[*i as usize].end.is_none() =>
+            {
+                Some(*i)
+            }
+            _ => None,
+        };
+        let found = memo.or_else(|| {
+            let i = self.find_consumer(ci, ch, tag)?;
+            if let Some(t) = &a.consumer_tag {
+                let len = self.consumers.len();
+                self.conns[ci as usize].memo.consumer = Some((ch, t.clone(), i, len));
+            }
+            Some(i)
+        });
+        let idx = match found {
+            Some(i) => i,
+            None => {
+                let c = &self.conns[ci as usize];
+                let known_channel = c.channels.contains_key(&ch);
+                let ended_here = c.consumers.iter().any(|&i| {
+                    let cs = &self.consumers[i as usize];
+                    cs.channel == ch && cs.tag == tag
+                });
+                // In flight when the channel or consumer was closed: nothing to track.
+                if ended_here || (!known_channel && !c.start_unseen) {
+                    return;
+                }
+                self.new_consumer(ci, ch, tag.to_string(), None, false, true)
+            }
+        };
+        let memo = &mut self.conns[ci as usize].memo.route;
+        let route_hash = match (&a.exchange, &a.routing_key, &*memo) {
+            (Some(x), Some(rk), Some((mx, mrk, h))) if same(x, mx) && same(rk, mrk) => *h,
+            _ => {
+                let h = route_hash(a);
+                if let (Some(x), Some(rk)) = (&a.exchange, &a.routing_key) {
+                    *memo = Some((x.clone(), rk.clone(), h));
+                }
+                h
+            }
+        };
+        self.on_delivery(ci, ch, delivery(a, mark, Some(idx), route_hash));
+    }
+
+    pub(super) fn on_get_ok(&mut self, ci: u32, ch: u16, mark: Mark, a: &MethodArgs) {
+        self.on_delivery(ci, ch, delivery(a, mark, None, route_hash(a)));
+    }
+
+    /// A delivery to `p.delivery.consumer` (None: basic.get-ok), whose content header comes next.
+    fn on_delivery(&mut self, ci: u32, ch: u16, p: PendingContent) {
+        let Unacked {
+            consumer, at: mark, ..
+        } = p.delivery;
+        let redelivered = p.redelivered;
+        self.conns[ci as usize].deliveries += 1;
+        let settled_on_delivery = match consumer {
+            Some(i) => self.consumers[i as usize].no_ack,
+            None => self.channel_mut(ci, ch).get_no_ack,
+        };
+        let (live_unacked, global_limit) = {
+            let st = self.channel_mut(ci, ch);
+            st.pending_content = Some(p);
+            if !settled_on_delivery {
+                st.unacked.push_back(p.delivery);
+                st.live_unacked += 1;
+            }
+            let limit = st
+                .global_qos
+                .as_ref()
+                .filter(|q| q.prefetch_count > 0)
+                .map(|q| q.prefetch_count as u32);
+            (st.live_unacked, limit)
+        };
+        if let Some(limit) = global_limit {
+            let st = self.channel_mut(ci, ch);
+            if !settled_on_delivery && live_unacked >= limit && st.global_full_since.is_none() {
+                st.global_full_since = Some(mark);
+            }
+        }
+        if let Some(i) = consumer {
+            let cs = &mut self.consumers[i as usize];
+            cs.deliveries += 1;
+            if redelivered {
+                cs.redelivered += 1;
+            }
+            cs.first_delivery.get_or_insert(mark);
+            cs.last_delivery = Some(mark);
+            if !cs.no_ack {
+                cs.unacked += 1;
+                if let Some(limit) = cs.prefetch_limit() {
+                    if cs.unacked >= limit && cs.full_since.is_none() {
+                        cs.full_since = Some(mark);
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_content_header(&mut self, ci: u32, ch: u16, h: &ContentHeader) {
+        let Some(st) = self.conns[ci as usize].channels.get_mut(&ch) else {
+            return;
+        };
+        let Some(p) = st.pending_content.take() else {
+            return;
+        };
+        let props = &h.properties;
+        let fingerprint = match &props.message_id {
+            Some(id) => hash_of(&(0u8, &**id)),
+            None => hash_of(&(
+                1u8,
+                p.route_hash,
+                h.body_size,
+                props.correlation_id.as_deref(),
+                props.timestamp,
+            )),
+        }
+        .max(1);
+        if let Some(last) = st.unacked.back_mut() {
+            if last.tag == p.delivery.tag {
+                last.fingerprint = fingerprint;
+            }
+        }
+        if !p.redelivered {
+            return;
+        }
+        let Some(track) = self.requeued.get_mut(&fingerprint) else {
+            return;
+        };
+        track.rounds += 1;
+        track.outstanding = true;
+        if track.message_id.is_none() {
+            track.message_id = props.message_id.as_deref().map(str::to_owned);
+        }
+        track.push(LoopEvent {
+            at: p.delivery.at,
+            method: MethodKind::BasicDeliver,
+            delivery_tag: p.delivery.tag,
+            conn: ci,
+            channel: ch,
+        });
+        if track.rounds >= LOOP_ROUNDS && track.became_loop.is_none() {
+            track.became_loop = Some(p.delivery.at);
+        }
+        if track.became_loop.is_some() {
+            let rounds = track.rounds;
+            if let Some(i) = p.delivery.consumer {
+                let cs = &mut self.consumers[i as usize];
+                cs.loop_since.get_or_insert(p.delivery.at);
+                // Name the message delivered most often to this consumer.
+                let more = match cs.loop_fp.and_then(|f| self.requeued.get(&f)) {
+                    Some(t) => rounds > t.rounds,
+                    None => true,
+                };
+                if more || cs.loop_fp == Some(fingerprint) {
+                    cs.loop_fp = Some(fingerprint);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! The event handlers: how each timeline event changes the analyzer's state.
+//! [`Analyzer::handle`] finds the connection and hands the event here; a method
+//! goes to the handler of its AMQP class (`connection`, `channel`,
+//! `queue` with `exchange`, `basic` with `consume`, `publish`, `delivery` and
+//! `settle`). Handlers write the state records and the routing; they decide no
+//! verdict.
+
+mod basic;
+mod channel;
+mod connection;
+mod consume;
+mod delivery;
+mod publish;
+mod queue;
+mod settle;
+
+use std::hash::{BuildHasher, Hash};
+
+use rustc_hash::FxBuildHasher;
+
+use crate::event::{Dir, Event, EventKind, Frame, Method, MethodArgs, MethodKind, Text};
+
+use super::state::{dir_index, ChannelState, ConnState, Mark};
+use super::Analyzer;
+
+/// FxHash of a small key (a route, a message fingerprint): SipHash's DoS
+/// resistance buys nothing for a tool reading a capture, at 3-5x the cost.
+fn hash_of<T: Hash + ?Sized>(v: &T) -> u64 {
+    FxBuildHasher.hash_one(v)
+}
+
+/// The hash that ties a delivered message to its publish destination.
+fn route_hash(a: &MethodArgs) -> u64 {
+    hash_of(&(
+        a.exchange.as_deref().unwrap_or(""),
+        a.routing_key.as_deref().unwrap_or(""),
+    ))
+}
+
+/// Whether two of the decoder's shared strings are the same object.
+fn same(a: &Text, b: &Text) -> bool {
+    std::sync::Arc::ptr_eq(a, b)
+}
+
+impl Analyzer {
+    /// Applies one event of connection `ci` to the state.
+    pub(super) fn on_event(&mut self, ci: u32, ev: &Event, mark: Mark) {
+        match &ev.kind {
+            EventKind::TcpOpen => self.conns[ci as usize].saw_open = true,
+            EventKind::TcpClose | EventKind::TcpReset => self.on_tcp_end(ci, ev, mark),
+            EventKind::Gap { bytes, reason } => self.on_gap(ci, ev.dir, mark, *bytes, *reason),
+            EventKind::Error { error, .. } => {
+                let c = &mut self.conns[ci as usize];
+                c.errors += 1;
+                if c.first_error.is_none() {
+                    c.first_error = Some((mark, ev.dir, error.to_string()));
+                }
+            }
+            EventKind::ProtocolHeader {
+                protocol,
+                supported,
+                ..
+            } => {
+                let c = &mut self.conns[ci as usize];
+                c.saw_handshake = true;
+                if !supported {
+                    c.unsupported_protocol = Some(protocol.clone());
+                }
+            }
+            EventKind::Frame { channel, frame } => {
+                let c = &mut self.conns[ci as usize];
+                c.last_frame[dir_index(ev.dir)] = Some((mark, frame.name()));
+                match frame {
+                    Frame::Method(m) => self.on_method(ci, ev.dir, mark, *channel, m),
+                    Frame::ContentHeader(h) if ev.dir == Dir::S2C => {
+                        self.on_content_header(ci, *channel, h)
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    pub(super) fn conn_index(&mut self, ev: &Event) -> Option<u32> {
+        // Consecutive events mostly share a connection: skip the hash lookup.
+        if let Some((c, i)) = self.last_conn {
+            if c == ev.conn && !matches!(ev.kind, EventKind::TcpOpen) {
+                return Some(i);
+            }
+        }
+        let i = self.conn_index_slow(ev)?;
+        self.last_conn = Some((ev.conn, i));
+        Some(i)
+    }
+
+    fn conn_index_slow(&mut self, ev: &Event) -> Option<u32> {
+        let syn = matches!(ev.kind, EventKind::TcpOpen);
+        if let Some(&i) = self.by_conn.get(&ev.conn) {
+            let c = &self.conns[i as usize];
+            // A SYN on a finished 4-tuple is a new connection reusing the ports.
+            let reused = syn && c.ended.is_some();
+            if !reused {
+                return Some(i);
+            }
+        } else if !syn && self.retired.recently(&ev.conn) {
+            return None;
+        }
+        let i = self.conns.len() as u32;
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        self.conns.push(ConnState::new(serial, ev.conn, ev));
+        self.by_conn.insert(ev.conn, i);
+        Some(i)
+    }
+
+    fn channel_mut(&mut self, ci: u32, ch: u16) -> &mut ChannelState {
+        self.conns[ci as usize].channels.entry(ch).or_default()
+    }
+
+    /// Counts the client's methods, then hands the method to its class's handler.
+    fn on_method(&mut self, ci: u32, dir: Dir, mark: Mark, ch: u16, m: &Method) {
+        if dir == Dir::C2S {
+            let c = &mut self.conns[ci as usize];
+            c.client_methods[m.method as usize] =
+                c.client_methods[m.method as usize].saturating_add(1);
+            if !matches!(
+                m.method,
+                MethodKind::BasicAck | MethodKind::BasicNack | MethodKind::BasicReject
+            ) {
+                c.last_client_method = Some((mark, m.method));
+            }
+        }
+        // The AMQP class: connection 10, channel 20, exchange 40, queue 50,
+        // basic 60, confirm 85 (RabbitMQ's); tx (90) changes nothing here.
+        match m.method.class_id() {
+            10 => self.on_connection(ci, dir, mark, m),
+            20 | 85 => self.on_channel(ci, dir, mark, ch, m),
+            40 | 50 => self.on_queue(ci, dir, mark, ch, m),
+            60 => self.on_basic(ci, dir, mark, ch, m),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! The exchange and queue classes: declarations, bindings and deletions. The
+//! bindings and exchange types go to the routing; what a queue.declare-ok
+//! reports goes to the queue's record.
+
+use crate::event::{Dir, Method, MethodKind};
+
+use super::super::state::{Mark, QueueInfo, MAX_BINDINGS_PER_QUEUE};
+use super::super::Analyzer;
+
+impl Analyzer {
+    pub(super) fn on_queue(&mut self, ci: u32, dir: Dir, mark: Mark, ch: u16, m: &Method) {
+        let a = &m.args;
+        match (dir, m.method) {
+            (Dir::C2S, MethodKind::ExchangeDeclare) => {
+                if let (Some(x), Some(t)) = (&a.exchange, &a.exchange_type) {
+                    self.routing.declare_exchange(x, t);
+                }
+            }
+            (Dir::C2S, MethodKind::QueueDeclare) => {
+                let st = self.channel_mut(ci, ch);
+                if st.pending_declares.len() < MAX_BINDINGS_PER_QUEUE && a.nowait != Some(true) {
+                    st.pending_declares
+                        .push_back((a.exclusive.unwrap_or(false), a.auto_delete.unwrap_or(false)));
+                }
+            }
+            (Dir::S2C, MethodKind::QueueDeclareOk) => {
+                let flags = self.channel_mut(ci, ch).pending_declares.pop_front();
+                if let Some(q) = &a.queue {
+                    let c = &mut self.conns[ci as usize];
+                    if c.declared_queues.len() < MAX_BINDINGS_PER_QUEUE
+                        && !c.declared_queues.contains(q)
+                    {
+                        c.declared_queues.push(q.clone());
+                    }
+                    let info = self.queue_info(q);
+                    info.declared = Some(mark);
+                    info.message_count = a.message_count;
+                    info.consumer_count = a.consumer_count;
+                    info.deleted = None;
+                    if let Some((exclusive, auto_delete)) = flags {
+                        info.exclusive = exclusive;
+                        info.auto_delete = auto_delete;
+                    }
+                }
+            }
+            (Dir::C2S, MethodKind::QueueBind) => {
+                if let (Some(q), Some(x)) = (&a.queue, &a.exchange) {
+                    let rk = a.routing_key.as_deref().unwrap_or_default();
+                    self.routing.bind(q, x, rk);
+                }
+            }
+            (Dir::C2S, MethodKind::QueueUnbind) => {
+                if let (Some(q), Some(x)) = (&a.queue, &a.exchange) {
+                    self.routing
+                        .unbind(q, x, a.routing_key.as_deref().unwrap_or(""));
+                }
+            }
+            (Dir::C2S, MethodKind::QueueDelete) => {
+                if let Some(q) = &a.queue {
+                    self.queue_info(q).deleted = Some((mark, ci));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn queue_info(&mut self, q: &str) -> &mut QueueInfo {
+        self.queues.entry(q.to_string()).or_default()
+    }
+}

@@ -1,0 +1,182 @@
+//! Settles (basic.ack, basic.nack, basic.reject, basic.recover): the channel's
+//! unacknowledged list, the consumer's counters and latency, and the requeue
+//! tracks that reveal a redelivery loop.
+
+use crate::event::{Method, MethodKind};
+
+use super::super::state::{LoopEvent, Mark, RequeueTrack, LOOP_ROUNDS, MAX_REQUEUED_TRACKED};
+use super::super::Analyzer;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SettleKind {
+    Ack,
+    Nack,
+    Reject,
+}
+
+/// One settle as the client sent it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Settle {
+    /// The delivery tag; 0 with `multiple` is everything outstanding.
+    tag: u64,
+    multiple: bool,
+    kind: SettleKind,
+    requeue: bool,
+}
+
+impl Settle {
+    /// basic.ack, basic.nack or basic.reject, by its arguments.
+    pub(super) fn of(m: &Method) -> Settle {
+        let a = &m.args;
+        let (kind, multiple, requeue) = match m.method {
+            MethodKind::BasicAck => (SettleKind::Ack, a.multiple.unwrap_or(false), false),
+            MethodKind::BasicNack => (
+                SettleKind::Nack,
+                a.multiple.unwrap_or(false),
+                a.requeue.unwrap_or(true),
+            ),
+            _ => (SettleKind::Reject, false, a.requeue.unwrap_or(true)),
+        };
+        Settle {
+            tag: a.delivery_tag.unwrap_or(0),
+            multiple,
+            kind,
+            requeue,
+        }
+    }
+
+    /// basic.recover: everything unacknowledged goes back to the queue.
+    pub(super) fn everything_requeued() -> Settle {
+        Settle {
+            tag: 0,
+            multiple: true,
+            kind: SettleKind::Nack,
+            requeue: true,
+        }
+    }
+}
+
+impl Analyzer {
+    pub(super) fn settle(&mut self, ci: u32, ch: u16, mark: Mark, s: Settle) {
+        let Settle {
+            tag,
+            multiple,
+            kind,
+            requeue,
+        } = s;
+        let Some(st) = self.conns[ci as usize].channels.get_mut(&ch) else {
+            return;
+        };
+        // Reused buffer: no allocation per settle.
+        let mut settled = std::mem::take(&mut self.settle_scratch);
+        settled.clear();
+        if multiple {
+            // tag 0 with multiple: everything outstanding on the channel.
+            while st.unacked.front().is_some_and(|f| tag == 0 || f.tag <= tag) {
+                let Some(e) = st.unacked.pop_front() else {
+                    break;
+                };
+                if e.settled {
+                    st.tombstones -= 1;
+                } else {
+                    settled.push(e);
+                }
+            }
+            if tag == 0 {
+                st.tombstones = 0;
+            }
+        } else if let Ok(pos) = st.unacked.binary_search_by_key(&tag, |u| u.tag) {
+            let e = &mut st.unacked[pos];
+            if !e.settled {
+                e.settled = true;
+                settled.push(*e);
+                st.tombstones += 1;
+            }
+            while st.unacked.front().is_some_and(|u| u.settled) {
+                st.unacked.pop_front();
+                st.tombstones -= 1;
+            }
+            if st.tombstones as usize > 64 && st.tombstones as usize > st.unacked.len() / 2 {
+                st.unacked.retain(|u| !u.settled);
+                st.tombstones = 0;
+            }
+        }
+        if settled.is_empty() {
+            self.settle_scratch = settled;
+            return;
+        }
+        st.live_unacked = st.live_unacked.saturating_sub(settled.len() as u32);
+        st.global_full_since = None;
+        let slow_us = self.cfg.slow_ack.as_micros() as u64;
+        for e in &settled {
+            if let Some(i) = e.consumer {
+                let cs = &mut self.consumers[i as usize];
+                cs.unacked = cs.unacked.saturating_sub(1);
+                cs.full_since = None;
+                cs.last_settle = Some(mark);
+                let lat_us = ((mark.ts.0 - e.at.ts.0).max(0) / 1000) as u64;
+                cs.latency.record_us(lat_us);
+                if lat_us >= slow_us && cs.first_slow_settle.is_none() {
+                    cs.first_slow_settle = Some(mark);
+                }
+                match (kind, requeue) {
+                    (SettleKind::Ack, _) => cs.acks += 1,
+                    (SettleKind::Nack, true) => cs.nacks_requeue += 1,
+                    (SettleKind::Nack, false) => cs.nacks_drop += 1,
+                    (SettleKind::Reject, true) => cs.rejects_requeue += 1,
+                    (SettleKind::Reject, false) => cs.rejects_drop += 1,
+                }
+            }
+            if e.fingerprint == 0 {
+                continue;
+            }
+            let method = match kind {
+                SettleKind::Ack => MethodKind::BasicAck,
+                SettleKind::Nack => MethodKind::BasicNack,
+                SettleKind::Reject => MethodKind::BasicReject,
+            };
+            let ev = LoopEvent {
+                at: mark,
+                method,
+                delivery_tag: e.tag,
+                conn: ci,
+                channel: ch,
+            };
+            if kind != SettleKind::Ack && requeue {
+                if !self.requeued.contains_key(&e.fingerprint) {
+                    if self.requeued.len() >= MAX_REQUEUED_TRACKED {
+                        // Forget messages that are not looping to make room.
+                        self.requeued.retain(|_, t| t.became_loop.is_some());
+                        if self.requeued.len() >= MAX_REQUEUED_TRACKED {
+                            continue;
+                        }
+                    }
+                    let t = RequeueTrack::new(LoopEvent {
+                        at: e.at,
+                        method: MethodKind::BasicDeliver,
+                        delivery_tag: e.tag,
+                        conn: ci,
+                        channel: ch,
+                    });
+                    self.requeued.insert(e.fingerprint, t);
+                }
+                if let Some(t) = self.requeued.get_mut(&e.fingerprint) {
+                    t.outstanding = false;
+                    t.requeues += 1;
+                    t.push(ev);
+                }
+            } else if let Some(t) = self.requeued.get_mut(&e.fingerprint) {
+                // Acked, or dropped/dead-lettered: the message left the queue.
+                if t.became_loop.is_some() {
+                    t.outstanding = false;
+                    t.push(ev);
+                    t.rounds = t.rounds.max(LOOP_ROUNDS);
+                    t.became_loop = None;
+                } else {
+                    self.requeued.remove(&e.fingerprint);
+                }
+            }
+        }
+        self.settle_scratch = settled;
+    }
+}

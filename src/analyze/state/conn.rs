@@ -1,0 +1,159 @@
+//! One AMQP connection: its handshake, its end (connection.close, FIN, RST),
+//! the holes in its byte stream, its open channels and its counters. A closed
+//! connection keeps only these fields; its channels are released.
+
+use rustc_hash::FxHashMap;
+
+use crate::event::{Conn, Dir, Event, EventKind, Frame, MethodKind, Text};
+
+use super::{
+    dir_index, event_name, ChannelCloseRec, ChannelState, CloseRec, FlowRec, GapRec, Mark, TcpEnd,
+};
+
+#[derive(Debug)]
+pub(crate) struct ConnState {
+    /// Never reused, unlike the index, which changes when ended connections retire.
+    pub serial: u64,
+    pub conn: Conn,
+    pub first: Mark,
+    pub last: Mark,
+    pub saw_open: bool,
+    pub saw_handshake: bool,
+    /// The first event was neither a SYN nor the start of the AMQP handshake.
+    pub start_unseen: bool,
+    pub gaps: Vec<GapRec>,
+    pub gap_count: u64,
+    pub gap_bytes_unknown: bool,
+    pub gap_bytes: u64,
+    pub errors: u64,
+    pub first_error: Option<(Mark, Dir, String)>,
+    pub unsupported_protocol: Option<String>,
+    pub broker_product: Option<String>,
+    pub broker_version: Option<String>,
+    pub client_product: Option<String>,
+    pub client_version: Option<String>,
+    pub connection_name: Option<String>,
+    pub user: Option<String>,
+    pub vhost: Option<String>,
+    pub heartbeat: Option<u16>,
+    pub frame_max: Option<u32>,
+    /// Last frame from each direction: [c2s, s2c].
+    /// Last frame from each direction and its name: [c2s, s2c].
+    pub last_frame: [Option<(Mark, &'static str)>; 2],
+    /// Name of the first event seen on the connection (`tcp.open`, a method, `gap`...).
+    pub first_name: &'static str,
+    pub blocked: Option<(Mark, String)>,
+    pub last_unblock: Option<(Mark, Mark, String)>,
+    pub close: Option<CloseRec>,
+    pub close_ok: Option<Mark>,
+    pub tcp_end: Option<TcpEnd>,
+    pub ended: Option<Mark>,
+    pub(crate) channels: FxHashMap<u16, ChannelState>,
+    pub channel_closes: Vec<ChannelCloseRec>,
+    /// Channels paused by channel.flow when the connection ended (kept for the verdict).
+    pub flows_paused: Vec<(u16, FlowRec)>,
+    pub client_methods: Box<[u32]>,
+    pub last_client_method: Option<(Mark, MethodKind)>,
+    pub channels_opened: u32,
+    pub consumes: u32,
+    pub publishes: u64,
+    pub gets: u64,
+    pub deliveries: u64,
+    pub declared_queues: Vec<String>,
+    pub consumers: Vec<u32>,
+    /// Lookups the hot methods repeat, remembered by the identity of the decoder's
+    /// shared strings (see `event::Text`): same string objects, same answer.
+    pub(crate) memo: Memo,
+}
+
+/// The last answers of the lookups every publish and delivery makes. A hit is
+/// two pointer compares instead of hashing and comparing strings.
+#[derive(Debug, Default)]
+pub(crate) struct Memo {
+    /// (exchange, routing key) of the last publish -> destination index.
+    pub(crate) publish: Option<(Text, Text, u32)>,
+    /// (exchange, routing key) of the last delivery -> route hash.
+    pub(crate) route: Option<(Text, Text, u64)>,
+    /// (channel, consumer tag) of the last delivery -> consumer index, valid while
+    /// no consumer has been added since (`consumers_len`) and it has not ended.
+    pub(crate) consumer: Option<(u16, Text, u32, usize)>,
+}
+
+impl ConnState {
+    pub(crate) fn new(serial: u64, conn: Conn, ev: &Event) -> Self {
+        let start_unseen = match &ev.kind {
+            EventKind::TcpOpen | EventKind::ProtocolHeader { .. } => false,
+            EventKind::Frame {
+                frame: Frame::Method(m),
+                ..
+            } => m.method != MethodKind::ConnectionStart,
+            _ => true,
+        };
+        ConnState {
+            serial,
+            conn,
+            first: Mark::of(ev),
+            last: Mark::of(ev),
+            saw_open: false,
+            saw_handshake: false,
+            start_unseen,
+            gaps: Vec::new(),
+            gap_count: 0,
+            gap_bytes_unknown: false,
+            gap_bytes: 0,
+            errors: 0,
+            first_error: None,
+            unsupported_protocol: None,
+            broker_product: None,
+            broker_version: None,
+            client_product: None,
+            client_version: None,
+            connection_name: None,
+            user: None,
+            vhost: None,
+            heartbeat: None,
+            frame_max: None,
+            last_frame: [None, None],
+            first_name: event_name(&ev.kind),
+            blocked: None,
+            last_unblock: None,
+            close: None,
+            close_ok: None,
+            tcp_end: None,
+            ended: None,
+            channels: FxHashMap::default(),
+            channel_closes: Vec::new(),
+            flows_paused: Vec::new(),
+            client_methods: vec![0; MethodKind::ALL.len()].into_boxed_slice(),
+            last_client_method: None,
+            channels_opened: 0,
+            consumes: 0,
+            publishes: 0,
+            gets: 0,
+            deliveries: 0,
+            declared_queues: Vec::new(),
+            consumers: Vec::new(),
+            memo: Memo::default(),
+        }
+    }
+
+    pub(crate) fn is_incomplete(&self) -> bool {
+        self.start_unseen || self.gap_count > 0 || self.errors > 0
+    }
+
+    pub(crate) fn open_channels(&self) -> impl Iterator<Item = (u16, Option<&FlowRec>)> {
+        self.channels
+            .iter()
+            .map(|(ch, st)| (*ch, st.flow_paused.as_ref()))
+    }
+
+    /// An open channel's state.
+    pub(crate) fn channel(&self, ch: u16) -> Option<&ChannelState> {
+        self.channels.get(&ch)
+    }
+
+    /// The last frame from `dir` and its name, or the connection's first event.
+    pub(crate) fn last_frame_from(&self, dir: Dir) -> (Mark, &'static str) {
+        self.last_frame[dir_index(dir)].unwrap_or((self.first, self.first_name))
+    }
+}

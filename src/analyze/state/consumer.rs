@@ -1,0 +1,79 @@
+//! One consumer (basic.consume to its end): its window, its counters and its
+//! settle latencies, kept after it ends for the verdict and the summary.
+
+use super::super::histogram::LatencyHistogram;
+use super::super::model::LatencySummary;
+use super::super::secs;
+use super::{ConsumerEnd, Mark, QosRec};
+
+#[derive(Debug)]
+pub(crate) struct ConsumerState {
+    /// Never reused, unlike the index, which changes when ended connections retire.
+    pub serial: u64,
+    pub conn: u32,
+    pub channel: u16,
+    pub tag: String,
+    pub queue: Option<String>,
+    pub no_ack: bool,
+    pub nowait: bool,
+    /// Seen first through a delivery: its basic.consume precedes the capture.
+    pub discovered: bool,
+    pub consume: Option<Mark>,
+    pub consume_ok: Option<Mark>,
+    pub cancel_requested: Option<Mark>,
+    /// Publish-epoch at registration (see `Destination::after`).
+    pub epoch: u64,
+    pub qos: Option<QosRec>,
+    /// The channel-wide (global) basic.qos in force while the consumer was
+    /// registered: kept on the consumer so that it outlives the channel and a
+    /// later one is not credited to a consumer already gone.
+    pub channel_qos: Option<QosRec>,
+    pub deliveries: u64,
+    pub redelivered: u64,
+    pub acks: u64,
+    pub nacks_requeue: u64,
+    pub nacks_drop: u64,
+    pub rejects_requeue: u64,
+    pub rejects_drop: u64,
+    pub unacked: u32,
+    pub first_delivery: Option<Mark>,
+    pub last_delivery: Option<Mark>,
+    pub last_settle: Option<Mark>,
+    pub first_slow_settle: Option<Mark>,
+    pub full_since: Option<Mark>,
+    pub latency: LatencyHistogram,
+    pub end: Option<ConsumerEnd>,
+    /// Fingerprint of the looping message with the most deliveries to this consumer.
+    pub loop_fp: Option<u64>,
+    /// The earliest delivery that brought any message to it for the third time.
+    pub loop_since: Option<Mark>,
+}
+
+impl ConsumerState {
+    /// The per-consumer prefetch_count in force, when it limits anything.
+    pub(crate) fn prefetch_limit(&self) -> Option<u32> {
+        match &self.qos {
+            Some(q) if q.prefetch_count > 0 && !self.no_ack => Some(q.prefetch_count as u32),
+            _ => None,
+        }
+    }
+
+    /// Delivery→settle latency figures, None before the first settle.
+    pub(crate) fn latency_summary(&self) -> Option<LatencySummary> {
+        let h = &self.latency;
+        if h.count() == 0 {
+            return None;
+        }
+        Some(LatencySummary {
+            count: h.count(),
+            p50_s: secs(h.quantile_us(0.5).unwrap_or(0) as f64 / 1e6),
+            p95_s: secs(h.quantile_us(0.95).unwrap_or(0) as f64 / 1e6),
+            max_s: secs(h.max_us() as f64 / 1e6),
+        })
+    }
+
+    /// The p95 delivery→settle latency, seconds (0 before the first settle).
+    pub(crate) fn p95_s(&self) -> f64 {
+        self.latency.quantile_us(0.95).unwrap_or(0) as f64 / 1e6
+    }
+}

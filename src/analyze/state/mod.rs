@@ -1,0 +1,273 @@
+//! The analyzer's state records: what it keeps of every connection, channel,
+//! consumer, queue and requeued message, and the queries the verdict rules
+//! ask of them (the window of a channel, the unacknowledged deliveries of a
+//! consumer, ...). The event handlers (`handle/`) write these records; the
+//! rules (`verdicts/`) only read them, through these types' methods.
+
+mod channel;
+mod conn;
+mod consumer;
+
+pub(crate) use channel::{ChannelState, PendingContent, Unacked};
+pub(crate) use conn::ConnState;
+pub(crate) use consumer::ConsumerState;
+
+use crate::event::{Conn, Dir, Event, EventKind, GapReason, MethodKind, Timestamp};
+
+use super::Analyzer;
+
+/// A moment in the timeline: when, and which packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Mark {
+    pub ts: Timestamp,
+    pub frame: u64,
+}
+
+impl Mark {
+    pub(crate) fn of(ev: &Event) -> Mark {
+        Mark {
+            ts: ev.ts,
+            frame: ev.frame,
+        }
+    }
+}
+
+/// Caps on state that would otherwise grow with the capture rather than with what is in flight.
+pub(crate) const MAX_GAPS_KEPT: usize = 8;
+pub(crate) const MAX_DESTINATIONS: usize = 10_000;
+pub(crate) const MAX_MARKS_PER_DESTINATION: usize = 256;
+pub(crate) const MAX_BINDINGS_PER_QUEUE: usize = 64;
+pub(crate) const MAX_REQUEUED_TRACKED: usize = 10_000;
+pub(crate) const MAX_LOOP_EVIDENCE: usize = 8;
+/// Rounds of delivery after which a requeued message is in a redelivery loop.
+pub(crate) const LOOP_ROUNDS: u32 = 3;
+
+#[derive(Debug, Clone)]
+pub(crate) struct GapRec {
+    pub at: Mark,
+    pub dir: Dir,
+    pub bytes: Option<u64>,
+    pub reason: GapReason,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct CloseRec {
+    pub at: Mark,
+    pub by: Dir,
+    pub reply_code: u16,
+    pub reply_text: String,
+    pub failing: Option<MethodKind>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TcpEndKind {
+    Fin,
+    Rst,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TcpEnd {
+    pub at: Mark,
+    pub dir: Dir,
+    pub kind: TcpEndKind,
+    /// Consumers still registered and deliveries unsettled at that moment.
+    pub live_consumers: u32,
+    pub unacked: u32,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct QosRec {
+    pub at: Mark,
+    pub prefetch_count: u16,
+    pub global: bool,
+}
+
+/// The oldest delivery still unacknowledged when the broker closed a channel.
+#[derive(Debug, Clone)]
+pub(crate) struct HeldDelivery {
+    pub delivery_tag: u64,
+    pub consumer_tag: Option<String>,
+    pub delivered: Mark,
+    pub unacked: u32,
+}
+
+/// A channel the broker closed (or paused), kept after the channel is gone.
+#[derive(Debug, Clone)]
+pub(crate) struct ChannelCloseRec {
+    pub channel: u16,
+    pub close: CloseRec,
+    pub oldest_unacked: Option<HeldDelivery>,
+    pub consumer_tags: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct FlowRec {
+    pub at: Mark,
+    pub dir: Dir,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConsumerEnd {
+    ClientCancel(Mark),
+    BrokerCancel(Mark),
+    /// Index into the connection's `channel_closes` when the broker closed the channel.
+    ChannelClosed {
+        at: Mark,
+        by: Dir,
+        close: Option<usize>,
+    },
+    ConnectionClosed {
+        at: Mark,
+        by: Dir,
+    },
+    TcpEnded(Mark),
+}
+
+impl ConsumerEnd {
+    pub(crate) fn at(&self) -> Mark {
+        match *self {
+            ConsumerEnd::ClientCancel(m)
+            | ConsumerEnd::BrokerCancel(m)
+            | ConsumerEnd::TcpEnded(m) => m,
+            ConsumerEnd::ChannelClosed { at, .. } | ConsumerEnd::ConnectionClosed { at, .. } => at,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct LoopEvent {
+    pub at: Mark,
+    pub method: MethodKind,
+    pub delivery_tag: u64,
+    pub conn: u32,
+    pub channel: u16,
+}
+
+/// A message requeued by a nack/reject, followed through its redeliveries.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RequeueTrack {
+    pub message_id: Option<String>,
+    pub rounds: u32,
+    /// nack/reject with requeue=true of this message.
+    pub requeues: u32,
+    pub became_loop: Option<Mark>,
+    pub events: Vec<LoopEvent>,
+    pub events_dropped: u32,
+    /// Where the message is now: `true` once it was delivered again and not yet settled.
+    pub outstanding: bool,
+}
+
+impl RequeueTrack {
+    /// A track that begins with the delivery of the message first requeued.
+    pub(crate) fn new(first: LoopEvent) -> Self {
+        let mut t = RequeueTrack {
+            rounds: 1,
+            ..RequeueTrack::default()
+        };
+        t.push(first);
+        t
+    }
+
+    /// Keeps an event of the message's loop: the first rounds and the latest one.
+    pub(crate) fn push(&mut self, e: LoopEvent) {
+        if self.events.len() < MAX_LOOP_EVIDENCE {
+            self.events.push(e);
+        } else {
+            self.events_dropped += 1;
+            if let Some(last) = self.events.last_mut() {
+                *last = e;
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct QueueInfo {
+    pub declared: Option<Mark>,
+    pub exclusive: bool,
+    pub auto_delete: bool,
+    pub message_count: Option<u32>,
+    pub consumer_count: Option<u32>,
+    pub deleted: Option<(Mark, u32)>,
+}
+
+/// Index of a direction in per-direction arrays: [c2s, s2c].
+pub(crate) fn dir_index(d: Dir) -> usize {
+    match d {
+        Dir::C2S => 0,
+        Dir::S2C => 1,
+    }
+}
+
+/// The timeline name of an event (`tcp.open`, a method, `gap`...).
+fn event_name(k: &EventKind) -> &'static str {
+    match k {
+        EventKind::TcpOpen => "tcp.open",
+        EventKind::TcpClose => "tcp.close",
+        EventKind::TcpReset => "tcp.reset",
+        EventKind::Gap { .. } => "gap",
+        EventKind::Error { .. } => "error",
+        EventKind::ProtocolHeader { .. } => "protocol-header",
+        EventKind::Frame { frame, .. } => frame.name(),
+    }
+}
+
+/// The queries the rules ask across records.
+impl Analyzer {
+    /// Unacknowledged deliveries of a consumer (tag, delivered at), oldest first.
+    pub(crate) fn unacked_of(&self, consumer: u32) -> Vec<(u64, Mark)> {
+        let cs = &self.consumers[consumer as usize];
+        self.conns[cs.conn as usize]
+            .channel(cs.channel)
+            .map(|st| st.unacked_of(consumer))
+            .unwrap_or_default()
+    }
+
+    /// The channel-wide (global=true) QoS of a channel, when its window filled,
+    /// and how many deliveries are unacknowledged on it.
+    pub(crate) fn channel_window(&self, ci: u32, ch: u16) -> Option<(&QosRec, Option<Mark>, u32)> {
+        self.conns[ci as usize].channel(ch)?.shared_window()
+    }
+
+    /// The connection a consumer is on.
+    pub(crate) fn conn_of(&self, cs: &ConsumerState) -> &ConnState {
+        &self.conns[cs.conn as usize]
+    }
+
+    /// The 4-tuple of connection `ci`, None once it was retired.
+    pub(crate) fn conn_id(&self, ci: u32) -> Option<Conn> {
+        self.conns.get(ci as usize).map(|c| c.conn)
+    }
+
+    /// The vhost connection `ci` opened, when seen.
+    pub(crate) fn vhost_of(&self, ci: u32) -> Option<&str> {
+        self.conns.get(ci as usize)?.vhost.as_deref()
+    }
+
+    /// The consumers created on a connection, ended ones included.
+    pub(crate) fn consumers_on<'a>(
+        &'a self,
+        c: &'a ConnState,
+    ) -> impl Iterator<Item = &'a ConsumerState> + 'a {
+        c.consumers.iter().map(|&i| &self.consumers[i as usize])
+    }
+
+    /// What the capture shows of a queue (declare-ok, delete), if anything.
+    pub(crate) fn queue(&self, name: &str) -> Option<&QueueInfo> {
+        self.queues.get(name)
+    }
+
+    /// The requeue track of a message fingerprint.
+    pub(crate) fn requeue_track(&self, fingerprint: u64) -> Option<&RequeueTrack> {
+        self.requeued.get(&fingerprint)
+    }
+
+    /// Whether a queue was declared or is read by a consumer in the capture.
+    pub(crate) fn queue_seen(&self, queue: &str) -> bool {
+        self.queues.contains_key(queue)
+            || self
+                .consumers
+                .iter()
+                .any(|c| c.queue.as_deref() == Some(queue))
+    }
+}
