@@ -252,7 +252,7 @@ async fn run_recording_session_writes_artifacts_from_its_recording() {
     let verdicts = check_artifacts(&art);
     assert_eq!(verdicts["connections"].as_array().unwrap().len(), 1);
     assert_eq!(analysis.consumers.len(), 1);
-    assert_eq!(analysis.consumers[0].acks, 6);
+    assert_eq!(analysis.consumers[0].counts.acks, 6);
     assert!(!analysis.has_stall(), "{:?}", analysis.verdicts);
     let timeline = std::fs::read_to_string(art.join(TIMELINE)).unwrap();
     assert_eq!(count(&lines(&timeline), "basic.ack"), 6);

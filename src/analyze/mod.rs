@@ -42,8 +42,8 @@ use rustc_hash::FxHashMap;
 use crate::event::{Conn, Event, Timestamp};
 
 pub use model::{
-    Analysis, Cause, Certainty, ConnectionSummary, ConsumerSummary, EvidenceRef, LatencySummary,
-    Scope, Verdict, VerdictKind, SCHEMA,
+    Analysis, Cause, Certainty, ConnectionSummary, ConsumerCounts, ConsumerSummary, EvidenceRef,
+    LatencySummary, Scope, Verdict, VerdictKind, SCHEMA,
 };
 pub use text::{stall_reasons, write_live_verdict, write_summary, write_verdict_block};
 

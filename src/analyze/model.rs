@@ -288,6 +288,21 @@ pub struct ConnectionSummary {
     pub errors: u64,
 }
 
+/// What a consumer was delivered and how it settled it: counted while it
+/// runs ([`Analyzer`](super::Analyzer)'s state), reported in its summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ConsumerCounts {
+    pub deliveries: u64,
+    pub redelivered: u64,
+    pub acks: u64,
+    pub nacks_requeue: u64,
+    pub nacks_drop: u64,
+    pub rejects_requeue: u64,
+    pub rejects_drop: u64,
+    /// Delivered and not yet settled.
+    pub unacked: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ConsumerSummary {
     pub conn: Conn,
@@ -301,14 +316,8 @@ pub struct ConsumerSummary {
     pub prefetch_count: Option<u16>,
     /// Channel-wide prefetch_count (basic.qos global=true).
     pub channel_prefetch_count: Option<u16>,
-    pub deliveries: u64,
-    pub redelivered: u64,
-    pub acks: u64,
-    pub nacks_requeue: u64,
-    pub nacks_drop: u64,
-    pub rejects_requeue: u64,
-    pub rejects_drop: u64,
-    pub unacked: u32,
+    #[serde(flatten)]
+    pub counts: ConsumerCounts,
     pub last_delivery: Option<Timestamp>,
     pub last_settle: Option<Timestamp>,
     pub latency: Option<LatencySummary>,

@@ -120,7 +120,7 @@ impl Routing {
     pub(crate) fn served_destinations(&self, consumers: &[ConsumerState]) -> FxHashSet<usize> {
         let mut queues: Vec<&str> = consumers
             .iter()
-            .filter(|c| c.deliveries > 0)
+            .filter(|c| c.counts.deliveries > 0)
             .filter_map(|c| c.queue.as_deref())
             .collect();
         queues.sort_unstable();

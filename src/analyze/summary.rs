@@ -57,14 +57,7 @@ pub(crate) fn consumer_summary(a: &Analyzer, cs: &ConsumerState) -> ConsumerSumm
             .as_ref()
             .filter(|q| q.prefetch_count > 0)
             .map(|q| q.prefetch_count),
-        deliveries: cs.deliveries,
-        redelivered: cs.redelivered,
-        acks: cs.acks,
-        nacks_requeue: cs.nacks_requeue,
-        nacks_drop: cs.nacks_drop,
-        rejects_requeue: cs.rejects_requeue,
-        rejects_drop: cs.rejects_drop,
-        unacked: cs.unacked,
+        counts: cs.counts,
         last_delivery: cs.last_delivery.map(|m| m.ts),
         last_settle: cs.last_settle.map(|m| m.ts),
         latency: cs.latency_summary(),

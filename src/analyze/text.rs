@@ -247,12 +247,12 @@ pub fn write_summary(
             c.prefetch_count
                 .or(c.channel_prefetch_count)
                 .map_or("none".to_string(), |p| p.to_string()),
-            c.deliveries,
-            c.redelivered,
-            c.acks,
-            c.nacks_requeue + c.nacks_drop,
-            c.rejects_requeue + c.rejects_drop,
-            c.unacked
+            c.counts.deliveries,
+            c.counts.redelivered,
+            c.counts.acks,
+            c.counts.nacks_requeue + c.counts.nacks_drop,
+            c.counts.rejects_requeue + c.counts.rejects_drop,
+            c.counts.unacked
         )?;
         if let Some(l) = &c.latency {
             write!(

@@ -4,6 +4,7 @@
 use crate::event::{Dir, MethodArgs};
 
 use super::super::histogram::LatencyHistogram;
+use super::super::model::ConsumerCounts;
 use super::super::state::{ConsumerEnd, ConsumerState, Mark, QosRec};
 use super::super::Analyzer;
 
@@ -137,14 +138,7 @@ impl Analyzer {
             epoch: self.epoch,
             qos: if discovered { None } else { qos },
             channel_qos,
-            deliveries: 0,
-            redelivered: 0,
-            acks: 0,
-            nacks_requeue: 0,
-            nacks_drop: 0,
-            rejects_requeue: 0,
-            rejects_drop: 0,
-            unacked: 0,
+            counts: ConsumerCounts::default(),
             first_delivery: None,
             last_delivery: None,
             last_settle: None,

@@ -112,16 +112,16 @@ impl Analyzer {
         }
         if let Some(i) = consumer {
             let cs = &mut self.consumers[i as usize];
-            cs.deliveries += 1;
+            cs.counts.deliveries += 1;
             if redelivered {
-                cs.redelivered += 1;
+                cs.counts.redelivered += 1;
             }
             cs.first_delivery.get_or_insert(mark);
             cs.last_delivery = Some(mark);
             if !cs.no_ack {
-                cs.unacked += 1;
+                cs.counts.unacked += 1;
                 if let Some(limit) = cs.prefetch_limit() {
-                    if cs.unacked >= limit && cs.full_since.is_none() {
+                    if cs.counts.unacked >= limit && cs.full_since.is_none() {
                         cs.full_since = Some(mark);
                     }
                 }

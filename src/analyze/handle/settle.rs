@@ -111,7 +111,7 @@ impl Analyzer {
         for e in &settled {
             if let Some(i) = e.consumer {
                 let cs = &mut self.consumers[i as usize];
-                cs.unacked = cs.unacked.saturating_sub(1);
+                cs.counts.unacked = cs.counts.unacked.saturating_sub(1);
                 cs.full_since = None;
                 cs.last_settle = Some(mark);
                 let lat_us = ((mark.ts.0 - e.at.ts.0).max(0) / 1000) as u64;
@@ -120,11 +120,11 @@ impl Analyzer {
                     cs.first_slow_settle = Some(mark);
                 }
                 match (kind, requeue) {
-                    (SettleKind::Ack, _) => cs.acks += 1,
-                    (SettleKind::Nack, true) => cs.nacks_requeue += 1,
-                    (SettleKind::Nack, false) => cs.nacks_drop += 1,
-                    (SettleKind::Reject, true) => cs.rejects_requeue += 1,
-                    (SettleKind::Reject, false) => cs.rejects_drop += 1,
+                    (SettleKind::Ack, _) => cs.counts.acks += 1,
+                    (SettleKind::Nack, true) => cs.counts.nacks_requeue += 1,
+                    (SettleKind::Nack, false) => cs.counts.nacks_drop += 1,
+                    (SettleKind::Reject, true) => cs.counts.rejects_requeue += 1,
+                    (SettleKind::Reject, false) => cs.counts.rejects_drop += 1,
                 }
             }
             if e.fingerprint == 0 {

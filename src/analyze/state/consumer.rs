@@ -2,7 +2,7 @@
 //! settle latencies, kept after it ends for the verdict and the summary.
 
 use super::super::histogram::LatencyHistogram;
-use super::super::model::LatencySummary;
+use super::super::model::{ConsumerCounts, LatencySummary};
 use super::super::secs;
 use super::{ConsumerEnd, Mark, QosRec};
 
@@ -28,14 +28,7 @@ pub(crate) struct ConsumerState {
     /// registered: kept on the consumer so that it outlives the channel and a
     /// later one is not credited to a consumer already gone.
     pub channel_qos: Option<QosRec>,
-    pub deliveries: u64,
-    pub redelivered: u64,
-    pub acks: u64,
-    pub nacks_requeue: u64,
-    pub nacks_drop: u64,
-    pub rejects_requeue: u64,
-    pub rejects_drop: u64,
-    pub unacked: u32,
+    pub counts: ConsumerCounts,
     pub first_delivery: Option<Mark>,
     pub last_delivery: Option<Mark>,
     pub last_settle: Option<Mark>,

@@ -127,8 +127,8 @@ fn multiple_ack_settles_every_tag_up_to_it() {
     s.ack(w, 1, 4, false);
     s.ack(w, 1, 7, true);
     let an = s.analysis();
-    assert_eq!(an.consumers[0].unacked, 3);
-    assert_eq!(an.consumers[0].acks, 7);
+    assert_eq!(an.consumers[0].counts.unacked, 3);
+    assert_eq!(an.consumers[0].counts.acks, 7);
     assert_eq!(
         s.a.unacked_of(0)
             .iter()
@@ -137,7 +137,7 @@ fn multiple_ack_settles_every_tag_up_to_it() {
         vec![8, 9, 10]
     );
     s.ack(w, 1, 0, true);
-    assert_eq!(s.analysis().consumers[0].unacked, 0);
+    assert_eq!(s.analysis().consumers[0].counts.unacked, 0);
 }
 
 #[test]

@@ -94,7 +94,7 @@ pub(super) fn consumer_verdict(
                      a policy or TTL) or the node hosting it failed",
                 ),
             }
-            let _ = write!(s, "; it had received {} deliveries", cs.deliveries);
+            let _ = write!(s, "; it had received {} deliveries", cs.counts.deliveries);
             let mut e = ev_on(m, "basic.cancel", Dir::S2C, cs.channel);
             e.consumer_tag = Some(cs.tag.clone());
             evidence.push(e);
@@ -139,7 +139,7 @@ pub(super) fn consumer_verdict(
             v.certainty = conn_v.certainty;
             v.explanation = format!(
                 "{name} ended with its connection: {}; {} deliveries were unacknowledged",
-                conn_v.explanation, cs.unacked
+                conn_v.explanation, cs.counts.unacked
             );
             v.evidence = consume_evidence(cs);
             v.evidence.extend(conn_v.evidence.iter().cloned());
@@ -218,7 +218,7 @@ pub(super) fn consumer_verdict(
         Window::NotFull => {}
     }
 
-    if cs.deliveries == 0 && !cs.discovered && (cs.consume_ok.is_some() || cs.nowait) {
+    if cs.counts.deliveries == 0 && !cs.discovered && (cs.consume_ok.is_some() || cs.nowait) {
         if let Some(r) = starving(ctx, cs, &name, at_now, &ended_note) {
             let Starving {
                 kind,
@@ -248,7 +248,7 @@ pub(super) fn consumer_verdict(
         }
     }
 
-    if cs.discovered && c.is_incomplete() && cs.unacked > 0 {
+    if cs.discovered && c.is_incomplete() && cs.counts.unacked > 0 {
         let since = cs.last_settle.map_or(cs.first_delivery, Some);
         if let Some(m) = since {
             let held = at_now.secs_since(m.ts);
@@ -256,7 +256,7 @@ pub(super) fn consumer_verdict(
                 let s = format!(
                     "{name}: {} deliveries unacknowledged and no settle for {}; whether its prefetch \
                      window is full is unknown because its basic.qos and basic.consume precede the capture",
-                    cs.unacked,
+                    cs.counts.unacked,
                     fmt_s(held)
                 );
                 set(&mut v, VerdictKind::CaptureIncomplete, m, s);
@@ -271,10 +271,13 @@ pub(super) fn consumer_verdict(
     let lat = cs.latency_summary();
     let mut s = format!(
         "{name}: {} deliveries, {} acks, {} nacks/rejects, {} unacknowledged",
-        cs.deliveries,
-        cs.acks,
-        cs.nacks_requeue + cs.nacks_drop + cs.rejects_requeue + cs.rejects_drop,
-        cs.unacked
+        cs.counts.deliveries,
+        cs.counts.acks,
+        cs.counts.nacks_requeue
+            + cs.counts.nacks_drop
+            + cs.counts.rejects_requeue
+            + cs.counts.rejects_drop,
+        cs.counts.unacked
     );
     if let Some(l) = &lat {
         let _ = write!(
@@ -376,7 +379,7 @@ fn prefetch_window(
                     q.clone(),
                 ))
             })
-            .filter(|_| cs.unacked > 0),
+            .filter(|_| cs.counts.unacked > 0),
     };
     let Some((full_since, limit, scope_desc, qos)) = window else {
         return Window::NotFull;
