@@ -28,5 +28,6 @@ pub mod proxy;
 pub mod redact;
 pub mod report;
 pub mod sink;
+pub mod source;
 pub mod stream;
 pub mod tcp;

@@ -26,7 +26,7 @@ use crate::event::{
 
 /// Why a line of a timeline file cannot be read.
 #[derive(Debug, thiserror::Error)]
-pub enum JsonlError {
+pub enum TimelineError {
     #[error("line {line}: {source}")]
     Io {
         line: u64,
@@ -47,22 +47,22 @@ pub enum JsonlError {
 pub fn read_events<R: BufRead>(
     input: R,
     mut on_event: impl FnMut(&Event),
-) -> Result<u64, JsonlError> {
+) -> Result<u64, TimelineError> {
     let mut n = 0;
     for (i, line) in input.lines().enumerate() {
         let line_no = i as u64 + 1;
-        let line = line.map_err(|source| JsonlError::Io {
+        let line = line.map_err(|source| TimelineError::Io {
             line: line_no,
             source,
         })?;
         if line.trim().is_empty() {
             continue;
         }
-        let v: Value = serde_json::from_str(&line).map_err(|source| JsonlError::Json {
+        let v: Value = serde_json::from_str(&line).map_err(|source| TimelineError::Json {
             line: line_no,
             source,
         })?;
-        let ev = event_from_value(v).map_err(|what| JsonlError::Schema {
+        let ev = event_from_value(v).map_err(|what| TimelineError::Schema {
             line: line_no,
             what,
         })?;

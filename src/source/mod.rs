@@ -1,0 +1,3 @@
+//! Sources: every way events come in, side by side.
+
+pub mod timeline;
