@@ -167,9 +167,10 @@ fn spare_header() -> Box<ContentHeader> {
         })
 }
 
-/// Clears a method of a hot kind (the fields this module sets for it, which are
-/// the fields amq-protocol's parse sets for it too: `tests/fast_path.rs`
-/// checks both); returns false, leaving it as it is, for any other kind.
+/// Clears a method of a hot kind for reuse: every argument, so that no field a
+/// later frame does not set can come back stale, whatever [`MethodArgs`] grows
+/// (its one list is `event::method_args`). Returns false, leaving it as it is,
+/// for any other kind, whose boxes are simply freed.
 pub fn clear_for_reuse(m: &mut Method) -> bool {
     use MethodKind as K;
     if !matches!(
@@ -178,16 +179,7 @@ pub fn clear_for_reuse(m: &mut Method) -> bool {
     ) {
         return false;
     }
-    let a = &mut m.args;
-    a.consumer_tag = None;
-    a.delivery_tag = None;
-    a.redelivered = None;
-    a.exchange = None;
-    a.routing_key = None;
-    a.multiple = None;
-    a.requeue = None;
-    a.mandatory = None;
-    a.immediate = None;
+    m.args = MethodArgs::default();
     true
 }
 
