@@ -609,3 +609,64 @@ pub enum DecodeError {
         detail: String,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `(field, type)` of each row of the table that follows `heading` in `docs/events.md`.
+    fn documented_fields(heading: &str) -> Vec<(String, String)> {
+        let doc = include_str!("../docs/events.md");
+        let Some(start) = doc.find(heading) else {
+            panic!("docs/events.md has no {heading:?}");
+        };
+        doc[start..]
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .skip(2) // the header and its |---| row
+            .map(|row| {
+                let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+                (cells[1].trim_matches('`').to_string(), cells[2].to_string())
+            })
+            .collect()
+    }
+
+    /// The table in the docs and the field list in the code, field by field and
+    /// in order; every row that differs is named.
+    fn assert_documented(heading: &str, fields: &[(&str, &str)]) {
+        let documented = documented_fields(heading);
+        let code: Vec<(String, String)> = fields
+            .iter()
+            .map(|(k, t)| (k.to_string(), t.to_string()))
+            .collect();
+        if documented == code {
+            return;
+        }
+        let mut diff = String::new();
+        for (k, t) in &code {
+            if !documented.contains(&(k.clone(), t.clone())) {
+                diff += &format!("+ {k}: {t} (in the code, not in the docs)\n");
+            }
+        }
+        for (k, t) in &documented {
+            if !code.contains(&(k.clone(), t.clone())) {
+                diff += &format!("- {k}: {t} (in the docs, not in the code)\n");
+            }
+        }
+        if diff.is_empty() {
+            diff = format!("same fields, other order:\n docs {documented:?}\n code {code:?}\n");
+        }
+        panic!("docs/events.md {heading:?} and the code disagree:\n{diff}");
+    }
+
+    #[test]
+    fn docs_list_every_method_argument_with_its_type() {
+        assert_documented("### Method arguments", MethodArgs::FIELDS);
+    }
+
+    #[test]
+    fn docs_list_every_message_property_with_its_type() {
+        assert_documented("### Content header properties", Properties::FIELDS);
+    }
+}
