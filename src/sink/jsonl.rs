@@ -213,12 +213,30 @@ mod tests {
     use super::*;
     use crate::event::*;
 
+    /// An event between `client` and `broker` (socket addresses).
+    fn event(
+        frame: u64,
+        file: u32,
+        ts: i64,
+        (client, broker): (&str, &str),
+        kind: EventKind,
+    ) -> Event {
+        let conn = Conn {
+            client: client.parse().unwrap(),
+            broker: broker.parse().unwrap(),
+        };
+        Event {
+            frame,
+            file,
+            ts: Timestamp(ts),
+            conn,
+            dir: Dir::S2C,
+            kind,
+        }
+    }
+
     #[test]
     fn lines_are_exactly_what_serde_gives() {
-        let conn = Conn {
-            client: "[::1]:40000".parse().unwrap(),
-            broker: "[::1]:5682".parse().unwrap(),
-        };
         let args = MethodArgs {
             queue: Some("tasks \"quoted\" \u{e9}".into()),
             delivery_tag: Some(7),
@@ -250,14 +268,13 @@ mod tests {
                 (2, 1_795_614_716_999_999_999),
                 (0, 5),
             ] {
-                let ev = Event {
-                    frame: i as u64 + 1,
+                let ev = event(
+                    i as u64 + 1,
                     file,
-                    ts: Timestamp(ts),
-                    conn,
-                    dir: Dir::S2C,
-                    kind: kind.clone(),
-                };
+                    ts,
+                    ("[::1]:40000", "[::1]:5682"),
+                    kind.clone(),
+                );
                 sink.event(&ev).unwrap();
                 expected.push_str(&serde_json::to_string(&ev).unwrap());
                 expected.push('\n');
@@ -314,10 +331,6 @@ mod tests {
 
     #[test]
     fn content_frames_with_awkward_strings_match_serde() {
-        let conn = Conn {
-            client: "127.0.0.1:1".parse().unwrap(),
-            broker: "127.0.0.1:5672".parse().unwrap(),
-        };
         let header = ContentHeader {
             class_id: 60,
             body_size: 3,
@@ -344,14 +357,7 @@ mod tests {
             },
         ];
         for kind in kinds {
-            let ev = Event {
-                frame: 1,
-                file: 0,
-                ts: Timestamp(0),
-                conn,
-                dir: Dir::C2S,
-                kind,
-            };
+            let ev = event(1, 0, 0, ("127.0.0.1:1", "127.0.0.1:5672"), kind);
             let mut sink = JsonlSink::new(Vec::new());
             sink.event(&ev).unwrap();
             assert_eq!(
