@@ -304,37 +304,6 @@ pub struct ContentHeader {
     pub properties: Properties,
 }
 
-/// Basic message properties (only those present are serialised).
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
-pub struct Properties {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub content_type: Option<Text>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub content_encoding: Option<Text>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub headers: Option<serde_json::Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub delivery_mode: Option<u8>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub priority: Option<u8>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub correlation_id: Option<Text>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reply_to: Option<Text>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expiration: Option<Text>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message_id: Option<Text>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub timestamp: Option<u64>,
-    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    pub kind: Option<Text>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user_id: Option<Text>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub app_id: Option<Text>,
-}
-
 /// A method frame: which method, and the arguments amqptrace reports.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Method {
@@ -455,117 +424,163 @@ impl Serialize for MethodKind {
     }
 }
 
-/// The arguments of a method that amqptrace reports, under AMQP's own names.
-/// Only the fields the method carries are set; credentials never appear here
-/// (see `amqp::redact`).
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
-pub struct MethodArgs {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub queue: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub exchange: Option<Text>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub routing_key: Option<Text>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub consumer_tag: Option<Text>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub delivery_tag: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub multiple: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub requeue: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub redelivered: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub prefetch_count: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub prefetch_size: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub global: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub no_ack: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub no_local: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub exclusive: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub passive: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub durable: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub auto_delete: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub internal: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub if_unused: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub if_empty: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mandatory: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub immediate: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub nowait: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub exchange_type: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub destination: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message_count: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub consumer_count: Option<u32>,
-    /// Declared queue/consumer/binding arguments (`x-*`), when non-empty.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub arguments: Option<serde_json::Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reply_code: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reply_text: Option<String>,
-    /// For `connection.close`/`channel.close`: ids of the method that caused it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub class_id: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub method_id: Option<u16>,
-    /// `class_id`/`method_id` resolved to a name, e.g. `basic.consume`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub failing_method: Option<MethodKind>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub active: Option<bool>,
-    /// `connection.blocked` and `connection.update-secret` reason.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub vhost: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub channel_max: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub frame_max: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub heartbeat: Option<u16>,
-    /// `connection.start-ok`: the SASL mechanism chosen.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mechanism: Option<String>,
-    /// `connection.start`: the mechanisms the broker offers.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mechanisms: Option<String>,
-    /// `connection.start-ok`: the user name from a PLAIN or AMQPLAIN response (never the password).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub locale: Option<String>,
-    /// `connection.start`: `product`/`version` of the broker; `connection.start-ok`: of the client library.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub product: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub platform: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub connection_name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub realm: Option<String>,
+/// The one list of [`MethodArgs`]' fields, handed to the macro `$then`: each
+/// field with its doc, its type inside `Option`, and (after `as`) its JSON key
+/// when that is not its name. From it come the struct (here, by
+/// [`optional_fields`]), the JSON Lines writer (`sink::jsonl`), the JSON Lines
+/// reader (`source::timeline`) and [`MethodArgs::FIELDS`], which a test holds
+/// against the table of `docs/events.md`. A field added here is written, read
+/// back, cleared for reuse (`amqp::fast`) and checked against the docs with no
+/// other line to write. Types are spelt in full: they resolve where `$then` is.
+macro_rules! method_args {
+    ($then:ident) => {
+        $then! {
+            /// The arguments of a method that amqptrace reports, under AMQP's own names.
+            /// Only the fields the method carries are set; credentials never appear here
+            /// (see `amqp::convert`).
+            MethodArgs {
+                queue: String,
+                exchange: $crate::event::Text,
+                routing_key: $crate::event::Text,
+                consumer_tag: $crate::event::Text,
+                delivery_tag: u64,
+                multiple: bool,
+                requeue: bool,
+                redelivered: bool,
+                prefetch_count: u16,
+                prefetch_size: u32,
+                global: bool,
+                no_ack: bool,
+                no_local: bool,
+                exclusive: bool,
+                passive: bool,
+                durable: bool,
+                auto_delete: bool,
+                internal: bool,
+                if_unused: bool,
+                if_empty: bool,
+                mandatory: bool,
+                immediate: bool,
+                nowait: bool,
+                exchange_type: String,
+                source: String,
+                destination: String,
+                message_count: u32,
+                consumer_count: u32,
+                /// Declared queue/consumer/binding arguments (`x-*`), when non-empty.
+                arguments: ::serde_json::Value,
+                reply_code: u16,
+                reply_text: String,
+                /// For `connection.close`/`channel.close`: ids of the method that caused it.
+                class_id: u16,
+                method_id: u16,
+                /// `class_id`/`method_id` resolved to a name, e.g. `basic.consume`.
+                failing_method: $crate::event::MethodKind,
+                active: bool,
+                /// `connection.blocked` and `connection.update-secret` reason.
+                reason: String,
+                vhost: String,
+                channel_max: u16,
+                frame_max: u32,
+                heartbeat: u16,
+                /// `connection.start-ok`: the SASL mechanism chosen.
+                mechanism: String,
+                /// `connection.start`: the mechanisms the broker offers.
+                mechanisms: String,
+                /// `connection.start-ok`: the user name from a PLAIN or AMQPLAIN response (never the password).
+                user: String,
+                locale: String,
+                /// `connection.start`: `product`/`version` of the broker; `connection.start-ok`: of the client library.
+                product: String,
+                version: String,
+                platform: String,
+                connection_name: String,
+                realm: String,
+            }
+        }
+    };
+}
+pub(crate) use method_args;
+
+/// The one list of [`Properties`]' fields, as [`method_args`] lists the method arguments.
+macro_rules! properties {
+    ($then:ident) => {
+        $then! {
+            /// Basic message properties (only those present are serialised).
+            Properties {
+                content_type: $crate::event::Text,
+                content_encoding: $crate::event::Text,
+                headers: ::serde_json::Value,
+                delivery_mode: u8,
+                priority: u8,
+                correlation_id: $crate::event::Text,
+                reply_to: $crate::event::Text,
+                expiration: $crate::event::Text,
+                message_id: $crate::event::Text,
+                timestamp: u64,
+                kind as "type": $crate::event::Text,
+                user_id: $crate::event::Text,
+                app_id: $crate::event::Text,
+            }
+        }
+    };
+}
+pub(crate) use properties;
+
+/// A field's JSON key: its name, or the key given after `as`.
+macro_rules! json_key {
+    ($field:ident) => {
+        stringify!($field)
+    };
+    ($field:ident $key:literal) => {
+        $key
+    };
+}
+pub(crate) use json_key;
+
+/// A struct of optional fields from its list ([`method_args`], [`properties`]):
+/// a field is serialised only when set, under its JSON key.
+macro_rules! optional_fields {
+    ($(#[$doc:meta])* $name:ident {
+        $( $(#[$field_doc:meta])* $field:ident $(as $key:literal)? : $ty:ty, )*
+    }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Default, Serialize)]
+        pub struct $name {
+            $(
+                $(#[$field_doc])*
+                #[serde(skip_serializing_if = "Option::is_none" $(, rename = $key)?)]
+                pub $field: Option<$ty>,
+            )*
+        }
+
+        impl $name {
+            /// Every field's JSON key and JSON type, in the order they are written.
+            pub const FIELDS: &'static [(&'static str, &'static str)] =
+                &[$( (json_key!($field $($key)?), <$ty as JsonType>::NAME) ),*];
+        }
+    };
+}
+
+method_args!(optional_fields);
+properties!(optional_fields);
+
+/// The JSON type of a field's values, as `docs/events.md` names it.
+pub trait JsonType {
+    const NAME: &'static str;
+}
+
+macro_rules! json_types {
+    ($($name:literal: $($ty:ty),*;)*) => {
+        $($( impl JsonType for $ty { const NAME: &'static str = $name; } )*)*
+    };
+}
+
+json_types! {
+    "string": String, Text, MethodKind;
+    "integer": u8, u16, u32, u64;
+    "boolean": bool;
+    "object": serde_json::Value;
 }
 
 /// Why bytes could not be decoded. Serialised as `{"kind": ..., "detail": ...}`.
@@ -593,4 +608,65 @@ pub enum DecodeError {
         channel: u16,
         detail: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `(field, type)` of each row of the table that follows `heading` in `docs/events.md`.
+    fn documented_fields(heading: &str) -> Vec<(String, String)> {
+        let doc = include_str!("../docs/events.md");
+        let Some(start) = doc.find(heading) else {
+            panic!("docs/events.md has no {heading:?}");
+        };
+        doc[start..]
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .skip(2) // the header and its |---| row
+            .map(|row| {
+                let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+                (cells[1].trim_matches('`').to_string(), cells[2].to_string())
+            })
+            .collect()
+    }
+
+    /// The table in the docs and the field list in the code, field by field and
+    /// in order; every row that differs is named.
+    fn assert_documented(heading: &str, fields: &[(&str, &str)]) {
+        let documented = documented_fields(heading);
+        let code: Vec<(String, String)> = fields
+            .iter()
+            .map(|(k, t)| (k.to_string(), t.to_string()))
+            .collect();
+        if documented == code {
+            return;
+        }
+        let mut diff = String::new();
+        for (k, t) in &code {
+            if !documented.contains(&(k.clone(), t.clone())) {
+                diff += &format!("+ {k}: {t} (in the code, not in the docs)\n");
+            }
+        }
+        for (k, t) in &documented {
+            if !code.contains(&(k.clone(), t.clone())) {
+                diff += &format!("- {k}: {t} (in the docs, not in the code)\n");
+            }
+        }
+        if diff.is_empty() {
+            diff = format!("same fields, other order:\n docs {documented:?}\n code {code:?}\n");
+        }
+        panic!("docs/events.md {heading:?} and the code disagree:\n{diff}");
+    }
+
+    #[test]
+    fn docs_list_every_method_argument_with_its_type() {
+        assert_documented("### Method arguments", MethodArgs::FIELDS);
+    }
+
+    #[test]
+    fn docs_list_every_message_property_with_its_type() {
+        assert_documented("### Content header properties", Properties::FIELDS);
+    }
 }

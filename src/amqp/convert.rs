@@ -10,9 +10,48 @@ use amq_protocol::frame::AMQPContentHeader;
 use amq_protocol::protocol::{
     access, basic, channel, confirm, connection, exchange, queue, tx, AMQPClass,
 };
-use amq_protocol::types::{AMQPValue, FieldTable};
+use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 
-use crate::event::{ContentHeader, ContentHeaderTag, Method, MethodArgs, MethodKind, Properties};
+use crate::event::{
+    ContentHeader, ContentHeaderTag, Method, MethodArgs, MethodKind, Properties, Text,
+};
+
+/// Converts an amq-protocol argument into ours: the same value, or a
+/// short string as an owned or a shared string.
+trait IntoArg<T> {
+    fn into_arg(self) -> T;
+}
+
+impl<T> IntoArg<T> for T {
+    fn into_arg(self) -> T {
+        self
+    }
+}
+
+impl IntoArg<String> for ShortString {
+    fn into_arg(self) -> String {
+        self.into()
+    }
+}
+
+impl IntoArg<Text> for ShortString {
+    fn into_arg(self) -> Text {
+        self.as_str().into()
+    }
+}
+
+/// Sets the arguments named after amq-protocol's fields of the same name from
+/// method `m`, `arguments` from its field table, and evaluates to `kind`.
+macro_rules! args {
+    ($a:ident, $m:ident: $($field:ident),*; table => $kind:expr) => {{
+        $a.arguments = table_json(&$m.arguments);
+        args!($a, $m: $($field),* => $kind)
+    }};
+    ($a:ident, $m:ident: $($field:ident),* => $kind:expr) => {{
+        $( $a.$field = Some(IntoArg::into_arg($m.$field)); )*
+        $kind
+    }};
+}
 
 /// Our [`Method`] from amq-protocol's parse of a method frame; `payload` is
 /// the frame's raw payload, used for the one field amq-protocol drops
@@ -21,295 +60,27 @@ pub fn method_from_class(class: AMQPClass, payload: &[u8]) -> Method {
     use MethodKind as K;
     let mut a = MethodArgs::default();
     let kind = match class {
-        AMQPClass::Connection(m) => match m {
-            connection::AMQPMethod::Start(s) => {
-                a.version = Some(format!("{}-{}", s.version_major, s.version_minor));
-                a.product = table_str(&s.server_properties, "product");
-                if let Some(v) = table_str(&s.server_properties, "version") {
-                    a.version = Some(v);
-                }
-                a.platform = table_str(&s.server_properties, "platform");
-                a.mechanisms = Some(String::from_utf8_lossy(s.mechanisms.as_bytes()).into_owned());
-                a.locale = Some(String::from_utf8_lossy(s.locales.as_bytes()).into_owned());
-                K::ConnectionStart
-            }
-            connection::AMQPMethod::StartOk(s) => {
-                a.product = table_str(&s.client_properties, "product");
-                // py-amqp (Celery, kombu) says `product_version`, most clients `version`.
-                a.version = table_str(&s.client_properties, "version")
-                    .or_else(|| table_str(&s.client_properties, "product_version"));
-                a.platform = table_str(&s.client_properties, "platform");
-                a.connection_name = table_str(&s.client_properties, "connection_name");
-                a.user = sasl_user(s.mechanism.as_str(), s.response.as_bytes());
-                a.mechanism = Some(s.mechanism.into());
-                a.locale = Some(s.locale.into());
-                K::ConnectionStartOk
-            }
-            // Challenge and response are credentials material: never kept.
-            connection::AMQPMethod::Secure(_) => K::ConnectionSecure,
-            connection::AMQPMethod::SecureOk(_) => K::ConnectionSecureOk,
-            connection::AMQPMethod::Tune(t) => {
-                a.channel_max = Some(t.channel_max);
-                a.frame_max = Some(t.frame_max);
-                a.heartbeat = Some(t.heartbeat);
-                K::ConnectionTune
-            }
-            connection::AMQPMethod::TuneOk(t) => {
-                a.channel_max = Some(t.channel_max);
-                a.frame_max = Some(t.frame_max);
-                a.heartbeat = Some(t.heartbeat);
-                K::ConnectionTuneOk
-            }
-            connection::AMQPMethod::Open(o) => {
-                a.vhost = Some(o.virtual_host.into());
-                K::ConnectionOpen
-            }
-            connection::AMQPMethod::OpenOk(_) => K::ConnectionOpenOk,
-            connection::AMQPMethod::Close(c) => {
-                close_args(
-                    &mut a,
-                    c.reply_code,
-                    c.reply_text.into(),
-                    c.class_id,
-                    c.method_id,
-                );
-                K::ConnectionClose
-            }
-            connection::AMQPMethod::CloseOk(_) => K::ConnectionCloseOk,
-            connection::AMQPMethod::Blocked(b) => {
-                a.reason = Some(b.reason.into());
-                K::ConnectionBlocked
-            }
-            connection::AMQPMethod::Unblocked(_) => K::ConnectionUnblocked,
-            connection::AMQPMethod::UpdateSecret(u) => {
-                a.reason = Some(u.reason.into());
-                K::ConnectionUpdateSecret
-            }
-            connection::AMQPMethod::UpdateSecretOk(_) => K::ConnectionUpdateSecretOk,
-        },
+        AMQPClass::Connection(m) => connection_method(&mut a, m),
         AMQPClass::Channel(m) => match m {
             channel::AMQPMethod::Open(_) => K::ChannelOpen,
             channel::AMQPMethod::OpenOk(_) => K::ChannelOpenOk,
-            channel::AMQPMethod::Flow(f) => {
-                a.active = Some(f.active);
-                K::ChannelFlow
-            }
-            channel::AMQPMethod::FlowOk(f) => {
-                a.active = Some(f.active);
-                K::ChannelFlowOk
-            }
+            channel::AMQPMethod::Flow(f) => args!(a, f: active => K::ChannelFlow),
+            channel::AMQPMethod::FlowOk(f) => args!(a, f: active => K::ChannelFlowOk),
             channel::AMQPMethod::Close(c) => {
-                close_args(
-                    &mut a,
-                    c.reply_code,
-                    c.reply_text.into(),
-                    c.class_id,
-                    c.method_id,
-                );
-                K::ChannelClose
+                close_args(&mut a, c.class_id, c.method_id);
+                args!(a, c: reply_code, reply_text => K::ChannelClose)
             }
             channel::AMQPMethod::CloseOk(_) => K::ChannelCloseOk,
         },
         AMQPClass::Access(m) => match m {
             access::AMQPMethod::Request(r) => {
-                a.realm = Some(r.realm.into());
-                a.exclusive = Some(r.exclusive);
-                a.passive = Some(r.passive);
-                a.active = Some(r.active);
-                K::AccessRequest
+                args!(a, r: realm, exclusive, passive, active => K::AccessRequest)
             }
             access::AMQPMethod::RequestOk(_) => K::AccessRequestOk,
         },
-        AMQPClass::Exchange(m) => match m {
-            exchange::AMQPMethod::Declare(d) => {
-                a.exchange = Some(d.exchange.as_str().into());
-                a.exchange_type = Some(d.kind.into());
-                a.passive = Some(d.passive);
-                a.durable = Some(d.durable);
-                a.auto_delete = Some(d.auto_delete);
-                a.internal = Some(d.internal);
-                a.nowait = Some(d.nowait);
-                a.arguments = table_json(&d.arguments);
-                K::ExchangeDeclare
-            }
-            exchange::AMQPMethod::DeclareOk(_) => K::ExchangeDeclareOk,
-            exchange::AMQPMethod::Delete(d) => {
-                a.exchange = Some(d.exchange.as_str().into());
-                a.if_unused = Some(d.if_unused);
-                a.nowait = Some(d.nowait);
-                K::ExchangeDelete
-            }
-            exchange::AMQPMethod::DeleteOk(_) => K::ExchangeDeleteOk,
-            exchange::AMQPMethod::Bind(b) => {
-                a.destination = Some(b.destination.into());
-                a.source = Some(b.source.into());
-                a.routing_key = Some(b.routing_key.as_str().into());
-                a.nowait = Some(b.nowait);
-                a.arguments = table_json(&b.arguments);
-                K::ExchangeBind
-            }
-            exchange::AMQPMethod::BindOk(_) => K::ExchangeBindOk,
-            exchange::AMQPMethod::Unbind(b) => {
-                a.destination = Some(b.destination.into());
-                a.source = Some(b.source.into());
-                a.routing_key = Some(b.routing_key.as_str().into());
-                a.nowait = Some(b.nowait);
-                a.arguments = table_json(&b.arguments);
-                K::ExchangeUnbind
-            }
-            exchange::AMQPMethod::UnbindOk(_) => K::ExchangeUnbindOk,
-        },
-        AMQPClass::Queue(m) => match m {
-            queue::AMQPMethod::Declare(d) => {
-                a.queue = Some(d.queue.into());
-                a.passive = Some(d.passive);
-                a.durable = Some(d.durable);
-                a.exclusive = Some(d.exclusive);
-                a.auto_delete = Some(d.auto_delete);
-                a.nowait = Some(d.nowait);
-                a.arguments = table_json(&d.arguments);
-                K::QueueDeclare
-            }
-            queue::AMQPMethod::DeclareOk(d) => {
-                a.queue = Some(d.queue.into());
-                a.message_count = Some(d.message_count);
-                a.consumer_count = Some(d.consumer_count);
-                K::QueueDeclareOk
-            }
-            queue::AMQPMethod::Bind(b) => {
-                a.queue = Some(b.queue.into());
-                a.exchange = Some(b.exchange.as_str().into());
-                a.routing_key = Some(b.routing_key.as_str().into());
-                a.nowait = Some(b.nowait);
-                a.arguments = table_json(&b.arguments);
-                K::QueueBind
-            }
-            queue::AMQPMethod::BindOk(_) => K::QueueBindOk,
-            queue::AMQPMethod::Purge(p) => {
-                a.queue = Some(p.queue.into());
-                a.nowait = Some(p.nowait);
-                K::QueuePurge
-            }
-            queue::AMQPMethod::PurgeOk(p) => {
-                a.message_count = Some(p.message_count);
-                K::QueuePurgeOk
-            }
-            queue::AMQPMethod::Delete(d) => {
-                a.queue = Some(d.queue.into());
-                a.if_unused = Some(d.if_unused);
-                a.if_empty = Some(d.if_empty);
-                a.nowait = Some(d.nowait);
-                K::QueueDelete
-            }
-            queue::AMQPMethod::DeleteOk(d) => {
-                a.message_count = Some(d.message_count);
-                K::QueueDeleteOk
-            }
-            queue::AMQPMethod::Unbind(b) => {
-                a.queue = Some(b.queue.into());
-                a.exchange = Some(b.exchange.as_str().into());
-                a.routing_key = Some(b.routing_key.as_str().into());
-                a.arguments = table_json(&b.arguments);
-                K::QueueUnbind
-            }
-            queue::AMQPMethod::UnbindOk(_) => K::QueueUnbindOk,
-        },
-        AMQPClass::Basic(m) => match m {
-            basic::AMQPMethod::Qos(q) => {
-                // class id (2) + method id (2) + prefetch-size (4): see module doc.
-                a.prefetch_size = payload
-                    .get(4..8)
-                    .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-                a.prefetch_count = Some(q.prefetch_count);
-                a.global = Some(q.global);
-                K::BasicQos
-            }
-            basic::AMQPMethod::QosOk(_) => K::BasicQosOk,
-            basic::AMQPMethod::Consume(c) => {
-                a.queue = Some(c.queue.into());
-                a.consumer_tag = Some(c.consumer_tag.as_str().into());
-                a.no_local = Some(c.no_local);
-                a.no_ack = Some(c.no_ack);
-                a.exclusive = Some(c.exclusive);
-                a.nowait = Some(c.nowait);
-                a.arguments = table_json(&c.arguments);
-                K::BasicConsume
-            }
-            basic::AMQPMethod::ConsumeOk(c) => {
-                a.consumer_tag = Some(c.consumer_tag.as_str().into());
-                K::BasicConsumeOk
-            }
-            basic::AMQPMethod::Cancel(c) => {
-                a.consumer_tag = Some(c.consumer_tag.as_str().into());
-                a.nowait = Some(c.nowait);
-                K::BasicCancel
-            }
-            basic::AMQPMethod::CancelOk(c) => {
-                a.consumer_tag = Some(c.consumer_tag.as_str().into());
-                K::BasicCancelOk
-            }
-            basic::AMQPMethod::Publish(p) => {
-                a.exchange = Some(p.exchange.as_str().into());
-                a.routing_key = Some(p.routing_key.as_str().into());
-                a.mandatory = Some(p.mandatory);
-                a.immediate = Some(p.immediate);
-                K::BasicPublish
-            }
-            basic::AMQPMethod::Return(r) => {
-                a.reply_code = Some(r.reply_code);
-                a.reply_text = Some(r.reply_text.into());
-                a.exchange = Some(r.exchange.as_str().into());
-                a.routing_key = Some(r.routing_key.as_str().into());
-                K::BasicReturn
-            }
-            basic::AMQPMethod::Deliver(d) => {
-                a.consumer_tag = Some(d.consumer_tag.as_str().into());
-                a.delivery_tag = Some(d.delivery_tag);
-                a.redelivered = Some(d.redelivered);
-                a.exchange = Some(d.exchange.as_str().into());
-                a.routing_key = Some(d.routing_key.as_str().into());
-                K::BasicDeliver
-            }
-            basic::AMQPMethod::Get(g) => {
-                a.queue = Some(g.queue.into());
-                a.no_ack = Some(g.no_ack);
-                K::BasicGet
-            }
-            basic::AMQPMethod::GetOk(g) => {
-                a.delivery_tag = Some(g.delivery_tag);
-                a.redelivered = Some(g.redelivered);
-                a.exchange = Some(g.exchange.as_str().into());
-                a.routing_key = Some(g.routing_key.as_str().into());
-                a.message_count = Some(g.message_count);
-                K::BasicGetOk
-            }
-            basic::AMQPMethod::GetEmpty(_) => K::BasicGetEmpty,
-            basic::AMQPMethod::Ack(x) => {
-                a.delivery_tag = Some(x.delivery_tag);
-                a.multiple = Some(x.multiple);
-                K::BasicAck
-            }
-            basic::AMQPMethod::Reject(x) => {
-                a.delivery_tag = Some(x.delivery_tag);
-                a.requeue = Some(x.requeue);
-                K::BasicReject
-            }
-            basic::AMQPMethod::RecoverAsync(r) => {
-                a.requeue = Some(r.requeue);
-                K::BasicRecoverAsync
-            }
-            basic::AMQPMethod::Recover(r) => {
-                a.requeue = Some(r.requeue);
-                K::BasicRecover
-            }
-            basic::AMQPMethod::RecoverOk(_) => K::BasicRecoverOk,
-            basic::AMQPMethod::Nack(x) => {
-                a.delivery_tag = Some(x.delivery_tag);
-                a.multiple = Some(x.multiple);
-                a.requeue = Some(x.requeue);
-                K::BasicNack
-            }
-        },
+        AMQPClass::Exchange(m) => exchange_method(&mut a, m),
+        AMQPClass::Queue(m) => queue_method(&mut a, m),
+        AMQPClass::Basic(m) => basic_method(&mut a, m, payload),
         AMQPClass::Tx(m) => match m {
             tx::AMQPMethod::Select(_) => K::TxSelect,
             tx::AMQPMethod::SelectOk(_) => K::TxSelectOk,
@@ -319,10 +90,7 @@ pub fn method_from_class(class: AMQPClass, payload: &[u8]) -> Method {
             tx::AMQPMethod::RollbackOk(_) => K::TxRollbackOk,
         },
         AMQPClass::Confirm(m) => match m {
-            confirm::AMQPMethod::Select(s) => {
-                a.nowait = Some(s.nowait);
-                K::ConfirmSelect
-            }
+            confirm::AMQPMethod::Select(s) => args!(a, s: nowait => K::ConfirmSelect),
             confirm::AMQPMethod::SelectOk(_) => K::ConfirmSelectOk,
         },
     };
@@ -332,15 +100,145 @@ pub fn method_from_class(class: AMQPClass, payload: &[u8]) -> Method {
     }
 }
 
-fn close_args(
-    a: &mut MethodArgs,
-    reply_code: u16,
-    reply_text: String,
-    class_id: u16,
-    method_id: u16,
-) {
-    a.reply_code = Some(reply_code);
-    a.reply_text = Some(reply_text);
+fn connection_method(a: &mut MethodArgs, m: connection::AMQPMethod) -> MethodKind {
+    use connection::AMQPMethod as M;
+    use MethodKind as K;
+    match m {
+        M::Start(s) => {
+            a.version = Some(format!("{}-{}", s.version_major, s.version_minor));
+            a.product = table_str(&s.server_properties, "product");
+            if let Some(v) = table_str(&s.server_properties, "version") {
+                a.version = Some(v);
+            }
+            a.platform = table_str(&s.server_properties, "platform");
+            a.mechanisms = Some(String::from_utf8_lossy(s.mechanisms.as_bytes()).into_owned());
+            a.locale = Some(String::from_utf8_lossy(s.locales.as_bytes()).into_owned());
+            K::ConnectionStart
+        }
+        M::StartOk(s) => {
+            let props = &s.client_properties;
+            a.product = table_str(props, "product");
+            // py-amqp (Celery, kombu) says `product_version`, most clients `version`.
+            a.version = table_str(props, "version").or_else(|| table_str(props, "product_version"));
+            a.platform = table_str(props, "platform");
+            a.connection_name = table_str(props, "connection_name");
+            a.user = sasl_user(s.mechanism.as_str(), s.response.as_bytes());
+            args!(a, s: mechanism, locale => K::ConnectionStartOk)
+        }
+        // Challenge and response are credentials material: never kept.
+        M::Secure(_) => K::ConnectionSecure,
+        M::SecureOk(_) => K::ConnectionSecureOk,
+        M::Tune(t) => args!(a, t: channel_max, frame_max, heartbeat => K::ConnectionTune),
+        M::TuneOk(t) => args!(a, t: channel_max, frame_max, heartbeat => K::ConnectionTuneOk),
+        M::Open(o) => {
+            a.vhost = Some(o.virtual_host.into());
+            K::ConnectionOpen
+        }
+        M::OpenOk(_) => K::ConnectionOpenOk,
+        M::Close(c) => {
+            close_args(a, c.class_id, c.method_id);
+            args!(a, c: reply_code, reply_text => K::ConnectionClose)
+        }
+        M::CloseOk(_) => K::ConnectionCloseOk,
+        M::Blocked(b) => args!(a, b: reason => K::ConnectionBlocked),
+        M::Unblocked(_) => K::ConnectionUnblocked,
+        // The new secret is a credential: only the reason is kept.
+        M::UpdateSecret(u) => args!(a, u: reason => K::ConnectionUpdateSecret),
+        M::UpdateSecretOk(_) => K::ConnectionUpdateSecretOk,
+    }
+}
+
+fn exchange_method(a: &mut MethodArgs, m: exchange::AMQPMethod) -> MethodKind {
+    use exchange::AMQPMethod as M;
+    use MethodKind as K;
+    match m {
+        M::Declare(d) => {
+            a.exchange_type = Some(d.kind.into());
+            let kind = K::ExchangeDeclare;
+            args!(a, d: exchange, passive, durable, auto_delete, internal, nowait; table => kind)
+        }
+        M::DeclareOk(_) => K::ExchangeDeclareOk,
+        M::Delete(d) => args!(a, d: exchange, if_unused, nowait => K::ExchangeDelete),
+        M::DeleteOk(_) => K::ExchangeDeleteOk,
+        M::Bind(b) => {
+            args!(a, b: destination, source, routing_key, nowait; table => K::ExchangeBind)
+        }
+        M::BindOk(_) => K::ExchangeBindOk,
+        M::Unbind(b) => {
+            args!(a, b: destination, source, routing_key, nowait; table => K::ExchangeUnbind)
+        }
+        M::UnbindOk(_) => K::ExchangeUnbindOk,
+    }
+}
+
+fn queue_method(a: &mut MethodArgs, m: queue::AMQPMethod) -> MethodKind {
+    use queue::AMQPMethod as M;
+    use MethodKind as K;
+    match m {
+        M::Declare(d) => {
+            let kind = K::QueueDeclare;
+            args!(a, d: queue, passive, durable, exclusive, auto_delete, nowait; table => kind)
+        }
+        M::DeclareOk(d) => {
+            args!(a, d: queue, message_count, consumer_count => K::QueueDeclareOk)
+        }
+        M::Bind(b) => args!(a, b: queue, exchange, routing_key, nowait; table => K::QueueBind),
+        M::BindOk(_) => K::QueueBindOk,
+        M::Purge(p) => args!(a, p: queue, nowait => K::QueuePurge),
+        M::PurgeOk(p) => args!(a, p: message_count => K::QueuePurgeOk),
+        M::Delete(d) => args!(a, d: queue, if_unused, if_empty, nowait => K::QueueDelete),
+        M::DeleteOk(d) => args!(a, d: message_count => K::QueueDeleteOk),
+        M::Unbind(b) => args!(a, b: queue, exchange, routing_key; table => K::QueueUnbind),
+        M::UnbindOk(_) => K::QueueUnbindOk,
+    }
+}
+
+fn basic_method(a: &mut MethodArgs, m: basic::AMQPMethod, payload: &[u8]) -> MethodKind {
+    use basic::AMQPMethod as M;
+    use MethodKind as K;
+    match m {
+        M::Qos(q) => {
+            // class id (2) + method id (2) + prefetch-size (4): see method_from_class.
+            a.prefetch_size = payload
+                .get(4..8)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+            args!(a, q: prefetch_count, global => K::BasicQos)
+        }
+        M::QosOk(_) => K::BasicQosOk,
+        M::Consume(c) => {
+            let kind = K::BasicConsume;
+            args!(a, c: queue, consumer_tag, no_local, no_ack, exclusive, nowait; table => kind)
+        }
+        M::ConsumeOk(c) => args!(a, c: consumer_tag => K::BasicConsumeOk),
+        M::Cancel(c) => args!(a, c: consumer_tag, nowait => K::BasicCancel),
+        M::CancelOk(c) => args!(a, c: consumer_tag => K::BasicCancelOk),
+        M::Publish(p) => {
+            args!(a, p: exchange, routing_key, mandatory, immediate => K::BasicPublish)
+        }
+        M::Return(r) => {
+            args!(a, r: reply_code, reply_text, exchange, routing_key => K::BasicReturn)
+        }
+        M::Deliver(d) => {
+            let kind = K::BasicDeliver;
+            args!(a, d: consumer_tag, delivery_tag, redelivered, exchange, routing_key => kind)
+        }
+        M::Get(g) => args!(a, g: queue, no_ack => K::BasicGet),
+        M::GetOk(g) => {
+            let kind = K::BasicGetOk;
+            args!(a, g: delivery_tag, redelivered, exchange, routing_key, message_count => kind)
+        }
+        M::GetEmpty(_) => K::BasicGetEmpty,
+        M::Ack(x) => args!(a, x: delivery_tag, multiple => K::BasicAck),
+        M::Reject(x) => args!(a, x: delivery_tag, requeue => K::BasicReject),
+        M::RecoverAsync(r) => args!(a, r: requeue => K::BasicRecoverAsync),
+        M::Recover(r) => args!(a, r: requeue => K::BasicRecover),
+        M::RecoverOk(_) => K::BasicRecoverOk,
+        M::Nack(x) => args!(a, x: delivery_tag, multiple, requeue => K::BasicNack),
+    }
+}
+
+/// The ids of the method a close names, and its name when AMQP has one.
+fn close_args(a: &mut MethodArgs, class_id: u16, method_id: u16) {
     a.class_id = Some(class_id);
     a.method_id = Some(method_id);
     a.failing_method = MethodKind::from_ids(class_id, method_id);

@@ -11,8 +11,7 @@
 //! generated frames (`tests/fast_path.rs`).
 
 use crate::event::{
-    ContentHeader, ContentHeaderTag, Event, EventKind, Frame, Method, MethodArgs, MethodKind,
-    Properties, Text,
+    ContentHeader, Event, EventKind, Frame, Method, MethodArgs, MethodKind, Properties, Text,
 };
 
 /// The last few values of one kind of string, to hand out again without
@@ -134,42 +133,35 @@ thread_local! {
     };
 }
 
-/// A cleared method box: a spare one, or a new one built in place (`Box::write`
-/// into a fresh allocation lets the compiler build the few hundred bytes in
-/// the box rather than on the stack and copy them).
-fn spare_method() -> Box<Method> {
+/// A cleared box from the spares in `list`, or a new one built in place
+/// (`Box::write` into a fresh allocation lets the compiler build the few
+/// hundred bytes in the box rather than on the stack and copy them).
+#[allow(clippy::vec_box)]
+#[inline]
+fn spare<T>(list: fn(&mut Spares) -> &mut Vec<Box<T>>, new: fn() -> T) -> Box<T> {
     SPARES
-        .with_borrow_mut(|s| s.methods.pop())
-        .unwrap_or_else(|| {
-            Box::write(
-                Box::new_uninit(),
-                Method {
-                    method: MethodKind::BasicAck,
-                    args: MethodArgs::default(),
-                },
-            )
-        })
+        .with_borrow_mut(|s| list(s).pop())
+        .unwrap_or_else(|| Box::write(Box::new_uninit(), new()))
+}
+
+fn spare_method() -> Box<Method> {
+    spare(
+        |s| &mut s.methods,
+        || Method {
+            method: MethodKind::BasicAck,
+            args: MethodArgs::default(),
+        },
+    )
 }
 
 fn spare_header() -> Box<ContentHeader> {
-    SPARES
-        .with_borrow_mut(|s| s.headers.pop())
-        .unwrap_or_else(|| {
-            Box::write(
-                Box::new_uninit(),
-                ContentHeader {
-                    method: ContentHeaderTag,
-                    class_id: 0,
-                    body_size: 0,
-                    properties: Properties::default(),
-                },
-            )
-        })
+    spare(|s| &mut s.headers, ContentHeader::default)
 }
 
-/// Clears a method of a hot kind (the fields this module sets for it, which are
-/// the fields amq-protocol's parse sets for it too: `tests/fast_path.rs`
-/// checks both); returns false, leaving it as it is, for any other kind.
+/// Clears a method of a hot kind for reuse: every argument, so that no field a
+/// later frame does not set can come back stale, whatever [`MethodArgs`] grows
+/// (its one list is `event::method_args`). Returns false, leaving it as it is,
+/// for any other kind, whose boxes are simply freed.
 pub fn clear_for_reuse(m: &mut Method) -> bool {
     use MethodKind as K;
     if !matches!(
@@ -178,16 +170,7 @@ pub fn clear_for_reuse(m: &mut Method) -> bool {
     ) {
         return false;
     }
-    let a = &mut m.args;
-    a.consumer_tag = None;
-    a.delivery_tag = None;
-    a.redelivered = None;
-    a.exchange = None;
-    a.routing_key = None;
-    a.multiple = None;
-    a.requeue = None;
-    a.mandatory = None;
-    a.immediate = None;
+    m.args = MethodArgs::default();
     true
 }
 
@@ -299,6 +282,14 @@ const P_USER_ID: u16 = 1 << 4;
 const P_APP_ID: u16 = 1 << 3;
 const P_CLUSTER_ID: u16 = 1 << 2;
 
+/// Reads each property whose flag bit is set, in flag order, into its field;
+/// returns None from the function when one does not read.
+macro_rules! read_properties {
+    ($p:ident, $has:ident; $($field:ident if $bit:ident => $read:expr,)*) => {
+        $( if $has($bit) { $p.$field = Some($read?); } )*
+    };
+}
+
 /// A content header of class basic, if it reads cleanly. `with_headers`
 /// converts the headers table (through amq-protocol's table parser); without
 /// it the table is skipped by its length, for outputs that do not show it.
@@ -321,12 +312,10 @@ pub fn content_header(
     h.body_size = body_size;
     let p = &mut h.properties;
     let has = |bit: u16| flags & bit != 0;
-    if has(P_CONTENT_TYPE) {
-        p.content_type = Some(r.shortstr_in(&mut strings.properties)?);
-    }
-    if has(P_CONTENT_ENCODING) {
-        p.content_encoding = Some(r.shortstr_in(&mut strings.properties)?);
-    }
+    read_properties!(p, has;
+        content_type if P_CONTENT_TYPE => r.shortstr_in(&mut strings.properties),
+        content_encoding if P_CONTENT_ENCODING => r.shortstr_in(&mut strings.properties),
+    );
     if has(P_HEADERS) {
         let start = r.pos;
         let len = r.u32()? as usize;
@@ -342,36 +331,18 @@ pub fn content_header(
             let _ = table;
         }
     }
-    if has(P_DELIVERY_MODE) {
-        p.delivery_mode = Some(r.u8()?);
-    }
-    if has(P_PRIORITY) {
-        p.priority = Some(r.u8()?);
-    }
-    if has(P_CORRELATION_ID) {
-        p.correlation_id = Some(r.shortstr()?);
-    }
-    if has(P_REPLY_TO) {
-        p.reply_to = Some(r.shortstr_in(&mut strings.properties)?);
-    }
-    if has(P_EXPIRATION) {
-        p.expiration = Some(r.shortstr_in(&mut strings.properties)?);
-    }
-    if has(P_MESSAGE_ID) {
-        p.message_id = Some(r.shortstr()?);
-    }
-    if has(P_TIMESTAMP) {
-        p.timestamp = Some(r.u64()?);
-    }
-    if has(P_TYPE) {
-        p.kind = Some(r.shortstr_in(&mut strings.properties)?);
-    }
-    if has(P_USER_ID) {
-        p.user_id = Some(r.shortstr_in(&mut strings.properties)?);
-    }
-    if has(P_APP_ID) {
-        p.app_id = Some(r.shortstr_in(&mut strings.properties)?);
-    }
+    read_properties!(p, has;
+        delivery_mode if P_DELIVERY_MODE => r.u8(),
+        priority if P_PRIORITY => r.u8(),
+        correlation_id if P_CORRELATION_ID => r.shortstr(),
+        reply_to if P_REPLY_TO => r.shortstr_in(&mut strings.properties),
+        expiration if P_EXPIRATION => r.shortstr_in(&mut strings.properties),
+        message_id if P_MESSAGE_ID => r.shortstr(),
+        timestamp if P_TIMESTAMP => r.u64(),
+        kind if P_TYPE => r.shortstr_in(&mut strings.properties),
+        user_id if P_USER_ID => r.shortstr_in(&mut strings.properties),
+        app_id if P_APP_ID => r.shortstr_in(&mut strings.properties),
+    );
     if has(P_CLUSTER_ID) {
         let _cluster_id = r.shortstr_bytes()?;
     }

@@ -160,16 +160,9 @@ impl FrameDecoder {
             self.compact();
             self.clear_buf();
             let mut p = 0;
-            while data.len() - p >= FRAME_HEADER_LEN {
+            while let Some((frame_type, channel, size)) = frame_header(&data[p..]) {
                 let avail = &data[p..];
-                let frame_type = avail[0];
-                let channel = u16::from_be_bytes([avail[1], avail[2]]);
-                let size = u32::from_be_bytes([avail[3], avail[4], avail[5], avail[6]]);
-                if !matches!(
-                    frame_type,
-                    FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT
-                ) || size > self.cfg.max_frame_size
-                {
+                if !known_frame_type(frame_type) || size > self.cfg.max_frame_size {
                     break; // the buffered path reports it
                 }
                 let total = FRAME_HEADER_LEN + size as usize + 1;
@@ -307,17 +300,9 @@ impl FrameDecoder {
 
     fn next_frame(&mut self) -> Option<Decoded> {
         let avail = &self.buf[self.pos..];
-        if avail.len() < FRAME_HEADER_LEN {
-            return None;
-        }
+        let (frame_type, channel, size) = frame_header(avail)?;
         let offset = self.offset_at(self.pos);
-        let frame_type = avail[0];
-        let channel = u16::from_be_bytes([avail[1], avail[2]]);
-        let size = u32::from_be_bytes([avail[3], avail[4], avail[5], avail[6]]);
-        if !matches!(
-            frame_type,
-            FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT
-        ) {
+        if !known_frame_type(frame_type) {
             if &avail[..4] == b"AMQP" {
                 // A protocol header in the middle of a stream (e.g. a broker
                 // answering an unsupported version with its own). Wait for all
@@ -390,6 +375,23 @@ impl FrameDecoder {
     }
 }
 
+/// Type, channel and size from the 7 bytes that open a frame, when `b` holds them.
+fn frame_header(b: &[u8]) -> Option<(u8, u16, u32)> {
+    let h: &[u8; FRAME_HEADER_LEN] = b.get(..FRAME_HEADER_LEN)?.try_into().ok()?;
+    Some((
+        h[0],
+        u16::from_be_bytes([h[1], h[2]]),
+        u32::from_be_bytes([h[3], h[4], h[5], h[6]]),
+    ))
+}
+
+fn known_frame_type(frame_type: u8) -> bool {
+    matches!(
+        frame_type,
+        FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT
+    )
+}
+
 enum Plausible {
     Yes,
     No,
@@ -406,11 +408,9 @@ fn plausible_frame_at(b: &[u8], cfg: &DecoderConfig) -> Plausible {
     if !matches!(frame_type, FRAME_METHOD | FRAME_HEADER | FRAME_HEARTBEAT) {
         return Plausible::No;
     }
-    if b.len() < FRAME_HEADER_LEN {
+    let Some((_, channel, size)) = frame_header(b) else {
         return Plausible::NeedMore;
-    }
-    let channel = u16::from_be_bytes([b[1], b[2]]);
-    let size = u32::from_be_bytes([b[3], b[4], b[5], b[6]]);
+    };
     if channel > cfg.max_resync_channel {
         return Plausible::No;
     }

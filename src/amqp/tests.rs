@@ -55,6 +55,15 @@ fn decode(bytes: &[u8]) -> Vec<Decoded> {
     decode_chunks(DecoderConfig::default(), [bytes])
 }
 
+/// `stream` cut in two at every offset decodes to `whole`.
+fn assert_every_split_decodes_as(stream: &[u8], whole: &[Decoded], name: &str) {
+    for cut in 0..=stream.len() {
+        let (a, b) = stream.split_at(cut);
+        let split = decode_chunks(DecoderConfig::default(), [a, b]);
+        assert_eq!(split, whole, "{name} split at {cut}");
+    }
+}
+
 fn decode_bytewise(bytes: &[u8]) -> Vec<Decoded> {
     decode_chunks(DecoderConfig::default(), bytes.chunks(1))
 }
@@ -82,6 +91,13 @@ fn decode_method(bytes: &[u8]) -> Method {
     let items = decode(bytes);
     assert_eq!(items.len(), 1, "{items:?}");
     method_of(&items[0]).clone()
+}
+
+/// The one method frame in `bytes` is `kind` with exactly `args` (as JSON Lines writes them).
+fn assert_method(bytes: &[u8], kind: MethodKind, args: serde_json::Value) {
+    let m = decode_method(bytes);
+    assert_eq!(m.method, kind);
+    assert_eq!(serde_json::to_value(&m.args).unwrap(), args);
 }
 
 fn connection_start() -> Vec<u8> {
@@ -127,33 +143,6 @@ fn start_ok_with_response(mechanism: &str, response: LongString) -> Vec<u8> {
     )
 }
 
-fn tune() -> Vec<u8> {
-    method_frame(
-        0,
-        AMQPClass::Connection(connection::AMQPMethod::Tune(connection::Tune {
-            channel_max: 2047,
-            frame_max: 131_072,
-            heartbeat: 60,
-        })),
-    )
-}
-
-fn connection_open() -> Vec<u8> {
-    method_frame(
-        0,
-        AMQPClass::Connection(connection::AMQPMethod::Open(connection::Open {
-            virtual_host: "/".into(),
-        })),
-    )
-}
-
-fn channel_open() -> Vec<u8> {
-    method_frame(
-        1,
-        AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
-    )
-}
-
 /// basic.qos with prefetch_size patched into the raw bytes: amq-protocol
 /// always writes 0 there and drops it when parsing.
 fn qos(prefetch_size: u32) -> Vec<u8> {
@@ -169,40 +158,68 @@ fn qos(prefetch_size: u32) -> Vec<u8> {
     b
 }
 
-fn consume() -> Vec<u8> {
-    method_frame(
-        1,
-        AMQPClass::Basic(basic::AMQPMethod::Consume(basic::Consume {
-            queue: "orders".into(),
-            consumer_tag: "ctag-1".into(),
-            no_local: false,
-            no_ack: false,
-            exclusive: false,
-            nowait: false,
-            arguments: table(&[("x-priority", AMQPValue::LongInt(5))]),
-        })),
-    )
+/// A fixture function per entry: the wire bytes of one method frame,
+/// `name = channel, Class(module::Method { arguments })`.
+macro_rules! method_frames {
+    ($($name:ident = $channel:expr, $class:ident($module:ident::$method:ident { $($body:tt)* });)*) => {
+        $( fn $name() -> Vec<u8> {
+            method_frame(
+                $channel,
+                AMQPClass::$class($module::AMQPMethod::$method($module::$method { $($body)* })),
+            )
+        } )*
+    };
 }
 
-fn consume_ok() -> Vec<u8> {
-    method_frame(
-        1,
-        AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
-            consumer_tag: "ctag-1".into(),
-        })),
-    )
-}
-
-fn publish() -> Vec<u8> {
-    method_frame(
-        1,
-        AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-            exchange: "shop".into(),
-            routing_key: "orders.new".into(),
-            mandatory: true,
-            immediate: false,
-        })),
-    )
+method_frames! {
+    tune = 0, Connection(connection::Tune { channel_max: 2047, frame_max: 131_072, heartbeat: 60 });
+    connection_open = 0, Connection(connection::Open { virtual_host: "/".into() });
+    channel_open = 1, Channel(channel::Open {});
+    consume = 1, Basic(basic::Consume {
+        queue: "orders".into(),
+        consumer_tag: "ctag-1".into(),
+        no_local: false,
+        no_ack: false,
+        exclusive: false,
+        nowait: false,
+        arguments: table(&[("x-priority", AMQPValue::LongInt(5))]),
+    });
+    consume_ok = 1, Basic(basic::ConsumeOk { consumer_tag: "ctag-1".into() });
+    publish = 1, Basic(basic::Publish {
+        exchange: "shop".into(),
+        routing_key: "orders.new".into(),
+        mandatory: true,
+        immediate: false,
+    });
+    deliver = 1, Basic(basic::Deliver {
+        consumer_tag: "ctag-1".into(),
+        delivery_tag: 7,
+        redelivered: true,
+        exchange: "shop".into(),
+        routing_key: "orders.new".into(),
+    });
+    ack = 1, Basic(basic::Ack { delivery_tag: 7, multiple: true });
+    nack = 1, Basic(basic::Nack { delivery_tag: 8, multiple: false, requeue: true });
+    reject = 1, Basic(basic::Reject { delivery_tag: 9, requeue: false });
+    channel_close_404 = 1, Channel(channel::Close {
+        reply_code: 404,
+        reply_text: "NOT_FOUND - no queue 'orders' in vhost '/'".into(),
+        class_id: 60,
+        method_id: 20,
+    });
+    blocked = 0, Connection(connection::Blocked { reason: "low on memory".into() });
+    update_secret = 0, Connection(connection::UpdateSecret {
+        new_secret: NEW_SECRET.into(),
+        reason: "token refresh".into(),
+    });
+    exchange_bind = 1, Exchange(exchange::Bind {
+        destination: "audit".into(),
+        source: "shop".into(),
+        routing_key: "orders.#".into(),
+        nowait: false,
+        arguments: FieldTable::default(),
+    });
+    confirm_select = 1, Confirm(confirm::Select { nowait: false });
 }
 
 const BODY: &[u8] = b"hello world";
@@ -229,105 +246,6 @@ fn content_header() -> Vec<u8> {
 
 fn content_body() -> Vec<u8> {
     wire(&AMQPFrame::Body(1, BODY.to_vec()))
-}
-
-fn deliver() -> Vec<u8> {
-    method_frame(
-        1,
-        AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
-            consumer_tag: "ctag-1".into(),
-            delivery_tag: 7,
-            redelivered: true,
-            exchange: "shop".into(),
-            routing_key: "orders.new".into(),
-        })),
-    )
-}
-
-fn ack() -> Vec<u8> {
-    method_frame(
-        1,
-        AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
-            delivery_tag: 7,
-            multiple: true,
-        })),
-    )
-}
-
-fn nack() -> Vec<u8> {
-    method_frame(
-        1,
-        AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack {
-            delivery_tag: 8,
-            multiple: false,
-            requeue: true,
-        })),
-    )
-}
-
-fn reject() -> Vec<u8> {
-    method_frame(
-        1,
-        AMQPClass::Basic(basic::AMQPMethod::Reject(basic::Reject {
-            delivery_tag: 9,
-            requeue: false,
-        })),
-    )
-}
-
-fn channel_close_404() -> Vec<u8> {
-    method_frame(
-        1,
-        AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
-            reply_code: 404,
-            reply_text: "NOT_FOUND - no queue 'orders' in vhost '/'".into(),
-            class_id: 60,
-            method_id: 20,
-        })),
-    )
-}
-
-fn blocked() -> Vec<u8> {
-    method_frame(
-        0,
-        AMQPClass::Connection(connection::AMQPMethod::Blocked(connection::Blocked {
-            reason: "low on memory".into(),
-        })),
-    )
-}
-
-fn update_secret() -> Vec<u8> {
-    method_frame(
-        0,
-        AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(
-            connection::UpdateSecret {
-                new_secret: NEW_SECRET.into(),
-                reason: "token refresh".into(),
-            },
-        )),
-    )
-}
-
-fn exchange_bind() -> Vec<u8> {
-    method_frame(
-        1,
-        AMQPClass::Exchange(exchange::AMQPMethod::Bind(exchange::Bind {
-            destination: "audit".into(),
-            source: "shop".into(),
-            routing_key: "orders.#".into(),
-            nowait: false,
-            arguments: FieldTable::default(),
-        })),
-    )
-}
-
-fn confirm_select() -> Vec<u8> {
-    method_frame(
-        1,
-        AMQPClass::Confirm(confirm::AMQPMethod::Select(confirm::Select {
-            nowait: false,
-        })),
-    )
 }
 
 fn protocol_header() -> Vec<u8> {
@@ -445,11 +363,7 @@ fn every_frame_split_at_every_offset_decodes_the_same() {
         let whole = decode(&stream);
         assert_eq!(whole.len(), 2, "{name}: {whole:?}");
         assert_eq!(frame_name(&whole[1]), name);
-        for cut in 0..=stream.len() {
-            let (a, b) = stream.split_at(cut);
-            let split = decode_chunks(DecoderConfig::default(), [a, b]);
-            assert_eq!(split, whole, "{name} split at {cut}");
-        }
+        assert_every_split_decodes_as(&stream, &whole, name);
     }
 }
 
@@ -458,14 +372,7 @@ fn conversation_split_at_every_offset_and_bytewise_decodes_the_same() {
     let stream = conversation();
     let whole = decode(&stream);
     assert_eq!(decode_bytewise(&stream), whole);
-    for cut in 0..=stream.len() {
-        let (a, b) = stream.split_at(cut);
-        assert_eq!(
-            decode_chunks(DecoderConfig::default(), [a, b]),
-            whole,
-            "split at {cut}"
-        );
-    }
+    assert_every_split_decodes_as(&stream, &whole, "stream");
     // Three pieces, the middle one short: cuts inside every 7-byte header.
     for cut in 0..stream.len() {
         let end = (cut + 3).min(stream.len());
@@ -480,13 +387,9 @@ fn conversation_split_at_every_offset_and_bytewise_decodes_the_same() {
 
 #[test]
 fn connection_start_reports_the_broker() {
-    let m = decode_method(&connection_start());
-    assert_eq!(m.method, MethodKind::ConnectionStart);
-    assert_eq!(m.args.product.as_deref(), Some("RabbitMQ"));
-    assert_eq!(m.args.version.as_deref(), Some("4.1.0"));
-    assert_eq!(m.args.platform.as_deref(), Some("Erlang/OTP 27.1"));
-    assert_eq!(m.args.mechanisms.as_deref(), Some("AMQPLAIN PLAIN"));
-    assert_eq!(m.args.locale.as_deref(), Some("en_US"));
+    let args = serde_json::json!({"product": "RabbitMQ", "version": "4.1.0",
+        "platform": "Erlang/OTP 27.1", "mechanisms": "AMQPLAIN PLAIN", "locale": "en_US"});
+    assert_method(&connection_start(), MethodKind::ConnectionStart, args);
 }
 
 /// The password must not survive decoding: not in the Debug form of the
@@ -567,11 +470,8 @@ fn tune_open_and_channel_open() {
 
 #[test]
 fn qos_prefetch_size_comes_from_the_raw_payload() {
-    let m = decode_method(&qos(4096));
-    assert_eq!(m.method, MethodKind::BasicQos);
-    assert_eq!(m.args.prefetch_size, Some(4096));
-    assert_eq!(m.args.prefetch_count, Some(10));
-    assert_eq!(m.args.global, Some(false));
+    let args = serde_json::json!({"prefetch_size": 4096, "prefetch_count": 10, "global": false});
+    assert_method(&qos(4096), MethodKind::BasicQos, args);
 }
 
 #[test]
@@ -938,14 +838,7 @@ fn protocol_header_in_mid_stream_waits_for_its_eighth_byte() {
             ..
         }
     ));
-    for cut in 0..=stream.len() {
-        let (a, b) = stream.split_at(cut);
-        assert_eq!(
-            decode_chunks(DecoderConfig::default(), [a, b]),
-            whole,
-            "split at {cut}"
-        );
-    }
+    assert_every_split_decodes_as(&stream, &whole, "stream");
 }
 
 #[test]

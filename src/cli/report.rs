@@ -10,8 +10,8 @@ use amqptrace::amqp::DecoderConfig;
 use amqptrace::analyze::Analyzer;
 use amqptrace::event::{Event, Timestamp};
 use amqptrace::pipeline;
-use amqptrace::report::{jsonl, ReportBuilder};
-use amqptrace::source::file;
+use amqptrace::report::ReportBuilder;
+use amqptrace::source::{file, timeline};
 use amqptrace::stream::StreamConfig;
 
 use crate::exit;
@@ -104,7 +104,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<u8> {
         InputKind::Jsonl => {
             let f = File::open(&args.input)
                 .with_context(|| format!("cannot open {}", args.input.display()))?;
-            jsonl::read_events(BufReader::with_capacity(1 << 16, f), &mut take)
+            timeline::read_events(BufReader::with_capacity(1 << 16, f), &mut take)
                 .with_context(|| format!("{}", args.input.display()))?;
         }
     }

@@ -15,10 +15,8 @@
 //! (with `multiple`), recover and closes, per consumer, by the same delivery
 //! bookkeeping the chrome-trace sink uses; the analyzer is only read.
 //!
-//! `jsonl` reads a `--format jsonl` timeline back into events, so a report
-//! can be built from a timeline file with the same verdicts.
-
-pub mod jsonl;
+//! A report built from a `--format jsonl` timeline file reads it back with
+//! [`crate::source::timeline`], and gets the same verdicts.
 
 use std::collections::HashMap;
 use std::io::{self, Write};

@@ -10,7 +10,7 @@ use std::hash::{Hash, Hasher};
 use std::io::{self, Write};
 
 use super::Sink;
-use crate::event::{Conn, Event, EventKind, Frame, MethodArgs, MethodKind, Properties};
+use crate::event::{self, Conn, Event, EventKind, Frame, MethodKind, Text};
 
 /// Slots of the direct-mapped cache of connection texts.
 const CONN_SLOTS: usize = 256;
@@ -108,43 +108,42 @@ impl<W: Write> Sink for JsonlSink<W> {
 struct Fields<'a>(&'a mut Vec<u8>);
 
 impl Fields<'_> {
-    fn key(&mut self, key: &str) {
+    fn field<V: WriteValue + ?Sized>(&mut self, key: &str, v: &V) {
         self.0.extend_from_slice(b",\"");
         self.0.extend_from_slice(key.as_bytes());
         self.0.extend_from_slice(b"\":");
+        v.write_value(self.0);
     }
-    fn string<S: std::ops::Deref<Target = str>>(&mut self, key: &str, v: &Option<S>) {
+    fn optional<V: WriteValue>(&mut self, key: &str, v: &Option<V>) {
         if let Some(v) = v {
-            self.key(key);
-            write_str(self.0, v);
+            self.field(key, v);
         }
     }
-    fn number(&mut self, key: &str, v: Option<u64>) {
-        if let Some(v) = v {
-            self.key(key);
-            self.0
-                .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
-        }
-    }
-    fn boolean(&mut self, key: &str, v: Option<bool>) {
-        if let Some(v) = v {
-            self.key(key);
-            self.0.extend_from_slice(if v { b"true" } else { b"false" });
-        }
-    }
-    fn value(&mut self, key: &str, v: &Option<serde_json::Value>) {
-        if let Some(v) = v {
-            self.key(key);
-            // A Value always serialises.
-            let _ = serde_json::to_writer(&mut *self.0, v);
-        }
-    }
-    fn method_kind(&mut self, key: &str, v: Option<MethodKind>) {
-        if let Some(v) = v {
-            self.key(key);
-            write_str(self.0, v.name());
-        }
-    }
+}
+
+/// A value written as serde would write it.
+trait WriteValue {
+    fn write_value(&self, out: &mut Vec<u8>);
+}
+
+macro_rules! write_values {
+    ($($($ty:ty),+: |$v:ident, $out:ident| $write:expr;)*) => {
+        $($( impl WriteValue for $ty {
+            fn write_value(&self, $out: &mut Vec<u8>) {
+                let $v = self;
+                $write
+            }
+        } )+)*
+    };
+}
+
+write_values! {
+    str, String, Text: |v, out| write_str(out, v);
+    MethodKind: |v, out| write_str(out, v.name());
+    bool: |v, out| out.extend_from_slice(if *v { b"true" } else { b"false" });
+    // A Value always serialises.
+    serde_json::Value: |v, out| drop(serde_json::to_writer(&mut *out, v));
+    u8, u16, u32, u64: |v, out| out.extend_from_slice(itoa::Buffer::new().format(*v).as_bytes());
 }
 
 /// A JSON string: copied as is when it holds nothing JSON must escape.
@@ -161,73 +160,26 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
     }
 }
 
-fn write_method_args(w: &mut Fields<'_>, a: &MethodArgs) {
-    w.string("queue", &a.queue);
-    w.string("exchange", &a.exchange);
-    w.string("routing_key", &a.routing_key);
-    w.string("consumer_tag", &a.consumer_tag);
-    w.number("delivery_tag", a.delivery_tag);
-    w.boolean("multiple", a.multiple);
-    w.boolean("requeue", a.requeue);
-    w.boolean("redelivered", a.redelivered);
-    w.number("prefetch_count", a.prefetch_count.map(u64::from));
-    w.number("prefetch_size", a.prefetch_size.map(u64::from));
-    w.boolean("global", a.global);
-    w.boolean("no_ack", a.no_ack);
-    w.boolean("no_local", a.no_local);
-    w.boolean("exclusive", a.exclusive);
-    w.boolean("passive", a.passive);
-    w.boolean("durable", a.durable);
-    w.boolean("auto_delete", a.auto_delete);
-    w.boolean("internal", a.internal);
-    w.boolean("if_unused", a.if_unused);
-    w.boolean("if_empty", a.if_empty);
-    w.boolean("mandatory", a.mandatory);
-    w.boolean("immediate", a.immediate);
-    w.boolean("nowait", a.nowait);
-    w.string("exchange_type", &a.exchange_type);
-    w.string("source", &a.source);
-    w.string("destination", &a.destination);
-    w.number("message_count", a.message_count.map(u64::from));
-    w.number("consumer_count", a.consumer_count.map(u64::from));
-    w.value("arguments", &a.arguments);
-    w.number("reply_code", a.reply_code.map(u64::from));
-    w.string("reply_text", &a.reply_text);
-    w.number("class_id", a.class_id.map(u64::from));
-    w.number("method_id", a.method_id.map(u64::from));
-    w.method_kind("failing_method", a.failing_method);
-    w.boolean("active", a.active);
-    w.string("reason", &a.reason);
-    w.string("vhost", &a.vhost);
-    w.number("channel_max", a.channel_max.map(u64::from));
-    w.number("frame_max", a.frame_max.map(u64::from));
-    w.number("heartbeat", a.heartbeat.map(u64::from));
-    w.string("mechanism", &a.mechanism);
-    w.string("mechanisms", &a.mechanisms);
-    w.string("user", &a.user);
-    w.string("locale", &a.locale);
-    w.string("product", &a.product);
-    w.string("version", &a.version);
-    w.string("platform", &a.platform);
-    w.string("connection_name", &a.connection_name);
-    w.string("realm", &a.realm);
+/// The fields of a struct of optional fields that are set, in schema order.
+trait WriteFields {
+    fn write_fields(&self, w: &mut Fields<'_>);
 }
 
-fn write_properties(w: &mut Fields<'_>, p: &Properties) {
-    w.string("content_type", &p.content_type);
-    w.string("content_encoding", &p.content_encoding);
-    w.value("headers", &p.headers);
-    w.number("delivery_mode", p.delivery_mode.map(u64::from));
-    w.number("priority", p.priority.map(u64::from));
-    w.string("correlation_id", &p.correlation_id);
-    w.string("reply_to", &p.reply_to);
-    w.string("expiration", &p.expiration);
-    w.string("message_id", &p.message_id);
-    w.number("timestamp", p.timestamp);
-    w.string("type", &p.kind);
-    w.string("user_id", &p.user_id);
-    w.string("app_id", &p.app_id);
+/// [`WriteFields`] from a field list of `event` ([`event::method_args`], [`event::properties`]).
+macro_rules! write_fields {
+    ($(#[$doc:meta])* $name:ident {
+        $( $(#[$field_doc:meta])* $field:ident $(as $key:literal)? : $ty:ty, )*
+    }) => {
+        impl WriteFields for event::$name {
+            fn write_fields(&self, w: &mut Fields<'_>) {
+                $( w.optional(event::json_key!($field $($key)?), &self.$field); )*
+            }
+        }
+    };
 }
+
+event::method_args!(write_fields);
+event::properties!(write_fields);
 
 /// The frame kinds that make up nearly all of a busy capture, written by hand;
 /// false for anything else (serde writes those).
@@ -241,15 +193,15 @@ fn write_frame(line: &mut Vec<u8>, kind: &EventKind) -> bool {
     write_str(line, frame.name());
     let mut w = Fields(line);
     match frame {
-        Frame::Method(m) => write_method_args(&mut w, &m.args),
+        Frame::Method(m) => m.args.write_fields(&mut w),
         Frame::ContentHeader(h) => {
-            w.number("class_id", Some(u64::from(h.class_id)));
-            w.number("body_size", Some(h.body_size));
-            write_properties(&mut w, &h.properties);
+            w.field("class_id", &h.class_id);
+            w.field("body_size", &h.body_size);
+            h.properties.write_fields(&mut w);
         }
         Frame::ContentBody(b) => {
-            w.number("size", Some(u64::from(b.size)));
-            w.string("body", &b.body);
+            w.field("size", &b.size);
+            w.optional("body", &b.body);
         }
         Frame::Heartbeat(_) => {}
     }
@@ -261,12 +213,30 @@ mod tests {
     use super::*;
     use crate::event::*;
 
+    /// An event between `client` and `broker` (socket addresses).
+    fn event(
+        frame: u64,
+        file: u32,
+        ts: i64,
+        (client, broker): (&str, &str),
+        kind: EventKind,
+    ) -> Event {
+        let conn = Conn {
+            client: client.parse().unwrap(),
+            broker: broker.parse().unwrap(),
+        };
+        Event {
+            frame,
+            file,
+            ts: Timestamp(ts),
+            conn,
+            dir: Dir::S2C,
+            kind,
+        }
+    }
+
     #[test]
     fn lines_are_exactly_what_serde_gives() {
-        let conn = Conn {
-            client: "[::1]:40000".parse().unwrap(),
-            broker: "[::1]:5682".parse().unwrap(),
-        };
         let args = MethodArgs {
             queue: Some("tasks \"quoted\" \u{e9}".into()),
             delivery_tag: Some(7),
@@ -298,14 +268,13 @@ mod tests {
                 (2, 1_795_614_716_999_999_999),
                 (0, 5),
             ] {
-                let ev = Event {
-                    frame: i as u64 + 1,
+                let ev = event(
+                    i as u64 + 1,
                     file,
-                    ts: Timestamp(ts),
-                    conn,
-                    dir: Dir::S2C,
-                    kind: kind.clone(),
-                };
+                    ts,
+                    ("[::1]:40000", "[::1]:5682"),
+                    kind.clone(),
+                );
                 sink.event(&ev).unwrap();
                 expected.push_str(&serde_json::to_string(&ev).unwrap());
                 expected.push('\n');
@@ -362,10 +331,6 @@ mod tests {
 
     #[test]
     fn content_frames_with_awkward_strings_match_serde() {
-        let conn = Conn {
-            client: "127.0.0.1:1".parse().unwrap(),
-            broker: "127.0.0.1:5672".parse().unwrap(),
-        };
         let header = ContentHeader {
             class_id: 60,
             body_size: 3,
@@ -392,14 +357,7 @@ mod tests {
             },
         ];
         for kind in kinds {
-            let ev = Event {
-                frame: 1,
-                file: 0,
-                ts: Timestamp(0),
-                conn,
-                dir: Dir::C2S,
-                kind,
-            };
+            let ev = event(1, 0, 0, ("127.0.0.1:1", "127.0.0.1:5672"), kind);
             let mut sink = JsonlSink::new(Vec::new());
             sink.event(&ev).unwrap();
             assert_eq!(

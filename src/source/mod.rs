@@ -8,9 +8,10 @@
 //!   with its optional `-w` savefile.
 //! - [`proxy`]: a TCP proxy's sockets; it forwards the bytes and hands a
 //!   copy of each read to its tracer.
+//! - [`timeline`]: a JSON Lines timeline written by amqptrace, read back into
+//!   events (the report and re-analysis start from it).
 
 pub mod file;
 pub mod live;
 pub mod proxy;
-// The JSON Lines timeline reader lands here with the timeline move:
-// pub mod timeline;
+pub mod timeline;

@@ -19,14 +19,14 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::event::{
-    Conn, ContentBody, ContentBodyTag, ContentHeader, ContentHeaderTag, DecodeError, Dir, Event,
-    EventKind, Frame, GapReason, Heartbeat, Method, MethodArgs, MethodKind, Properties,
+    self, Conn, ContentBody, ContentBodyTag, ContentHeader, ContentHeaderTag, DecodeError, Dir,
+    Event, EventKind, Frame, GapReason, Heartbeat, Method, MethodArgs, MethodKind, Properties,
     ProtocolHeaderTag, Timestamp,
 };
 
 /// Why a line of a timeline file cannot be read.
 #[derive(Debug, thiserror::Error)]
-pub enum JsonlError {
+pub enum TimelineError {
     #[error("line {line}: {source}")]
     Io {
         line: u64,
@@ -47,22 +47,22 @@ pub enum JsonlError {
 pub fn read_events<R: BufRead>(
     input: R,
     mut on_event: impl FnMut(&Event),
-) -> Result<u64, JsonlError> {
+) -> Result<u64, TimelineError> {
     let mut n = 0;
     for (i, line) in input.lines().enumerate() {
         let line_no = i as u64 + 1;
-        let line = line.map_err(|source| JsonlError::Io {
+        let line = line.map_err(|source| TimelineError::Io {
             line: line_no,
             source,
         })?;
         if line.trim().is_empty() {
             continue;
         }
-        let v: Value = serde_json::from_str(&line).map_err(|source| JsonlError::Json {
+        let v: Value = serde_json::from_str(&line).map_err(|source| TimelineError::Json {
             line: line_no,
             source,
         })?;
-        let ev = event_from_value(v).map_err(|what| JsonlError::Schema {
+        let ev = event_from_value(v).map_err(|what| TimelineError::Schema {
             line: line_no,
             what,
         })?;
@@ -115,10 +115,8 @@ pub fn event_from_value(v: Value) -> Result<Event, String> {
     })
 }
 
-fn get<T: DeserializeOwned>(o: &Map<String, Value>, key: &str) -> Option<T> {
-    o.get(key)
-        .filter(|v| !v.is_null())
-        .and_then(|v| T::deserialize(v).ok())
+fn get<T: ReadValue>(o: &Map<String, Value>, key: &str) -> Option<T> {
+    o.get(key).and_then(T::read_value)
 }
 
 fn decode_error(v: Option<&Value>) -> DecodeError {
@@ -159,99 +157,67 @@ fn decode_error(v: Option<&Value>) -> DecodeError {
 /// Sets one field of a `T` from its JSON value.
 type Setter<T> = fn(&mut T, &Value);
 
-/// A key → setter table for fields whose JSON key is their own name (plus renamed ones).
-macro_rules! setters {
-    ($ty:ty { $($field:ident),* $(,)? } $(, $key:literal => $renamed:ident)*) => {{
-        let mut m: HashMap<&'static str, Setter<$ty>> = HashMap::new();
-        $( m.insert(stringify!($field), |t: &mut $ty, v: &Value| t.$field = value(v)); )*
-        $( m.insert($key, |t: &mut $ty, v: &Value| t.$renamed = value(v)); )*
-        m
-    }};
+/// A value read back from its JSON (None for null or a value of another type).
+trait ReadValue: Sized {
+    fn read_value(v: &Value) -> Option<Self>;
 }
 
-fn value<T: DeserializeOwned>(v: &Value) -> Option<T> {
-    if v.is_null() {
-        return None;
-    }
-    T::deserialize(v).ok()
-}
-
-/// Walks the object's keys once (instead of looking up every field's key).
-fn fill<T: Default>(o: &Map<String, Value>, table: &HashMap<&'static str, Setter<T>>) -> T {
-    let mut t = T::default();
-    for (k, v) in o {
-        if let Some(set) = table.get(k.as_str()) {
-            set(&mut t, v);
+impl<T: DeserializeOwned> ReadValue for T {
+    fn read_value(v: &Value) -> Option<T> {
+        if v.is_null() {
+            return None;
         }
+        T::deserialize(v).ok()
     }
-    t
 }
 
-fn args_table() -> &'static HashMap<&'static str, Setter<MethodArgs>> {
-    static TABLE: OnceLock<HashMap<&'static str, Setter<MethodArgs>>> = OnceLock::new();
-    TABLE.get_or_init(|| {
-        setters!(MethodArgs {
-            queue,
-            exchange,
-            routing_key,
-            consumer_tag,
-            delivery_tag,
-            multiple,
-            requeue,
-            redelivered,
-            prefetch_count,
-            prefetch_size,
-            global,
-            no_ack,
-            no_local,
-            exclusive,
-            passive,
-            durable,
-            auto_delete,
-            internal,
-            if_unused,
-            if_empty,
-            mandatory,
-            immediate,
-            nowait,
-            exchange_type,
-            source,
-            destination,
-            message_count,
-            consumer_count,
-            arguments,
-            reply_code,
-            reply_text,
-            class_id,
-            method_id,
-            active,
-            reason,
-            vhost,
-            channel_max,
-            frame_max,
-            heartbeat,
-            mechanism,
-            mechanisms,
-            user,
-            locale,
-            product,
-            version,
-            platform,
-            connection_name,
-            realm,
-        })
-    })
+impl ReadValue for MethodKind {
+    fn read_value(v: &Value) -> Option<MethodKind> {
+        v.as_str().and_then(method_by_name)
+    }
 }
 
-fn properties_table() -> &'static HashMap<&'static str, Setter<Properties>> {
-    static TABLE: OnceLock<HashMap<&'static str, Setter<Properties>>> = OnceLock::new();
-    TABLE.get_or_init(|| {
-        setters!(Properties {
-            content_type, content_encoding, headers, delivery_mode, priority,
-            correlation_id, reply_to, expiration, message_id, timestamp, user_id, app_id,
-        }, "type" => kind)
-    })
+/// A struct of optional fields, filled from the keys of a JSON object.
+trait ReadFields: Default + 'static {
+    /// JSON key → setter.
+    fn setters() -> &'static HashMap<&'static str, Setter<Self>>;
+
+    /// Walks the object's keys once (instead of looking up every field's key).
+    fn read_fields(o: &Map<String, Value>) -> Self {
+        let table = Self::setters();
+        let mut t = Self::default();
+        for (k, v) in o {
+            if let Some(set) = table.get(k.as_str()) {
+                set(&mut t, v);
+            }
+        }
+        t
+    }
 }
+
+/// [`ReadFields`] from a field list of `event` ([`event::method_args`], [`event::properties`]).
+macro_rules! read_fields {
+    ($(#[$doc:meta])* $name:ident {
+        $( $(#[$field_doc:meta])* $field:ident $(as $key:literal)? : $ty:ty, )*
+    }) => {
+        impl ReadFields for event::$name {
+            fn setters() -> &'static HashMap<&'static str, Setter<Self>> {
+                static TABLE: OnceLock<HashMap<&'static str, Setter<event::$name>>> =
+                    OnceLock::new();
+                TABLE.get_or_init(|| {
+                    HashMap::from([$((
+                        event::json_key!($field $($key)?),
+                        (|t: &mut Self, v: &Value| t.$field = ReadValue::read_value(v))
+                            as Setter<Self>,
+                    )),*])
+                })
+            }
+        }
+    };
+}
+
+event::method_args!(read_fields);
+event::properties!(read_fields);
 
 fn frame_kind(o: &Map<String, Value>) -> Result<EventKind, String> {
     let method = o.get("method").and_then(Value::as_str).ok_or("no method")?;
@@ -274,15 +240,11 @@ fn frame_kind(o: &Map<String, Value>) -> Result<EventKind, String> {
             method: ContentHeaderTag,
             class_id: get(o, "class_id").unwrap_or(60),
             body_size: get(o, "body_size").unwrap_or(0),
-            properties: fill(o, properties_table()),
+            properties: Properties::read_fields(o),
         })),
         name => {
             let kind = method_by_name(name).ok_or_else(|| format!("unknown method {name:?}"))?;
-            let mut args: MethodArgs = fill(o, args_table());
-            args.failing_method = o
-                .get("failing_method")
-                .and_then(Value::as_str)
-                .and_then(method_by_name);
+            let args = MethodArgs::read_fields(o);
             Frame::Method(Box::new(Method { method: kind, args }))
         }
     };
