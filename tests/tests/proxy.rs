@@ -834,7 +834,7 @@ fn client_killed_with_sigkill() {
     let mut helper = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "sigkill_helper_client",
+            "proxy::sigkill_helper_client",
             "--nocapture",
             "--test-threads",
             "1",

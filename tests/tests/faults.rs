@@ -12,7 +12,7 @@
 //! /proc for the proxy's CPU time while it cannot accept, and the bytes a
 //! direct connection to the broker receives for the half-close.
 
-mod util;
+use crate::util;
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};

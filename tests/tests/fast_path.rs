@@ -13,7 +13,7 @@ use amqptrace::amqp::{convert, fast, method_from_class};
 use amqptrace::tcp::{Reassembler, TcpEvent, TcpOutput};
 use proptest::prelude::*;
 
-mod util;
+use crate::util;
 
 fn captures() -> Vec<PathBuf> {
     util::committed_captures()

@@ -19,7 +19,7 @@
 //! that begins inside a frame. The last two are also exercised on synthesised
 //! captures, since no committed capture has them today.
 
-mod util;
+use crate::util;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;

@@ -2,13 +2,13 @@
 //! packet, password redaction in every output format, `--help`, and the text
 //! format's shape and colour rules.
 
-mod util;
+use crate::util;
 
 use std::path::{Path, PathBuf};
 
+use crate::util::{amqptrace, amqptrace_env, Run};
 use amq_protocol::auth::{Credentials, SASLMechanism};
 use serde_json::Value;
-use util::{amqptrace, amqptrace_env, Run};
 
 /// The password the synthesised captures carry; distinct from the user name.
 const PASSWORD: &str = "S3cr3t-pw";

@@ -12,7 +12,7 @@ use amqptrace::stream::{StreamConfig, Tracker};
 use amqptrace::tcp::{Reassembler, TcpOutput};
 use proptest::prelude::*;
 
-mod util;
+use crate::util;
 
 fn captures() -> Vec<PathBuf> {
     util::committed_captures()
