@@ -24,8 +24,9 @@ use lapin::options::BasicAckOptions;
 use lapin::Connection;
 
 use crate::util::{
-    self, connect, consume, deliveries, exclusive_queue, free_port, kill, next_delivery, publish,
-    runtime, temp_dir, wait_until, Daemon, Launch, Proxy, OUT, PCAP,
+    self, assert_client_closed, connect, consume, deliveries, exclusive_queue, free_port, kill,
+    next_delivery, publish, runtime, temp_dir, wait_until, Daemon, Launch, Proxy, OUT, PCAP,
+    PROTOCOL_HEADER,
 };
 
 const RABBITMQ_SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
@@ -141,9 +142,7 @@ impl Broker {
         }
         let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
         let mut b = [0u8; 1];
-        s.write_all(b"AMQP\x00\x00\x09\x01").is_ok()
-            && s.read(&mut b).is_ok_and(|n| n == 1)
-            && b[0] == 1
+        s.write_all(PROTOCOL_HEADER).is_ok() && s.read(&mut b).is_ok_and(|n| n == 1) && b[0] == 1
     }
 
     /// Stops the node gracefully (SIGTERM: the broker closes every client
@@ -334,15 +333,11 @@ fn broker_restart_with_fifty_clients(broker: &Broker, rt: &tokio::runtime::Runti
 
     // The upstream refuses connections: the client is closed at once, the
     // reason is printed, the proxy goes on.
-    let mut c = TcpStream::connect(proxy.addr).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let _ = c.write_all(b"AMQP\x00\x00\x09\x01");
-    let mut b = [0u8; 16];
-    match c.read(&mut b) {
-        Ok(0) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-        other => panic!("client not closed while the upstream refuses: {other:?}"),
-    }
+    assert_client_closed(
+        proxy.addr,
+        Duration::from_secs(10),
+        "while the upstream refuses",
+    );
     let said = wait_until(Duration::from_secs(5), || {
         proxy.stderr().contains("upstream unreachable")
             && proxy.stderr().contains("Connection refused")
@@ -507,7 +502,7 @@ fn half_close(broker: &Broker) {
     let half_closed_read = |addr: &str| -> Vec<u8> {
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-        s.write_all(b"AMQP\x00\x00\x09\x01").unwrap();
+        s.write_all(PROTOCOL_HEADER).unwrap();
         s.shutdown(Shutdown::Write).unwrap();
         let mut got = Vec::new();
         let _ = s.read_to_end(&mut got);
@@ -554,7 +549,7 @@ fn out_of_file_descriptors(broker: &Broker) {
     let mut clients = Vec::new();
     for _ in 0..30 {
         let mut c = TcpStream::connect(proxy.addr).unwrap();
-        c.write_all(b"AMQP\x00\x00\x09\x01").unwrap();
+        c.write_all(PROTOCOL_HEADER).unwrap();
         clients.push(c);
     }
     let cpu0 = cpu_seconds(proxy.pid());

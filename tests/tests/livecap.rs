@@ -16,12 +16,22 @@ use serde_json::Value;
 
 use crate::util::{
     analyze, capture, connect, exclusive_queue, jsonl, publish, require, require_tshark, temp_dir,
-    tshark_fields, unique, Capture, BIN, BROKER_URL,
+    tshark_fields, unique, Capture, BIN, BROKER_URL, PROTOCOL_HEADER,
 };
 
-/// `capture -i lo --port 5672 ARGS...`: the shared broker's traffic.
-fn capture_broker(args: &[&str]) -> Capture {
-    Capture::start(&[&["--port", "5672"], args].concat())
+/// `capture -i lo --port 5672 --format jsonl -o DIR/timeline.jsonl ARGS...`:
+/// the shared broker's traffic; returns the capture and its timeline file.
+fn capture_broker(dir: &Path, args: &[&str]) -> (Capture, PathBuf) {
+    let timeline = dir.join("timeline.jsonl");
+    let out = [
+        "--port",
+        "5672",
+        "--format",
+        "jsonl",
+        "-o",
+        timeline.to_str().unwrap(),
+    ];
+    (Capture::start(&[&out[..], args].concat()), timeline)
 }
 
 /// One short AMQP conversation with the real broker: declare `queue`
@@ -115,16 +125,8 @@ fn the_binary_links_no_libpcap() {
 async fn capture_on_lo_decodes_the_broker_traffic_and_records_it() {
     require_tshark();
     let dir = temp_dir();
-    let timeline = dir.path().join("timeline.jsonl");
     let recording = dir.path().join("recording.pcap");
-    let cap = capture_broker(&[
-        "--format",
-        "jsonl",
-        "-o",
-        timeline.to_str().unwrap(),
-        "-w",
-        recording.to_str().unwrap(),
-    ]);
+    let (cap, timeline) = capture_broker(dir.path(), &["-w", recording.to_str().unwrap()]);
     let queue = unique("livecap-decode");
     converse(&queue).await;
     let (code, err) = tokio::task::spawn_blocking(move || cap.stop())
@@ -176,15 +178,7 @@ async fn capture_on_lo_decodes_the_broker_traffic_and_records_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_under_w_is_reported_once_and_the_capture_goes_on() {
     let dir = temp_dir();
-    let timeline = dir.path().join("timeline.jsonl");
-    let cap = capture_broker(&[
-        "--format",
-        "jsonl",
-        "-o",
-        timeline.to_str().unwrap(),
-        "-w",
-        "/dev/full",
-    ]);
+    let (cap, timeline) = capture_broker(dir.path(), &["-w", "/dev/full"]);
     let queue = unique("livecap-devfull");
     converse(&queue).await;
     // A second conversation after the failure: the capture still decodes.
@@ -233,16 +227,8 @@ impl Beside {
     fn start() -> Beside {
         let (port, server) = silent_server();
         let dir = temp_dir();
-        let timeline = dir.path().join("timeline.jsonl");
         let filter = format!("tcp port 5672 or tcp port {port}");
-        let cap = capture_broker(&[
-            "--filter",
-            &filter,
-            "--format",
-            "jsonl",
-            "-o",
-            timeline.to_str().unwrap(),
-        ]);
+        let (cap, timeline) = capture_broker(dir.path(), &["--filter", &filter]);
         Beside {
             port,
             server,
@@ -288,7 +274,7 @@ async fn a_connection_classified_late_keeps_its_place_in_the_live_timeline() {
     let queue = unique("livecap-late");
     converse(&queue).await;
     tokio::time::sleep(Duration::from_millis(600).saturating_sub(t0.elapsed())).await;
-    std::io::Write::write_all(&mut late, b"AMQP\x00\x00\x09\x01").unwrap();
+    std::io::Write::write_all(&mut late, PROTOCOL_HEADER).unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(late);
     let (code, err) = tokio::task::spawn_blocking(move || cap.stop())

@@ -20,9 +20,9 @@ use serde_json::Value;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::util::{
-    amqptrace, analyze, analyze_json, assert_same_debug, auto_delete_queue, connect, consume,
-    deliveries, exclusive_queue, free_port, jsonl, next_delivery, publish, temp_dir, tshark_fields,
-    unique, Capture, Launch, Proxy, BIN, BROKER, OUT, PCAP,
+    amqptrace, analyze, analyze_json, assert_client_closed, assert_same_debug, auto_delete_queue,
+    connect, consume, deliveries, exclusive_queue, free_port, jsonl, next_delivery, publish,
+    temp_dir, tshark_fields, unique, Capture, Launch, Proxy, BIN, BROKER, OUT, PCAP,
 };
 
 /// A proxy to `upstream` writing its timeline to a file ([`Proxy::output`]).
@@ -453,15 +453,11 @@ fn upstream_down_at_start_closes_client_and_reports() {
     let port = free_port();
     let proxy = traced(&format!("127.0.0.1:{port}"), &[]);
     let t0 = Instant::now();
-    let mut c = TcpStream::connect(proxy.addr).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let _ = c.write_all(b"AMQP\x00\x00\x09\x01");
-    let mut buf = [0u8; 16];
-    match c.read(&mut buf) {
-        Ok(0) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-        other => panic!("client not closed: {other:?}"),
-    }
+    assert_client_closed(
+        proxy.addr,
+        Duration::from_secs(5),
+        "when the upstream is down",
+    );
     assert!(
         t0.elapsed() < Duration::from_secs(2),
         "closed after {:?}",

@@ -15,8 +15,9 @@ use amqptrace::stream::StreamConfig;
 use serde_json::Value;
 
 use crate::util::{
-    amqp_url, amqptrace_run, analyze_json, assert_same_json, capture, connect, publishes, python,
-    read_json, temp_dir, text, tshark_fields, unique, Cleanup, Proxy, BROKER, BROKER_URL,
+    amqp_url, amqptrace_run, analyze_json, assert_same_json, capture, connect, pika_script,
+    publishes, python, read_json, temp_dir, text, tshark_fields, unique, Cleanup, Proxy, BROKER,
+    BROKER_URL,
 };
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -383,19 +384,12 @@ fn run_fail_on_stall_exits_1_and_says_why() {
 /// and tshark decodes the recorded login.
 #[test]
 fn run_leaves_no_pika_password_in_any_artifact() {
-    let py = python();
     let dir = temp_dir();
     let queue = unique("rec-pika");
-    let script = format!(
-        "{py} -c \"import os, pika\n\
-         c = pika.BlockingConnection(pika.URLParameters(os.environ['AMQP_URL']))\n\
-         ch = c.channel()\n\
-         ch.queue_declare('{queue}', auto_delete=True)\n\
-         ch.basic_publish('', '{queue}', b'x')\n\
-         ch.queue_delete('{queue}')\n\
-         c.close()\"",
-        py = py.display()
-    );
+    let publish = format!("ch.basic_publish('', '{queue}', b'x')");
+    let delete = format!("ch.queue_delete('{queue}')");
+    let pika = pika_script(&queue, &[&publish, &delete, "c.close()"]);
+    let script = format!("{} -c \"{pika}\"", python().display());
     let out = run(dir.path(), &[], &script);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let mut files = 0;

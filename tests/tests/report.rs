@@ -420,14 +420,8 @@ fn report_from_jsonl_timeline_matches_capture() {
     for name in ["dramatiq-wrong-queue", "three-consumers-one-stalls"] {
         let cap = repo(&format!("captures/failures/{name}.pcapng"));
         let jsonl = dir.path().join(format!("{name}.jsonl"));
-        amqptrace(&[
-            "analyze",
-            "--format",
-            "jsonl",
-            cap.to_str().unwrap(),
-            "-o",
-            jsonl.to_str().unwrap(),
-        ]);
+        let timeline = amqptrace(&["analyze", "--format", "jsonl", cap.to_str().unwrap()]);
+        std::fs::write(&jsonl, timeline.stdout).unwrap();
         let verdicts = |p: &Path| {
             let page = std::fs::read_to_string(p).unwrap();
             let a = page.find("<section id=\"verdicts\">").unwrap();

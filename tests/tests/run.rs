@@ -16,8 +16,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::util::{
-    amqptrace_run as run, analyze_json, assert_same_text, cause_of, is_stall, publishes, python,
-    read_json, repo, temp_dir, text, unique, verdicts_of, wait_until, Cleanup, Daemon, BIN,
+    amqptrace_run as run, analyze_json, assert_same_text, cause_of, is_stall, pika_script,
+    publishes, python, read_json, repo, temp_dir, text, unique, verdicts_of, wait_until, Cleanup,
+    Daemon, BIN,
 };
 
 const ARTIFACTS: [&str; 5] = [
@@ -182,22 +183,27 @@ fn signalled(dir: &Path, signal: &str) -> (Option<i32>, String) {
     (status.code(), run.stderr())
 }
 
-#[test]
-fn sigterm_is_forwarded_and_artifacts_are_written() {
+/// `amqptrace run -- sleep 30` sent SIGNAL (`TERM`, number `signo`): it
+/// says so, exits 128 + signo as the command did, and writes the artifacts.
+fn assert_signal_forwarded(signal: &str, signo: i32) {
     let dir = temp_dir();
-    let (code, stderr) = signalled(dir.path(), "-TERM");
-    assert_eq!(code, Some(143), "{stderr}");
-    assert!(stderr.contains("SIGTERM received"), "{stderr}");
+    let (code, stderr) = signalled(dir.path(), &format!("-{signal}"));
+    assert_eq!(code, Some(128 + signo), "{stderr}");
+    assert!(
+        stderr.contains(&format!("SIG{signal} received")),
+        "{stderr}"
+    );
     artifacts_written(dir.path());
 }
 
 #[test]
+fn sigterm_is_forwarded_and_artifacts_are_written() {
+    assert_signal_forwarded("TERM", 15);
+}
+
+#[test]
 fn sigint_is_forwarded_and_artifacts_are_written() {
-    let dir = temp_dir();
-    let (code, stderr) = signalled(dir.path(), "-INT");
-    assert_eq!(code, Some(130), "{stderr}");
-    assert!(stderr.contains("SIGINT received"), "{stderr}");
-    artifacts_written(dir.path());
+    assert_signal_forwarded("INT", 2);
 }
 
 #[test]
@@ -230,20 +236,22 @@ fn dramatiq(mode: &str) -> E2e {
 
 #[test]
 fn client_killed_mid_connection_is_in_the_artifacts() {
-    let py = python();
     let dir = temp_dir();
     let queue = unique("e2e-crash");
     // Declares a queue, consumes from it, then dies by SIGKILL: no connection.close.
-    let script = format!(
-        "import os, pika\n\
-         c = pika.BlockingConnection(pika.URLParameters(os.environ['AMQP_URL']))\n\
-         ch = c.channel()\n\
-         ch.queue_declare('{queue}', auto_delete=True)\n\
-         ch.basic_consume('{queue}', lambda *a: None)\n\
-         c.process_data_events(0.2)\n\
-         os.kill(os.getpid(), 9)\n"
+    let consume = format!("ch.basic_consume('{queue}', lambda *a: None)");
+    let script = pika_script(
+        &queue,
+        &[
+            &consume,
+            "c.process_data_events(0.2)",
+            "os.kill(os.getpid(), 9)",
+        ],
     );
-    let out = run(dir.path(), &["--", py.to_str().unwrap(), "-c", &script]);
+    let out = run(
+        dir.path(),
+        &["--", python().to_str().unwrap(), "-c", &script],
+    );
     assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
     let v = artifacts_written(dir.path());
     let conns = v["connections"].as_array().unwrap();

@@ -1,5 +1,6 @@
 //! Paths: the repository, its committed captures, a temporary folder per
-//! test, and the Python virtualenv of the real clients.
+//! test, and the Python virtualenv of the real clients (with a pika script
+//! to run in it).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -75,4 +76,20 @@ pub fn python() -> &'static Path {
             .unwrap_or_else(|| repo("target/venv"))
             .join("bin/python")
     })
+}
+
+/// A pika (BlockingConnection) script: connects to `$AMQP_URL`, declares the
+/// auto-delete queue `queue` on a channel `ch`, then runs `then`, one line each.
+pub fn pika_script(queue: &str, then: &[&str]) -> String {
+    let mut script = format!(
+        "import os, pika\n\
+         c = pika.BlockingConnection(pika.URLParameters(os.environ['AMQP_URL']))\n\
+         ch = c.channel()\n\
+         ch.queue_declare('{queue}', auto_delete=True)\n"
+    );
+    for line in then {
+        script.push_str(line);
+        script.push('\n');
+    }
+    script
 }

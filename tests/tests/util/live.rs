@@ -8,13 +8,14 @@
 //! tests.
 
 use std::ffi::OsString;
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::process::Daemon;
-use super::BIN;
+use super::{BIN, PROTOCOL_HEADER};
 
 /// In a proxy's arguments: the path of its timeline file (read by [`Proxy::output`]).
 pub const OUT: &str = "{OUT}";
@@ -149,6 +150,21 @@ impl Proxy {
             pcap: self.dir.path().join("proxy.pcapng"),
             dir: self.dir,
         }
+    }
+}
+
+/// Connects to the proxy at `addr` and sends the protocol header: the proxy
+/// must close the connection (end of stream, or a reset) within `limit`;
+/// `when` says in what situation, for a failure.
+pub fn assert_client_closed(addr: SocketAddr, limit: Duration, when: &str) {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(limit)).unwrap();
+    let _ = c.write_all(PROTOCOL_HEADER);
+    let mut b = [0u8; 16];
+    match c.read(&mut b) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("client not closed {when}: {other:?}"),
     }
 }
 

@@ -49,6 +49,9 @@ pub struct Segment {
     pub captured: bool,
 }
 
+/// The AMQP 0-9-1 protocol header a client opens with.
+pub const PROTOCOL_HEADER: &[u8] = b"AMQP\x00\x00\x09\x01";
+
 pub const SYN: u8 = 0x02;
 pub const SYN_ACK: u8 = 0x12;
 pub const ACK: u8 = 0x10;
@@ -130,7 +133,7 @@ pub fn handshake(mechanism: &str, response: LongString) -> Vec<Segment> {
         segment(true, SYN, &[]),
         segment(false, SYN_ACK, &[]),
         segment(true, ACK, &[]),
-        segment(true, PSH_ACK, b"AMQP\x00\x00\x09\x01"),
+        segment(true, PSH_ACK, PROTOCOL_HEADER),
     ];
     segments.extend(methods.into_iter().map(|(from_client, m)| {
         segment(
