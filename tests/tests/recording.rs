@@ -105,7 +105,12 @@ fn run_with_the_default_upstream_serves_a_strict_vhost_client() {
     let out = run(dir.path(), &[], &rabbitmq_c_script(&queue));
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(!stderr.contains("530"), "{stderr}");
+    // Reply code 530 (NOT_ALLOWED) as a number of its own: a port such as
+    // 45309 holds the digits too.
+    let reply_530 = stderr
+        .split(|c: char| !c.is_ascii_digit())
+        .any(|n| n == "530");
+    assert!(!reply_530, "{stderr}");
     assert!(
         text(&out.stdout).contains(&format!("hello-{queue}")),
         "the message came back: {}",
