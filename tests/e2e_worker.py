@@ -8,7 +8,6 @@ processes import it from their tasks module.
 
 import glob
 import os
-import signal
 import subprocess
 import time
 
@@ -36,12 +35,12 @@ def wait_processed(markers, count, seconds):
 
 def stop(worker):
     """SIGTERM to the worker process, SIGKILL when it is not gone within 30 s."""
-    worker.send_signal(signal.SIGTERM)
+    worker.terminate()  # SIGTERM
     try:
-        worker.wait(timeout=30)
+        return worker.wait(timeout=30)
     except subprocess.TimeoutExpired:
         worker.kill()
-        worker.wait()
+    return worker.wait()
 
 
 
