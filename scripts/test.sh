@@ -4,7 +4,7 @@
 # running, makes the Python virtualenv of the real clients, then runs the whole suite.
 #
 #   bash scripts/test.sh                 # everything
-#   bash scripts/test.sh --test livecap  # extra arguments go to `cargo test`
+#   bash scripts/test.sh --test tests livecap::  # extra arguments go to `cargo test`
 #
 # Installing needs root (or sudo); with everything present it needs neither. The
 # tests never skip for a missing tool: they fail with the command that installs it.

@@ -15,14 +15,14 @@ Leaves the queues to the caller.
 """
 
 import argparse
-import glob
 import os
-import signal
 import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+import e2e_worker  # noqa: E402
 
 
 def log(*a):
@@ -59,31 +59,19 @@ def main():
             [sys.executable, "-m", "celery", "-A", "celery_app", "worker", "-Q", a.queue,
              "-n", f"w-{a.queue}@%h", "--pool", "solo", "--loglevel", "INFO"],
             env=env, cwd=HERE, stdout=wlog, stderr=subprocess.STDOUT)
-    try:
+
+    def ready():
         end = time.monotonic() + 60
         while " ready." not in open(log_path).read():
             if worker.poll() is not None or time.monotonic() > end:
                 log(f"the celery worker did not get ready:\n{open(log_path).read()}")
-                return 3
+                return False
             time.sleep(0.2)
-        log("worker consuming", a.queue)
-        sent = time.monotonic()
-        subprocess.run([sys.executable, __file__, "send", "--queue", a.send_to, "--count", str(a.count)],
-                       check=True, cwd=HERE)
-        log(f"sent {a.count} tasks to {a.send_to}")
-        end = sent + 4.0
-        while time.monotonic() < end and len(glob.glob(os.path.join(a.markers, "processed-*"))) < a.count:
-            time.sleep(0.1)
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
-    done = len(glob.glob(os.path.join(a.markers, "processed-*")))
-    log(f"processed {done} ({time.monotonic() - sent:.1f} s from the send to the end)")
-    return 0 if done == a.count else 1
+        return True
+
+    sender = [sys.executable, __file__, "send", "--queue", a.send_to, "--count", str(a.count)]
+    return e2e_worker.supervise(worker, ready, a.queue, sender, a.markers, a.count, 4.0, log,
+                                f"sent {a.count} tasks to {a.send_to}")
 
 
 if __name__ == "__main__":

@@ -14,9 +14,7 @@ Deletes the queues it used at the end.
 """
 
 import argparse
-import glob
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +22,8 @@ import time
 import pika
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+import e2e_worker  # noqa: E402
 
 
 def log(*a):
@@ -84,27 +84,18 @@ def main():
         for n in range(5):
             tasks.resize_image.send(n)
         log(f"sent 5 messages to {sender_q}")
-        end = time.monotonic() + 30
         if a.mode == "healthy":
-            while len(glob.glob(os.path.join(a.markers, "processed-*"))) < 5:
-                if time.monotonic() > end:
-                    log("the worker did not process the 5 messages")
-                    code = 3
-                    break
-                time.sleep(0.1)
-            else:
+            if e2e_worker.wait_processed(a.markers, 5, 30):
                 log("worker processed 5 messages")
+            else:
+                log("the worker did not process the 5 messages")
+                code = 3
         time.sleep(a.linger)
-        done = len(glob.glob(os.path.join(a.markers, "processed-*")))
+        done = e2e_worker.processed(a.markers)
         log(f"{done} message(s) processed")
         tasks.broker.close()
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        e2e_worker.stop(worker)
         queues = {worker_q, sender_q}
         delete_queues(url, [q + s for q in queues for s in ("", ".DQ", ".XQ")])
     return code

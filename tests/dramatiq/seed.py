@@ -16,14 +16,14 @@ Exits 3 when the worker does not come up. Leaves the queues to the caller.
 """
 
 import argparse
-import glob
 import os
-import signal
 import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+import e2e_worker  # noqa: E402
 
 
 def log(*a):
@@ -82,28 +82,17 @@ def main():
     env = dict(os.environ, E2E_QUEUE=a.queue, E2E_MARKERS=a.markers)
     worker = subprocess.Popen([sys.executable, "-m", "dramatiq", "app", "--processes", "1", "--threads", "1"],
                               env=env, cwd=HERE)
-    try:
-        if not wait_consuming([a.queue, a.queue + ".DQ"], worker):
-            log(f"the dramatiq worker is not consuming {a.queue}")
-            return 3
-        log("worker consuming", a.queue)
-        sent = time.monotonic()
-        subprocess.run([sys.executable, __file__, "send", "--queue", a.send_to, "--count", str(a.count),
-                        "--markers", a.markers], check=True)
-        log(f"sent {a.count} messages to {a.send_to}")
-        end = sent + 3.0
-        while time.monotonic() < end and len(glob.glob(os.path.join(a.markers, "processed-*"))) < a.count:
-            time.sleep(0.1)
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
-    done = len(glob.glob(os.path.join(a.markers, "processed-*")))
-    log(f"processed {done} ({time.monotonic() - sent:.1f} s from the send to the end)")
-    return 0 if done == a.count else 1
+
+    def ready():
+        if wait_consuming([a.queue, a.queue + ".DQ"], worker):
+            return True
+        log(f"the dramatiq worker is not consuming {a.queue}")
+        return False
+
+    sender = [sys.executable, __file__, "send", "--queue", a.send_to, "--count", str(a.count),
+              "--markers", a.markers]
+    return e2e_worker.supervise(worker, ready, a.queue, sender, a.markers, a.count, 3.0, log,
+                                f"sent {a.count} messages to {a.send_to}")
 
 
 if __name__ == "__main__":

@@ -1,29 +1,13 @@
-"""The Dramatiq broker and actor of the `amqptrace run` end-to-end test,
-imported by the worker (the `dramatiq` CLI) and by run_worker.py (the sender).
-
-The broker URL comes from DRAMATIQ_RABBITMQ_URL, which `amqptrace run` points
-at its proxy: nothing here knows about amqptrace. Also read:
-  E2E_QUEUE    the actor's queue_name in this process
-  E2E_MARKERS  folder where the actor writes one file per processed message
+"""The Dramatiq actor of the `amqptrace run` end-to-end test, imported by the
+worker (the `dramatiq` CLI) and by run_worker.py (the sender); its queue_name
+comes from the environment (e2e_broker.QUEUE).
 """
 
-import os
-
 import dramatiq
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
-from dramatiq.middleware import default_middleware
-from dramatiq.middleware.prometheus import Prometheus
 
-# Without Prometheus: its exposition server binds port 9191, which two test
-# runs at once would fight over.
-broker = RabbitmqBroker(
-    url=os.environ["DRAMATIQ_RABBITMQ_URL"],
-    middleware=[m() for m in default_middleware if m is not Prometheus],
-)
-dramatiq.set_broker(broker)
+from e2e_broker import QUEUE, broker, mark  # noqa: F401 (run_worker.py uses tasks.broker)
 
 
-@dramatiq.actor(actor_name="resize_image", queue_name=os.environ["E2E_QUEUE"], max_retries=0)
+@dramatiq.actor(actor_name="resize_image", queue_name=QUEUE, max_retries=0)
 def resize_image(n):
-    with open(os.path.join(os.environ["E2E_MARKERS"], f"processed-{n}"), "w") as f:
-        f.write(f"processed message {n}\n")
+    mark(n, f"processed message {n}\n")

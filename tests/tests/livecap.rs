@@ -8,167 +8,47 @@
 //! RabbitMQ on 127.0.0.1:5672; a missing one fails with the command that
 //! installs it (`scripts/test.sh` installs them all).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::Value;
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_amqptrace")
-}
+use crate::util::{
+    analyze, capture, connect, exclusive_queue, jsonl, publish, require, require_tshark, temp_dir,
+    tshark_fields, unique, Capture, BIN, BROKER_URL, PROTOCOL_HEADER,
+};
 
-/// Fails the test (never skips it) when `tool` cannot be run, naming the package.
-fn require(tool: &str, version_arg: &str, package: &str) {
-    let ok = Command::new(tool)
-        .arg(version_arg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "{tool} is not installed: apt-get install -y {package} (scripts/test.sh installs \
-         everything the tests need)"
-    );
-}
-
-/// A name no other test or run uses.
-fn unique(name: &str) -> String {
-    format!(
-        "amqptrace-livecap-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-            % 1_000_000_000
-    )
-}
-
-/// A running `amqptrace capture -i lo`, its stderr collected.
-struct Capture {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Capture {
-    fn start(args: &[&str]) -> Capture {
-        let mut child = Command::new(bin())
-            .args(["capture", "-i", "lo", "--port", "5672"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start amqptrace capture");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let pipe = child.stderr.take().unwrap();
-        let s2 = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let started = line.contains("capturing on");
-                s2.lock().unwrap().push_str(&(line + "\n"));
-                if started {
-                    let _ = tx.send(());
-                }
-            }
-            let _ = tx.send(());
-        });
-        let _ = rx.recv_timeout(Duration::from_secs(15));
-        let c = Capture { child, stderr };
-        let err = c.stderr();
-        assert!(
-            err.contains("capturing on lo"),
-            "capture did not start:\n{err}"
-        );
-        c
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// SIGINT, then the exit code and the whole stderr.
-    fn stop(mut self) -> (Option<i32>, String) {
-        // Let the last packets reach libpcap's buffer.
-        std::thread::sleep(Duration::from_millis(300));
-        let ok = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "cannot signal the capture");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("capture did not stop on SIGINT:\n{}", self.stderr());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        // The reader thread has the last lines once the pipe closes.
-        std::thread::sleep(Duration::from_millis(100));
-        (status.code(), self.stderr())
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `capture -i lo --port 5672 --format jsonl -o DIR/timeline.jsonl ARGS...`:
+/// the shared broker's traffic; returns the capture and its timeline file.
+fn capture_broker(dir: &Path, args: &[&str]) -> (Capture, PathBuf) {
+    let timeline = dir.join("timeline.jsonl");
+    let out = [
+        "--port",
+        "5672",
+        "--format",
+        "jsonl",
+        "-o",
+        timeline.to_str().unwrap(),
+    ];
+    (Capture::start(&[&out[..], args].concat()), timeline)
 }
 
 /// One short AMQP conversation with the real broker: declare `queue`
 /// (exclusive: it goes with the connection), publish three messages to it, close.
 async fn converse(queue: &str) {
-    let conn = Connection::connect(
-        "amqp://guest:guest@127.0.0.1:5672/%2f",
-        ConnectionProperties::default(),
-    )
-    .await
-    .expect("the RabbitMQ on 127.0.0.1:5672 (scripts/test.sh starts it)");
+    let conn = connect(BROKER_URL).await;
     let ch = conn.create_channel().await.unwrap();
-    ch.queue_declare(
-        queue.into(),
-        QueueDeclareOptions {
-            exclusive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    exclusive_queue(&ch, queue).await;
     for i in 0..3 {
-        ch.basic_publish(
-            "".into(),
-            queue.into(),
-            BasicPublishOptions::default(),
-            format!("livecap message {i}").as_bytes(),
-            BasicProperties::default(),
-        )
-        .await
-        .unwrap();
+        publish(&ch, queue, format!("livecap message {i}").as_bytes()).await;
     }
     conn.close(200, "OK".into()).await.unwrap();
 }
 
-fn jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
-        .collect()
+/// The JSON lines of the file at `path`.
+fn jsonl_file(path: &Path) -> Vec<Value> {
+    jsonl(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
 }
 
 /// The methods, in order, of the connection that declared `queue` (other
@@ -216,8 +96,8 @@ fn assert_whole_conversation(methods: &[String]) {
 #[test]
 fn the_binary_links_no_libpcap() {
     require("ldd", "--version", "libc-bin");
-    let out = Command::new("ldd").arg(bin()).output().unwrap();
-    assert!(out.status.success(), "ldd {}: {:?}", bin(), out);
+    let out = Command::new("ldd").arg(BIN).output().unwrap();
+    assert!(out.status.success(), "ldd {}: {:?}", BIN, out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains("libpcap"), "{text}");
     // Nothing beyond the C library and the compiler's runtime, which every
@@ -237,25 +117,17 @@ fn the_binary_links_no_libpcap() {
             || lib.starts_with("libpthread")
             || lib.starts_with("libdl")
             || lib.starts_with("librt");
-        assert!(ok, "{} links {lib}:\n{text}", bin());
+        assert!(ok, "{} links {lib}:\n{text}", BIN);
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capture_on_lo_decodes_the_broker_traffic_and_records_it() {
-    require("tshark", "--version", "tshark");
-    let dir = tempfile::tempdir().unwrap();
-    let timeline = dir.path().join("timeline.jsonl");
+    require_tshark();
+    let dir = temp_dir();
     let recording = dir.path().join("recording.pcap");
-    let cap = Capture::start(&[
-        "--format",
-        "jsonl",
-        "-o",
-        timeline.to_str().unwrap(),
-        "-w",
-        recording.to_str().unwrap(),
-    ]);
-    let queue = unique("decode");
+    let (cap, timeline) = capture_broker(dir.path(), &["-w", recording.to_str().unwrap()]);
+    let queue = unique("livecap-decode");
     converse(&queue).await;
     let (code, err) = tokio::task::spawn_blocking(move || cap.stop())
         .await
@@ -263,24 +135,18 @@ async fn capture_on_lo_decodes_the_broker_traffic_and_records_it() {
     // 0 or 1: other tests' connections on the shared broker may stall.
     assert!(matches!(code, Some(0 | 1)), "exit {code:?}\n{err}");
     assert!(!err.contains("dropped"), "{err}");
-    let live = methods_of_connection_declaring(&jsonl(&timeline), &queue);
+    let live = methods_of_connection_declaring(&jsonl_file(&timeline), &queue);
     assert_whole_conversation(&live);
 
     // The recording is a pcap that amqptrace reads back to the same conversation…
-    let analyzed = dir.path().join("analyzed.jsonl");
-    let out = Command::new(bin())
-        .args(["analyze", "--format", "jsonl", "-o"])
-        .arg(&analyzed)
-        .arg(&recording)
-        .output()
-        .unwrap();
+    let run = analyze("jsonl", &recording);
     assert!(
-        matches!(out.status.code(), Some(0 | 1)),
+        matches!(run.code, Some(0 | 1)),
         "analyze of the recording: {}",
-        String::from_utf8_lossy(&out.stderr)
+        run.context()
     );
     assert_eq!(
-        methods_of_connection_declaring(&jsonl(&analyzed), &queue),
+        methods_of_connection_declaring(&jsonl(&run.stdout), &queue),
         live
     );
     // …with the PLAIN password of the login masked byte for byte, the user kept…
@@ -295,31 +161,13 @@ async fn capture_on_lo_decodes_the_broker_traffic_and_records_it() {
         "the masked PLAIN response is in the recording"
     );
     // …and that tshark decodes as AMQP too.
-    let out = Command::new("tshark")
-        .arg("-n")
-        .arg("-r")
-        .arg(&recording)
-        .args([
-            "-Y",
-            &format!("amqp.method.arguments.queue == \"{queue}\""),
-            "-T",
-            "fields",
-            "-e",
-            "amqp.method.class",
-            "-e",
-            "amqp.method.method",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "tshark: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = tshark_fields(
+        &recording,
+        None,
+        &format!("amqp.method.arguments.queue == \"{queue}\""),
+        &["amqp.method.class", "amqp.method.method"],
     );
-    let tshark_methods: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let tshark_methods: Vec<String> = out.lines().map(str::to_string).collect();
     // queue.declare is class 50, method 10.
     assert!(
         tshark_methods.iter().any(|m| m == "50\t10"),
@@ -329,21 +177,13 @@ async fn capture_on_lo_decodes_the_broker_traffic_and_records_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_under_w_is_reported_once_and_the_capture_goes_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let timeline = dir.path().join("timeline.jsonl");
-    let cap = Capture::start(&[
-        "--format",
-        "jsonl",
-        "-o",
-        timeline.to_str().unwrap(),
-        "-w",
-        "/dev/full",
-    ]);
-    let queue = unique("devfull");
+    let dir = temp_dir();
+    let (cap, timeline) = capture_broker(dir.path(), &["-w", "/dev/full"]);
+    let queue = unique("livecap-devfull");
     converse(&queue).await;
     // A second conversation after the failure: the capture still decodes.
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let later = unique("devfull-later");
+    let later = unique("livecap-devfull-later");
     converse(&later).await;
     let (code, err) = tokio::task::spawn_blocking(move || cap.stop())
         .await
@@ -356,7 +196,7 @@ async fn a_full_disk_under_w_is_reported_once_and_the_capture_goes_on() {
     assert!(err.contains("cannot write /dev/full"), "{err}");
     assert!(err.contains("recording /dev/full is incomplete"), "{err}");
     assert_eq!(code, Some(2), "{err}");
-    let events = jsonl(&timeline);
+    let events = jsonl_file(&timeline);
     assert_whole_conversation(&methods_of_connection_declaring(&events, &queue));
     assert_whole_conversation(&methods_of_connection_declaring(&events, &later));
 }
@@ -371,6 +211,32 @@ fn silent_server() -> (u16, std::thread::JoinHandle<()>) {
         }
     });
     (port, h)
+}
+
+/// A capture of the shared broker and of a [`silent_server`] beside it, its
+/// timeline in JSON Lines to a file.
+struct Beside {
+    port: u16,
+    server: std::thread::JoinHandle<()>,
+    cap: Capture,
+    timeline: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Beside {
+    fn start() -> Beside {
+        let (port, server) = silent_server();
+        let dir = temp_dir();
+        let filter = format!("tcp port 5672 or tcp port {port}");
+        let (cap, timeline) = capture_broker(dir.path(), &["--filter", &filter]);
+        Beside {
+            port,
+            server,
+            cap,
+            timeline,
+            _dir: dir,
+        }
+    }
 }
 
 /// The `ts` of the events of connections `conns` (client->broker, or a
@@ -396,24 +262,19 @@ async fn a_connection_classified_late_keeps_its_place_in_the_live_timeline() {
     // A broker on a port the capture is not told about: its connection is
     // AMQP only once the client's protocol header comes, 600 ms after the
     // SYN. In between, a conversation with the real broker on 5672.
-    let (late_port, server) = silent_server();
-    let dir = tempfile::tempdir().unwrap();
-    let timeline = dir.path().join("timeline.jsonl");
-    let filter = format!("tcp port 5672 or tcp port {late_port}");
-    let cap = Capture::start(&[
-        "--filter",
-        &filter,
-        "--format",
-        "jsonl",
-        "-o",
-        timeline.to_str().unwrap(),
-    ]);
+    let Beside {
+        port: late_port,
+        server,
+        cap,
+        timeline,
+        _dir,
+    } = Beside::start();
     let mut late = std::net::TcpStream::connect(("127.0.0.1", late_port)).unwrap();
     let t0 = Instant::now();
-    let queue = unique("late");
+    let queue = unique("livecap-late");
     converse(&queue).await;
     tokio::time::sleep(Duration::from_millis(600).saturating_sub(t0.elapsed())).await;
-    std::io::Write::write_all(&mut late, b"AMQP\x00\x00\x09\x01").unwrap();
+    std::io::Write::write_all(&mut late, PROTOCOL_HEADER).unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(late);
     let (code, err) = tokio::task::spawn_blocking(move || cap.stop())
@@ -421,7 +282,7 @@ async fn a_connection_classified_late_keeps_its_place_in_the_live_timeline() {
         .unwrap();
     assert!(matches!(code, Some(0 | 1)), "exit {code:?}\n{err}");
     server.join().unwrap();
-    let events = jsonl(&timeline);
+    let events = jsonl_file(&timeline);
     let late_conn = format!("127.0.0.1:{late_port}");
     let pos = |pred: &dyn Fn(&Value) -> bool| {
         events
@@ -443,21 +304,16 @@ async fn a_connection_classified_late_keeps_its_place_in_the_live_timeline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_non_amqp_flow_holds_the_live_timeline_back_a_few_seconds_at_most() {
-    let (quiet_port, server) = silent_server();
-    let dir = tempfile::tempdir().unwrap();
-    let timeline = dir.path().join("timeline.jsonl");
-    let filter = format!("tcp port 5672 or tcp port {quiet_port}");
-    let cap = Capture::start(&[
-        "--filter",
-        &filter,
-        "--format",
-        "jsonl",
-        "-o",
-        timeline.to_str().unwrap(),
-    ]);
+    let Beside {
+        port: quiet_port,
+        server,
+        cap,
+        timeline,
+        _dir,
+    } = Beside::start();
     // Connected and silent, like an idle ssh session: never classified.
     let quiet = std::net::TcpStream::connect(("127.0.0.1", quiet_port)).unwrap();
-    let queue = unique("quiet");
+    let queue = unique("livecap-quiet");
     converse(&queue).await;
     // The conversation reaches the output while the quiet flow is still open
     // and the capture still runs: the wait for classification is bounded
@@ -482,7 +338,7 @@ async fn a_quiet_non_amqp_flow_holds_the_live_timeline_back_a_few_seconds_at_mos
         seen,
         "the conversation was held back behind the quiet flow\n{err}"
     );
-    let events = jsonl(&timeline);
+    let events = jsonl_file(&timeline);
     let conn = events
         .iter()
         .find(|v| v["method"] == "queue.declare" && v["queue"] == queue.as_str())
@@ -493,7 +349,7 @@ async fn a_quiet_non_amqp_flow_holds_the_live_timeline_back_a_few_seconds_at_mos
 }
 
 fn capture_with_libpcap(path: &str) -> (Option<i32>, String) {
-    let out = Command::new(bin())
+    let out = Command::new(BIN)
         .args(["capture", "-i", "lo"])
         .env("AMQPTRACE_LIBPCAP", path)
         .stdin(Stdio::null())
@@ -526,7 +382,7 @@ fn a_libpcap_that_does_not_exist_is_named_with_its_package_and_exits_2() {
 fn a_library_that_is_not_libpcap_is_refused_with_exit_2() {
     require("ldd", "--version", "libc-bin");
     // The C library is surely there, and has no pcap_create.
-    let out = Command::new("ldd").arg(bin()).output().unwrap();
+    let out = Command::new("ldd").arg(BIN).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let libc = text
         .lines()
@@ -545,7 +401,7 @@ fn a_library_that_is_not_libpcap_is_refused_with_exit_2() {
 
 #[test]
 fn capture_help_documents_the_libpcap_variable() {
-    let out = Command::new(bin())
+    let out = Command::new(BIN)
         .args(["capture", "--help"])
         .output()
         .unwrap();
@@ -560,12 +416,9 @@ fn capture_help_documents_the_libpcap_variable() {
 #[test]
 fn analyze_needs_no_libpcap() {
     // Even with the loader pointed at nothing, offline analysis works: it never loads libpcap.
-    let out = Command::new(bin())
+    let out = Command::new(BIN)
         .args(["analyze"])
-        .arg(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("captures/failures/prefetch-exhausted.pcapng"),
-        )
+        .arg(capture("failures/prefetch-exhausted.pcapng"))
         .env("AMQPTRACE_LIBPCAP", "/nonexistent/libpcap.so")
         .output()
         .unwrap();

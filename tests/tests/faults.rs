@@ -12,40 +12,24 @@
 //! /proc for the proxy's CPU time while it cannot accept, and the bytes a
 //! direct connection to the broker receives for the half-close.
 
-mod util;
-
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions,
+use lapin::options::BasicAckOptions;
+use lapin::Connection;
+
+use crate::util::{
+    self, assert_client_closed, connect, consume, deliveries, exclusive_queue, free_port, kill,
+    next_delivery, publish, runtime, temp_dir, wait_until, Daemon, Launch, Proxy, OUT, PCAP,
+    PROTOCOL_HEADER,
 };
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
 
 const RABBITMQ_SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-/// Polls `cond` every 50 ms for at most `limit`; true when it held.
-fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let t0 = Instant::now();
-    while t0.elapsed() < limit {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    cond()
-}
 
 fn alive(pid: u32) -> bool {
     // A zombie has no /proc/PID/exe target any more; `kill -0` would say alive.
@@ -56,13 +40,6 @@ fn alive(pid: u32) -> bool {
             .trim_start()
             .starts_with('Z')
     })
-}
-
-fn kill(sig: &str, pid: u32) {
-    let _ = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .stderr(Stdio::null())
-        .status();
 }
 
 /// A private RabbitMQ node: its own name, AMQP and distribution ports,
@@ -78,7 +55,7 @@ struct Broker {
 
 impl Broker {
     fn start() -> Broker {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = temp_dir();
         let d = dir.path();
         for sub in ["home", "mnesia", "log"] {
             std::fs::create_dir_all(d.join(sub)).unwrap();
@@ -165,9 +142,7 @@ impl Broker {
         }
         let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
         let mut b = [0u8; 1];
-        s.write_all(b"AMQP\x00\x00\x09\x01").is_ok()
-            && s.read(&mut b).is_ok_and(|n| n == 1)
-            && b[0] == 1
+        s.write_all(PROTOCOL_HEADER).is_ok() && s.read(&mut b).is_ok_and(|n| n == 1) && b[0] == 1
     }
 
     /// Stops the node gracefully (SIGTERM: the broker closes every client
@@ -204,162 +179,54 @@ impl Drop for Broker {
     }
 }
 
-/// A running `amqptrace proxy` (jsonl timeline to a file, --pcap recording).
-struct Proxy {
-    child: Child,
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
-    stderr: Arc<Mutex<String>>,
+/// `prefix... amqptrace proxy` to `upstream` (`prefix` e.g. prlimit), its
+/// timeline in JSON Lines to a file and a --pcap recording.
+fn start_proxy(prefix: &[&str], upstream: &str) -> Proxy {
+    let args = ["--format", "jsonl", "-o", OUT, "--pcap", PCAP];
+    Proxy::launch(
+        upstream,
+        &args,
+        Launch {
+            prefix,
+            ..Launch::default()
+        },
+    )
 }
 
-impl Proxy {
-    /// Runs `prefix... amqptrace proxy ...` (`prefix` e.g. prlimit).
-    fn start(prefix: &[&str], upstream: &str, extra: &[&str]) -> Proxy {
-        let dir = tempfile::tempdir().unwrap();
-        let bin = env!("CARGO_BIN_EXE_amqptrace");
-        let mut cmd = match prefix.split_first() {
-            Some((first, rest)) => {
-                let mut c = Command::new(first);
-                c.args(rest).arg(bin);
-                c
-            }
-            None => Command::new(bin),
-        };
-        cmd.args(["proxy", "--listen", "127.0.0.1:0", "--upstream", upstream])
-            .args(["--format", "jsonl", "-o"])
-            .arg(dir.path().join("out.jsonl"))
-            .arg("--pcap")
-            .arg(dir.path().join("proxy.pcapng"))
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn amqptrace proxy");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let pipe = child.stderr.take().unwrap();
-        let buf = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                buf.lock().unwrap().push_str(&format!("{line}\n"));
-                if let Some(rest) = line.strip_prefix("amqptrace: listening on ") {
-                    let _ = tx.send(rest.split(',').next().unwrap_or("").to_string());
-                }
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(15)) {
-            Ok(a) => a.parse().expect("listen address"),
-            Err(_) => {
-                let _ = child.kill();
-                panic!("proxy did not start: {}", stderr.lock().unwrap());
-            }
-        };
-        Proxy {
-            child,
-            addr,
-            dir,
-            stderr,
-        }
-    }
-
-    fn uri(&self) -> String {
-        format!("amqp://guest:guest@{}/%2f", self.addr)
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    fn running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    fn pcap(&self) -> PathBuf {
-        self.dir.path().join("proxy.pcapng")
-    }
-
-    fn timeline(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("out.jsonl")).unwrap_or_default()
-    }
-
-    /// User + system CPU seconds of the proxy so far, from /proc.
-    fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        // Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
-        let rest: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .collect();
-        let ticks: f64 = rest[11].parse::<f64>().unwrap() + rest[12].parse::<f64>().unwrap();
-        ticks / 100.0
-    }
-
-    /// SIGINT, then waits for the exit; returns the exit code.
-    fn stop(&mut self) -> Option<i32> {
-        kill("-INT", self.child.id());
-        let t0 = Instant::now();
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(100));
-                return s.code();
-            }
-            if t0.elapsed() > Duration::from_secs(30) {
-                let _ = self.child.kill();
-                panic!("proxy did not exit after SIGINT: {}", self.stderr());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// User + system CPU seconds of process `pid` so far, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
+    let rest: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = rest[11].parse::<f64>().unwrap() + rest[12].parse::<f64>().unwrap();
+    ticks / 100.0
 }
 
 /// A tcpdump on loopback writing to a file: the oracle of what went over the wire.
 struct Tcpdump {
-    child: Child,
+    daemon: Daemon,
     file: PathBuf,
-    stderr: Arc<Mutex<String>>,
 }
 
 impl Tcpdump {
     fn start(dir: &Path, filter: &str) -> Tcpdump {
         let file = dir.join("wire.pcap");
-        let mut child = Command::new("tcpdump")
-            // Not --immediate-mode: it drops packets on a loaded machine.
-            // Packets then reach the file when a ring block is retired, up to
-            // a second (the buffer timeout) after they were taken.
-            .args(["-i", "lo", "-U", "-B", "16384", "-s", "0", "-w"])
+        let mut cmd = Command::new("tcpdump");
+        // Not --immediate-mode: it drops packets on a loaded machine.
+        // Packets then reach the file when a ring block is retired, up to
+        // a second (the buffer timeout) after they were taken.
+        cmd.args(["-i", "lo", "-U", "-B", "16384", "-s", "0", "-w"])
             .arg(&file)
             .arg(filter)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start tcpdump");
+            .stdout(Stdio::null());
         // tcpdump says "listening on lo" once its capture runs.
-        let mut err = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        let _ = err.read_line(&mut line);
-        assert!(line.contains("listening on"), "tcpdump: {line}");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let buf = stderr.clone();
-        std::thread::spawn(move || {
-            let mut rest = String::new();
-            let _ = err.read_to_string(&mut rest);
-            buf.lock().unwrap().push_str(&rest);
-        });
-        Tcpdump {
-            child,
-            file,
-            stderr,
-        }
+        let (daemon, _) = Daemon::spawn(&mut cmd, "listening on");
+        Tcpdump { daemon, file }
     }
 
     fn stop(mut self) -> PathBuf {
@@ -377,11 +244,9 @@ impl Tcpdump {
             }
             last = now;
         }
-        kill("-INT", self.child.id());
-        let _ = self.child.wait();
-        std::thread::sleep(Duration::from_millis(100));
+        self.daemon.stop("-INT", Duration::from_secs(30));
         // An oracle that lost packets proves nothing.
-        let stats = self.stderr.lock().unwrap().clone();
+        let stats = self.daemon.stderr();
         assert!(
             stats
                 .lines()
@@ -389,13 +254,6 @@ impl Tcpdump {
             "tcpdump lost packets: {stats}"
         );
         self.file.clone()
-    }
-}
-
-impl Drop for Tcpdump {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -418,63 +276,19 @@ fn payload_bytes(path: &Path, retransmissions: bool) -> BTreeMap<(SocketAddr, So
     bytes
 }
 
-async fn connect(uri: &str) -> Connection {
-    Connection::connect(uri, ConnectionProperties::default())
-        .await
-        .unwrap_or_else(|e| panic!("connect {uri}: {e}"))
-}
-
 /// One client's round: a server-named queue, 5 publishes to it, 5
 /// deliveries acked. Returns the connection, left open.
 async fn client_round(uri: String) -> Connection {
     let conn = connect(&uri).await;
     let ch = conn.create_channel().await.unwrap();
-    let q = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let q = exclusive_queue(&ch, "").await;
+    let q = q.name().as_str();
     for i in 0..5u8 {
-        ch.basic_publish(
-            "".into(),
-            q.name().as_str().into(),
-            BasicPublishOptions::default(),
-            &[i; 64],
-            BasicProperties::default(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+        publish(&ch, q, &[i; 64]).await.await.unwrap();
     }
-    let consumer = ch
-        .basic_consume(
-            q.name().as_str().into(),
-            "faults".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    consumer.set_delegate(move |d: lapin::message::DeliveryResult| {
-        if let Ok(Some(d)) = d {
-            let _ = tx.send(d);
-        }
-        std::future::ready(())
-    });
+    let mut rx = deliveries(&consume(&ch, q, "faults").await);
     for _ in 0..5 {
-        let d = tokio::time::timeout(Duration::from_secs(20), rx.recv())
-            .await
-            .expect("a delivery within 20 s")
-            .expect("delivery");
+        let d = next_delivery(&mut rx, Duration::from_secs(20)).await;
         d.acker.ack(BasicAckOptions::default()).await.unwrap();
     }
     conn
@@ -486,8 +300,8 @@ async fn client_round(uri: String) -> Connection {
 /// Every byte the proxy forwarded is in its --pcap, leg by leg and direction
 /// by direction, as tcpdump saw it on the wire.
 fn broker_restart_with_fifty_clients(broker: &Broker, rt: &tokio::runtime::Runtime) {
-    let mut proxy = Proxy::start(&[], &broker.addr(), &[]);
-    let wire_dir = tempfile::tempdir().unwrap();
+    let mut proxy = start_proxy(&[], &broker.addr());
+    let wire_dir = temp_dir();
     let dump = Tcpdump::start(
         wire_dir.path(),
         &format!("tcp port {} or tcp port {}", broker.port, proxy.addr.port()),
@@ -519,15 +333,11 @@ fn broker_restart_with_fifty_clients(broker: &Broker, rt: &tokio::runtime::Runti
 
     // The upstream refuses connections: the client is closed at once, the
     // reason is printed, the proxy goes on.
-    let mut c = TcpStream::connect(proxy.addr).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let _ = c.write_all(b"AMQP\x00\x00\x09\x01");
-    let mut b = [0u8; 16];
-    match c.read(&mut b) {
-        Ok(0) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-        other => panic!("client not closed while the upstream refuses: {other:?}"),
-    }
+    assert_client_closed(
+        proxy.addr,
+        Duration::from_secs(10),
+        "while the upstream refuses",
+    );
     let said = wait_until(Duration::from_secs(5), || {
         proxy.stderr().contains("upstream unreachable")
             && proxy.stderr().contains("Connection refused")
@@ -550,30 +360,31 @@ fn broker_restart_with_fifty_clients(broker: &Broker, rt: &tokio::runtime::Runti
     drop(second);
     // The broker's closing of the first 50 is a stall each (exit 1): the
     // verdicts name it, once per connection of the first round.
-    assert_eq!(proxy.stop(), Some(1), "{}", proxy.stderr());
-    let closed_by_broker = proxy
-        .stderr()
+    let proxy_port = proxy.addr.port();
+    let stopped = proxy.stop();
+    assert_eq!(stopped.code, Some(1), "{}", stopped.stderr);
+    let closed_by_broker = stopped
+        .stderr
         .lines()
         .filter(|l| {
             l.trim_start()
                 .starts_with("connection_closed_by_broker  connection on")
         })
         .count();
-    assert_eq!(closed_by_broker, 50, "{}", proxy.stderr());
+    assert_eq!(closed_by_broker, 50, "{}", stopped.stderr);
     let wire_file = dump.stop();
     if std::env::var_os("FAULTS_KEEP").is_some() {
         let keep = std::env::temp_dir().join("amqptrace-faults-kept");
         let _ = std::fs::create_dir_all(&keep);
         let _ = std::fs::copy(&wire_file, keep.join("wire.pcap"));
-        let _ = std::fs::copy(proxy.pcap(), keep.join("proxy.pcapng"));
-        let _ = std::fs::write(keep.join("stderr"), proxy.stderr());
+        let _ = std::fs::copy(&stopped.pcap, keep.join("proxy.pcapng"));
+        let _ = std::fs::write(keep.join("stderr"), &stopped.stderr);
         eprintln!("kept in {}", keep.display());
     }
     let wire = payload_bytes(&wire_file, true);
-    let recorded = payload_bytes(&proxy.pcap(), false);
+    let recorded = payload_bytes(&stopped.pcap, false);
 
     // Legs: client↔proxy (the proxy's listen port) and proxy↔broker.
-    let proxy_port = proxy.addr.port();
     let probes = broker.probes.lock().unwrap().clone();
     let (mut legs, mut bytes, mut exact, mut unsent) = (0, 0, 0, 0);
     for (&(src, dst), &on_wire) in &wire {
@@ -620,8 +431,8 @@ fn broker_restart_with_fifty_clients(broker: &Broker, rt: &tokio::runtime::Runti
     assert!(legs >= 350, "{legs} directions on the wire");
     assert!(bytes > 100_000, "{bytes} bytes recorded");
     // The broker's closing of the first 50 is in the timeline.
-    let forced = proxy
-        .timeline()
+    let forced = stopped
+        .out
         .lines()
         .filter(|l| l.contains("\"connection.close\"") && l.contains("320"))
         .count();
@@ -640,7 +451,7 @@ fn broker_restart_with_fifty_clients(broker: &Broker, rt: &tokio::runtime::Runti
 /// timeout (2 s here) closes it through the proxy. Its connection is in the
 /// timeline, opened and reset by the broker.
 fn silent_client(broker: &Broker, rt: &tokio::runtime::Runtime) {
-    let mut proxy = Proxy::start(&[], &broker.addr(), &[]);
+    let mut proxy = start_proxy(&[], &broker.addr());
     let mut silent = TcpStream::connect(proxy.addr).unwrap();
     silent
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -658,18 +469,19 @@ fn silent_client(broker: &Broker, rt: &tokio::runtime::Runtime) {
     assert!(proxy.running(), "{}", proxy.stderr());
     // RabbitMQ resets a connection whose handshake timed out: the one stall
     // of the run (exit 1), on the silent client's connection.
-    assert_eq!(proxy.stop(), Some(1), "{}", proxy.stderr());
+    let stopped = proxy.stop();
+    assert_eq!(stopped.code, Some(1), "{}", stopped.stderr);
     let client = silent.local_addr().unwrap().to_string();
     assert!(
-        proxy
-            .stderr()
+        stopped
+            .stderr
             .lines()
             .any(|l| l.contains("connection_lost") && l.contains(&client)),
         "{}",
-        proxy.stderr()
+        stopped.stderr
     );
-    let lines: Vec<String> = proxy
-        .timeline()
+    let lines: Vec<String> = stopped
+        .out
         .lines()
         .filter(|l| l.contains(&client))
         .map(String::from)
@@ -690,7 +502,7 @@ fn half_close(broker: &Broker) {
     let half_closed_read = |addr: &str| -> Vec<u8> {
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-        s.write_all(b"AMQP\x00\x00\x09\x01").unwrap();
+        s.write_all(PROTOCOL_HEADER).unwrap();
         s.shutdown(Shutdown::Write).unwrap();
         let mut got = Vec::new();
         let _ = s.read_to_end(&mut got);
@@ -701,7 +513,7 @@ fn half_close(broker: &Broker) {
         direct.len() > 100 && direct[0] == 1,
         "the broker sent no connection.start to a half-closed client: {direct:?}"
     );
-    let mut proxy = Proxy::start(&[], &broker.addr(), &[]);
+    let proxy = start_proxy(&[], &broker.addr());
     let proxied = half_closed_read(&proxy.addr.to_string());
     assert_eq!(
         proxied.len(),
@@ -709,9 +521,10 @@ fn half_close(broker: &Broker) {
         "bytes after the half-close differ"
     );
     assert!(proxied == direct, "bytes after the half-close differ");
-    assert_eq!(proxy.stop(), Some(0), "{}", proxy.stderr());
+    let stopped = proxy.stop();
+    assert_eq!(stopped.code, Some(0), "{}", stopped.stderr);
     // The recording has the client's FIN and the broker's bytes after it.
-    let timeline = proxy.timeline();
+    let timeline = stopped.out;
     assert!(timeline.contains("connection.start"), "{timeline}");
 }
 
@@ -722,7 +535,7 @@ fn half_close(broker: &Broker) {
 /// EMFILE; waiting costs no CPU (seconds from /proc while 30 clients knock);
 /// every one of them is served in turn.
 fn out_of_file_descriptors(broker: &Broker) {
-    let mut proxy = Proxy::start(&["prlimit", "--nofile=40:40", "--"], &broker.addr(), &[]);
+    let mut proxy = start_proxy(&["prlimit", "--nofile=40:40", "--"], &broker.addr());
     let said = wait_until(Duration::from_secs(5), || {
         proxy
             .stderr()
@@ -736,12 +549,12 @@ fn out_of_file_descriptors(broker: &Broker) {
     let mut clients = Vec::new();
     for _ in 0..30 {
         let mut c = TcpStream::connect(proxy.addr).unwrap();
-        c.write_all(b"AMQP\x00\x00\x09\x01").unwrap();
+        c.write_all(PROTOCOL_HEADER).unwrap();
         clients.push(c);
     }
-    let cpu0 = proxy.cpu_seconds();
+    let cpu0 = cpu_seconds(proxy.pid());
     std::thread::sleep(Duration::from_secs(3));
-    let cpu = proxy.cpu_seconds() - cpu0;
+    let cpu = cpu_seconds(proxy.pid()) - cpu0;
     assert!(
         cpu < 0.5,
         "{cpu:.2} CPU s in 3 s with clients waiting for descriptors: a busy loop"
@@ -771,11 +584,7 @@ fn proxy_faults_against_a_private_rabbitmq() {
     if !Path::new(RABBITMQ_SERVER).exists() {
         panic!("{RABBITMQ_SERVER} missing: the fault tests need a RabbitMQ installation");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let t0 = Instant::now();
     let broker = Broker::start();
     eprintln!(

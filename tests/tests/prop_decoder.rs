@@ -12,6 +12,8 @@ use amqptrace::event::{DecodeError, MethodKind};
 use amqptrace::source::file::CaptureReader;
 use proptest::prelude::*;
 
+use crate::util;
+
 // ---------------------------------------------------------------- frames
 
 fn wire(frame: &AMQPFrame) -> Vec<u8> {
@@ -149,27 +151,24 @@ fn method() -> impl Strategy<Value = AMQPClass> {
                 })
             )
         ),
-        (any::<u64>(), any::<bool>()).prop_map(|(delivery_tag, multiple)| C::Basic(
-            basic::AMQPMethod::Ack(basic::Ack {
-                delivery_tag,
-                multiple
-            })
-        )),
-        (any::<u64>(), any::<bool>(), any::<bool>()).prop_map(
-            |(delivery_tag, multiple, requeue)| {
-                C::Basic(basic::AMQPMethod::Nack(basic::Nack {
+        // The three settlements: ack, nack, reject.
+        (any::<u64>(), any::<[bool; 2]>(), 0u8..3).prop_map(
+            |(delivery_tag, [multiple, requeue], which)| C::Basic(match which {
+                0 => basic::AMQPMethod::Ack(basic::Ack {
+                    delivery_tag,
+                    multiple,
+                }),
+                1 => basic::AMQPMethod::Nack(basic::Nack {
                     delivery_tag,
                     multiple,
                     requeue,
-                }))
-            }
-        ),
-        (any::<u64>(), any::<bool>()).prop_map(|(delivery_tag, requeue)| C::Basic(
-            basic::AMQPMethod::Reject(basic::Reject {
-                delivery_tag,
-                requeue
+                }),
+                _ => basic::AMQPMethod::Reject(basic::Reject {
+                    delivery_tag,
+                    requeue,
+                }),
             })
-        )),
+        ),
         any::<bool>()
             .prop_map(|nowait| C::Confirm(confirm::AMQPMethod::Select(confirm::Select { nowait }))),
     ]
@@ -433,20 +432,12 @@ proptest! {
 
 /// A pcap file (little-endian, microseconds, Ethernet) with these packets.
 fn pcap(packets: &[Vec<u8>], nanos: bool) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&if nanos { 0xa1b23c4du32 } else { 0xa1b2c3d4 }.to_le_bytes());
-    f.extend_from_slice(&2u16.to_le_bytes());
-    f.extend_from_slice(&4u16.to_le_bytes());
-    f.extend_from_slice(&0i32.to_le_bytes());
-    f.extend_from_slice(&0u32.to_le_bytes());
-    f.extend_from_slice(&65535u32.to_le_bytes());
-    f.extend_from_slice(&1u32.to_le_bytes());
+    let mut f = util::pcap_file_header(1);
+    if nanos {
+        f[..4].copy_from_slice(&0xa1b2_3c4du32.to_le_bytes());
+    }
     for (i, p) in packets.iter().enumerate() {
-        f.extend_from_slice(&(1_700_000_000u32 + i as u32).to_le_bytes());
-        f.extend_from_slice(&(i as u32 * 10).to_le_bytes());
-        f.extend_from_slice(&(p.len() as u32).to_le_bytes());
-        f.extend_from_slice(&(p.len() as u32).to_le_bytes());
-        f.extend_from_slice(p);
+        util::pcap_record(&mut f, 1_700_000_000 + i as u32, i as u32 * 10, p);
     }
     f
 }

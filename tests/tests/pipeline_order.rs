@@ -10,12 +10,9 @@ use amqptrace::pipeline::{Driver, MAX_HELD_EVENTS};
 use amqptrace::source::file::Packet;
 use amqptrace::stream::{StreamConfig, CLASSIFY_WINDOW};
 
-const SYN: u8 = 0x02;
-const SYN_ACK: u8 = 0x12;
-const ACK: u8 = 0x10;
-const PSH_ACK: u8 = 0x18;
+use crate::util::{self, ACK, PROTOCOL_HEADER, PSH_ACK, SYN, SYN_ACK};
+
 const HEARTBEAT: [u8; 8] = [8, 0, 0, 0, 0, 0, 0, 0xCE];
-const PROTOCOL_HEADER: &[u8] = b"AMQP\x00\x00\x09\x01";
 
 /// One TCP connection's packets, sequence numbers kept.
 struct Flow {
@@ -40,18 +37,7 @@ impl Flow {
         } else {
             (1, self.server, self.client)
         };
-        let total = (40 + payload.len()) as u16;
-        let mut p = vec![0x45, 0];
-        p.extend_from_slice(&total.to_be_bytes());
-        p.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0]);
-        p.extend_from_slice(&src.0);
-        p.extend_from_slice(&dst.0);
-        p.extend_from_slice(&src.1.to_be_bytes());
-        p.extend_from_slice(&dst.1.to_be_bytes());
-        p.extend_from_slice(&self.seq[i].to_be_bytes());
-        p.extend_from_slice(&self.seq[1 - i].to_be_bytes());
-        p.extend_from_slice(&[5 << 4, flags, 0xFF, 0xFF, 0, 0, 0, 0]);
-        p.extend_from_slice(payload);
+        let p = util::ipv4_tcp(src, dst, self.seq[i], self.seq[1 - i], flags, payload);
         let advance = payload.len() as u32 + u32::from(flags & 0x03 != 0);
         self.seq[i] = self.seq[i].wrapping_add(advance);
         p
@@ -125,6 +111,12 @@ impl Run {
         self
     }
 
+    /// The frames emitted on connections to broker port `port`.
+    fn frames_to(&self, port: u16) -> usize {
+        let kind = format!("frame {port}");
+        self.emitted.iter().filter(|(_, k)| *k == kind).count()
+    }
+
     fn assert_time_ordered(&self) {
         for w in self.emitted.windows(2) {
             assert!(
@@ -194,12 +186,11 @@ fn quiet_non_amqp_flows_do_not_hold_the_timeline_back() {
     assert_eq!(run.driver.stream_stats().other_connections, 2);
     let run = run.finish(ms(t));
     run.assert_time_ordered();
-    let frames = run
-        .emitted
-        .iter()
-        .filter(|(_, k)| k == "frame 5672")
-        .count();
-    assert_eq!(frames, heartbeats, "every heartbeat reaches the output");
+    assert_eq!(
+        run.frames_to(5672),
+        heartbeats,
+        "every heartbeat reaches the output"
+    );
 }
 
 #[test]
@@ -229,12 +220,7 @@ fn events_held_behind_a_waiting_connection_are_capped() {
     assert_eq!(run.driver.undecided_connections(), 0);
     let run = run.finish(ms(10_000));
     run.assert_time_ordered();
-    let frames = run
-        .emitted
-        .iter()
-        .filter(|(_, k)| k == "frame 5672")
-        .count();
-    assert_eq!(frames, n);
+    assert_eq!(run.frames_to(5672), n);
 }
 
 #[test]

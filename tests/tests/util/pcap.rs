@@ -1,11 +1,8 @@
-//! Small helpers shared by the integration tests: run the built binary, find
-//! the committed captures, run tshark, and write synthesised captures.
-//!
-//! Each test binary uses only part of this module.
-#![allow(dead_code)]
+//! Captures as bytes: the TCP segments of a committed one, and synthesised
+//! ones (hand-built Ethernet/IPv4/TCP packets of one conversation, a classic
+//! pcap around them) for what no recording has.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 
 use amq_protocol::frame::{gen_frame, AMQPFrame, WriteContext};
 use amq_protocol::protocol::{connection, AMQPClass};
@@ -41,124 +38,6 @@ pub fn for_each_tcp_segment(
     last
 }
 
-/// What one run of the binary produced.
-#[derive(Debug)]
-pub struct Run {
-    pub stdout: String,
-    pub stderr: String,
-    /// `None` when killed by a signal (a crash).
-    pub code: Option<i32>,
-}
-
-impl Run {
-    /// The run's stderr, as context for a failed assertion.
-    pub fn context(&self) -> String {
-        format!("exit {:?}\n--- stderr ---\n{}", self.code, self.stderr)
-    }
-}
-
-/// Runs the built `amqptrace` with `args`, stdout and stderr captured (so not a tty).
-pub fn amqptrace<I, S>(args: I) -> Run
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<std::ffi::OsStr>,
-{
-    amqptrace_env(args, &[])
-}
-
-/// Like [`amqptrace`], with extra environment variables.
-pub fn amqptrace_env<I, S>(args: I, env: &[(&str, &str)]) -> Run
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<std::ffi::OsStr>,
-{
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_amqptrace"));
-    cmd.args(args).stdin(Stdio::null()).env_remove("NO_COLOR");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd
-        .output()
-        .expect("cannot start the built amqptrace binary");
-    Run {
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        code: out.status.code(),
-    }
-}
-
-pub fn captures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("captures")
-}
-
-/// Every `*.pcap` and `*.pcapng` under `captures/`, recursively, sorted.
-pub fn committed_captures() -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in rd.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if matches!(
-                path.extension().and_then(|e| e.to_str()),
-                Some("pcap") | Some("pcapng")
-            ) {
-                out.push(path);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(&captures_dir(), &mut out);
-    out.sort();
-    out
-}
-
-/// The path relative to the crate root, for messages.
-pub fn short(path: &Path) -> String {
-    path.strip_prefix(env!("CARGO_MANIFEST_DIR"))
-        .unwrap_or(path)
-        .display()
-        .to_string()
-}
-
-/// Whether tshark can be run: always true, since a test never passes by
-/// skipping its oracle. Without tshark it fails with the command that installs it.
-pub fn tshark_available() -> bool {
-    let found = Command::new("tshark")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        found,
-        "tshark is not installed: apt-get install -y tshark (scripts/test.sh installs \
-         everything the tests need)"
-    );
-    found
-}
-
-/// Runs `tshark -n -r FILE ARGS...` and returns its stdout; panics with its stderr on failure.
-pub fn tshark(file: &Path, args: &[String]) -> String {
-    let out = Command::new("tshark")
-        .arg("-n")
-        .arg("-r")
-        .arg(file)
-        .args(args)
-        .output()
-        .expect("cannot start tshark");
-    assert!(
-        out.status.success(),
-        "tshark failed on {}: {}\n{}",
-        short(file),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// One TCP segment of a synthesised conversation.
 pub struct Segment {
     pub from_client: bool,
@@ -169,6 +48,9 @@ pub struct Segment {
     /// its sequence numbers are used, and later ACKs cover it.
     pub captured: bool,
 }
+
+/// The AMQP 0-9-1 protocol header a client opens with.
+pub const PROTOCOL_HEADER: &[u8] = b"AMQP\x00\x00\x09\x01";
 
 pub const SYN: u8 = 0x02;
 pub const SYN_ACK: u8 = 0x12;
@@ -201,64 +83,66 @@ pub fn handshake(mechanism: &str, response: LongString) -> Vec<Segment> {
     server_props.insert("product".into(), long("RabbitMQ"));
     let mut client_props = FieldTable::default();
     client_props.insert("product".into(), long("synthesised-test-client"));
-    let conn = |m| method_frame(0, AMQPClass::Connection(m));
-    vec![
-        segment(true, SYN, &[]),
-        segment(false, SYN_ACK, &[]),
-        segment(true, ACK, &[]),
-        segment(true, PSH_ACK, b"AMQP\x00\x00\x09\x01"),
-        segment(
+    let (channel_max, frame_max, heartbeat) = (2047, 131_072, 60);
+    use connection::AMQPMethod as M;
+    let methods = [
+        (
             false,
-            PSH_ACK,
-            &conn(connection::AMQPMethod::Start(connection::Start {
+            M::Start(connection::Start {
                 version_major: 0,
                 version_minor: 9,
                 server_properties: server_props,
                 mechanisms: "PLAIN AMQPLAIN".into(),
                 locales: "en_US".into(),
-            })),
+            }),
         ),
-        segment(
+        (
             true,
-            PSH_ACK,
-            &conn(connection::AMQPMethod::StartOk(connection::StartOk {
+            M::StartOk(connection::StartOk {
                 client_properties: client_props,
                 mechanism: mechanism.into(),
                 response,
                 locale: "en_US".into(),
-            })),
+            }),
         ),
-        segment(
+        (
             false,
-            PSH_ACK,
-            &conn(connection::AMQPMethod::Tune(connection::Tune {
-                channel_max: 2047,
-                frame_max: 131_072,
-                heartbeat: 60,
-            })),
+            M::Tune(connection::Tune {
+                channel_max,
+                frame_max,
+                heartbeat,
+            }),
         ),
-        segment(
+        (
             true,
-            PSH_ACK,
-            &conn(connection::AMQPMethod::TuneOk(connection::TuneOk {
-                channel_max: 2047,
-                frame_max: 131_072,
-                heartbeat: 60,
-            })),
+            M::TuneOk(connection::TuneOk {
+                channel_max,
+                frame_max,
+                heartbeat,
+            }),
         ),
-        segment(
+        (
             true,
-            PSH_ACK,
-            &conn(connection::AMQPMethod::Open(connection::Open {
+            M::Open(connection::Open {
                 virtual_host: "/".into(),
-            })),
+            }),
         ),
+        (false, M::OpenOk(connection::OpenOk {})),
+    ];
+    let mut segments = vec![
+        segment(true, SYN, &[]),
+        segment(false, SYN_ACK, &[]),
+        segment(true, ACK, &[]),
+        segment(true, PSH_ACK, PROTOCOL_HEADER),
+    ];
+    segments.extend(methods.into_iter().map(|(from_client, m)| {
         segment(
-            false,
+            from_client,
             PSH_ACK,
-            &conn(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
-        ),
-    ]
+            &method_frame(0, AMQPClass::Connection(m)),
+        )
+    }));
+    segments
 }
 
 /// A synthesised capture: a classic pcap (microseconds, Ethernet) holding
@@ -274,7 +158,14 @@ pub fn synthesised_tcp_pcap(client_port: u16, server_port: u16, segments: &[Segm
         } else {
             (server_port, client_port, server_seq, client_seq)
         };
-        let packet = ethernet_ipv4_tcp(sport, dport, seq, ack, seg.flags, &seg.payload);
+        let packet = ethernet(&ipv4_tcp(
+            (LOCALHOST, sport),
+            (LOCALHOST, dport),
+            seq,
+            ack,
+            seg.flags,
+            &seg.payload,
+        ));
         // SYN and FIN each take one sequence number.
         let advance = seg.payload.len() as u32 + u32::from(seg.flags & 0x03 != 0);
         if seg.from_client {
@@ -314,40 +205,50 @@ pub fn pcap_record(out: &mut Vec<u8>, sec: u32, usec: u32, data: &[u8]) {
     out.extend_from_slice(data);
 }
 
-fn ethernet_ipv4_tcp(
-    sport: u16,
-    dport: u16,
+const LOCALHOST: [u8; 4] = [127, 0, 0, 1];
+
+/// An Ethernet frame (locally administered MACs) around an IPv4 packet.
+fn ethernet(ipv4: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(14 + ipv4.len());
+    p.extend_from_slice(&[0x02, 0, 0, 0, 0, 2]); // destination MAC
+    p.extend_from_slice(&[0x02, 0, 0, 0, 0, 1]); // source MAC
+    p.extend_from_slice(&0x0800u16.to_be_bytes());
+    p.extend_from_slice(ipv4);
+    p
+}
+
+/// A raw IPv4 packet (LINKTYPE_RAW) of one TCP segment from `src` to `dst`,
+/// (address, port) each, checksums right.
+pub fn ipv4_tcp(
+    src: ([u8; 4], u16),
+    dst: ([u8; 4], u16),
     seq: u32,
     ack: u32,
     flags: u8,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut p = Vec::with_capacity(54 + payload.len());
-    p.extend_from_slice(&[0x02, 0, 0, 0, 0, 2]); // destination MAC
-    p.extend_from_slice(&[0x02, 0, 0, 0, 0, 1]); // source MAC
-    p.extend_from_slice(&0x0800u16.to_be_bytes());
     let total_len = (20 + 20 + payload.len()) as u16;
     let mut ip = vec![0x45, 0];
     ip.extend_from_slice(&total_len.to_be_bytes());
     ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0]); // id, DF, ttl, TCP, checksum
-    ip.extend_from_slice(&[127, 0, 0, 1, 127, 0, 0, 1]);
+    ip.extend_from_slice(&src.0);
+    ip.extend_from_slice(&dst.0);
     let sum = internet_checksum(&ip);
     ip[10..12].copy_from_slice(&sum.to_be_bytes());
-    p.extend_from_slice(&ip);
     let mut tcp = Vec::with_capacity(20 + payload.len());
-    tcp.extend_from_slice(&sport.to_be_bytes());
-    tcp.extend_from_slice(&dport.to_be_bytes());
+    tcp.extend_from_slice(&src.1.to_be_bytes());
+    tcp.extend_from_slice(&dst.1.to_be_bytes());
     tcp.extend_from_slice(&seq.to_be_bytes());
-    tcp.extend_from_slice(&(if flags & 0x10 != 0 { ack } else { 0 }).to_be_bytes());
+    tcp.extend_from_slice(&(if flags & ACK != 0 { ack } else { 0 }).to_be_bytes());
     tcp.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]); // offset 5, window, checksum, urg
     tcp.extend_from_slice(payload);
-    let mut pseudo = vec![127, 0, 0, 1, 127, 0, 0, 1, 0, 6];
+    let mut pseudo = [&src.0[..], &dst.0[..], &[0, 6]].concat();
     pseudo.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
     pseudo.extend_from_slice(&tcp);
     let sum = internet_checksum(&pseudo);
     tcp[16..18].copy_from_slice(&sum.to_be_bytes());
-    p.extend_from_slice(&tcp);
-    p
+    ip.extend_from_slice(&tcp);
+    ip
 }
 
 fn internet_checksum(bytes: &[u8]) -> u16 {

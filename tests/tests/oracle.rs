@@ -19,7 +19,7 @@
 //! that begins inside a frame. The last two are also exercised on synthesised
 //! captures, since no committed capture has them today.
 
-mod util;
+use crate::util;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -61,12 +61,7 @@ fn parse_conn(conn: &str) -> Option<(SocketAddr, SocketAddr)> {
 }
 
 fn amqptrace_trace(capture: &Path) -> Trace {
-    let run = util::amqptrace([
-        "analyze".as_ref(),
-        "--format".as_ref(),
-        "jsonl".as_ref(),
-        capture.as_os_str(),
-    ]);
+    let run = util::analyze("jsonl", capture);
     // 1 (stall) and 3 (damaged after some packets) still give a full timeline.
     assert!(
         matches!(run.code, Some(0 | 1 | 3)),
@@ -628,9 +623,7 @@ fn method_frames_equal_tsharks_on_every_capture() {
         "only {} captures under captures/ (expected ≥ {MIN_CAPTURES}): run scripts/make-captures.sh",
         captures.len()
     );
-    if !util::tshark_available() {
-        return;
-    }
+    util::require_tshark();
     let mut failures = String::new();
     let mut compared = 0usize;
     for capture in &captures {
@@ -680,9 +673,7 @@ fn channel_open_ok(ch: u16) -> Vec<u8> {
 /// is missing and the broker acknowledges past it.
 #[test]
 fn a_lost_segment_is_compared_past_the_hole() {
-    if !util::tshark_available() {
-        return;
-    }
+    util::require_tshark();
     let mut segments = util::handshake("PLAIN", "\0guest\0guest".into());
     segments.push(util::Segment {
         captured: false,
@@ -691,7 +682,7 @@ fn a_lost_segment_is_compared_past_the_hole() {
     segments.push(util::segment(true, util::PSH_ACK, &channel_open(2)));
     segments.push(util::segment(false, util::PSH_ACK, &channel_open_ok(1)));
     segments.push(util::segment(false, util::PSH_ACK, &channel_open_ok(2)));
-    let dir = tempfile::tempdir().unwrap();
+    let dir = util::temp_dir();
     let path = dir.path().join("synthesised-lost-segment.pcap");
     std::fs::write(&path, util::synthesised_tcp_pcap(40_003, 5672, &segments)).unwrap();
 
@@ -734,9 +725,7 @@ fn a_lost_segment_is_compared_past_the_hole() {
 /// holds more than 90% of the frames.
 #[test]
 fn a_capture_starting_inside_a_frame_is_compared_on_the_rest() {
-    if !util::tshark_available() {
-        return;
-    }
+    util::require_tshark();
     let mut whole = util::handshake("PLAIN", "\0guest\0guest".into());
     for ch in 1..=25 {
         whole.push(util::segment(true, util::PSH_ACK, &channel_open(ch)));
@@ -763,7 +752,7 @@ fn a_capture_starting_inside_a_frame_is_compared_on_the_rest() {
     cut.push(util::segment(false, util::PSH_ACK, &channel_open_ok(2)));
     let mut pcap = util::synthesised_tcp_pcap(40_010, 5672, &whole);
     pcap.extend_from_slice(&util::synthesised_tcp_pcap(40_011, 5672, &cut)[24..]);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = util::temp_dir();
     let path = dir.path().join("synthesised-mid-frame-start.pcap");
     std::fs::write(&path, pcap).unwrap();
 

@@ -15,25 +15,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_amqptrace")
-}
+use crate::util::{self, assert_same_text, repo, temp_dir, Run};
 
-fn repo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
-
-fn amqptrace(args: &[&str]) -> std::process::Output {
-    let out = Command::new(bin())
-        .args(args)
-        .output()
-        .expect("run amqptrace");
+/// `amqptrace ARGS...`, which must exit 0, 1 (a stall) or 3 (a damaged capture).
+fn amqptrace(args: &[&str]) -> Run {
+    let run = util::amqptrace(args);
     assert!(
-        matches!(out.status.code(), Some(0 | 1 | 3)),
+        matches!(run.code, Some(0 | 1 | 3)),
         "amqptrace {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        run.context()
     );
-    out
+    run
 }
 
 fn build_report(input: &Path, dir: &Path) -> PathBuf {
@@ -66,7 +58,7 @@ impl Browser {
             Path::new(&exe).exists(),
             "{exe} not found: install Debian's chromium (apt-get install -y chromium), as .ci/run does"
         );
-        let profile = tempfile::tempdir().unwrap();
+        let profile = temp_dir();
         // The pipe protocol wants our write end on the browser's fd 3 and our read end on its fd 4.
         let script = r#"exec "$0" "$@" 3<&0 4>&1 </dev/null >/dev/null"#;
         let mut child = Command::new("bash")
@@ -208,6 +200,12 @@ impl Browser {
         }
         self.call(Some(session), "Input.dispatchMouseEvent", p);
     }
+
+    /// The left button pressed (`mousePressed`) or released (`mouseReleased`) at (x, y).
+    fn left_button(&mut self, session: &str, kind: &str, x: f64, y: f64) {
+        let left = json!({"button": "left", "clickCount": 1});
+        self.mouse(session, kind, x, y, left);
+    }
 }
 
 impl Drop for Browser {
@@ -247,7 +245,7 @@ const INKED: &str = r#"(function (id, x, y, w, h) {
 
 #[test]
 fn stalled_report_in_headless_chromium() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let html = build_report(
         &repo("captures/failures/prefetch-exhausted.pcapng"),
         dir.path(),
@@ -328,20 +326,8 @@ fn stalled_report_in_headless_chromium() {
     let (x, y) = (pos["x"].as_f64().unwrap(), pos["y"].as_f64().unwrap());
     let tag = pos["delivery_tag"].as_u64().unwrap();
     b.mouse(&s, "mouseMoved", x, y, json!({}));
-    b.mouse(
-        &s,
-        "mousePressed",
-        x,
-        y,
-        json!({"button": "left", "clickCount": 1}),
-    );
-    b.mouse(
-        &s,
-        "mouseReleased",
-        x,
-        y,
-        json!({"button": "left", "clickCount": 1}),
-    );
+    b.left_button(&s, "mousePressed", x, y);
+    b.left_button(&s, "mouseReleased", x, y);
     let selected = b.eval(&s, "document.getElementById('selected').textContent");
     let selected = selected.as_str().unwrap();
     assert!(selected.contains("method: basic.deliver"), "{selected}");
@@ -354,27 +340,10 @@ fn stalled_report_in_headless_chromium() {
 
     // Drag pans the time axis.
     let before = b.eval(&s, "document.getElementById('range').textContent");
-    b.mouse(
-        &s,
-        "mousePressed",
-        x,
-        y,
-        json!({"button": "left", "clickCount": 1}),
-    );
-    b.mouse(
-        &s,
-        "mouseMoved",
-        x + 200.0,
-        y,
-        json!({"button": "left", "buttons": 1}),
-    );
-    b.mouse(
-        &s,
-        "mouseReleased",
-        x + 200.0,
-        y,
-        json!({"button": "left", "clickCount": 1}),
-    );
+    b.left_button(&s, "mousePressed", x, y);
+    let held = json!({"button": "left", "buttons": 1});
+    b.mouse(&s, "mouseMoved", x + 200.0, y, held);
+    b.left_button(&s, "mouseReleased", x + 200.0, y);
     let after = b.wait_for(
         &s,
         "new Promise(r => requestAnimationFrame(() => r(document.getElementById('range').textContent)))",
@@ -420,7 +389,7 @@ fn stalled_report_in_headless_chromium() {
 
 #[test]
 fn healthy_report_says_no_stall() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let html = build_report(&repo("captures/failures/healthy.pcapng"), dir.path());
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.contains("No stall: every consumer and connection is healthy."));
@@ -430,7 +399,7 @@ fn healthy_report_says_no_stall() {
 /// The headline causes come first, above the verdict list, one per cause.
 #[test]
 fn stalled_report_leads_with_the_causes() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let html = build_report(&repo("captures/failures/wrong-queue.pcapng"), dir.path());
     let page = std::fs::read_to_string(&html).unwrap();
     let cause = page
@@ -447,18 +416,12 @@ fn stalled_report_leads_with_the_causes() {
 /// A report built from the JSON Lines timeline has the same verdicts as one built from the capture.
 #[test]
 fn report_from_jsonl_timeline_matches_capture() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     for name in ["dramatiq-wrong-queue", "three-consumers-one-stalls"] {
         let cap = repo(&format!("captures/failures/{name}.pcapng"));
         let jsonl = dir.path().join(format!("{name}.jsonl"));
-        amqptrace(&[
-            "analyze",
-            "--format",
-            "jsonl",
-            cap.to_str().unwrap(),
-            "-o",
-            jsonl.to_str().unwrap(),
-        ]);
+        let timeline = amqptrace(&["analyze", "--format", "jsonl", cap.to_str().unwrap()]);
+        std::fs::write(&jsonl, timeline.stdout).unwrap();
         let verdicts = |p: &Path| {
             let page = std::fs::read_to_string(p).unwrap();
             let a = page.find("<section id=\"verdicts\">").unwrap();
@@ -475,7 +438,11 @@ fn report_from_jsonl_timeline_matches_capture() {
             from_cap.contains("class=\"verdict stall\""),
             "{name}: {from_cap}"
         );
-        assert_eq!(from_cap, from_jsonl, "{name}");
+        assert_same_text(
+            &format!("{name}: verdicts from the timeline vs from the capture"),
+            &from_cap,
+            &from_jsonl,
+        );
     }
 }
 
@@ -552,7 +519,7 @@ fn chrome_trace(capture: &str) -> Value {
         "chrome-trace",
         repo(capture).to_str().unwrap(),
     ]);
-    serde_json::from_slice(&out.stdout).expect("chrome-trace output is JSON")
+    serde_json::from_str(&out.stdout).expect("chrome-trace output is JSON")
 }
 
 #[test]
@@ -590,18 +557,13 @@ fn chrome_trace_slices_are_the_settled_deliveries() {
 /// Every committed capture exports a trace that follows the format's rules.
 #[test]
 fn chrome_trace_of_every_capture_is_well_formed() {
-    let mut n = 0;
-    for dir in ["captures", "captures/failures"] {
-        for entry in std::fs::read_dir(repo(dir)).unwrap() {
-            let p = entry.unwrap().path();
-            let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
-            if ext != "pcap" && ext != "pcapng" {
-                continue;
-            }
-            let rel = p.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap();
-            check_trace_event_format(&chrome_trace(rel.to_str().unwrap()));
-            n += 1;
-        }
+    let captures = util::committed_captures();
+    for p in &captures {
+        check_trace_event_format(&chrome_trace(&util::short(p)));
     }
-    assert!(n >= 20, "only {n} captures found");
+    assert!(
+        captures.len() >= 20,
+        "only {} captures found",
+        captures.len()
+    );
 }

@@ -14,54 +14,57 @@
 //! those gets no stall at all and no cause.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 use serde_json::Value;
 
+use crate::util::{analyze_json, cause_of, is_stall, read_json, repo};
+
+/// One `#[test]` per capture, named by its file stem with `-` spelled `_`;
+/// `LISTED` holds the test names.
 macro_rules! captures {
-    ($($test:ident => $name:literal),* $(,)?) => {
-        /// The captures that have a test, by file stem.
-        const LISTED: &[&str] = &[$($name),*];
+    ($($test:ident),* $(,)?) => {
+        /// The captures that have a test, by test name.
+        const LISTED: &[&str] = &[$(stringify!($test)),*];
         $(
             #[test]
             fn $test() {
-                check_capture($name);
+                check_capture(&stringify!($test).replace('_', "-"));
             }
         )*
     };
 }
 
 captures! {
-    ack_timeout => "ack-timeout",
-    aio_pika_wrong_queue => "aio-pika-wrong-queue",
-    amqplib_prefetch_quiet => "amqplib-prefetch-quiet",
-    amqplib_wrong_queue_quiet => "amqplib-wrong-queue-quiet",
-    blocked => "blocked",
-    bunny_prefetch_quiet => "bunny-prefetch-quiet",
-    bunny_wrong_queue_quiet => "bunny-wrong-queue-quiet",
-    celery_healthy => "celery-healthy",
-    celery_wrong_queue => "celery-wrong-queue",
-    dramatiq_healthy => "dramatiq-healthy",
-    dramatiq_helpers_idle => "dramatiq-helpers-idle",
-    dramatiq_wrong_queue => "dramatiq-wrong-queue",
-    healthy => "healthy",
-    heartbeat_timeout => "heartbeat-timeout",
-    lapin_prefetch_exhausted => "lapin-prefetch-exhausted",
-    mid_connection => "mid-connection",
-    missing_queue_404 => "missing-queue-404",
-    nack_requeue_loop => "nack-requeue-loop",
-    peers_settle_prefetch => "peers-settle-prefetch",
-    prefetch_exhausted => "prefetch-exhausted",
-    queue_deleted_cancel => "queue-deleted-cancel",
-    slow_but_healthy => "slow-but-healthy",
-    slow_mid_message => "slow-mid-message",
-    three_consumers_one_stalls => "three-consumers-one-stalls",
-    wrong_queue => "wrong-queue",
+    ack_timeout,
+    aio_pika_wrong_queue,
+    amqplib_prefetch_quiet,
+    amqplib_wrong_queue_quiet,
+    blocked,
+    bunny_prefetch_quiet,
+    bunny_wrong_queue_quiet,
+    celery_healthy,
+    celery_wrong_queue,
+    dramatiq_healthy,
+    dramatiq_helpers_idle,
+    dramatiq_wrong_queue,
+    healthy,
+    heartbeat_timeout,
+    lapin_prefetch_exhausted,
+    mid_connection,
+    missing_queue_404,
+    nack_requeue_loop,
+    peers_settle_prefetch,
+    prefetch_exhausted,
+    queue_deleted_cancel,
+    slow_but_healthy,
+    slow_mid_message,
+    three_consumers_one_stalls,
+    wrong_queue,
 }
 
 fn failures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/failures")
+    repo("captures/failures")
 }
 
 /// The stems of every `NAME.expect.json` in the folder; panics when it cannot be read.
@@ -87,12 +90,12 @@ fn the_list_is_the_folder() {
         "no NAME.expect.json in {}",
         failures_dir().display()
     );
-    let listed: BTreeSet<String> = LISTED.iter().map(|s| s.to_string()).collect();
+    let listed: BTreeSet<String> = LISTED.iter().map(|s| s.replace('_', "-")).collect();
     let unlisted: Vec<&String> = found.difference(&listed).collect();
     let missing: Vec<&String> = listed.difference(&found).collect();
     assert!(
         unlisted.is_empty() && missing.is_empty(),
-        "captures! in tests/verdicts.rs and captures/failures/ differ: \
+        "captures! in tests/tests/verdicts.rs and captures/failures/ differ: \
          not listed {unlisted:?}, listed but absent {missing:?}"
     );
 }
@@ -106,28 +109,6 @@ fn capture_of(name: &str) -> PathBuf {
         .unwrap_or_else(|| {
             panic!("{name}.expect.json has no capture beside it ({name}.pcapng or .pcap)")
         })
-}
-
-fn analyze_json(capture: &Path) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_amqptrace"))
-        .args(["analyze", "--format", "json"])
-        .arg(capture)
-        .output()
-        .expect("run amqptrace");
-    assert!(
-        matches!(out.status.code(), Some(0) | Some(1)),
-        "{}: exit {:?}\nstderr:\n{}",
-        capture.display(),
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{}: stdout is not JSON ({e}):\n{}",
-            capture.display(),
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
 }
 
 fn str_field<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
@@ -146,17 +127,16 @@ fn strings<'a>(v: &'a Value, k: &str) -> impl Iterator<Item = &'a str> {
         .filter_map(Value::as_str)
 }
 
-/// Not a stall: the verdicts that exit 0 (CONTRACT.md).
-fn is_stall(verdict: &str) -> bool {
-    !matches!(verdict, "healthy" | "idle" | "slow_but_healthy")
+/// The same scope, consumer tag and (when expected) connection.
+fn same_consumer(want: &Value, got: &Value) -> bool {
+    same(want, got, "scope")
+        && same(want, got, "consumer_tag")
+        && want.get("conn").is_none_or(|c| got.get("conn") == Some(c))
 }
 
 /// The same consumer, channel or connection.
 fn same_subject(want: &Value, got: &Value) -> bool {
-    same(want, got, "scope")
-        && same(want, got, "consumer_tag")
-        && same(want, got, "queue")
-        && want.get("conn").is_none_or(|c| got.get("conn") == Some(c))
+    same_consumer(want, got) && same(want, got, "queue")
 }
 
 /// Why verdict `index` of `doc` does not satisfy `want`, or None when it does.
@@ -189,13 +169,7 @@ fn mismatch(want: &Value, doc: &Value, index: usize) -> Option<String> {
     }
     let wanted: Vec<&str> = strings(want, "cause_contains").collect();
     if !wanted.is_empty() {
-        let causes = doc["causes"].as_array().cloned().unwrap_or_default();
-        let cause = causes.iter().find(|c| {
-            c["verdicts"]
-                .as_array()
-                .is_some_and(|ix| ix.iter().any(|i| i.as_u64() == Some(index as u64)))
-        });
-        let Some(cause) = cause else {
+        let Some(cause) = cause_of(doc, index) else {
             return Some(format!(
                 "no cause lists verdict {index}; causes: {}",
                 doc["causes"]
@@ -221,10 +195,10 @@ fn describe(v: &Value) -> String {
 /// Every way the analysis of capture `name` misses its expectations.
 fn problems(name: &str) -> Vec<String> {
     let path = failures_dir().join(format!("{name}.expect.json"));
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    let want: Vec<Value> =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let want = read_json(&path);
+    let want = want
+        .as_array()
+        .unwrap_or_else(|| panic!("{} is not a list of verdicts", path.display()));
     assert!(!want.is_empty(), "{} expects nothing", path.display());
     let doc = analyze_json(&capture_of(name));
     let mut problems = Vec::new();
@@ -232,17 +206,13 @@ fn problems(name: &str) -> Vec<String> {
         problems.push(format!("schema is {}", doc["schema"]));
     }
     let got = doc["verdicts"].as_array().cloned().unwrap_or_default();
-    for w in &want {
+    for w in want {
         if (0..got.len()).any(|i| mismatch(w, &doc, i).is_none()) {
             continue;
         }
         // Report against the candidates on the same subject, any verdict.
         let why: Vec<String> = (0..got.len())
-            .filter(|&i| {
-                same(w, &got[i], "scope")
-                    && same(w, &got[i], "consumer_tag")
-                    && w.get("conn").is_none_or(|c| got[i].get("conn") == Some(c))
-            })
+            .filter(|&i| same_consumer(w, &got[i]))
             .filter_map(|i| mismatch(w, &doc, i))
             .collect();
         problems.push(format!(

@@ -2,21 +2,20 @@
 //! packet, password redaction in every output format, `--help`, and the text
 //! format's shape and colour rules.
 
-mod util;
-
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::time::Duration;
 
 use amq_protocol::auth::{Credentials, SASLMechanism};
 use serde_json::Value;
-use util::{amqptrace, amqptrace_env, Run};
+
+use crate::util::{
+    self, amqptrace, amqptrace_env, amqptrace_within, analyze, assert_same_text, capture, jsonl,
+    temp_dir, write, Run,
+};
 
 /// The password the synthesised captures carry; distinct from the user name.
 const PASSWORD: &str = "S3cr3t-pw";
 const USER: &str = "guest";
-
-fn capture(name: &str) -> PathBuf {
-    util::captures_dir().join(name)
-}
 
 /// Asserts the contract for an input that cannot be read at all: exit 2, and
 /// one clear line on stderr naming the file and `problem`, no panic.
@@ -59,15 +58,9 @@ fn assert_unreadable(path: &Path, problem: &[&str]) {
     );
 }
 
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).unwrap();
-    path
-}
-
 #[test]
 fn missing_file() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     assert_unreadable(
         &dir.path().join("no-such-capture.pcap"),
         &["no such file", "cannot open", "not found"],
@@ -76,13 +69,13 @@ fn missing_file() {
 
 #[test]
 fn empty_file() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     assert_unreadable(&write(dir.path(), "empty.pcap", b""), &["empty"]);
 }
 
 #[test]
 fn text_file() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let path = write(
         dir.path(),
         "notes.pcap",
@@ -93,7 +86,7 @@ fn text_file() {
 
 #[test]
 fn pcap_cut_in_its_file_header() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let whole = std::fs::read(capture("lapin-basic.pcap")).unwrap();
     for cut in [4, 10, 23] {
         let path = write(dir.path(), &format!("header-cut-{cut}.pcap"), &whole[..cut]);
@@ -103,7 +96,7 @@ fn pcap_cut_in_its_file_header() {
 
 #[test]
 fn pcapng_cut_in_its_section_header() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let whole = std::fs::read(capture("pika-basic.pcapng")).unwrap();
     // The magic alone, inside the fixed part, and inside the options of the
     // section header block (108 bytes long in this file, as Wireshark writes it).
@@ -115,7 +108,7 @@ fn pcapng_cut_in_its_section_header() {
 
 #[test]
 fn unsupported_link_type() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     // Link type 105 is IEEE 802.11 (Wi-Fi frames without radiotap): not decoded.
     let mut pcap = util::pcap_file_header(105);
     util::pcap_record(
@@ -154,7 +147,7 @@ fn pcap_records(bytes: &[u8]) -> Vec<(u64, usize, usize)> {
 
 #[test]
 fn pcap_cut_in_a_packet_keeps_everything_before_it() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let original = capture("lapin-basic.pcap");
     let whole = std::fs::read(&original).unwrap();
     let records = pcap_records(&whole);
@@ -162,12 +155,7 @@ fn pcap_cut_in_a_packet_keeps_everything_before_it() {
         records.len() > 20,
         "lapin-basic.pcap should hold a real conversation"
     );
-    let full = amqptrace([
-        Path::new("analyze"),
-        Path::new("--format"),
-        Path::new("jsonl"),
-        &original,
-    ]);
+    let full = analyze("jsonl", &original);
     assert!(matches!(full.code, Some(0 | 1)), "{}", full.context());
     // Cut inside the payload of a packet in the middle, and inside a record header.
     let (packet, off, incl) = records[records.len() / 2];
@@ -176,12 +164,7 @@ fn pcap_cut_in_a_packet_keeps_everything_before_it() {
         ("record header", off + 7),
     ] {
         let path = write(dir.path(), "cut.pcap", &whole[..cut]);
-        let run = amqptrace([
-            Path::new("analyze"),
-            Path::new("--format"),
-            Path::new("jsonl"),
-            &path,
-        ]);
+        let run = analyze("jsonl", &path);
         assert!(!run.stderr.contains("panicked"), "{}", run.context());
         // Everything the whole capture yields before the cut packet comes first, unchanged.
         let before: Vec<&str> = full
@@ -199,13 +182,10 @@ fn pcap_cut_in_a_packet_keeps_everything_before_it() {
             before.len() > 10,
             "too little before packet {packet} to be a meaningful check"
         );
-        assert!(
-            got.len() >= before.len() && got[..before.len()] == before[..],
-            "cut in {what} of packet {packet}: the output is not the untruncated run's prefix\n\
-             first difference at line {}:\n  whole: {:?}\n  cut:   {:?}",
-            got.iter().zip(&before).take_while(|(a, b)| a == b).count() + 1,
-            before.get(got.iter().zip(&before).take_while(|(a, b)| a == b).count()),
-            got.get(got.iter().zip(&before).take_while(|(a, b)| a == b).count()),
+        assert_same_text(
+            &format!("cut in {what} of packet {packet}: the untruncated run's prefix"),
+            &before.join("\n"),
+            &got[..before.len().min(got.len())].join("\n"),
         );
         assert!(
             got[before.len()..].iter().all(|l| {
@@ -234,12 +214,7 @@ fn pcap_cut_in_a_packet_keeps_everything_before_it() {
         match run.code {
             Some(3) => {}
             Some(1) => {
-                let json = amqptrace([
-                    Path::new("analyze"),
-                    Path::new("--format"),
-                    Path::new("json"),
-                    &path,
-                ]);
+                let json = analyze("json", &path);
                 let doc: Value = serde_json::from_str(&json.stdout).unwrap();
                 assert!(
                     doc["verdicts"]
@@ -332,7 +307,7 @@ fn assert_no_password(outputs: &[(String, String)], what: &str) {
 
 #[test]
 fn password_never_appears_in_any_output_format() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     for (mechanism, name, port) in [
         (SASLMechanism::Plain, "PLAIN", 40_001),
         (SASLMechanism::AMQPlain, "AMQPLAIN", 40_002),
@@ -377,7 +352,7 @@ fn committed_captures_with_a_login_leak_no_response() {
     // The committed captures log in as guest/guest, so the password equals the
     // user name and cannot be searched for; check instead that no output holds
     // the SASL response itself (PLAIN's "\0guest\0guest", shown in any escaping).
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let captures = util::committed_captures();
     assert!(
         captures.len() >= 10,
@@ -386,12 +361,7 @@ fn committed_captures_with_a_login_leak_no_response() {
     );
     let mut with_login = 0;
     for path in &captures {
-        let jsonl = amqptrace([
-            Path::new("analyze"),
-            Path::new("--format"),
-            Path::new("jsonl"),
-            path,
-        ]);
+        let jsonl = analyze("jsonl", path);
         if !jsonl.stdout.contains("\"connection.start-ok\"") {
             continue;
         }
@@ -446,16 +416,7 @@ fn is_timeline_line(line: &str) -> bool {
 }
 
 fn jsonl_events(path: &Path) -> Vec<Value> {
-    let run = amqptrace([
-        Path::new("analyze"),
-        Path::new("--format"),
-        Path::new("jsonl"),
-        path,
-    ]);
-    run.stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    jsonl(&analyze("jsonl", path).stdout)
 }
 
 #[test]
@@ -539,7 +500,7 @@ fn no_colour_off_a_terminal_or_with_no_color() {
     // On a real terminal (a pty from util-linux `script`, when present):
     // coloured, unless NO_COLOR is set.
     let on_tty = |no_color: bool| -> Option<String> {
-        let bin = env!("CARGO_BIN_EXE_amqptrace");
+        let bin = util::BIN;
         let env = if no_color { "NO_COLOR=1 " } else { "" };
         let out = std::process::Command::new("script")
             .args([
@@ -564,47 +525,9 @@ fn no_colour_off_a_terminal_or_with_no_color() {
     }
 }
 
-/// Runs the built binary like [`amqptrace`], but kills it after `limit`: an
-/// argument that should be refused must not leave a proxy running. A run
-/// that had to be killed has `code: None` and says so on stderr.
-fn amqptrace_within(args: &[&str], limit: std::time::Duration) -> Run {
-    use std::io::Read;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_amqptrace"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start the built amqptrace binary");
-    let start = std::time::Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    let (mut stdout, mut stderr) = (String::new(), String::new());
-    let _ = child.stdout.take().unwrap().read_to_string(&mut stdout);
-    let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
-    if status.is_none() {
-        stderr.push_str("\n[still running: killed by the test]");
-    }
-    Run {
-        stdout,
-        stderr,
-        code: status.and_then(|s| s.code()),
-    }
-}
-
 /// A refused argument: exit 2, no panic, and stderr names the option.
 fn assert_usage_error(args: &[&str], option: &str) {
-    let run = amqptrace_within(args, std::time::Duration::from_secs(20));
+    let run = amqptrace_within(args, Duration::from_secs(20));
     assert_eq!(run.code, Some(2), "{args:?}: {}", run.context());
     assert!(
         !run.stderr.contains("panicked"),
@@ -618,26 +541,28 @@ fn assert_usage_error(args: &[&str], option: &str) {
     );
 }
 
+/// A proxy whose upstream is never reached: the arguments after it are refused first.
+const PROXY_NOWHERE: [&str; 5] = [
+    "proxy",
+    "--listen",
+    "127.0.0.1:0",
+    "--upstream",
+    "127.0.0.1:9",
+];
+
 /// Seconds a `Duration` cannot hold (1e300, 1e20 > 1.8e19), NaN, infinities and
 /// negative values are usage errors for every SECS option of every subcommand,
 /// not panics in `Duration::from_secs_f64`.
 #[test]
 fn absurd_seconds_are_usage_errors_for_every_subcommand() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let cap = capture("lapin-basic.pcap");
     let cap = cap.to_str().unwrap();
     let html = dir.path().join("r.html");
     let html = html.to_str().unwrap();
     let artifacts = dir.path().join("artifacts");
     let artifacts = artifacts.to_str().unwrap();
-    // The upstream is never reached: the arguments are refused first.
-    let proxy = [
-        "proxy",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        "127.0.0.1:9",
-    ];
+    let proxy = PROXY_NOWHERE;
     for value in ["1e300", "1e20", "NaN", "inf", "-inf", "-1", "-0.5"] {
         let stall = format!("--stall-after={value}");
         let drain = format!("--drain={value}");
@@ -666,13 +591,7 @@ fn absurd_seconds_are_usage_errors_for_every_subcommand() {
 /// `Semaphore::new` / `mpsc::channel`.
 #[test]
 fn connection_and_trace_queue_limits_are_bounded() {
-    let proxy = [
-        "proxy",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        "127.0.0.1:9",
-    ];
+    let proxy = PROXY_NOWHERE;
     for (option, values) in [
         (
             "--max-connections",
@@ -716,7 +635,7 @@ fn a_read_error_on_a_pipe_exits_3_with_its_offset() {
         eprintln!("note: strace is not installed; read error injection not checked");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let fifo = dir.path().join("capture.pcap");
     let made = std::process::Command::new("mkfifo")
         .arg(&fifo)
@@ -741,7 +660,7 @@ fn a_read_error_on_a_pipe_exits_3_with_its_offset() {
         .args(["-f", "-qq", "-o", "/dev/null", "-P"])
         .arg(&fifo)
         .args(["-e", "trace=read", "-e", "inject=read:error=EIO:when=3"])
-        .arg(env!("CARGO_BIN_EXE_amqptrace"))
+        .arg(util::BIN)
         .arg("analyze")
         .arg(&fifo)
         .stdin(std::process::Stdio::null())
@@ -750,11 +669,7 @@ fn a_read_error_on_a_pipe_exits_3_with_its_offset() {
     // Unblock the writer if amqptrace never opened the FIFO.
     let _ = std::fs::File::open(&fifo);
     writer.join().unwrap();
-    let run = Run {
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        code: out.status.code(),
-    };
+    let run = Run::of(&out);
     assert_eq!(run.code, Some(3), "{}", run.context());
     assert!(!run.stderr.contains("panicked"), "{}", run.context());
     let offset: u64 = run

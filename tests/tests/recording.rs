@@ -6,29 +6,19 @@
 //! its command a URL that strict clients (rabbitmq-c) read as vhost '/'.
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use amqptrace::pipeline;
 use amqptrace::source::file::CaptureReader;
 use amqptrace::stream::StreamConfig;
 use serde_json::Value;
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_amqptrace")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("amqptrace-rec-{prefix}-{}-{nanos}", std::process::id())
-}
+use crate::util::{
+    amqp_url, amqptrace_run, analyze_json, assert_same_json, capture, connect, pika_script,
+    publishes, python, read_json, temp_dir, text, tshark_fields, unique, Cleanup, Proxy, BROKER,
+    BROKER_URL,
+};
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
@@ -37,22 +27,6 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// PLAIN's response for guest/guest and AMQPLAIN's PASSWORD field, as clients send them.
 const PLAIN_SECRET: &[u8] = b"\0guest\0guest";
 const AMQPLAIN_SECRET: &[u8] = b"\x08PASSWORDS\x00\x00\x00\x05guest";
-
-/// `tshark -r FILE [-d tcp.port==PORT,amqp] -T fields -e F...`, one line per packet.
-fn tshark_fields(file: &Path, amqp_port: Option<u16>, filter: &str, fields: &[&str]) -> String {
-    let mut cmd = Command::new("tshark");
-    cmd.arg("-r").arg(file);
-    if let Some(p) = amqp_port {
-        cmd.args(["-d", &format!("tcp.port=={p},amqp")]);
-    }
-    cmd.args(["-Y", filter, "-T", "fields"]);
-    for f in fields {
-        cmd.args(["-e", f]);
-    }
-    let out = cmd.output().expect("tshark runs");
-    assert!(out.status.success(), "tshark: {}", text(&out.stderr));
-    text(&out.stdout)
-}
 
 /// tshark decodes every AMQP frame of the file (no malformed packet) and finds
 /// the start-ok of each login with its mechanism; returns the mechanisms seen.
@@ -101,26 +75,6 @@ fn end_and_last(
     (r.recorded_end(), last)
 }
 
-/// `amqptrace analyze --format json FILE`.
-fn analyze_json(file: &Path) -> Value {
-    let out = Command::new(bin())
-        .args(["analyze", "--format", "json"])
-        .arg(file)
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("analyze --format json: {e}: {}", text(&out.stderr)))
-}
-
-fn publishes(doc: &Value) -> u64 {
-    doc["connections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["publishes"].as_u64().unwrap_or(0))
-        .sum()
-}
-
 /// A shell script that declares `queue`, publishes one message to it, consumes it
 /// and deletes the queue, all with rabbitmq-c's amqp-tools on `$AMQP_URL`.
 fn rabbitmq_c_script(queue: &str) -> String {
@@ -133,31 +87,10 @@ fn rabbitmq_c_script(queue: &str) -> String {
     )
 }
 
-/// Deletes `queue` on the broker directly (clean-up whatever the test did).
-fn delete_queue(queue: &str) {
-    let _ = Command::new("amqp-delete-queue")
-        .args(["-u", "amqp://guest:guest@127.0.0.1:5672/%2F", "-q", queue])
-        .stderr(Stdio::null())
-        .stdout(Stdio::null())
-        .status();
-}
-
+/// `amqptrace run --artifacts DIR EXTRA... -- sh -c SCRIPT`.
 fn run(dir: &Path, extra: &[&str], script: &str) -> Output {
-    let mut cmd = Command::new(bin());
-    cmd.arg("run").arg("--artifacts").arg(dir).args(extra);
-    for v in [
-        "AMQP_URL",
-        "BROKER_URL",
-        "CELERY_BROKER_URL",
-        "DRAMATIQ_RABBITMQ_URL",
-        "RABBITMQ_URL",
-    ] {
-        cmd.env_remove(v);
-    }
-    cmd.args(["--", "sh", "-c", script])
-        .stdin(Stdio::null())
-        .output()
-        .expect("amqptrace runs")
+    let args = [extra, &["--", "sh", "-c", script]].concat();
+    amqptrace_run(dir, &args)
 }
 
 /// rabbitmq-c reads `amqp://host:port/` as vhost "" (the broker answers 530):
@@ -166,21 +99,25 @@ fn run(dir: &Path, extra: &[&str], script: &str) -> Output {
 /// end, holds no password, and which tshark decodes.
 #[test]
 fn run_with_the_default_upstream_serves_a_strict_vhost_client() {
-    let dir = tempfile::tempdir().unwrap();
-    let queue = unique("rabbitmq-c");
+    let dir = temp_dir();
+    let queue = unique("rec-rabbitmq-c");
+    let _cleanup = Cleanup::queues(&[&queue]);
     let out = run(dir.path(), &[], &rabbitmq_c_script(&queue));
-    delete_queue(&queue);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(!stderr.contains("530"), "{stderr}");
+    // Reply code 530 (NOT_ALLOWED) as a number of its own: a port such as
+    // 45309 holds the digits too.
+    let reply_530 = stderr
+        .split(|c: char| !c.is_ascii_digit())
+        .any(|n| n == "530");
+    assert!(!reply_530, "{stderr}");
     assert!(
         text(&out.stdout).contains(&format!("hello-{queue}")),
         "the message came back: {}",
         text(&out.stdout)
     );
     let art = dir.path();
-    let verdicts: Value =
-        serde_json::from_str(&std::fs::read_to_string(art.join("verdicts.json")).unwrap()).unwrap();
+    let verdicts = read_json(&art.join("verdicts.json"));
     let conns = verdicts["connections"].as_array().unwrap();
     assert_eq!(conns.len(), 4, "{verdicts:#}");
     for c in conns {
@@ -203,9 +140,13 @@ fn run_with_the_default_upstream_serves_a_strict_vhost_client() {
     );
     // verdicts.json is the analysis `analyze` gives on the recording.
     let offline = analyze_json(&capture);
-    assert_eq!(offline["verdicts"], verdicts["verdicts"]);
-    assert_eq!(offline["connections"], verdicts["connections"]);
-    assert_eq!(offline["consumers"], verdicts["consumers"]);
+    for part in ["verdicts", "connections", "consumers"] {
+        assert_same_json(
+            &format!("{part} of analyze on capture.pcapng vs verdicts.json"),
+            &verdicts[part],
+            &offline[part],
+        );
+    }
     // The timeline's frame numbers are packet numbers of capture.pcapng.
     let timeline = std::fs::read_to_string(art.join("timeline.jsonl")).unwrap();
     let publish = timeline
@@ -245,84 +186,35 @@ fn run_with_the_default_upstream_serves_a_strict_vhost_client() {
     assert_eq!(mechanisms, vec!["PLAIN"; 4]);
 }
 
-/// A running `amqptrace proxy --pcap FILE`, and its listen address.
-fn proxy(pcap: &Path, extra: &[&str]) -> (Child, std::net::SocketAddr) {
-    use std::io::BufRead;
-    let mut child = Command::new(bin())
-        .args([
-            "proxy",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            "127.0.0.1:5672",
-            "-q",
-        ])
-        .arg("--pcap")
-        .arg(pcap)
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let addr = line
-        .strip_prefix("amqptrace: listening on ")
-        .and_then(|r| r.split(',').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("proxy did not start: {line}"));
-    // Drain the rest so the proxy never blocks on a full pipe.
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    (child, addr)
-}
-
-fn stop(mut child: Child) {
-    let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
-    let t0 = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        assert!(t0.elapsed() < Duration::from_secs(20), "proxy did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// One PLAIN login (rabbitmq-c) and one AMQPLAIN login (lapin) through `proxy --pcap`.
 fn logins_through_proxy(pcap: &Path, extra: &[&str]) -> std::net::SocketAddr {
-    let (child, addr) = proxy(pcap, extra);
-    let queue = unique("proxy");
+    let args = [&["-q", "--pcap", pcap.to_str().unwrap()], extra].concat();
+    let proxy = Proxy::start(BROKER, &args);
+    let addr = proxy.addr;
+    let queue = unique("rec-proxy");
+    let _cleanup = Cleanup::queues(&[&queue]);
     let st = Command::new("sh")
         .args(["-c", &rabbitmq_c_script(&queue)])
-        .env("AMQP_URL", format!("amqp://guest:guest@{addr}/%2F"))
+        .env("AMQP_URL", amqp_url(addr))
         .stdout(Stdio::null())
         .status()
         .unwrap();
-    delete_queue(&queue);
     assert!(st.success(), "rabbitmq-c through the proxy");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let uri = format!("amqp://guest:guest@{addr}/%2f?auth_mechanism=amqplain");
-        let conn = lapin::Connection::connect(&uri, lapin::ConnectionProperties::default())
-            .await
-            .unwrap_or_else(|e| panic!("lapin AMQPLAIN login: {e}"));
+    crate::util::runtime().block_on(async {
+        let conn = connect(&format!("{}?auth_mechanism=amqplain", amqp_url(addr))).await;
         let ch = conn.create_channel().await.unwrap();
         ch.close(200, "OK".into()).await.unwrap();
         conn.close(200, "OK".into()).await.unwrap();
     });
     // Let the tracer see the last closes before the proxy stops.
     std::thread::sleep(Duration::from_millis(300));
-    stop(child);
+    proxy.stop();
     addr
 }
 
 #[test]
 fn proxy_pcap_masks_plain_and_amqplain_passwords_and_records_its_end() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let pcap = dir.path().join("masked.pcapng");
     let addr = logins_through_proxy(&pcap, &[]);
     let bytes = std::fs::read(&pcap).unwrap();
@@ -380,7 +272,7 @@ fn proxy_pcap_masks_plain_and_amqplain_passwords_and_records_its_end() {
 /// capture in interface statistics; a pcap (tcpdump) records none.
 #[test]
 fn dumpcap_records_its_end_and_a_pcap_does_not() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let file = dir.path().join("dumpcap.pcapng");
     let dumpcap = Command::new("dumpcap")
         .args([
@@ -402,8 +294,8 @@ fn dumpcap_records_its_end_and_a_pcap_does_not() {
     // Some traffic inside the capture: an unroutable publish (dropped by the broker).
     std::thread::sleep(Duration::from_millis(700));
     let _ = Command::new("amqp-publish")
-        .args(["-u", "amqp://guest:guest@127.0.0.1:5672/%2F"])
-        .args(["-r", &unique("nowhere"), "-b", "x"])
+        .args(["-u", BROKER_URL])
+        .args(["-r", &unique("rec-nowhere"), "-b", "x"])
         .status();
     match dumpcap.wait() {
         Ok(st) if st.success() => {}
@@ -426,7 +318,7 @@ fn dumpcap_records_its_end_and_a_pcap_does_not() {
     .unwrap();
     assert_eq!(summary.recorded_end, Some(end));
 
-    let pcap = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/lapin-basic.pcap");
+    let pcap = capture("lapin-basic.pcap");
     assert_eq!(end_and_last(&pcap).0, None);
     // Several files: the end is known only when every file records one.
     let both = [file.clone(), pcap];
@@ -439,8 +331,9 @@ fn dumpcap_records_its_end_and_a_pcap_does_not() {
 /// exits 1 from the analysis of its recording and says why on stderr.
 #[test]
 fn run_fail_on_stall_exits_1_and_says_why() {
-    let dir = tempfile::tempdir().unwrap();
-    let queue = unique("stuck");
+    let dir = temp_dir();
+    let queue = unique("rec-stuck");
+    let _cleanup = Cleanup::queues(&[&queue]);
     let pidfile = dir.path().join("consumer.pid");
     let art = dir.path().join("art");
     // The consumer outlives the script (an orphaned worker): run's proxy cuts
@@ -458,7 +351,6 @@ fn run_fail_on_stall_exits_1_and_says_why() {
     if let Ok(pid) = std::fs::read_to_string(&pidfile) {
         let _ = Command::new("kill").arg(pid.trim()).status();
     }
-    delete_queue(&queue);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let why: Vec<&str> = stderr
@@ -475,8 +367,7 @@ fn run_fail_on_stall_exits_1_and_says_why() {
             .is_some_and(|l| l.contains("a stall was found; exit 1 (the command exited 0)")),
         "{stderr}"
     );
-    let verdicts: Value =
-        serde_json::from_str(&std::fs::read_to_string(art.join("verdicts.json")).unwrap()).unwrap();
+    let verdicts = read_json(&art.join("verdicts.json"));
     assert!(
         verdicts["verdicts"]
             .as_array()
@@ -487,41 +378,23 @@ fn run_fail_on_stall_exits_1_and_says_why() {
     );
     // And analyze on the recording agrees.
     let offline = analyze_json(&art.join("capture.pcapng"));
-    assert_eq!(offline["verdicts"], verdicts["verdicts"]);
-}
-
-/// The virtualenv of `scripts/lib.sh` (pika), made when missing.
-fn python() -> std::path::PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let st = Command::new("bash")
-        .args(["-c", ". scripts/lib.sh; ensure_venv"])
-        .current_dir(root)
-        .status()
-        .expect("bash runs");
-    assert!(st.success(), "ensure_venv failed");
-    std::env::var_os("AMQPTRACE_VENV")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join("target/venv"))
-        .join("bin/python")
+    assert_same_json(
+        "analyze on capture.pcapng vs verdicts.json",
+        &verdicts["verdicts"],
+        &offline["verdicts"],
+    );
 }
 
 /// pika logs in with PLAIN: none of the files `run` leaves holds the password,
 /// and tshark decodes the recorded login.
 #[test]
 fn run_leaves_no_pika_password_in_any_artifact() {
-    let py = python();
-    let dir = tempfile::tempdir().unwrap();
-    let queue = unique("pika");
-    let script = format!(
-        "{py} -c \"import os, pika\n\
-         c = pika.BlockingConnection(pika.URLParameters(os.environ['AMQP_URL']))\n\
-         ch = c.channel()\n\
-         ch.queue_declare('{queue}', auto_delete=True)\n\
-         ch.basic_publish('', '{queue}', b'x')\n\
-         ch.queue_delete('{queue}')\n\
-         c.close()\"",
-        py = py.display()
-    );
+    let dir = temp_dir();
+    let queue = unique("rec-pika");
+    let publish = format!("ch.basic_publish('', '{queue}', b'x')");
+    let delete = format!("ch.queue_delete('{queue}')");
+    let pika = pika_script(&queue, &[&publish, &delete, "c.close()"]);
+    let script = format!("{} -c \"{pika}\"", python().display());
     let out = run(dir.path(), &[], &script);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let mut files = 0;

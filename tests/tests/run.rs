@@ -8,13 +8,18 @@
 //! The Dramatiq tests need the virtualenv of `scripts/lib.sh` (pika,
 //! dramatiq); they create it when it is missing (about 30 s, from PyPI).
 
-use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use serde_json::Value;
+
+use crate::util::{
+    amqptrace_run as run, analyze_json, assert_same_text, cause_of, is_stall, pika_script,
+    publishes, python, read_json, repo, temp_dir, text, unique, verdicts_of, wait_until, Cleanup,
+    Daemon, BIN,
+};
 
 const ARTIFACTS: [&str; 5] = [
     "timeline.jsonl",
@@ -23,36 +28,6 @@ const ARTIFACTS: [&str; 5] = [
     "capture.pcapng",
     "report.html",
 ];
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_amqptrace")
-}
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `amqptrace run ARGS` with the artifacts in `dir`, stdin closed.
-fn run(dir: &Path, args: &[&str]) -> Output {
-    let mut cmd = Command::new(bin());
-    cmd.arg("run").arg("--artifacts").arg(dir).args(args);
-    // The defaults must come from amqptrace, not from the test's environment.
-    for v in [
-        "AMQP_URL",
-        "BROKER_URL",
-        "CELERY_BROKER_URL",
-        "DRAMATIQ_RABBITMQ_URL",
-        "RABBITMQ_URL",
-        "MY_URL",
-    ] {
-        cmd.env_remove(v);
-    }
-    cmd.stdin(Stdio::null()).output().expect("amqptrace runs")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// Every artifact exists; returns verdicts.json.
 fn artifacts_written(dir: &Path) -> Value {
@@ -79,13 +54,12 @@ fn artifacts_written(dir: &Path) -> Value {
         summary.starts_with("verdicts:") || summary.starts_with("causes:"),
         "{summary}"
     );
-    serde_json::from_str(&std::fs::read_to_string(dir.join("verdicts.json")).unwrap())
-        .expect("verdicts.json is JSON")
+    read_json(&dir.join("verdicts.json"))
 }
 
 #[test]
 fn exit_code_is_the_commands_and_artifacts_are_written() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let art = dir.path().join("art");
     let out = run(
         &art,
@@ -113,7 +87,7 @@ fn exit_code_is_the_commands_and_artifacts_are_written() {
 
 #[test]
 fn killed_child_exits_128_plus_signal_with_artifacts() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let out = run(dir.path(), &["--", "sh", "-c", "kill -9 $$"]);
     assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
     artifacts_written(dir.path());
@@ -121,7 +95,7 @@ fn killed_child_exits_128_plus_signal_with_artifacts() {
 
 #[test]
 fn missing_command_exits_127_with_artifacts() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let out = run(dir.path(), &["--", "/nonexistent/amqptrace-test-command"]);
     assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("amqptrace: cannot run"));
@@ -130,7 +104,7 @@ fn missing_command_exits_127_with_artifacts() {
 
 #[test]
 fn child_gets_the_proxy_url_with_only_host_and_port_rewritten() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let upstream = "amqp://app:s3cret@127.0.0.1:5672/v1?heartbeat=5";
     let script = "echo \"$AMQP_URL|$BROKER_URL|$CELERY_BROKER_URL|$DRAMATIQ_RABBITMQ_URL|$RABBITMQ_URL|$MY_URL\"";
     let out = run(
@@ -188,182 +162,96 @@ fn child_gets_the_proxy_url_with_only_host_and_port_rewritten() {
 /// `amqptrace run -- COMMAND` started (stderr piped, in its own process
 /// group, as under a CI runner: no terminal sends a signal to the command
 /// too, so amqptrace must pass it on); returns once the command runs.
-fn started(
-    dir: &Path,
-    command: &[&str],
-) -> (std::process::Child, BufReader<std::process::ChildStderr>) {
-    use std::os::unix::process::CommandExt;
-    let mut child = Command::new(bin())
-        .args(["run", "--artifacts"])
+fn started(dir: &Path, command: &[&str]) -> Daemon {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--artifacts"])
         .arg(dir)
         .arg("--")
         .args(command)
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    assert!(line.starts_with("amqptrace: proxy on"), "{line}");
+        .process_group(0);
+    let (daemon, _) = Daemon::spawn(&mut cmd, "amqptrace: proxy on");
     // The command is spawned right after that line; give it a moment to exist.
     std::thread::sleep(Duration::from_millis(200));
-    (child, stderr)
+    daemon
 }
 
-/// `amqptrace run -- sleep 30`, sent `signal` once it runs: returns its
-/// exit code and its stderr.
+/// `amqptrace run -- sleep 30`, sent `signal` once it runs (stopped within
+/// 10 s, not 30): returns its exit code and its stderr.
 fn signalled(dir: &Path, signal: &str) -> (Option<i32>, String) {
-    let (mut child, mut stderr) = started(dir, &["sleep", "30"]);
-    let started = Instant::now();
-    let kill = Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let status = child.wait().unwrap();
+    let mut run = started(dir, &["sleep", "30"]);
+    let status = run.stop(signal, Duration::from_secs(10));
+    (status.code(), run.stderr())
+}
+
+/// `amqptrace run -- sleep 30` sent SIGNAL (`TERM`, number `signo`): it
+/// says so, exits 128 + signo as the command did, and writes the artifacts.
+fn assert_signal_forwarded(signal: &str, signo: i32) {
+    let dir = temp_dir();
+    let (code, stderr) = signalled(dir.path(), &format!("-{signal}"));
+    assert_eq!(code, Some(128 + signo), "{stderr}");
     assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "sleep 30 was not stopped"
+        stderr.contains(&format!("SIG{signal} received")),
+        "{stderr}"
     );
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
-    (status.code(), rest)
+    artifacts_written(dir.path());
 }
 
 #[test]
 fn sigterm_is_forwarded_and_artifacts_are_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let (code, stderr) = signalled(dir.path(), "-TERM");
-    assert_eq!(code, Some(143), "{stderr}");
-    assert!(stderr.contains("SIGTERM received"), "{stderr}");
-    artifacts_written(dir.path());
+    assert_signal_forwarded("TERM", 15);
 }
 
 #[test]
 fn sigint_is_forwarded_and_artifacts_are_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let (code, stderr) = signalled(dir.path(), "-INT");
-    assert_eq!(code, Some(130), "{stderr}");
-    assert!(stderr.contains("SIGINT received"), "{stderr}");
-    artifacts_written(dir.path());
+    assert_signal_forwarded("INT", 2);
 }
 
 #[test]
 fn command_ignoring_sigterm_still_leaves_the_artifacts() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut child, _stderr) = started(dir.path(), &["sh", "-c", "trap '' TERM; sleep 4"]);
-    let pid = child.id().to_string();
-    let kill = |sig: &str| Command::new("kill").args([sig, &pid]).status().unwrap();
-    assert!(kill("-TERM").success());
+    let dir = temp_dir();
+    let mut run = started(dir.path(), &["sh", "-c", "trap '' TERM; sleep 4"]);
+    run.signal("-TERM");
     // The command goes on; amqptrace writes what it has at once, so a CI
     // runner that kills it after its grace period still finds the reports.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !dir.path().join("report.html").is_file() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(Duration::from_secs(3), || {
+        dir.path().join("report.html").is_file()
+    });
     std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "amqptrace waits for the command"
-    );
-    assert!(kill("-KILL").success());
-    child.wait().unwrap();
+    assert!(run.running(), "amqptrace waits for the command");
+    run.stop("-KILL", Duration::from_secs(10));
     artifacts_written(dir.path());
 }
 
-/// The virtualenv with pika and dramatiq, made once per test binary.
-fn python() -> &'static Path {
-    static PY: OnceLock<PathBuf> = OnceLock::new();
-    PY.get_or_init(|| {
-        let st = Command::new("bash")
-            .args(["-c", ". scripts/lib.sh; ensure_venv"])
-            .current_dir(root())
-            .status()
-            .expect("bash runs");
-        assert!(st.success(), "ensure_venv failed");
-        let venv = std::env::var_os("AMQPTRACE_VENV")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root().join("target/venv"));
-        venv.join("bin/python")
-    })
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{prefix}-{}-{nanos}", std::process::id())
-}
-
-struct DramatiqRun {
-    out: Output,
-    art: PathBuf,
-    queue: String,
-    verdicts: Value,
-    _dir: tempfile::TempDir,
-}
-
 /// `amqptrace run --fail-on-stall -- python run_worker.py MODE`, default thresholds.
-fn dramatiq(mode: &str) -> DramatiqRun {
-    let py = python();
-    let dir = tempfile::tempdir().unwrap();
-    let art = dir.path().join("artifacts");
-    let markers = dir.path().join("markers");
-    let queue = unique(&format!("amqptrace-e2e-{mode}"));
-    let script = root().join("tests/dramatiq/run_worker.py");
-    let out = run(
-        &art,
-        &[
-            "--fail-on-stall",
-            "--",
-            py.to_str().unwrap(),
-            script.to_str().unwrap(),
-            mode,
-            "--queue",
-            &queue,
-            "--markers",
-            markers.to_str().unwrap(),
-            "--linger",
-            "5",
-        ],
+fn dramatiq(mode: &str) -> E2e {
+    let queue = unique(&format!("e2e-{mode}"));
+    let r = e2e(
+        "tests/dramatiq/run_worker.py",
+        &queue,
+        &[mode, "--linger", "5"],
     );
-    let verdicts = artifacts_written(&art);
-    for name in ARTIFACTS {
-        let len = std::fs::metadata(art.join(name)).unwrap().len();
-        assert!(len > 0, "{name} is empty");
-    }
-    DramatiqRun {
-        out,
-        art,
-        queue,
-        verdicts,
-        _dir: dir,
-    }
-}
-
-fn verdicts_of(v: &Value) -> Vec<&Value> {
-    v["verdicts"].as_array().expect("verdicts").iter().collect()
+    artifacts_written(&r.art);
+    r
 }
 
 #[test]
 fn client_killed_mid_connection_is_in_the_artifacts() {
-    let py = python();
-    let dir = tempfile::tempdir().unwrap();
-    let queue = unique("amqptrace-e2e-crash");
+    let dir = temp_dir();
+    let queue = unique("e2e-crash");
     // Declares a queue, consumes from it, then dies by SIGKILL: no connection.close.
-    let script = format!(
-        "import os, pika\n\
-         c = pika.BlockingConnection(pika.URLParameters(os.environ['AMQP_URL']))\n\
-         ch = c.channel()\n\
-         ch.queue_declare('{queue}', auto_delete=True)\n\
-         ch.basic_consume('{queue}', lambda *a: None)\n\
-         c.process_data_events(0.2)\n\
-         os.kill(os.getpid(), 9)\n"
+    let consume = format!("ch.basic_consume('{queue}', lambda *a: None)");
+    let script = pika_script(
+        &queue,
+        &[
+            &consume,
+            "c.process_data_events(0.2)",
+            "os.kill(os.getpid(), 9)",
+        ],
     );
-    let out = run(dir.path(), &["--", py.to_str().unwrap(), "-c", &script]);
+    let out = run(
+        dir.path(),
+        &["--", python().to_str().unwrap(), "-c", &script],
+    );
     assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
     let v = artifacts_written(dir.path());
     let conns = v["connections"].as_array().unwrap();
@@ -424,12 +312,8 @@ fn dramatiq_worker_healthy() {
         .count();
     assert_eq!(delivers, 5, "deliveries in timeline.jsonl");
     // The recording is a capture amqptrace itself reads back.
-    let re = Command::new(bin())
-        .args(["analyze", "--format", "json"])
-        .arg(r.art.join("capture.pcapng"))
-        .output()
-        .unwrap();
-    assert!(text(&re.stdout).contains(&r.queue), "{}", text(&re.stderr));
+    let re = analyze_json(&r.art.join("capture.pcapng"));
+    assert!(re.to_string().contains(&r.queue), "{re:#}");
 }
 
 #[test]
@@ -476,96 +360,33 @@ fn dramatiq_worker_stalled_on_a_mistyped_queue() {
 // (no --stall-after): the verdicts of the finished recording, the headline cause,
 // no stall on bystanders, and `analyze` on the left capture.pcapng agreeing.
 
-/// Deletes, directly on the broker (not through a proxy), the queues and exchanges
-/// a test made (Celery declares a direct exchange named after each queue), and
-/// Celery's shared exchanges when nothing is bound to them any more; runs even when
-/// an assertion failed.
-struct BrokerCleanup {
-    queues: Vec<String>,
-    exchanges: Vec<String>,
-    exchanges_if_unused: Vec<&'static str>,
-}
-
-impl Drop for BrokerCleanup {
-    fn drop(&mut self) {
-        use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        rt.block_on(async {
-            let Ok(conn) = lapin::Connection::connect(
-                "amqp://guest:guest@127.0.0.1:5672/%2f",
-                lapin::ConnectionProperties::default(),
-            )
-            .await
-            else {
-                eprintln!("cleanup: cannot connect; left {:?}", self.queues);
-                return;
-            };
-            for q in &self.queues {
-                if let Ok(ch) = conn.create_channel().await {
-                    let _ = ch
-                        .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                        .await;
-                }
-            }
-            for x in &self.exchanges {
-                if let Ok(ch) = conn.create_channel().await {
-                    let _ = ch
-                        .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
-                        .await;
-                }
-            }
-            // A 406 (still bound: another worker uses it) closes only that channel.
-            for x in &self.exchanges_if_unused {
-                if let Ok(ch) = conn.create_channel().await {
-                    let opts = ExchangeDeleteOptions {
-                        if_unused: true,
-                        ..Default::default()
-                    };
-                    let _ = ch.exchange_delete((*x).into(), opts).await;
-                }
-            }
-            let _ = conn.close(200, "cleanup".into()).await;
-        });
-    }
-}
-
 struct E2e {
     out: Output,
     art: PathBuf,
+    /// The worker's queue.
+    queue: String,
     verdicts: Value,
     _dir: tempfile::TempDir,
 }
 
-/// `amqptrace run [--fail-on-stall] -- python SCRIPT --queue Q --send-to DEST --markers DIR`,
-/// nothing else on amqptrace's command line.
-fn e2e(script: &str, queue: &str, send_to: &str, fail_on_stall: bool) -> E2e {
+/// `amqptrace run --fail-on-stall -- python SCRIPT ARGS... --queue QUEUE --markers DIR`,
+/// nothing else on amqptrace's command line; every artifact written, none empty
+/// (their contents are other tests' business).
+fn e2e(script: &str, queue: &str, args: &[&str]) -> E2e {
     let py = python();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let art = dir.path().join("artifacts");
     let markers = dir.path().join("markers");
-    let script = root().join(script);
-    let mut args = Vec::new();
-    if fail_on_stall {
-        args.push("--fail-on-stall");
-    }
-    args.extend([
+    let script = repo(script);
+    let mut argv = vec![
+        "--fail-on-stall",
         "--",
         py.to_str().unwrap(),
         script.to_str().unwrap(),
-        "--queue",
-        queue,
-        "--send-to",
-        send_to,
-        "--markers",
-        markers.to_str().unwrap(),
-    ]);
-    let out = run(&art, &args);
-    // Every artifact, not empty (their contents are other tests' business).
+    ];
+    argv.extend(args);
+    argv.extend(["--queue", queue, "--markers", markers.to_str().unwrap()]);
+    let out = run(&art, &argv);
     for name in ARTIFACTS {
         let len = std::fs::metadata(art.join(name)).map(|m| m.len());
         assert!(
@@ -574,23 +395,18 @@ fn e2e(script: &str, queue: &str, send_to: &str, fail_on_stall: bool) -> E2e {
             text(&out.stderr)
         );
     }
-    let verdicts =
-        serde_json::from_str(&std::fs::read_to_string(art.join("verdicts.json")).unwrap())
-            .expect("verdicts.json is JSON");
+    let verdicts = read_json(&art.join("verdicts.json"));
     E2e {
         out,
         art,
+        queue: queue.to_string(),
         verdicts,
         _dir: dir,
     }
 }
 
-/// Not a stall: the verdicts that exit 0 (CONTRACT.md of issue 11).
-fn is_stall(v: &Value) -> bool {
-    !matches!(
-        v["verdict"].as_str(),
-        Some("healthy" | "idle" | "slow_but_healthy")
-    )
+fn is_stall_verdict(v: &Value) -> bool {
+    is_stall(v["verdict"].as_str().unwrap_or(""))
 }
 
 /// The verdict's subject, for messages.
@@ -599,15 +415,6 @@ fn subject(v: &Value) -> String {
         "{} {} queue {} on {}",
         v["verdict"], v["scope"], v["queue"], v["conn"]
     )
-}
-
-/// The top-level cause that lists verdict `index`.
-fn cause_of(doc: &Value, index: usize) -> Option<&Value> {
-    doc["causes"].as_array()?.iter().find(|c| {
-        c["verdicts"]
-            .as_array()
-            .is_some_and(|ix| ix.iter().any(|i| i.as_u64() == Some(index as u64)))
-    })
 }
 
 /// The worker's consumer on `queue` is `no_messages_routed_to_queue`, certain, its
@@ -643,7 +450,7 @@ fn assert_only_misrouted(doc: &Value, queue: &str, dest: &str) {
     let others: Vec<String> = vs
         .iter()
         .enumerate()
-        .filter(|(i, v)| *i != index && is_stall(v))
+        .filter(|(i, v)| *i != index && is_stall_verdict(v))
         .map(|(_, v)| subject(v))
         .collect();
     assert!(
@@ -656,7 +463,7 @@ fn assert_only_misrouted(doc: &Value, queue: &str, dest: &str) {
 fn assert_no_stall(doc: &Value) {
     let stalls: Vec<String> = verdicts_of(doc)
         .into_iter()
-        .filter(|v| is_stall(v))
+        .filter(|v| is_stall_verdict(v))
         .map(subject)
         .collect();
     assert!(stalls.is_empty(), "stalls in a healthy run: {stalls:#?}");
@@ -667,29 +474,10 @@ fn assert_no_stall(doc: &Value) {
     );
 }
 
-fn publishes(doc: &Value) -> u64 {
-    doc["connections"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c["publishes"].as_u64())
-        .sum()
-}
-
 /// `amqptrace analyze --format json` on the recording `run` left gives the same
 /// verdicts as `run` did, and counts each consumer and each publish once.
 fn assert_reanalysis_agrees(r: &E2e) -> Value {
-    let re = Command::new(bin())
-        .args(["analyze", "--format", "json"])
-        .arg(r.art.join("capture.pcapng"))
-        .output()
-        .unwrap();
-    assert!(
-        matches!(re.status.code(), Some(0 | 1)),
-        "{}",
-        text(&re.stderr)
-    );
-    let doc: Value = serde_json::from_slice(&re.stdout).expect("analyze --format json");
+    let doc = analyze_json(&r.art.join("capture.pcapng"));
     let key = |v: &&Value| {
         format!(
             "{} {} {} {} {}",
@@ -700,9 +488,10 @@ fn assert_reanalysis_agrees(r: &E2e) -> Value {
     let mut got: Vec<String> = verdicts_of(&doc).iter().map(key).collect();
     want.sort();
     got.sort();
-    assert_eq!(
-        got, want,
-        "analyze on capture.pcapng vs run's verdicts.json"
+    assert_same_text(
+        "analyze on capture.pcapng vs run's verdicts.json",
+        &want.join("\n"),
+        &got.join("\n"),
     );
     let consumers = doc["consumers"].as_array().unwrap();
     let mut seen = std::collections::HashSet::new();
@@ -723,8 +512,8 @@ fn assert_reanalysis_agrees(r: &E2e) -> Value {
     doc
 }
 
-fn dramatiq_cleanup(queues: &[&str]) -> BrokerCleanup {
-    BrokerCleanup {
+fn dramatiq_cleanup(queues: &[&str]) -> Cleanup {
+    Cleanup {
         queues: queues
             .iter()
             .flat_map(|q| ["", ".DQ", ".XQ"].map(|s| format!("{q}{s}")))
@@ -734,12 +523,37 @@ fn dramatiq_cleanup(queues: &[&str]) -> BrokerCleanup {
     }
 }
 
-fn celery_cleanup(queues: &[&str]) -> BrokerCleanup {
-    BrokerCleanup {
+fn celery_cleanup(queues: &[&str]) -> Cleanup {
+    Cleanup {
         queues: queues.iter().map(|q| q.to_string()).collect(),
         exchanges: queues.iter().map(|q| q.to_string()).collect(),
         exchanges_if_unused: vec!["celeryev", "celery.pidbox", "reply.celery.pidbox"],
     }
+}
+
+/// The worker consumes `queue`, the sender sends to `dest`: the script succeeds,
+/// says `processed` (none), and `--fail-on-stall` fails the run for the misrouting.
+fn assert_misrouted_run_fails(script: &str, processed: &str, queue: &str, dest: &str) -> E2e {
+    let r = e2e(script, queue, &["--send-to", dest]);
+    let stderr = text(&r.out.stderr);
+    assert!(stderr.contains(processed), "{stderr}");
+    assert_eq!(r.out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("amqptrace: --fail-on-stall: a stall was found"),
+        "the exit code is the script's, not amqptrace's verdict: {stderr}"
+    );
+    assert_only_misrouted(&r.verdicts, queue, dest);
+    r
+}
+
+/// The sender sends to the worker's `queue`: `processed` (all), exit 0, no stall.
+fn assert_healthy_run(script: &str, processed: &str, queue: &str) -> E2e {
+    let r = e2e(script, queue, &["--send-to", queue]);
+    let stderr = text(&r.out.stderr);
+    assert!(stderr.contains(processed), "{stderr}");
+    assert_eq!(r.out.status.code(), Some(0), "{stderr}");
+    assert_no_stall(&r.verdicts);
+    r
 }
 
 #[test]
@@ -747,15 +561,8 @@ fn seed_case_dramatiq_worker_on_another_queue_fails_the_run() {
     let queue = unique("seed-default");
     let dest = unique("other");
     let _cleanup = dramatiq_cleanup(&[&queue, &dest]);
-    let r = e2e("tests/dramatiq/seed.py", &queue, &dest, true);
-    let stderr = text(&r.out.stderr);
-    assert!(stderr.contains("seed: processed 0"), "{stderr}");
-    assert_eq!(r.out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("amqptrace: --fail-on-stall: a stall was found"),
-        "the exit code is the script's, not amqptrace's verdict: {stderr}"
-    );
-    assert_only_misrouted(&r.verdicts, &queue, &dest);
+    let r =
+        assert_misrouted_run_fails("tests/dramatiq/seed.py", "seed: processed 0", &queue, &dest);
     let doc = assert_reanalysis_agrees(&r);
     assert_eq!(publishes(&doc), 10, "the sender's 10 messages, once each");
 }
@@ -764,29 +571,22 @@ fn seed_case_dramatiq_worker_on_another_queue_fails_the_run() {
 fn seed_case_dramatiq_worker_on_the_right_queue_is_healthy() {
     let queue = unique("seed-healthy");
     let _cleanup = dramatiq_cleanup(&[&queue]);
-    let r = e2e("tests/dramatiq/seed.py", &queue, &queue, true);
-    let stderr = text(&r.out.stderr);
-    assert!(stderr.contains("seed: processed 10"), "{stderr}");
-    assert_eq!(r.out.status.code(), Some(0), "{stderr}");
-    assert_no_stall(&r.verdicts);
+    let r = assert_healthy_run("tests/dramatiq/seed.py", "seed: processed 10", &queue);
     let doc = assert_reanalysis_agrees(&r);
     assert_eq!(publishes(&doc), 10, "the sender's 10 messages, once each");
 }
 
 #[test]
 fn celery_task_sent_to_another_queue_fails_the_run() {
-    let queue = unique("a");
-    let dest = unique("b");
+    let queue = unique("celery-a");
+    let dest = unique("celery-b");
     let _cleanup = celery_cleanup(&[&queue, &dest]);
-    let r = e2e("tests/celery/run_celery.py", &queue, &dest, true);
-    let stderr = text(&r.out.stderr);
-    assert!(stderr.contains("run_celery: processed 0"), "{stderr}");
-    assert_eq!(r.out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("amqptrace: --fail-on-stall: a stall was found"),
-        "the exit code is the script's, not amqptrace's verdict: {stderr}"
+    let r = assert_misrouted_run_fails(
+        "tests/celery/run_celery.py",
+        "run_celery: processed 0",
+        &queue,
+        &dest,
     );
-    assert_only_misrouted(&r.verdicts, &queue, &dest);
     // Celery's control consumers are there, and idle or healthy (checked above).
     let control = verdicts_of(&r.verdicts)
         .into_iter()
@@ -802,12 +602,12 @@ fn celery_task_sent_to_another_queue_fails_the_run() {
 
 #[test]
 fn celery_task_sent_to_the_workers_queue_is_healthy() {
-    let queue = unique("a");
+    let queue = unique("celery-a");
     let _cleanup = celery_cleanup(&[&queue]);
-    let r = e2e("tests/celery/run_celery.py", &queue, &queue, true);
-    let stderr = text(&r.out.stderr);
-    assert!(stderr.contains("run_celery: processed 3"), "{stderr}");
-    assert_eq!(r.out.status.code(), Some(0), "{stderr}");
-    assert_no_stall(&r.verdicts);
+    let r = assert_healthy_run(
+        "tests/celery/run_celery.py",
+        "run_celery: processed 3",
+        &queue,
+    );
     assert_reanalysis_agrees(&r);
 }

@@ -3,7 +3,6 @@
 //! capture and on generated frames.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use amq_protocol::frame::parsing::parse_content_header;
 use amq_protocol::frame::{gen_frame, AMQPFrame};
@@ -13,11 +12,7 @@ use amqptrace::amqp::{convert, fast, method_from_class};
 use amqptrace::tcp::{Reassembler, TcpEvent, TcpOutput};
 use proptest::prelude::*;
 
-mod util;
-
-fn captures() -> Vec<PathBuf> {
-    util::committed_captures()
-}
+use crate::util;
 
 /// Checks one frame payload; returns 1 when the fast path took it. `strings`
 /// is the decoder's cache of recent strings: a repeated consumer tag, exchange
@@ -65,7 +60,7 @@ fn check(frame_type: u8, payload: &[u8], ctx: &str, strings: &mut fast::Strings)
 #[test]
 fn fast_path_agrees_with_amq_protocol_on_every_captured_frame() {
     let mut checked = 0;
-    let paths = captures();
+    let paths = util::committed_captures();
     assert!(paths.len() >= 5, "expected committed captures");
     for path in paths {
         // Reassemble every direction that starts inside the capture, then walk its frames.

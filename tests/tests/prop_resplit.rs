@@ -4,7 +4,7 @@
 //! segment's payload re-split at random points into several segments (sequence numbers
 //! adjusted, flags on the right piece). The events must be identical.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use amqptrace::event::Event;
 use amqptrace::link::{TcpFlags, TcpSegment};
@@ -12,11 +12,7 @@ use amqptrace::stream::{StreamConfig, Tracker};
 use amqptrace::tcp::{Reassembler, TcpOutput};
 use proptest::prelude::*;
 
-mod util;
-
-fn captures() -> Vec<PathBuf> {
-    util::committed_captures()
-}
+use crate::util;
 
 /// xorshift64*: a tiny deterministic generator driven by proptest's seed.
 struct Rng(u64);
@@ -77,7 +73,7 @@ fn decode(path: &Path, mut split: Option<Rng>) -> Vec<Event> {
 #[test]
 fn there_are_captures_to_check() {
     assert!(
-        captures().len() >= 5,
+        util::committed_captures().len() >= 5,
         "expected committed captures under captures/"
     );
 }
@@ -86,7 +82,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
     #[test]
     fn resplitting_tcp_payloads_changes_nothing(seed in 1u64..u64::MAX) {
-        for path in captures() {
+        for path in util::committed_captures() {
             let whole = decode(&path, None);
             prop_assert!(!whole.is_empty(), "{} decodes to nothing", path.display());
             let resplit = decode(&path, Some(Rng(seed)));
