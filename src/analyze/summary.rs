@@ -49,8 +49,8 @@ pub(crate) fn consumer_summary(a: &Analyzer, cs: &ConsumerState) -> ConsumerSumm
         consumer_tag: cs.tag.clone(),
         queue: cs.queue.clone(),
         no_ack: cs.no_ack,
-        consume_frame: cs.consume.map(|m| m.frame),
-        consume_ok: cs.consume_ok.is_some(),
+        consume_frame: cs.marks.consume.map(|m| m.frame),
+        consume_ok: cs.marks.consume_ok.is_some(),
         prefetch_count: cs.qos.as_ref().map(|q| q.prefetch_count),
         channel_prefetch_count: cs
             .channel_qos
@@ -58,8 +58,8 @@ pub(crate) fn consumer_summary(a: &Analyzer, cs: &ConsumerState) -> ConsumerSumm
             .filter(|q| q.prefetch_count > 0)
             .map(|q| q.prefetch_count),
         counts: cs.counts,
-        last_delivery: cs.last_delivery.map(|m| m.ts),
-        last_settle: cs.last_settle.map(|m| m.ts),
+        last_delivery: cs.marks.last_delivery.map(|m| m.ts),
+        last_settle: cs.marks.last_settle.map(|m| m.ts),
         latency: cs.latency_summary(),
         ended_by: cs.end.map(|e| match e {
             ConsumerEnd::ClientCancel(_) => "client",

@@ -5,7 +5,7 @@ use crate::event::{Dir, MethodArgs};
 
 use super::super::histogram::LatencyHistogram;
 use super::super::model::ConsumerCounts;
-use super::super::state::{ConsumerEnd, ConsumerState, Mark, QosRec};
+use super::super::state::{ConsumerEnd, ConsumerMarks, ConsumerState, Mark, QosRec};
 use super::super::Analyzer;
 
 impl Analyzer {
@@ -43,7 +43,7 @@ impl Analyzer {
             false,
         );
         let cs = &mut self.consumers[idx as usize];
-        cs.consume = Some(mark);
+        cs.marks.consume = Some(mark);
         cs.nowait = nowait;
         if nowait {
             self.epoch += 1;
@@ -74,7 +74,7 @@ impl Analyzer {
                 cs.tag = tag.to_string();
             }
         }
-        cs.consume_ok = Some(mark);
+        cs.marks.consume_ok = Some(mark);
         cs.epoch = self.epoch;
     }
 
@@ -87,7 +87,7 @@ impl Analyzer {
         if dir == Dir::S2C {
             cs.end = Some(ConsumerEnd::BrokerCancel(mark));
         } else {
-            cs.cancel_requested.get_or_insert(mark);
+            cs.marks.cancel_requested.get_or_insert(mark);
             if a.nowait == Some(true) {
                 cs.end = Some(ConsumerEnd::ClientCancel(mark));
             }
@@ -96,7 +96,7 @@ impl Analyzer {
 
     pub(super) fn on_cancel_ok(&mut self, ci: u32, ch: u16, mark: Mark, a: &MethodArgs) {
         if let Some(cs) = self.registered_mut(ci, ch, a) {
-            let at = cs.cancel_requested.unwrap_or(mark);
+            let at = cs.marks.cancel_requested.unwrap_or(mark);
             cs.end = Some(ConsumerEnd::ClientCancel(at));
         }
     }
@@ -132,22 +132,14 @@ impl Analyzer {
             no_ack,
             nowait: false,
             discovered,
-            consume: None,
-            consume_ok: None,
-            cancel_requested: None,
             epoch: self.epoch,
             qos: if discovered { None } else { qos },
             channel_qos,
             counts: ConsumerCounts::default(),
-            first_delivery: None,
-            last_delivery: None,
-            last_settle: None,
-            first_slow_settle: None,
-            full_since: None,
+            marks: ConsumerMarks::default(),
             latency: LatencyHistogram::default(),
             end: None,
             loop_fp: None,
-            loop_since: None,
         });
         self.channel_mut(ci, ch).consumers.push(idx);
         self.conns[ci as usize].consumers.push(idx);

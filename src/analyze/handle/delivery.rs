@@ -116,13 +116,13 @@ impl Analyzer {
             if redelivered {
                 cs.counts.redelivered += 1;
             }
-            cs.first_delivery.get_or_insert(mark);
-            cs.last_delivery = Some(mark);
+            cs.marks.first_delivery.get_or_insert(mark);
+            cs.marks.last_delivery = Some(mark);
             if !cs.no_ack {
                 cs.counts.unacked += 1;
                 if let Some(limit) = cs.prefetch_limit() {
-                    if cs.counts.unacked >= limit && cs.full_since.is_none() {
-                        cs.full_since = Some(mark);
+                    if cs.counts.unacked >= limit && cs.marks.full_since.is_none() {
+                        cs.marks.full_since = Some(mark);
                     }
                 }
             }
@@ -178,7 +178,7 @@ impl Analyzer {
             let rounds = track.rounds;
             if let Some(i) = p.delivery.consumer {
                 let cs = &mut self.consumers[i as usize];
-                cs.loop_since.get_or_insert(p.delivery.at);
+                cs.marks.loop_since.get_or_insert(p.delivery.at);
                 // Name the message delivered most often to this consumer.
                 let more = match cs.loop_fp.and_then(|f| self.requeued.get(&f)) {
                     Some(t) => rounds > t.rounds,

@@ -112,12 +112,12 @@ impl Analyzer {
             if let Some(i) = e.consumer {
                 let cs = &mut self.consumers[i as usize];
                 cs.counts.unacked = cs.counts.unacked.saturating_sub(1);
-                cs.full_since = None;
-                cs.last_settle = Some(mark);
+                cs.marks.full_since = None;
+                cs.marks.last_settle = Some(mark);
                 let lat_us = ((mark.ts.0 - e.at.ts.0).max(0) / 1000) as u64;
                 cs.latency.record_us(lat_us);
-                if lat_us >= slow_us && cs.first_slow_settle.is_none() {
-                    cs.first_slow_settle = Some(mark);
+                if lat_us >= slow_us && cs.marks.first_slow_settle.is_none() {
+                    cs.marks.first_slow_settle = Some(mark);
                 }
                 match (kind, requeue) {
                     (SettleKind::Ack, _) => cs.counts.acks += 1,

@@ -18,9 +18,6 @@ pub(crate) struct ConsumerState {
     pub nowait: bool,
     /// Seen first through a delivery: its basic.consume precedes the capture.
     pub discovered: bool,
-    pub consume: Option<Mark>,
-    pub consume_ok: Option<Mark>,
-    pub cancel_requested: Option<Mark>,
     /// Publish-epoch at registration (see `Destination::after`).
     pub epoch: u64,
     pub qos: Option<QosRec>,
@@ -29,15 +26,27 @@ pub(crate) struct ConsumerState {
     /// later one is not credited to a consumer already gone.
     pub channel_qos: Option<QosRec>,
     pub counts: ConsumerCounts,
-    pub first_delivery: Option<Mark>,
-    pub last_delivery: Option<Mark>,
-    pub last_settle: Option<Mark>,
-    pub first_slow_settle: Option<Mark>,
-    pub full_since: Option<Mark>,
+    pub marks: ConsumerMarks,
     pub latency: LatencyHistogram,
     pub end: Option<ConsumerEnd>,
     /// Fingerprint of the looping message with the most deliveries to this consumer.
     pub loop_fp: Option<u64>,
+}
+
+/// Where each step of a consumer's life was seen (the frame and its time):
+/// the evidence its verdicts point at.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ConsumerMarks {
+    pub consume: Option<Mark>,
+    pub consume_ok: Option<Mark>,
+    pub cancel_requested: Option<Mark>,
+    pub first_delivery: Option<Mark>,
+    pub last_delivery: Option<Mark>,
+    pub last_settle: Option<Mark>,
+    /// The first settle much slower than the consumer's pace before it.
+    pub first_slow_settle: Option<Mark>,
+    /// Since when the prefetch window has been full.
+    pub full_since: Option<Mark>,
     /// The earliest delivery that brought any message to it for the third time.
     pub loop_since: Option<Mark>,
 }

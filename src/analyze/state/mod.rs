@@ -10,7 +10,7 @@ mod consumer;
 
 pub(crate) use channel::{ChannelState, PendingContent, Unacked};
 pub(crate) use conn::ConnState;
-pub(crate) use consumer::ConsumerState;
+pub(crate) use consumer::{ConsumerMarks, ConsumerState};
 
 use crate::event::{Conn, Dir, Event, EventKind, GapReason, MethodKind, Timestamp};
 

@@ -38,13 +38,13 @@ pub(super) fn consume_evidence(cs: &ConsumerState) -> Vec<EvidenceRef> {
         e.global = Some(q.global);
         out.push(e);
     }
-    if let Some(m) = cs.consume {
+    if let Some(m) = cs.marks.consume {
         let mut e = ev_on(m, "basic.consume", Dir::C2S, cs.channel);
         e.queue = cs.queue.clone();
         e.consumer_tag = Some(cs.tag.clone());
         out.push(e);
     }
-    if let Some(m) = cs.consume_ok {
+    if let Some(m) = cs.marks.consume_ok {
         let mut e = ev_on(m, "basic.consume-ok", Dir::S2C, cs.channel);
         e.consumer_tag = Some(cs.tag.clone());
         out.push(e);
@@ -112,11 +112,12 @@ pub(super) fn consumer_verdict(
                 let (kind, s) = channel_close_text(rec);
                 let mut evidence = consume_evidence(cs);
                 evidence.extend(channel_close_evidence(rec));
-                let prefix = if cs.consume_ok.is_none() && cs.consume.is_some() && !cs.nowait {
-                    format!("{name} was never registered: ")
-                } else {
-                    format!("{name} stopped: ")
-                };
+                let prefix =
+                    if cs.marks.consume_ok.is_none() && cs.marks.consume.is_some() && !cs.nowait {
+                        format!("{name} was never registered: ")
+                    } else {
+                        format!("{name} stopped: ")
+                    };
                 set(&mut v, kind, rec.close.at, format!("{prefix}{s}"));
                 v.evidence = evidence;
                 let seed = Some(CauseSeed {
@@ -177,7 +178,12 @@ pub(super) fn consumer_verdict(
         return (v, seed);
     }
 
-    if let (Some(m), None, false, false) = (cs.consume, cs.consume_ok, cs.nowait, cs.discovered) {
+    if let (Some(m), None, false, false) = (
+        cs.marks.consume,
+        cs.marks.consume_ok,
+        cs.nowait,
+        cs.discovered,
+    ) {
         let waited = at_now.secs_since(m.ts);
         let s = format!(
             "{name}: basic.consume at frame {} got no basic.consume-ok from the broker in {}{ended_note}",
@@ -218,7 +224,7 @@ pub(super) fn consumer_verdict(
         Window::NotFull => {}
     }
 
-    if cs.counts.deliveries == 0 && !cs.discovered && (cs.consume_ok.is_some() || cs.nowait) {
+    if cs.counts.deliveries == 0 && !cs.discovered && (cs.marks.consume_ok.is_some() || cs.nowait) {
         if let Some(r) = starving(ctx, cs, &name, at_now, &ended_note) {
             let Starving {
                 kind,
@@ -249,7 +255,7 @@ pub(super) fn consumer_verdict(
     }
 
     if cs.discovered && c.is_incomplete() && cs.counts.unacked > 0 {
-        let since = cs.last_settle.map_or(cs.first_delivery, Some);
+        let since = cs.marks.last_settle.map_or(cs.marks.first_delivery, Some);
         if let Some(m) = since {
             let held = at_now.secs_since(m.ts);
             if held >= ctx.t {
@@ -297,7 +303,7 @@ pub(super) fn consumer_verdict(
         let _ = write!(s, "; {note}");
     }
     let slow = a.config().slow_ack.as_secs_f64();
-    match (&lat, cs.first_slow_settle) {
+    match (&lat, cs.marks.first_slow_settle) {
         (Some(l), Some(m)) if l.p95_s >= slow && l.count >= 2 => {
             let _ = write!(
                 s,
@@ -367,7 +373,7 @@ fn prefetch_window(
     if cs.no_ack {
         return Window::NotFull;
     }
-    let window = match (cs.full_since, cs.prefetch_limit()) {
+    let window = match (cs.marks.full_since, cs.prefetch_limit()) {
         (Some(m), Some(l)) => cs.qos.clone().map(|q| (m, l, "per-consumer", q)),
         _ => a
             .channel_window(cs.conn, cs.channel)
@@ -406,7 +412,7 @@ fn prefetch_window(
             *j as u32 != idx
                 && p.queue.is_some()
                 && p.queue == cs.queue
-                && p.last_settle.is_some_and(|m| m.ts > full_since.ts)
+                && p.marks.last_settle.is_some_and(|m| m.ts > full_since.ts)
         })
         .map(|(_, p)| p)
         .collect();
@@ -535,7 +541,7 @@ fn redelivery_loop(
     let tr = a.requeue_track(fp)?;
     let became = tr.became_loop?;
     // The earliest third delivery of any looping message to this consumer.
-    let at = match cs.loop_since {
+    let at = match cs.marks.loop_since {
         Some(m) if (m.ts, m.frame) < (became.ts, became.frame) => m,
         _ => became,
     };
