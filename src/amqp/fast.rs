@@ -8,7 +8,7 @@
 //! anything it is not certain about (other methods, a length that does not add
 //! up, a string that is not UTF-8). A property test checks it against
 //! amq-protocol's full parse on every frame of every committed capture and on
-//! generated frames (`tests/fast_path.rs`).
+//! generated frames (`tests/tests/fast_path.rs`).
 
 use crate::event::{
     ContentHeader, Event, EventKind, Frame, Method, MethodArgs, MethodKind, Properties, Text,
