@@ -132,8 +132,8 @@ fn misroute_text(ctx: &Ctx, verdicts: &[Verdict], members: &[usize], dests: &[u3
             .find(|c| Some(&c.tag) == v.consumer_tag.as_ref() && a.conn_of(c).conn == v.conn)
             .and_then(|c| {
                 let conn = a.conn_of(c);
-                let product = conn.client_product.as_deref()?;
-                Some(match conn.client_version.as_deref() {
+                let product = conn.handshake.client_product.as_deref()?;
+                Some(match conn.handshake.client_version.as_deref() {
                     Some(v) => format!("{product} {v}"),
                     None => product.to_string(),
                 })

@@ -43,7 +43,7 @@ use crate::event::{Conn, Event, Timestamp};
 
 pub use model::{
     Analysis, Cause, Certainty, ConnectionSummary, ConsumerCounts, ConsumerSummary, EvidenceRef,
-    LatencySummary, Scope, Verdict, VerdictKind, SCHEMA,
+    Handshake, LatencySummary, Scope, Verdict, VerdictKind, SCHEMA,
 };
 pub use text::{stall_reasons, write_live_verdict, write_summary, write_verdict_block};
 

@@ -255,13 +255,12 @@ pub struct LatencySummary {
     pub max_s: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ConnectionSummary {
-    pub conn: Conn,
-    pub first_frame: u64,
-    pub start: Timestamp,
-    pub end: Option<Timestamp>,
-    pub handshake_seen: bool,
+/// What the connection's handshake said: each peer's product and version
+/// (connection.start / start-ok), the client's connection_name, the user
+/// (never the password), the vhost (connection.open), and the heartbeat and
+/// frame_max agreed (connection.tune-ok).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Handshake {
     pub client_product: Option<String>,
     pub client_version: Option<String>,
     pub connection_name: Option<String>,
@@ -271,6 +270,17 @@ pub struct ConnectionSummary {
     pub vhost: Option<String>,
     pub heartbeat: Option<u16>,
     pub frame_max: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConnectionSummary {
+    pub conn: Conn,
+    pub first_frame: u64,
+    pub start: Timestamp,
+    pub end: Option<Timestamp>,
+    pub handshake_seen: bool,
+    #[serde(flatten)]
+    pub handshake: Handshake,
     pub channels_opened: u32,
     pub consumes: u32,
     pub publishes: u64,

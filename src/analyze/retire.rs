@@ -224,7 +224,7 @@ impl Analyzer {
             }
         }
         for t in self.requeued.values_mut() {
-            for e in &mut t.events {
+            for e in &mut t.evidence.events {
                 e.conn = remap_conn(e.conn);
             }
         }

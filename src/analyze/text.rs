@@ -193,19 +193,20 @@ pub fn write_summary(
     writeln!(w, "connections: {}", analysis.connections.len())?;
     for c in &analysis.connections {
         let mut who = Vec::new();
-        if let Some(n) = &c.connection_name {
+        if let Some(n) = &c.handshake.connection_name {
             who.push(format!("\"{n}\""));
         }
-        if let Some(p) = &c.client_product {
+        if let Some(p) = &c.handshake.client_product {
             who.push(format!(
                 "{p}{}",
-                c.client_version
+                c.handshake
+                    .client_version
                     .as_deref()
                     .map(|v| format!(" {v}"))
                     .unwrap_or_default()
             ));
         }
-        if let Some(v) = &c.vhost {
+        if let Some(v) = &c.handshake.vhost {
             who.push(format!("vhost '{v}'"));
         }
         write!(

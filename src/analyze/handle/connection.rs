@@ -14,30 +14,30 @@ impl Analyzer {
             (Dir::S2C, MethodKind::ConnectionStart) => {
                 let c = &mut self.conns[ci as usize];
                 c.saw_handshake = true;
-                c.broker_product = a.product.clone();
-                c.broker_version = a.version.clone();
+                c.handshake.broker_product = a.product.clone();
+                c.handshake.broker_version = a.version.clone();
             }
             (Dir::C2S, MethodKind::ConnectionStartOk) => {
                 let c = &mut self.conns[ci as usize];
-                c.client_product = a.product.clone();
-                c.client_version = a.version.clone();
-                c.user = a.user.clone();
-                c.connection_name = a.connection_name.clone();
+                c.handshake.client_product = a.product.clone();
+                c.handshake.client_version = a.version.clone();
+                c.handshake.user = a.user.clone();
+                c.handshake.connection_name = a.connection_name.clone();
             }
             (Dir::S2C, MethodKind::ConnectionTune) => {
                 // The broker's proposal stands until the client answers.
                 let c = &mut self.conns[ci as usize];
-                c.heartbeat = c.heartbeat.or(a.heartbeat);
-                c.frame_max = c.frame_max.or(a.frame_max);
+                c.handshake.heartbeat = c.handshake.heartbeat.or(a.heartbeat);
+                c.handshake.frame_max = c.handshake.frame_max.or(a.frame_max);
             }
             (Dir::C2S, MethodKind::ConnectionTuneOk) => {
                 // The client's answer is what both peers use.
                 let c = &mut self.conns[ci as usize];
-                c.heartbeat = a.heartbeat.or(c.heartbeat);
-                c.frame_max = a.frame_max.or(c.frame_max);
+                c.handshake.heartbeat = a.heartbeat.or(c.handshake.heartbeat);
+                c.handshake.frame_max = a.frame_max.or(c.handshake.frame_max);
             }
             (Dir::C2S, MethodKind::ConnectionOpen) => {
-                self.conns[ci as usize].vhost = a.vhost.clone();
+                self.conns[ci as usize].handshake.vhost = a.vhost.clone();
             }
             (dir, MethodKind::ConnectionClose) => {
                 let c = &mut self.conns[ci as usize];

@@ -6,6 +6,8 @@ use rustc_hash::FxHashMap;
 
 use crate::event::{Conn, Dir, Event, EventKind, Frame, MethodKind, Text};
 
+use super::super::model::Handshake;
+
 use super::{
     dir_index, event_name, ChannelCloseRec, ChannelState, CloseRec, FlowRec, GapRec, Mark, TcpEnd,
 };
@@ -28,15 +30,7 @@ pub(crate) struct ConnState {
     pub errors: u64,
     pub first_error: Option<(Mark, Dir, String)>,
     pub unsupported_protocol: Option<String>,
-    pub broker_product: Option<String>,
-    pub broker_version: Option<String>,
-    pub client_product: Option<String>,
-    pub client_version: Option<String>,
-    pub connection_name: Option<String>,
-    pub user: Option<String>,
-    pub vhost: Option<String>,
-    pub heartbeat: Option<u16>,
-    pub frame_max: Option<u32>,
+    pub handshake: Handshake,
     /// Last frame from each direction: [c2s, s2c].
     /// Last frame from each direction and its name: [c2s, s2c].
     pub last_frame: [Option<(Mark, &'static str)>; 2],
@@ -104,15 +98,7 @@ impl ConnState {
             errors: 0,
             first_error: None,
             unsupported_protocol: None,
-            broker_product: None,
-            broker_version: None,
-            client_product: None,
-            client_version: None,
-            connection_name: None,
-            user: None,
-            vhost: None,
-            heartbeat: None,
-            frame_max: None,
+            handshake: Handshake::default(),
             last_frame: [None, None],
             first_name: event_name(&ev.kind),
             blocked: None,

@@ -151,8 +151,7 @@ pub(crate) struct RequeueTrack {
     /// nack/reject with requeue=true of this message.
     pub requeues: u32,
     pub became_loop: Option<Mark>,
-    pub events: Vec<LoopEvent>,
-    pub events_dropped: u32,
+    pub evidence: LoopEvidence,
     /// Where the message is now: `true` once it was delivered again and not yet settled.
     pub outstanding: bool,
 }
@@ -170,6 +169,21 @@ impl RequeueTrack {
 
     /// Keeps an event of the message's loop: the first rounds and the latest one.
     pub(crate) fn push(&mut self, e: LoopEvent) {
+        self.evidence.push(e);
+    }
+}
+
+/// The deliveries and settles of one looping message kept as evidence: the
+/// first [`MAX_LOOP_EVIDENCE`], the latest always in the last slot, and how
+/// many were left out.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LoopEvidence {
+    pub events: Vec<LoopEvent>,
+    pub events_dropped: u32,
+}
+
+impl LoopEvidence {
+    fn push(&mut self, e: LoopEvent) {
         if self.events.len() < MAX_LOOP_EVIDENCE {
             self.events.push(e);
         } else {
@@ -241,7 +255,7 @@ impl Analyzer {
 
     /// The vhost connection `ci` opened, when seen.
     pub(crate) fn vhost_of(&self, ci: u32) -> Option<&str> {
-        self.conns.get(ci as usize)?.vhost.as_deref()
+        self.conns.get(ci as usize)?.handshake.vhost.as_deref()
     }
 
     /// The consumers created on a connection, ended ones included.

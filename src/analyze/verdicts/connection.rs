@@ -142,7 +142,7 @@ fn connection_verdict_of(ctx: &Ctx, ci: u32, c: &ConnState) -> Verdict {
             TcpEndKind::Fin => "closed the TCP connection (FIN)",
             TcpEndKind::Rst => "reset the TCP connection (RST)",
         };
-        let hb = c.heartbeat.filter(|h| *h > 0);
+        let hb = c.handshake.heartbeat.filter(|h| *h > 0);
         // The peer silent the longest before the end.
         let silence = |d: Dir| {
             let last = c.last_frame_from(d);
@@ -193,7 +193,9 @@ fn connection_verdict_of(ctx: &Ctx, ci: u32, c: &ConnState) -> Verdict {
                     Some(h) => {
                         let _ = write!(s, " (heartbeat {h} s: not a heartbeat timeout)");
                     }
-                    None if c.heartbeat == Some(0) => s.push_str(" (heartbeats disabled)"),
+                    None if c.handshake.heartbeat == Some(0) => {
+                        s.push_str(" (heartbeats disabled)")
+                    }
                     None => s.push_str(" (negotiated heartbeat unknown)"),
                 }
                 set(&mut v, VerdictKind::ConnectionLost, end.at, s);
@@ -301,10 +303,10 @@ fn suffix_who(who: &str) -> String {
 
 fn describe_client(c: &ConnState) -> String {
     let mut s = String::new();
-    if let Some(n) = &c.connection_name {
+    if let Some(n) = &c.handshake.connection_name {
         let _ = write!(s, " \"{n}\"");
     }
-    match (&c.client_product, &c.client_version) {
+    match (&c.handshake.client_product, &c.handshake.client_version) {
         (Some(p), Some(v)) => {
             let _ = write!(s, " ({p} {v})");
         }

@@ -562,6 +562,7 @@ fn redelivery_loop(
         s.push_str("; it is delivered and unsettled at the end");
     }
     let evidence = tr
+        .evidence
         .events
         .iter()
         .map(|e| {

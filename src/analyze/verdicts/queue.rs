@@ -35,7 +35,7 @@ pub(super) fn starving(
     let c = a.conn_of(cs);
     let queue = cs.queue.as_deref()?;
     let registered = cs.marks.consume_ok.or(cs.marks.consume).unwrap_or(c.first);
-    let vhost = c.vhost.as_deref();
+    let vhost = c.handshake.vhost.as_deref();
     let mut misses: Vec<(Mark, u32, usize, String)> = Vec::new();
     let mut reachable_after = 0u64;
     let mut any_after = false;
