@@ -13,13 +13,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+#[path = "load/mod.rs"]
+mod load;
+
 use clap::Parser;
 use lapin::message::DeliveryResult;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions,
-};
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::options::{BasicAckOptions, BasicPublishOptions};
+use lapin::BasicProperties;
 use tokio::sync::{mpsc, Semaphore};
 
 #[derive(Parser)]
@@ -56,26 +56,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         std::process::id(),
         now_nanos() % 1_000_000
     );
-    let pub_conn = Connection::connect(&args.uri, ConnectionProperties::default()).await?;
-    let con_conn = Connection::connect(&args.uri, ConnectionProperties::default()).await?;
-    let pch = pub_conn.create_channel().await?;
-    let cch = con_conn.create_channel().await?;
-    let qopts = QueueDeclareOptions {
-        auto_delete: true,
-        ..Default::default()
-    };
-    pch.queue_declare(queue.as_str().into(), qopts, FieldTable::default())
-        .await?;
-    cch.basic_qos(args.window.min(65535) as u16, BasicQosOptions::default())
-        .await?;
-    let consumer = cch
-        .basic_consume(
-            queue.as_str().into(),
-            "bench".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let load::LoadPair {
+        pub_conn,
+        con_conn,
+        publisher: pch,
+        consumer,
+    } = load::open(&args.uri, &queue, args.window, "bench").await?;
     let window = Arc::new(Semaphore::new(args.window));
     let delivered = Arc::new(AtomicU64::new(0));
     let (lat_tx, mut lat_rx) = mpsc::unbounded_channel::<u64>();

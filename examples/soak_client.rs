@@ -24,12 +24,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "load/mod.rs"]
+mod load;
+
 use clap::Parser;
 use lapin::message::DeliveryResult;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions,
-};
-use lapin::types::FieldTable;
+use lapin::options::{BasicAckOptions, BasicPublishOptions};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use tokio::sync::Semaphore;
 
@@ -118,26 +118,12 @@ async fn deliveries(
     deadline: Instant,
 ) -> Result<(), lapin::Error> {
     let queue = format!("amqptrace-soak-{}", std::process::id());
-    let pub_conn = Connection::connect(&uri, ConnectionProperties::default()).await?;
-    let con_conn = Connection::connect(&uri, ConnectionProperties::default()).await?;
-    let pch = pub_conn.create_channel().await?;
-    let cch = con_conn.create_channel().await?;
-    let qopts = QueueDeclareOptions {
-        auto_delete: true,
-        ..Default::default()
-    };
-    pch.queue_declare(queue.as_str().into(), qopts, FieldTable::default())
-        .await?;
-    cch.basic_qos(window_size.min(65535) as u16, BasicQosOptions::default())
-        .await?;
-    let consumer = cch
-        .basic_consume(
-            queue.as_str().into(),
-            "soak".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let load::LoadPair {
+        pub_conn,
+        con_conn,
+        publisher: pch,
+        consumer,
+    } = load::open(&uri, &queue, window_size, "soak").await?;
     let window = Arc::new(Semaphore::new(window_size));
     {
         let window = window.clone();
