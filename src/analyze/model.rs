@@ -281,11 +281,8 @@ pub struct ConnectionSummary {
     pub handshake_seen: bool,
     #[serde(flatten)]
     pub handshake: Handshake,
-    pub channels_opened: u32,
-    pub consumes: u32,
-    pub publishes: u64,
-    pub gets: u64,
-    pub deliveries: u64,
+    #[serde(flatten)]
+    pub counts: ConnectionCounts,
     pub blocked: bool,
     /// `client` or `broker`: who sent connection.close, if anyone did.
     pub closed_by: Option<&'static str>,
@@ -296,6 +293,18 @@ pub struct ConnectionSummary {
     pub tcp_end: Option<&'static str>,
     pub gaps: u64,
     pub errors: u64,
+}
+
+/// What a connection's client asked for and was given, counted while it runs
+/// and reported in its summary: channel.open, basic.consume, basic.publish,
+/// basic.get, and the basic.deliver of all its consumers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ConnectionCounts {
+    pub channels_opened: u32,
+    pub consumes: u32,
+    pub publishes: u64,
+    pub gets: u64,
+    pub deliveries: u64,
 }
 
 /// What a consumer was delivered and how it settled it: counted while it

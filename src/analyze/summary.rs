@@ -2,7 +2,7 @@
 //! the figures the verdicts rest on.
 
 use super::model::{ConnectionSummary, ConsumerSummary};
-use super::state::{ConnState, ConsumerEnd, ConsumerState, TcpEndKind};
+use super::state::{ConnState, ConsumerEnd, ConsumerState, Step, TcpEndKind};
 use super::verdicts::peer;
 use super::Analyzer;
 
@@ -14,11 +14,7 @@ pub(crate) fn connection_summary(c: &ConnState) -> ConnectionSummary {
         end: c.ended.map(|m| m.ts),
         handshake_seen: c.saw_handshake,
         handshake: c.handshake.clone(),
-        channels_opened: c.channels_opened,
-        consumes: c.consumes,
-        publishes: c.publishes,
-        gets: c.gets,
-        deliveries: c.deliveries,
+        counts: c.counts,
         blocked: c.blocked.is_some(),
         closed_by: c.close.as_ref().map(|cl| peer(cl.by)),
         reply_code: c.close.as_ref().map(|cl| cl.reply_code),
@@ -41,17 +37,18 @@ pub(crate) fn consumer_summary(a: &Analyzer, cs: &ConsumerState) -> ConsumerSumm
         consumer_tag: cs.tag.clone(),
         queue: cs.queue.clone(),
         no_ack: cs.no_ack,
-        consume_frame: cs.marks.consume.map(|m| m.frame),
-        consume_ok: cs.marks.consume_ok.is_some(),
-        prefetch_count: cs.qos.as_ref().map(|q| q.prefetch_count),
+        consume_frame: cs.marks[Step::Consume].map(|m| m.frame),
+        consume_ok: cs.marks[Step::ConsumeOk].is_some(),
+        prefetch_count: cs.qos.per_consumer.as_ref().map(|q| q.prefetch_count),
         channel_prefetch_count: cs
-            .channel_qos
+            .qos
+            .global
             .as_ref()
             .filter(|q| q.prefetch_count > 0)
             .map(|q| q.prefetch_count),
         counts: cs.counts,
-        last_delivery: cs.marks.last_delivery.map(|m| m.ts),
-        last_settle: cs.marks.last_settle.map(|m| m.ts),
+        last_delivery: cs.marks[Step::LastDelivery].map(|m| m.ts),
+        last_settle: cs.marks[Step::LastSettle].map(|m| m.ts),
         latency: cs.latency_summary(),
         ended_by: cs.end.map(|e| match e {
             ConsumerEnd::ClientCancel(_) => "client",

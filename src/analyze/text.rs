@@ -214,11 +214,11 @@ pub fn write_summary(
             "  {}  {}\n      channels {}, consumes {}, publishes {}, gets {}, deliveries {}",
             c.conn,
             who.join(", "),
-            c.channels_opened,
-            c.consumes,
-            c.publishes,
-            c.gets,
-            c.deliveries
+            c.counts.channels_opened,
+            c.counts.consumes,
+            c.counts.publishes,
+            c.counts.gets,
+            c.counts.deliveries
         )?;
         if c.gaps > 0 || c.errors > 0 {
             write!(w, ", gaps {}, decode errors {}", c.gaps, c.errors)?;

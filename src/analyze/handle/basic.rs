@@ -21,7 +21,7 @@ impl Analyzer {
             (Dir::S2C, MethodKind::BasicReturn) => self.on_return(mark, a),
             (Dir::S2C, MethodKind::BasicDeliver) => self.on_deliver(ci, ch, mark, a),
             (Dir::C2S, MethodKind::BasicGet) => {
-                self.conns[ci as usize].gets += 1;
+                self.conns[ci as usize].counts.gets += 1;
                 self.channel_mut(ci, ch).get_no_ack = a.no_ack.unwrap_or(false);
             }
             (Dir::S2C, MethodKind::BasicGetOk) => self.on_get_ok(ci, ch, mark, a),

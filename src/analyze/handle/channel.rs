@@ -14,7 +14,7 @@ impl Analyzer {
         match (dir, m.method) {
             (Dir::C2S, MethodKind::ChannelOpen) => {
                 let c = &mut self.conns[ci as usize];
-                c.channels_opened += 1;
+                c.counts.channels_opened += 1;
                 let old = c.channels.insert(ch, ChannelState::default());
                 if old.is_some() {
                     // Reopened without a close we saw: its consumers are gone.

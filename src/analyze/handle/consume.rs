@@ -5,7 +5,7 @@ use crate::event::{Dir, MethodArgs};
 
 use super::super::histogram::LatencyHistogram;
 use super::super::model::ConsumerCounts;
-use super::super::state::{ConsumerEnd, ConsumerMarks, ConsumerState, Mark, QosRec};
+use super::super::state::{ConsumerEnd, ConsumerMarks, ConsumerState, Mark, QosRec, Step};
 use super::super::Analyzer;
 
 impl Analyzer {
@@ -18,17 +18,17 @@ impl Analyzer {
         };
         let st = self.channel_mut(ci, ch);
         if rec.global {
-            st.global_qos = Some(rec.clone());
+            st.qos.global = Some(rec.clone());
             // A channel-wide limit applies at once to the consumers registered on it.
             let live: Vec<u32> = st.consumers.clone();
             for i in live {
                 let cs = &mut self.consumers[i as usize];
                 if cs.end.is_none() {
-                    cs.channel_qos = Some(rec.clone());
+                    cs.qos.global = Some(rec.clone());
                 }
             }
         } else {
-            st.consumer_qos = Some(rec);
+            st.qos.per_consumer = Some(rec);
         }
     }
 
@@ -43,7 +43,7 @@ impl Analyzer {
             false,
         );
         let cs = &mut self.consumers[idx as usize];
-        cs.marks.consume = Some(mark);
+        cs.marks[Step::Consume] = Some(mark);
         cs.nowait = nowait;
         if nowait {
             self.epoch += 1;
@@ -51,7 +51,7 @@ impl Analyzer {
         } else {
             self.channel_mut(ci, ch).pending_consumes.push_back(idx);
         }
-        self.conns[ci as usize].consumes += 1;
+        self.conns[ci as usize].counts.consumes += 1;
     }
 
     pub(super) fn on_consume_ok(&mut self, ci: u32, ch: u16, mark: Mark, a: &MethodArgs) {
@@ -74,7 +74,7 @@ impl Analyzer {
                 cs.tag = tag.to_string();
             }
         }
-        cs.marks.consume_ok = Some(mark);
+        cs.marks[Step::ConsumeOk] = Some(mark);
         cs.epoch = self.epoch;
     }
 
@@ -87,7 +87,7 @@ impl Analyzer {
         if dir == Dir::S2C {
             cs.end = Some(ConsumerEnd::BrokerCancel(mark));
         } else {
-            cs.marks.cancel_requested.get_or_insert(mark);
+            cs.marks[Step::CancelRequested].get_or_insert(mark);
             if a.nowait == Some(true) {
                 cs.end = Some(ConsumerEnd::ClientCancel(mark));
             }
@@ -96,7 +96,7 @@ impl Analyzer {
 
     pub(super) fn on_cancel_ok(&mut self, ci: u32, ch: u16, mark: Mark, a: &MethodArgs) {
         if let Some(cs) = self.registered_mut(ci, ch, a) {
-            let at = cs.marks.cancel_requested.unwrap_or(mark);
+            let at = cs.marks[Step::CancelRequested].unwrap_or(mark);
             cs.end = Some(ConsumerEnd::ClientCancel(at));
         }
     }
@@ -121,8 +121,10 @@ impl Analyzer {
         let serial = self.next_serial;
         self.next_serial += 1;
         let st = self.channel_mut(ci, ch);
-        let qos = st.consumer_qos.clone();
-        let channel_qos = st.global_qos.clone();
+        let mut qos = st.qos.clone();
+        if discovered {
+            qos.per_consumer = None;
+        }
         self.consumers.push(ConsumerState {
             serial,
             conn: ci,
@@ -133,8 +135,7 @@ impl Analyzer {
             nowait: false,
             discovered,
             epoch: self.epoch,
-            qos: if discovered { None } else { qos },
-            channel_qos,
+            qos,
             counts: ConsumerCounts::default(),
             marks: ConsumerMarks::default(),
             latency: LatencyHistogram::default(),

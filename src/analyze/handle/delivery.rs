@@ -4,7 +4,7 @@
 
 use crate::event::{ContentHeader, MethodArgs, MethodKind};
 
-use super::super::state::{LoopEvent, Mark, PendingContent, Unacked, LOOP_ROUNDS};
+use super::super::state::{LoopEvent, Mark, PendingContent, Step, Unacked, LOOP_ROUNDS};
 use super::super::Analyzer;
 use super::{hash_of, route_hash, same};
 
@@ -85,7 +85,7 @@ impl Analyzer {
             consumer, at: mark, ..
         } = p.delivery;
         let redelivered = p.redelivered;
-        self.conns[ci as usize].deliveries += 1;
+        self.conns[ci as usize].counts.deliveries += 1;
         let settled_on_delivery = match consumer {
             Some(i) => self.consumers[i as usize].no_ack,
             None => self.channel_mut(ci, ch).get_no_ack,
@@ -98,7 +98,8 @@ impl Analyzer {
                 st.live_unacked += 1;
             }
             let limit = st
-                .global_qos
+                .qos
+                .global
                 .as_ref()
                 .filter(|q| q.prefetch_count > 0)
                 .map(|q| q.prefetch_count as u32);
@@ -116,13 +117,13 @@ impl Analyzer {
             if redelivered {
                 cs.counts.redelivered += 1;
             }
-            cs.marks.first_delivery.get_or_insert(mark);
-            cs.marks.last_delivery = Some(mark);
+            cs.marks[Step::FirstDelivery].get_or_insert(mark);
+            cs.marks[Step::LastDelivery] = Some(mark);
             if !cs.no_ack {
                 cs.counts.unacked += 1;
                 if let Some(limit) = cs.prefetch_limit() {
-                    if cs.counts.unacked >= limit && cs.marks.full_since.is_none() {
-                        cs.marks.full_since = Some(mark);
+                    if cs.counts.unacked >= limit && cs.marks[Step::FullSince].is_none() {
+                        cs.marks[Step::FullSince] = Some(mark);
                     }
                 }
             }
@@ -178,7 +179,7 @@ impl Analyzer {
             let rounds = track.rounds;
             if let Some(i) = p.delivery.consumer {
                 let cs = &mut self.consumers[i as usize];
-                cs.marks.loop_since.get_or_insert(p.delivery.at);
+                cs.marks[Step::LoopSince].get_or_insert(p.delivery.at);
                 // Name the message delivered most often to this consumer.
                 let more = match cs.loop_fp.and_then(|f| self.requeued.get(&f)) {
                     Some(t) => rounds > t.rounds,

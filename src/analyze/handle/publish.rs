@@ -9,7 +9,7 @@ use super::same;
 
 impl Analyzer {
     pub(super) fn on_publish(&mut self, ci: u32, mark: Mark, a: &MethodArgs) {
-        self.conns[ci as usize].publishes += 1;
+        self.conns[ci as usize].counts.publishes += 1;
         let memo = match (
             &a.exchange,
             &a.routing_key,

@@ -4,7 +4,7 @@
 
 use crate::event::{Method, MethodKind};
 
-use super::super::state::{LoopEvent, Mark, RequeueTrack, LOOP_ROUNDS, MAX_REQUEUED_TRACKED};
+use super::super::state::{LoopEvent, Mark, RequeueTrack, Step, LOOP_ROUNDS, MAX_REQUEUED_TRACKED};
 use super::super::Analyzer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,12 +112,12 @@ impl Analyzer {
             if let Some(i) = e.consumer {
                 let cs = &mut self.consumers[i as usize];
                 cs.counts.unacked = cs.counts.unacked.saturating_sub(1);
-                cs.marks.full_since = None;
-                cs.marks.last_settle = Some(mark);
+                cs.marks[Step::FullSince] = None;
+                cs.marks[Step::LastSettle] = Some(mark);
                 let lat_us = ((mark.ts.0 - e.at.ts.0).max(0) / 1000) as u64;
                 cs.latency.record_us(lat_us);
-                if lat_us >= slow_us && cs.marks.first_slow_settle.is_none() {
-                    cs.marks.first_slow_settle = Some(mark);
+                if lat_us >= slow_us && cs.marks[Step::FirstSlowSettle].is_none() {
+                    cs.marks[Step::FirstSlowSettle] = Some(mark);
                 }
                 match (kind, requeue) {
                     (SettleKind::Ack, _) => cs.counts.acks += 1,

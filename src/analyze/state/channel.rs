@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use super::{FlowRec, Mark, QosRec};
+use super::{FlowRec, Mark, Prefetch, QosRec};
 
 /// One delivery (basic.deliver or basic.get-ok) awaiting its settle.
 #[derive(Debug, Clone, Copy)]
@@ -26,10 +26,7 @@ pub(crate) struct PendingContent {
 
 #[derive(Debug, Default)]
 pub(crate) struct ChannelState {
-    /// basic.qos global=false: applies to consumers created after it on this channel.
-    pub(crate) consumer_qos: Option<QosRec>,
-    /// basic.qos global=true: one window shared by the channel's consumers.
-    pub(crate) global_qos: Option<QosRec>,
+    pub(crate) qos: Prefetch,
     pub(crate) global_full_since: Option<Mark>,
     pub(crate) flow_paused: Option<FlowRec>,
     pub(crate) confirm: bool,
@@ -51,7 +48,7 @@ impl ChannelState {
     /// The channel-wide (global=true) QoS, when its window filled, and how many
     /// deliveries are unacknowledged on the channel; None without such a window.
     pub(crate) fn shared_window(&self) -> Option<(&QosRec, Option<Mark>, u32)> {
-        let q = self.global_qos.as_ref().filter(|q| q.prefetch_count > 0)?;
+        let q = self.qos.global.as_ref().filter(|q| q.prefetch_count > 0)?;
         Some((q, self.global_full_since, self.live_unacked))
     }
 

@@ -6,7 +6,7 @@ use rustc_hash::FxHashMap;
 
 use crate::event::{Conn, Dir, Event, EventKind, Frame, MethodKind, Text};
 
-use super::super::model::Handshake;
+use super::super::model::{ConnectionCounts, Handshake};
 
 use super::{
     dir_index, event_name, ChannelCloseRec, ChannelState, CloseRec, FlowRec, GapRec, Mark, TcpEnd,
@@ -31,7 +31,6 @@ pub(crate) struct ConnState {
     pub first_error: Option<(Mark, Dir, String)>,
     pub unsupported_protocol: Option<String>,
     pub handshake: Handshake,
-    /// Last frame from each direction: [c2s, s2c].
     /// Last frame from each direction and its name: [c2s, s2c].
     pub last_frame: [Option<(Mark, &'static str)>; 2],
     /// Name of the first event seen on the connection (`tcp.open`, a method, `gap`...).
@@ -48,11 +47,7 @@ pub(crate) struct ConnState {
     pub flows_paused: Vec<(u16, FlowRec)>,
     pub client_methods: Box<[u32]>,
     pub last_client_method: Option<(Mark, MethodKind)>,
-    pub channels_opened: u32,
-    pub consumes: u32,
-    pub publishes: u64,
-    pub gets: u64,
-    pub deliveries: u64,
+    pub counts: ConnectionCounts,
     pub declared_queues: Vec<String>,
     pub consumers: Vec<u32>,
     /// Lookups the hot methods repeat, remembered by the identity of the decoder's
@@ -112,11 +107,7 @@ impl ConnState {
             flows_paused: Vec::new(),
             client_methods: vec![0; MethodKind::ALL.len()].into_boxed_slice(),
             last_client_method: None,
-            channels_opened: 0,
-            consumes: 0,
-            publishes: 0,
-            gets: 0,
-            deliveries: 0,
+            counts: ConnectionCounts::default(),
             declared_queues: Vec::new(),
             consumers: Vec::new(),
             memo: Memo::default(),

@@ -1,10 +1,12 @@
 //! One consumer (basic.consume to its end): its window, its counters and its
 //! settle latencies, kept after it ends for the verdict and the summary.
 
+use std::ops::{Index, IndexMut};
+
 use super::super::histogram::LatencyHistogram;
 use super::super::model::{ConsumerCounts, LatencySummary};
 use super::super::secs;
-use super::{ConsumerEnd, Mark, QosRec};
+use super::{ConsumerEnd, Mark, Prefetch};
 
 #[derive(Debug)]
 pub(crate) struct ConsumerState {
@@ -20,11 +22,11 @@ pub(crate) struct ConsumerState {
     pub discovered: bool,
     /// Publish-epoch at registration (see `Destination::after`).
     pub epoch: u64,
-    pub qos: Option<QosRec>,
-    /// The channel-wide (global) basic.qos in force while the consumer was
-    /// registered: kept on the consumer so that it outlives the channel and a
-    /// later one is not credited to a consumer already gone.
-    pub channel_qos: Option<QosRec>,
+    /// Its own window (none when discovered through a delivery), and the
+    /// channel-wide one in force while it was registered: kept on the consumer
+    /// so that it outlives the channel and a later one is not credited to a
+    /// consumer already gone.
+    pub qos: Prefetch,
     pub counts: ConsumerCounts,
     pub marks: ConsumerMarks,
     pub latency: LatencyHistogram,
@@ -33,28 +35,49 @@ pub(crate) struct ConsumerState {
     pub loop_fp: Option<u64>,
 }
 
-/// Where each step of a consumer's life was seen (the frame and its time):
-/// the evidence its verdicts point at.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct ConsumerMarks {
-    pub consume: Option<Mark>,
-    pub consume_ok: Option<Mark>,
-    pub cancel_requested: Option<Mark>,
-    pub first_delivery: Option<Mark>,
-    pub last_delivery: Option<Mark>,
-    pub last_settle: Option<Mark>,
+/// The steps of a consumer's life whose frame and time its verdicts point at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    Consume,
+    ConsumeOk,
+    CancelRequested,
+    FirstDelivery,
+    LastDelivery,
+    LastSettle,
     /// The first settle much slower than the consumer's pace before it.
-    pub first_slow_settle: Option<Mark>,
+    FirstSlowSettle,
     /// Since when the prefetch window has been full.
-    pub full_since: Option<Mark>,
+    FullSince,
     /// The earliest delivery that brought any message to it for the third time.
-    pub loop_since: Option<Mark>,
+    LoopSince,
+}
+
+impl Step {
+    const COUNT: usize = Step::LoopSince as usize + 1;
+}
+
+/// Where each [`Step`] of a consumer's life was seen (the frame and its
+/// time), indexed by the step: `marks[Step::ConsumeOk]`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ConsumerMarks([Option<Mark>; Step::COUNT]);
+
+impl Index<Step> for ConsumerMarks {
+    type Output = Option<Mark>;
+    fn index(&self, step: Step) -> &Option<Mark> {
+        &self.0[step as usize]
+    }
+}
+
+impl IndexMut<Step> for ConsumerMarks {
+    fn index_mut(&mut self, step: Step) -> &mut Option<Mark> {
+        &mut self.0[step as usize]
+    }
 }
 
 impl ConsumerState {
     /// The per-consumer prefetch_count in force, when it limits anything.
     pub(crate) fn prefetch_limit(&self) -> Option<u32> {
-        match &self.qos {
+        match &self.qos.per_consumer {
             Some(q) if q.prefetch_count > 0 && !self.no_ack => Some(q.prefetch_count as u32),
             _ => None,
         }

@@ -10,7 +10,7 @@ mod consumer;
 
 pub(crate) use channel::{ChannelState, PendingContent, Unacked};
 pub(crate) use conn::ConnState;
-pub(crate) use consumer::{ConsumerMarks, ConsumerState};
+pub(crate) use consumer::{ConsumerMarks, ConsumerState, Step};
 
 use crate::event::{Conn, Dir, Event, EventKind, GapReason, MethodKind, Timestamp};
 
@@ -80,6 +80,16 @@ pub(crate) struct QosRec {
     pub at: Mark,
     pub prefetch_count: u16,
     pub global: bool,
+}
+
+/// The basic.qos windows in force on a channel, and on a consumer while it is
+/// registered: per consumer (`global=false`, for the consumers created after
+/// it) and channel-wide (`global=true`, one window shared by the channel's
+/// consumers).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Prefetch {
+    pub per_consumer: Option<QosRec>,
+    pub global: Option<QosRec>,
 }
 
 /// The oldest delivery still unacknowledged when the broker closed a channel.
@@ -198,11 +208,13 @@ impl LoopEvidence {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct QueueInfo {
     pub declared: Option<Mark>,
+    /// Where it was deleted (queue.delete), and by which connection.
+    pub deleted: Option<(Mark, u32)>,
     pub exclusive: bool,
     pub auto_delete: bool,
+    /// From queue.declare-ok.
     pub message_count: Option<u32>,
     pub consumer_count: Option<u32>,
-    pub deleted: Option<(Mark, u32)>,
 }
 
 /// Index of a direction in per-direction arrays: [c2s, s2c].

@@ -245,7 +245,7 @@ fn connection_verdict_of(ctx: &Ctx, ci: u32, c: &ConnState) -> Verdict {
         let s = format!(
             "the connection{who} opened {} channel(s) but never sent basic.consume (nor basic.publish \
              or basic.get); what it did instead: {what}; then nothing but heartbeats for {} {}",
-            c.channels_opened,
+            c.counts.channels_opened,
             fmt_s(idle_s),
             ctx.until()
         );
@@ -348,11 +348,11 @@ fn no_consume(ctx: &Ctx, ci: u32, c: &ConnState, now: Timestamp) -> Option<(Mark
     if !qos && !declares_for_itself {
         return None;
     }
-    if c.channels_opened == 0
-        || c.consumes > 0
+    if c.counts.channels_opened == 0
+        || c.counts.consumes > 0
         || !c.consumers.is_empty()
-        || c.publishes > 0
-        || c.gets > 0
+        || c.counts.publishes > 0
+        || c.counts.gets > 0
         || c.close.is_some()
         || c.tcp_end.is_some()
     {
@@ -393,7 +393,7 @@ fn no_consume(ctx: &Ctx, ci: u32, c: &ConnState, now: Timestamp) -> Option<(Mark
 fn healthy_connection(c: &ConnState, who: &str) -> String {
     let mut s = format!(
         "connection{who}: {} channel(s), {} consume(s), {} publish(es), {} deliveries",
-        c.channels_opened, c.consumes, c.publishes, c.deliveries
+        c.counts.channels_opened, c.counts.consumes, c.counts.publishes, c.counts.deliveries
     );
     if let Some(cl) = &c.close {
         let _ = write!(s, "; closed by the client ({})", describe_close(cl));

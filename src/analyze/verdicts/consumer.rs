@@ -6,7 +6,7 @@
 use crate::event::MethodKind;
 
 use super::super::routing::MAX_NAMED;
-use super::super::state::{ConsumerEnd, ConsumerState};
+use super::super::state::{ConsumerEnd, ConsumerState, Step};
 use super::channel::{channel_close_evidence, channel_close_text};
 use super::queue::{starving, Starving};
 use super::*;
@@ -32,19 +32,19 @@ pub(crate) fn consumer_name(cs: &ConsumerState) -> String {
 
 pub(super) fn consume_evidence(cs: &ConsumerState) -> Vec<EvidenceRef> {
     let mut out = Vec::new();
-    if let Some(q) = &cs.qos {
+    if let Some(q) = &cs.qos.per_consumer {
         let mut e = ev_on(q.at, "basic.qos", Dir::C2S, cs.channel);
         e.prefetch_count = Some(q.prefetch_count);
         e.global = Some(q.global);
         out.push(e);
     }
-    if let Some(m) = cs.marks.consume {
+    if let Some(m) = cs.marks[Step::Consume] {
         let mut e = ev_on(m, "basic.consume", Dir::C2S, cs.channel);
         e.queue = cs.queue.clone();
         e.consumer_tag = Some(cs.tag.clone());
         out.push(e);
     }
-    if let Some(m) = cs.marks.consume_ok {
+    if let Some(m) = cs.marks[Step::ConsumeOk] {
         let mut e = ev_on(m, "basic.consume-ok", Dir::S2C, cs.channel);
         e.consumer_tag = Some(cs.tag.clone());
         out.push(e);
@@ -112,12 +112,14 @@ pub(super) fn consumer_verdict(
                 let (kind, s) = channel_close_text(rec);
                 let mut evidence = consume_evidence(cs);
                 evidence.extend(channel_close_evidence(rec));
-                let prefix =
-                    if cs.marks.consume_ok.is_none() && cs.marks.consume.is_some() && !cs.nowait {
-                        format!("{name} was never registered: ")
-                    } else {
-                        format!("{name} stopped: ")
-                    };
+                let prefix = if cs.marks[Step::ConsumeOk].is_none()
+                    && cs.marks[Step::Consume].is_some()
+                    && !cs.nowait
+                {
+                    format!("{name} was never registered: ")
+                } else {
+                    format!("{name} stopped: ")
+                };
                 set(&mut v, kind, rec.close.at, format!("{prefix}{s}"));
                 v.evidence = evidence;
                 let seed = Some(CauseSeed {
@@ -179,8 +181,8 @@ pub(super) fn consumer_verdict(
     }
 
     if let (Some(m), None, false, false) = (
-        cs.marks.consume,
-        cs.marks.consume_ok,
+        cs.marks[Step::Consume],
+        cs.marks[Step::ConsumeOk],
         cs.nowait,
         cs.discovered,
     ) {
@@ -224,7 +226,10 @@ pub(super) fn consumer_verdict(
         Window::NotFull => {}
     }
 
-    if cs.counts.deliveries == 0 && !cs.discovered && (cs.marks.consume_ok.is_some() || cs.nowait) {
+    if cs.counts.deliveries == 0
+        && !cs.discovered
+        && (cs.marks[Step::ConsumeOk].is_some() || cs.nowait)
+    {
         if let Some(r) = starving(ctx, cs, &name, at_now, &ended_note) {
             let Starving {
                 kind,
@@ -255,7 +260,7 @@ pub(super) fn consumer_verdict(
     }
 
     if cs.discovered && c.is_incomplete() && cs.counts.unacked > 0 {
-        let since = cs.marks.last_settle.map_or(cs.marks.first_delivery, Some);
+        let since = cs.marks[Step::LastSettle].map_or(cs.marks[Step::FirstDelivery], Some);
         if let Some(m) = since {
             let held = at_now.secs_since(m.ts);
             if held >= ctx.t {
@@ -303,7 +308,7 @@ pub(super) fn consumer_verdict(
         let _ = write!(s, "; {note}");
     }
     let slow = a.config().slow_ack.as_secs_f64();
-    match (&lat, cs.marks.first_slow_settle) {
+    match (&lat, cs.marks[Step::FirstSlowSettle]) {
         (Some(l), Some(m)) if l.p95_s >= slow && l.count >= 2 => {
             let _ = write!(
                 s,
@@ -373,8 +378,12 @@ fn prefetch_window(
     if cs.no_ack {
         return Window::NotFull;
     }
-    let window = match (cs.marks.full_since, cs.prefetch_limit()) {
-        (Some(m), Some(l)) => cs.qos.clone().map(|q| (m, l, "per-consumer", q)),
+    let window = match (cs.marks[Step::FullSince], cs.prefetch_limit()) {
+        (Some(m), Some(l)) => cs
+            .qos
+            .per_consumer
+            .clone()
+            .map(|q| (m, l, "per-consumer", q)),
         _ => a
             .channel_window(cs.conn, cs.channel)
             .and_then(|(q, full, _)| {
@@ -412,7 +421,7 @@ fn prefetch_window(
             *j as u32 != idx
                 && p.queue.is_some()
                 && p.queue == cs.queue
-                && p.marks.last_settle.is_some_and(|m| m.ts > full_since.ts)
+                && p.marks[Step::LastSettle].is_some_and(|m| m.ts > full_since.ts)
         })
         .map(|(_, p)| p)
         .collect();
@@ -541,7 +550,7 @@ fn redelivery_loop(
     let tr = a.requeue_track(fp)?;
     let became = tr.became_loop?;
     // The earliest third delivery of any looping message to this consumer.
-    let at = match cs.marks.loop_since {
+    let at = match cs.marks[Step::LoopSince] {
         Some(m) if (m.ts, m.frame) < (became.ts, became.frame) => m,
         _ => became,
     };

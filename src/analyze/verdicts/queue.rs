@@ -4,7 +4,7 @@
 //! nothing was published for is `idle`.
 
 use super::super::routing::{bystander, Destination, Reach, MAX_NAMED};
-use super::super::state::ConsumerState;
+use super::super::state::{ConsumerState, Step};
 use super::consumer::consume_evidence;
 use super::*;
 
@@ -34,7 +34,9 @@ pub(super) fn starving(
     let a = ctx.a;
     let c = a.conn_of(cs);
     let queue = cs.queue.as_deref()?;
-    let registered = cs.marks.consume_ok.or(cs.marks.consume).unwrap_or(c.first);
+    let registered = cs.marks[Step::ConsumeOk]
+        .or(cs.marks[Step::Consume])
+        .unwrap_or(c.first);
     let vhost = c.handshake.vhost.as_deref();
     let mut misses: Vec<(Mark, u32, usize, String)> = Vec::new();
     let mut reachable_after = 0u64;
