@@ -117,6 +117,11 @@ enum Mode {
         /// Prefix of the queue names (one per connection).
         #[arg(long, default_value = "amqptrace-load")]
         queue_prefix: String,
+        /// A nack/requeue storm instead: each connection publishes BATCH small
+        /// messages once and answers every delivery with basic.nack(requeue=true)
+        /// until the stop, then acks them: many tiny frames per packet.
+        #[arg(long)]
+        nack_storm: bool,
     },
 }
 
@@ -154,12 +159,14 @@ async fn main() -> std::process::ExitCode {
             stop_file,
             seconds,
             queue_prefix,
+            nack_storm,
         } => {
             let shape = LoadShape {
                 size,
                 large_every,
                 large_size,
                 batch,
+                nack_storm,
             };
             load(
                 &cli.uri,
@@ -553,6 +560,7 @@ struct LoadShape {
     large_every: u64,
     large_size: usize,
     batch: u64,
+    nack_storm: bool,
 }
 
 async fn load(
@@ -612,6 +620,38 @@ async fn load(
     failed.map_or(Ok(()), Err)
 }
 
+/// Publishes `messages` messages to `queue`, then requeues every delivery
+/// (basic.nack requeue=true) until `stop`, then acks each message once more.
+async fn nack_storm(
+    publisher: &Channel,
+    queue: &str,
+    body: &[u8],
+    messages: u64,
+    rx: &mut mpsc::UnboundedReceiver<Delivery>,
+    stop: &AtomicBool,
+) -> Result<()> {
+    for n in 0..messages {
+        let props = BasicProperties::default().with_message_id(format!("storm{n}").into());
+        publish(publisher, "", queue, body, props).await?;
+    }
+    publisher.wait_for_confirms().await?;
+    let mut acked = 0;
+    while acked < messages {
+        let d = next_delivery(rx).await?;
+        if stop.load(Ordering::SeqCst) {
+            d.acker.ack(BasicAckOptions::default()).await?;
+            acked += 1;
+        } else {
+            let requeue = BasicNackOptions {
+                multiple: false,
+                requeue: true,
+            };
+            d.acker.nack(requeue).await?;
+        }
+    }
+    Ok(())
+}
+
 async fn load_connection(
     uri: &str,
     queue: &str,
@@ -642,7 +682,11 @@ async fn load_connection(
     let small = body_of(0, shape.size);
     let large = body_of(0, shape.large_size);
     let mut n: u64 = 0;
-    while !stop.load(Ordering::SeqCst) {
+    if shape.nack_storm {
+        nack_storm(&publisher, queue, &small, shape.batch, &mut rx, &stop).await?;
+        published.fetch_add(shape.batch, Ordering::Relaxed);
+    }
+    while !shape.nack_storm && !stop.load(Ordering::SeqCst) {
         for _ in 0..shape.batch {
             n += 1;
             let body = if shape.large_every > 0 && n.is_multiple_of(shape.large_every) {

@@ -9,10 +9,13 @@
 #   scripts/make-captures.sh --large          target/captures/large.pcap, >= 200 MiB
 #   scripts/make-captures.sh --large-small-segments
 #                                             target/captures/large-small-segments.pcap
+#   scripts/make-captures.sh --storm          target/captures/storm.pcap, >= 100 MiB: a
+#                                             nack/requeue storm of tiny frames
 #
 # Needs root (tcpdump, ip netns, nft), socat, and tshark, editcap, mergecap and
 # capinfos to build and check the files. LAPIN_CLIENT=PATH runs an already built
-# lapin_client instead of building it; LARGE_BYTES overrides the large size.
+# lapin_client instead of building it; LARGE_BYTES overrides the large size,
+# STORM_SECONDS (8) and STORM_BYTES (100 MiB) the storm's.
 . "$(dirname "$0")/lib.sh"
 
 WORK=$(mktemp -d /tmp/amqptrace-captures.XXXXXX)
@@ -319,12 +322,39 @@ large_small_segments() {
     stop_socats
 }
 
+# The storm: 12 connections, each publishing 3 small messages and answering every
+# delivery with basic.nack(requeue=true) for STORM_SECONDS, so the broker redelivers
+# them at once, tens of thousands of times: many tiny frames in each packet, the
+# opposite of large.pcap. The run is then repeated in time (examples/scale_capture.rs,
+# each copy on new ports) until it holds STORM_BYTES.
+storm() {
+    local file="$ROOT/target/captures/storm.pcap" once="$WORK/storm-once.pcap"
+    local want=${STORM_BYTES:-$((100 * 1024 * 1024))}
+    mkdir -p "$(dirname "$file")"
+    CAPTURE_BUFFERED=1 capture_start "$once" "tcp port 5672" -B 262144
+    lapin_client load --uri "$BROKER_URI?heartbeat=5" --connections 12 --idle-connections 0 \
+        --size 20 --batch 3 --nack-storm --seconds "${STORM_SECONDS:-8}" \
+        --queue-prefix "$(unique amqptrace-storm)"
+    capture_stop
+    local size copies
+    size=$(stat -c %s "$once")
+    copies=$(((want + size - 1) / size))
+    (cd "$ROOT" && cargo build --quiet --release --example scale_capture)
+    "$ROOT/target/release/examples/scale_capture" "$once" "$file" "$copies"
+    log "$file: $(stat -c %s "$file") bytes, $copies copies of $size"
+    capinfos -c -E "$file" >&2
+}
+
 main() {
-    if [[ ${1:-} == --large* ]]; then
+    if [[ ${1:-} == --large* || ${1:-} == --storm ]]; then
         lapin_client --help >/dev/null # build before the capture starts
     fi
     if [ "${1:-}" = --large ]; then
         large
+        return
+    fi
+    if [ "${1:-}" = --storm ]; then
+        storm
         return
     fi
     if [ "${1:-}" = --large-small-segments ]; then

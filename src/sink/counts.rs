@@ -45,7 +45,10 @@ pub fn event_name(ev: &Event) -> &'static str {
 impl<W: Write> Sink for CountsSink<W> {
     fn event(&mut self, ev: &Event) -> io::Result<()> {
         let name = event_name(ev);
-        self.total.entry(name.as_ptr() as usize).or_insert((name, 0)).1 += 1;
+        self.total
+            .entry(name.as_ptr() as usize)
+            .or_insert((name, 0))
+            .1 += 1;
         if self.last_conn != Some(ev.conn) {
             self.last_conn = Some(ev.conn);
             self.per_conn.insert(ev.conn);

@@ -138,8 +138,11 @@ impl Analyzer {
             return;
         };
         let props = &h.properties;
+        // The route (exchange and routing key of the delivery, which a requeued
+        // message keeps) is part of the identity: the same message_id published
+        // to two queues is two messages.
         let fingerprint = match &props.message_id {
-            Some(id) => hash_of(&(0u8, &**id)),
+            Some(id) => hash_of(&(0u8, p.route_hash, &**id)),
             None => hash_of(&(
                 1u8,
                 p.route_hash,

@@ -194,6 +194,43 @@ fn a_retry_that_succeeds_is_not_a_loop() {
 }
 
 #[test]
+fn one_message_id_on_two_queues_is_two_messages() {
+    // Each queue's copy of "same" is requeued once and delivered again: two
+    // retries, not one message delivered four times.
+    let (mut s, a) = Sim::with_worker(3200, "qa", "ta", 10);
+    let b = conn(3201);
+    s.handshake(b, 0);
+    s.channel(b, 1);
+    s.consume(b, 1, "qb", "tb");
+    for round in 1..=2u64 {
+        for (c, tag, rk) in [(a, "ta", "qa"), (b, "tb", "qb")] {
+            let deliver = args!(
+                consumer_tag: tag,
+                delivery_tag: round,
+                redelivered: round > 1,
+                exchange: "",
+                routing_key: rk,
+            );
+            s.s2c(c, 1, MethodKind::BasicDeliver, deliver);
+            s.event(c, Dir::S2C, content_header(1, Some("same")));
+            if round == 1 {
+                s.nack(c, 1, round, true);
+            }
+        }
+    }
+    let an = s.analysis();
+    for tag in ["ta", "tb"] {
+        let v = consumer_verdict(&an, tag);
+        assert_ne!(
+            v.verdict,
+            VerdictKind::RedeliveryLoop,
+            "{tag}: {}",
+            v.explanation
+        );
+    }
+}
+
+#[test]
 fn redelivery_loop_since_is_the_earliest_third_delivery() {
     let (mut s, w) = Sim::with_worker(3100, "loopq", "nk", 10);
     let mut tag = 0;
