@@ -3,9 +3,10 @@
 #
 #   scripts/bench-decode.sh [CAPTURE...] [--scale]
 #
-# Without CAPTURE: target/captures/large.pcap and its variant made of segments of at most
-# 100 bytes, target/captures/large-small-segments.pcap (both made by scripts/make-captures.sh
-# when absent), one table each. For each tool/mode it prints wall time, MB/s, packets/s,
+# Without CAPTURE: target/captures/large.pcap, its variant made of segments of at most
+# 100 bytes, target/captures/large-small-segments.pcap, and the nack/requeue storm of tiny
+# frames, target/captures/storm.pcap (all made by scripts/make-captures.sh when absent),
+# one table each. For each tool/mode it prints wall time, MB/s, packets/s,
 # AMQP frames/s, peak RSS and the ratio of amqptrace's MB/s to tshark's in the same table.
 # The file is read once beforehand so every run finds it in the page cache. Each figure is
 # the median of RUNS runs (default 3). With --scale it also runs amqptrace at 1x, 2x and 4x
@@ -17,7 +18,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
-# Without a CAPTURE argument: the large capture and its small-segments variant, one table each.
+# Without a CAPTURE argument: the three captures above, one table each.
 CAPTURES=()
 SCALE=0
 for a in "$@"; do
@@ -27,13 +28,15 @@ for a in "$@"; do
     esac
 done
 if [ ${#CAPTURES[@]} -eq 0 ]; then
-    CAPTURES=(target/captures/large.pcap target/captures/large-small-segments.pcap)
+    CAPTURES=(target/captures/large.pcap target/captures/large-small-segments.pcap
+        target/captures/storm.pcap)
 fi
 for c in "${CAPTURES[@]}"; do
     if [ ! -f "$c" ]; then
         case "$c" in
             target/captures/large.pcap) flag=--large ;;
             target/captures/large-small-segments.pcap) flag=--large-small-segments ;;
+            target/captures/storm.pcap) flag=--storm ;;
             *) echo "no such capture: $c" >&2; exit 2 ;;
         esac
         echo "no $c: making it with scripts/make-captures.sh $flag" >&2
