@@ -16,7 +16,6 @@ use amqptrace::live::channel::Recorder;
 use amqptrace::live::proxy::ProxySession;
 use amqptrace::live::signals::shutdown_signal;
 use amqptrace::source::proxy::{self, ProxyConfig};
-use amqptrace::stream::StreamConfig;
 
 use crate::cli::live::LiveArgs;
 use crate::cli::tls::{ListenTlsArgs, UpstreamTlsArgs};
@@ -97,19 +96,13 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<u8> {
             listeners.push(listener);
         }
     }
-    let stream = StreamConfig {
-        ports: vec![upstream.port],
-        // With TLS to the broker the tracer sees the plaintext, also on 5671.
-        tls_ports: match upstream.tls {
-            Some(_) => Vec::new(),
-            None => StreamConfig::default().tls_ports,
-        },
-        decoder: DecoderConfig {
+    let stream = crate::cli::tls::stream_config(
+        &upstream,
+        DecoderConfig {
             body_prefix: args.live.bodies,
             ..DecoderConfig::default()
         },
-        ..StreamConfig::default()
-    };
+    );
     // Open every output before accepting anyone, so a bad path fails at once.
     let (output, writer) = args.live.open()?;
     let recorder = match &args.pcap {

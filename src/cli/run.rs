@@ -28,7 +28,6 @@ use amqptrace::live::artifacts::Artifacts;
 use amqptrace::live::child::{exit_code_of, run_child, ChildError};
 use amqptrace::live::signals::Signals;
 use amqptrace::live::LiveError;
-use amqptrace::stream::StreamConfig;
 use amqptrace::url::{proxied_url, redacted};
 
 use crate::cli::tls::UpstreamTlsArgs;
@@ -143,16 +142,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     }
     let artifacts = Artifacts {
         dir: args.artifacts.clone(),
-        stream: StreamConfig {
-            ports: vec![upstream.port],
-            // The recording holds the plaintext, also of a TLS upstream on 5671.
-            tls_ports: match upstream.tls {
-                Some(_) => Vec::new(),
-                None => StreamConfig::default().tls_ports,
-            },
-            decoder: DecoderConfig::default(),
-            ..StreamConfig::default()
-        },
+        stream: crate::cli::tls::stream_config(&upstream, DecoderConfig::default()),
         analyzer,
     };
     let snapshot = Arc::new(tokio::sync::Notify::new());

@@ -7,7 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use amqptrace::amqp::DecoderConfig;
 use amqptrace::source::proxy::{KeyLogFile, ListenTls, Upstream, UpstreamTls, UpstreamTlsOptions};
+use amqptrace::stream::StreamConfig;
 use amqptrace::url::{AmqpUrl, TlsQuery};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -130,6 +132,21 @@ pub fn keylog(path: Option<&Path>) -> anyhow::Result<Option<Arc<KeyLogFile>>> {
         Some(p) => Some(Arc::new(KeyLogFile::open(p)?)),
         None => None,
     })
+}
+
+/// How the proxied bytes to `upstream` are decoded: AMQP on its port. The
+/// tracer and the recording hold the plaintext, so with TLS to the broker
+/// even port 5671 is not taken for TLS.
+pub fn stream_config(upstream: &Upstream, decoder: DecoderConfig) -> StreamConfig {
+    let mut cfg = StreamConfig {
+        ports: vec![upstream.port],
+        decoder,
+        ..StreamConfig::default()
+    };
+    if upstream.tls.is_some() {
+        cfg.tls_ports.clear();
+    }
+    cfg
 }
 
 /// "over TLS" and how the broker is verified, for the start-up line.
