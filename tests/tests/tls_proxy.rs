@@ -317,7 +317,8 @@ fn same_as_plain(broker: &PrivateBroker, certs: &Certs) {
 /// roots (which do not know the test CA) and against a CA that did not
 /// sign it the client is closed and the reason said; a missing client
 /// certificate is refused by the node; `--upstream-insecure` connects and
-/// says on start that nothing is verified.
+/// says on start that nothing is verified. A plain client to `--listen-tls`
+/// is closed.
 fn verification(broker: &PrivateBroker, certs: &Certs) {
     let tls_port = broker.tls_port.unwrap();
     let amqps = format!("amqps://localhost:{tls_port}");
@@ -389,6 +390,32 @@ fn verification(broker: &PrivateBroker, certs: &Certs) {
     assert_eq!((n, b[0]), (1, 1), "no connection.start: {}", proxy.stderr());
     drop(s);
     proxy.stop();
+
+    // A client that does not speak TLS to --listen-tls: closed, said, not traced.
+    let args = [
+        "--listen-tls",
+        "--cert",
+        &certs.arg("server.pem"),
+        "--key",
+        &certs.arg("server.key"),
+        "--format",
+        "jsonl",
+        "-o",
+        OUT,
+    ];
+    let proxy = Proxy::start(&broker.addr(), &args);
+    assert_client_closed(
+        proxy.addr,
+        Duration::from_secs(15),
+        "plain AMQP to --listen-tls",
+    );
+    let said = wait_until(Duration::from_secs(5), || {
+        proxy.stderr().contains("TLS handshake failed")
+    });
+    assert!(said, "{}", proxy.stderr());
+    let stopped = proxy.stop();
+    assert_eq!(stopped.code, Some(0), "{}", stopped.stderr);
+    assert!(!stopped.out.contains("tcp.open"), "{}", stopped.out);
 }
 
 /// `run --upstream amqps://…?cacertfile=…&certfile=…&keyfile=…`: the command
