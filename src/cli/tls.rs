@@ -157,3 +157,66 @@ pub fn describe(upstream: &Upstream) -> &'static str {
         Some(_) => " over TLS, certificate NOT verified",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn none() -> UpstreamTlsArgs {
+        UpstreamTlsArgs {
+            upstream_ca: None,
+            upstream_cert: None,
+            upstream_key: None,
+            upstream_insecure: false,
+        }
+    }
+
+    #[test]
+    fn tls_only_for_amqps_and_verified_unless_asked() {
+        let plain = upstream("amqp://u:p@broker:5672/v", &none(), None).unwrap();
+        assert!(plain.tls.is_none());
+        let ca = UpstreamTlsArgs {
+            upstream_ca: Some("ca.pem".into()),
+            ..none()
+        };
+        let e = upstream("broker:5672", &ca, None).unwrap_err().to_string();
+        assert!(
+            e.contains("--upstream-ca") && e.contains("not amqps"),
+            "{e}"
+        );
+        // The system's root store (Debian's ca-certificates).
+        let tls = upstream("amqps://u:p@broker/v", &none(), None).unwrap();
+        assert_eq!(tls.port, 5671);
+        assert!(tls.tls.as_ref().is_some_and(|t| t.verifies()));
+        assert_eq!(describe(&tls), " over TLS");
+        let off = upstream("amqps://broker/?verify=verify_none", &none(), None).unwrap();
+        assert!(off.tls.as_ref().is_some_and(|t| !t.verifies()));
+        let insecure = UpstreamTlsArgs {
+            upstream_insecure: true,
+            ..none()
+        };
+        let off = upstream("amqps://broker", &insecure, None).unwrap();
+        assert_eq!(describe(&off), " over TLS, certificate NOT verified");
+        let e = upstream("amqps://broker/?verify=maybe", &none(), None).unwrap_err();
+        assert!(e.to_string().contains("verify=maybe"), "{e}");
+        // The URL's cacertfile is read (and a missing file said, with its option).
+        let e = upstream(
+            "amqps://broker/?cacertfile=%2Fnonexistent%2Fca.pem",
+            &none(),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+    }
+
+    #[test]
+    fn the_tracer_takes_no_port_for_tls_behind_a_tls_upstream() {
+        let tls = upstream("amqps://broker", &none(), None).unwrap();
+        let cfg = stream_config(&tls, DecoderConfig::default());
+        assert_eq!((cfg.ports, cfg.tls_ports), (vec![5671], vec![]));
+        let plain = upstream("broker:5671", &none(), None).unwrap();
+        let cfg = stream_config(&plain, DecoderConfig::default());
+        assert_eq!(cfg.tls_ports, StreamConfig::default().tls_ports);
+    }
+}
