@@ -1,11 +1,14 @@
 //! The parts of an AMQP URL (`amqp://user:pass@host:port/vhost?query`), cut
 //! once for every user: the proxied URL `run` hands its command, the
-//! redacted URL it prints, the upstream the proxy connects to.
+//! redacted URL it prints, the upstream the proxy connects to, and the TLS
+//! options an `amqps` URL's query carries ([`TlsQuery`]), which the proxy
+//! takes instead of the command.
 //!
 //! Owns the split into scheme, userinfo, host:port, vhost path and query,
 //! byte for byte (nothing is decoded, so a URL rebuilt from its parts is the
-//! one given). It never resolves or connects, and it keeps no password: the
-//! parts borrow the caller's string.
+//! one given; only the values of TLS options, file names, are
+//! percent-decoded). It never resolves or connects, and it keeps no
+//! password: the parts borrow the caller's string.
 
 use std::net::SocketAddr;
 
@@ -62,6 +65,11 @@ impl<'a> AmqpUrl<'a> {
         self.path.is_empty() || self.path == "/"
     }
 
+    /// Whether the scheme is `amqps` (AMQP over TLS).
+    pub fn tls(&self) -> bool {
+        self.scheme == "amqps"
+    }
+
     /// The URL again from its scheme and query with these userinfo, host:port and path.
     fn rebuilt(&self, userinfo: Option<&str>, host_port: &str, path: &str) -> String {
         let at = match userinfo {
@@ -72,9 +80,107 @@ impl<'a> AmqpUrl<'a> {
     }
 }
 
+/// The query options of an `amqps` URL that configure TLS, not AMQP (the
+/// names of RabbitMQ's URI spec for its Erlang client, and pika's
+/// `ssl_options`): when the proxy speaks TLS to the broker, they are its
+/// business, and the command, which speaks plain AMQP to the proxy, never
+/// sees them.
+pub const TLS_QUERY_OPTIONS: [&str; 9] = [
+    "cacertfile",
+    "certfile",
+    "keyfile",
+    "verify",
+    "server_name_indication",
+    "fail_if_no_peer_cert",
+    "depth",
+    "password",
+    "ssl_options",
+];
+
+/// The TLS options of a URL's query, their values percent-decoded, and
+/// the query without them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsQuery {
+    /// `cacertfile`: the CA certificates (PEM) to trust.
+    pub cacertfile: Option<String>,
+    /// `certfile`: the client certificate (PEM).
+    pub certfile: Option<String>,
+    /// `keyfile`: its private key (PEM).
+    pub keyfile: Option<String>,
+    /// `verify`: `verify_peer` or `verify_none`.
+    pub verify: Option<String>,
+    /// `server_name_indication`: the name to send and verify, or `disable`.
+    pub server_name_indication: Option<String>,
+    /// The options of [`TLS_QUERY_OPTIONS`] that the proxy has no use for
+    /// (`depth`, a key `password`, pika's `ssl_options`): named, not kept.
+    pub ignored: Vec<String>,
+    /// The rest of the query, byte for byte in its order: `?a=1&b=2`, or
+    /// empty when nothing is left; a `#fragment` stays at its end.
+    pub rest: String,
+}
+
+impl TlsQuery {
+    /// Cuts `query` (`?…`, as [`AmqpUrl::query`] holds it; empty or a bare
+    /// `#fragment` too).
+    pub fn parse(query: &str) -> TlsQuery {
+        let (q, fragment) = match query.find('#') {
+            Some(i) => query.split_at(i),
+            None => (query, ""),
+        };
+        let mut t = TlsQuery::default();
+        let mut kept: Vec<&str> = Vec::new();
+        for pair in q.strip_prefix('?').unwrap_or(q).split('&') {
+            if pair.is_empty() {
+                continue;
+            }
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = Some(percent_decoded(value));
+            match key {
+                "cacertfile" => t.cacertfile = value,
+                "certfile" => t.certfile = value,
+                "keyfile" => t.keyfile = value,
+                "verify" => t.verify = value,
+                "server_name_indication" => t.server_name_indication = value,
+                k if TLS_QUERY_OPTIONS.contains(&k) => t.ignored.push(k.to_string()),
+                _ => kept.push(pair),
+            }
+        }
+        if !kept.is_empty() {
+            t.rest = format!("?{}", kept.join("&"));
+        }
+        t.rest.push_str(fragment);
+        t
+    }
+}
+
+/// `%XX` escapes decoded (and `+` left as it is: these are file names);
+/// a malformed escape is kept as written.
+fn percent_decoded(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                // Two hex digits: at most 0xff.
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// `upstream` with only its host and port replaced by `listen`: user,
 /// password, vhost and query stay byte for byte as the command would have
-/// sent them. A URL that names no vhost (no path, or a bare `/`) means
+/// sent them. An `amqps` URL becomes `amqp` (the command speaks plain AMQP
+/// to the proxy, which speaks TLS to the broker), without the query's TLS
+/// options ([`TLS_QUERY_OPTIONS`]), which the proxy takes instead. A URL
+/// that names no vhost (no path, or a bare `/`) means
 /// RabbitMQ's default vhost `/` (as pika, lapin and Celery read it); it is
 /// spelled out as `/%2F` so that clients that read a bare `/` as the vhost
 /// `""` (Bunny, rabbitmq-c, as the AMQP URI spec says: the broker answers 530)
@@ -88,7 +194,16 @@ pub fn proxied_url(upstream: &str, listen: SocketAddr) -> String {
     } else {
         url.path
     };
-    url.rebuilt(url.userinfo, &listen.to_string(), path)
+    if !url.tls() {
+        return url.rebuilt(url.userinfo, &listen.to_string(), path);
+    }
+    let rest = TlsQuery::parse(url.query).rest;
+    let plain = AmqpUrl {
+        scheme: "amqp",
+        query: &rest,
+        ..url
+    };
+    plain.rebuilt(url.userinfo, &listen.to_string(), path)
 }
 
 /// A URL as it may be printed: the password replaced by `***`.
@@ -166,13 +281,45 @@ mod tests {
             ),
             // A raw '@' in the password: the host starts after the last one.
             ("amqp://u:p@ss@host:1/v", "amqp://u:p@ss@127.0.0.1:40123/v"),
-            ("amqps://u:p@host/v", "amqps://u:p@127.0.0.1:40123/v"),
-            ("amqps://u:p@host", "amqps://u:p@127.0.0.1:40123/%2F"),
+            // amqps: plain AMQP to the proxy, the TLS options left to it.
+            ("amqps://u:p@host/v", "amqp://u:p@127.0.0.1:40123/v"),
+            ("amqps://u:p@host", "amqp://u:p@127.0.0.1:40123/%2F"),
+            (
+                "amqps://u:p@h:5671/v?heartbeat=5&cacertfile=%2Fetc%2Fca.pem&verify=verify_peer\
+                 &server_name_indication=h&certfile=/c.pem&keyfile=/k.pem&channel_max=9",
+                "amqp://u:p@127.0.0.1:40123/v?heartbeat=5&channel_max=9",
+            ),
+            (
+                "amqps://h/?cacertfile=/ca.pem#frag",
+                "amqp://127.0.0.1:40123/%2F#frag",
+            ),
+            // A plain URL keeps its query whole, whatever it says.
+            (
+                "amqp://h/v?cacertfile=/ca.pem",
+                "amqp://127.0.0.1:40123/v?cacertfile=/ca.pem",
+            ),
             ("127.0.0.1:5672", "amqp://127.0.0.1:40123/%2F"),
         ];
         for (upstream, want) in cases {
             assert_eq!(proxied_url(upstream, listen()), want, "{upstream}");
         }
+    }
+
+    #[test]
+    fn tls_query_options() {
+        let t = TlsQuery::parse(
+            "?cacertfile=%2Ftmp%2Fmy%20ca.pem&verify=verify_none&depth=3\
+             &server_name_indication=disable&heartbeat=5&x&bad=%zz%4",
+        );
+        assert_eq!(t.cacertfile.as_deref(), Some("/tmp/my ca.pem"));
+        assert_eq!(t.verify.as_deref(), Some("verify_none"));
+        assert_eq!(t.server_name_indication.as_deref(), Some("disable"));
+        assert_eq!((t.certfile, t.keyfile), (None, None));
+        assert_eq!(t.ignored, vec!["depth".to_string()]);
+        assert_eq!(t.rest, "?heartbeat=5&x&bad=%zz%4");
+        assert_eq!(TlsQuery::parse("").rest, "");
+        assert_eq!(TlsQuery::parse("?keyfile=/k").rest, "");
+        assert_eq!(percent_decoded("%41%4a%"), "AJ%");
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod live;
 pub mod proxy;
 pub mod report;
 pub mod run;
+pub mod tls;
 
 use std::io::{self, IsTerminal};
 use std::time::Duration;

@@ -1,7 +1,8 @@
 //! `amqptrace proxy`: a transparent TCP proxy in front of RabbitMQ whose
-//! traffic is traced and diagnosed live. Parses the arguments, binds the
-//! listeners, opens the outputs and serves the library's
-//! [`ProxySession`] until SIGINT/SIGTERM.
+//! traffic is traced and diagnosed live, with TLS on either side when asked
+//! (`--upstream amqps://…`, `--listen-tls`: [`crate::cli::tls`]). Parses the
+//! arguments, binds the listeners, opens the outputs and serves the
+//! library's [`ProxySession`] until SIGINT/SIGTERM.
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -14,10 +15,11 @@ use amqptrace::amqp::DecoderConfig;
 use amqptrace::live::channel::Recorder;
 use amqptrace::live::proxy::ProxySession;
 use amqptrace::live::signals::shutdown_signal;
-use amqptrace::source::proxy::{self, ProxyConfig, Upstream};
+use amqptrace::source::proxy::{self, ProxyConfig};
 use amqptrace::stream::StreamConfig;
 
 use crate::cli::live::LiveArgs;
+use crate::cli::tls::{ListenTlsArgs, UpstreamTlsArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct ProxyArgs {
@@ -26,10 +28,22 @@ pub struct ProxyArgs {
     #[arg(short, long, value_name = "HOST:PORT", default_values_t = ["127.0.0.1:5673".to_string()])]
     pub listen: Vec<String>,
 
-    /// The broker: host:port, [ipv6]:port, a host name, or amqp://user:pass@host:port/vhost
-    /// (credentials are ignored and never printed).
+    /// The broker: host:port, [ipv6]:port, a host name, amqp://user:pass@host:port/vhost
+    /// (credentials are ignored and never printed), or amqps://host:port for TLS to the broker
+    /// (default port 5671; the clients still speak plain AMQP to the proxy).
     #[arg(short, long, value_name = "ADDR")]
     pub upstream: String,
+
+    #[command(flatten)]
+    pub upstream_tls: UpstreamTlsArgs,
+
+    #[command(flatten)]
+    pub listen_tls: ListenTlsArgs,
+
+    /// Append the secrets of the proxy's own TLS sessions (either side) to FILE, in the NSS key
+    /// log format that Wireshark and `analyze --tls-keylog` read (created 0600).
+    #[arg(long, value_name = "FILE")]
+    pub tls_keylog: Option<PathBuf>,
 
     /// Record the proxied traffic (both legs) as pcapng. The SASL secrets the clients send
     /// (connection.start-ok's password, secure-ok, update-secret) are masked in it with '*',
@@ -61,7 +75,9 @@ pub struct ProxyArgs {
 }
 
 pub fn run(args: ProxyArgs) -> anyhow::Result<u8> {
-    let upstream = Upstream::parse(&args.upstream)?;
+    let keylog = crate::cli::tls::keylog(args.tls_keylog.as_deref())?;
+    let upstream = crate::cli::tls::upstream(&args.upstream, &args.upstream_tls, keylog.clone())?;
+    let listen_tls = args.listen_tls.open(keylog)?;
     let drain = crate::cli::seconds("--drain", args.drain)?;
     // One forwarding thread: forwarding is a few syscalls per read, and on a
     // loaded machine the wake-ups between worker threads cost more than a
@@ -81,16 +97,27 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<u8> {
             listeners.push(listener);
         }
     }
-    let stream = StreamConfig {
-        ports: vec![upstream.port],
-        decoder: DecoderConfig {
+    let stream = crate::cli::tls::stream_config(
+        &upstream,
+        DecoderConfig {
             body_prefix: args.live.bodies,
             ..DecoderConfig::default()
         },
-        ..StreamConfig::default()
-    };
+    );
     // Open every output before accepting anyone, so a bad path fails at once.
     let (output, writer) = args.live.open()?;
+    // The recording holds the plaintext on the broker's port, which
+    // `analyze` takes for TLS when it is one of its TLS ports.
+    if let (Some(p), Some(_)) = (&args.pcap, &upstream.tls) {
+        if StreamConfig::default().tls_ports.contains(&upstream.port) {
+            eprintln!(
+                "amqptrace: --pcap: the broker leg is recorded as plaintext AMQP on port {}: \
+                 read it with `amqptrace analyze --tls-port 0 {}`",
+                upstream.port,
+                p.display()
+            );
+        }
+    }
     let recorder = match &args.pcap {
         // Large writes: every forwarded byte is recorded twice (both legs).
         Some(p) => Some(Recorder::new(
@@ -106,12 +133,21 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<u8> {
     };
     for l in &listeners {
         if let Ok(a) = l.local_addr() {
-            eprintln!("amqptrace: listening on {a}, forwarding to {upstream}");
+            eprintln!(
+                "amqptrace: listening on {a}, forwarding to {upstream}{}{}",
+                crate::cli::tls::describe(&upstream),
+                if listen_tls.is_some() {
+                    "; TLS to the clients"
+                } else {
+                    ""
+                }
+            );
         }
     }
     let session = ProxySession {
         proxy: ProxyConfig {
             upstream,
+            listen_tls,
             max_connections: args.max_connections,
             drain,
         },

@@ -8,7 +8,8 @@
 //! This file parses the arguments and wires the library: the recording
 //! session and the artifacts ([`amqptrace::live::artifacts`], every report
 //! made from the finished recording), the command and its signals
-//! ([`amqptrace::live::child`]), the URL ([`amqptrace::url`]).
+//! ([`amqptrace::live::child`]), the URL ([`amqptrace::url`]), TLS to an
+//! `amqps` broker ([`crate::cli::tls`]).
 //!
 //! Threads: the main thread waits for the child and for signals; a tokio
 //! runtime forwards (the proxy module); one tracer thread records, fed
@@ -27,10 +28,9 @@ use amqptrace::live::artifacts::Artifacts;
 use amqptrace::live::child::{exit_code_of, run_child, ChildError};
 use amqptrace::live::signals::Signals;
 use amqptrace::live::LiveError;
-use amqptrace::source::proxy::Upstream;
-use amqptrace::stream::StreamConfig;
 use amqptrace::url::{proxied_url, redacted};
 
+use crate::cli::tls::UpstreamTlsArgs;
 use crate::exit;
 
 /// The variables the common AMQP clients and task queues read their broker URL from.
@@ -64,7 +64,10 @@ the recording are what `amqptrace analyze capture.pcapng` gives:
   report.html      verdicts, swimlanes and unacked vs prefetch, self-contained
 
 The command's URL: the upstream URL with host and port replaced by the proxy's;
-user, password, vhost and query byte for byte. An upstream without a vhost
+user, password, vhost and query byte for byte. An amqps:// upstream: the proxy
+speaks TLS to the broker, the command gets amqp:// and the query without its
+TLS options (cacertfile, certfile, keyfile, verify, server_name_indication, …),
+which the proxy takes instead. An upstream without a vhost
 (no path, or a bare '/', as the default) means RabbitMQ's default vhost '/',
 and the command gets it spelled out as '/%2F': clients that read a bare '/' as
 the vhost \"\" (Bunny, rabbitmq-c, as the AMQP URI spec says) reach '/' too.
@@ -72,13 +75,14 @@ the vhost \"\" (Bunny, rabbitmq-c, as the AMQP URI spec says) reach '/' too.
 Examples:
   amqptrace run -- pytest tests/
   amqptrace run --fail-on-stall --artifacts out/ -- python worker_test.py
-  amqptrace run --env MY_BROKER --upstream amqp://app:secret@127.0.0.1:5672/app -- ./e2e.sh";
+  amqptrace run --env MY_BROKER --upstream amqp://app:secret@127.0.0.1:5672/app -- ./e2e.sh
+  amqptrace run -u 'amqps://app:secret@rabbit.example/app?cacertfile=/etc/ca.pem' -- pytest";
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// The broker, as an amqp:// URL (or host:port). The command gets this URL with only host
-    /// and port replaced by the proxy's; user, password, vhost and query are kept (no vhost
-    /// means '/', passed on as '/%2F').
+    /// The broker, as an amqp:// or amqps:// URL (or host:port). The command gets this URL with
+    /// only host and port replaced by the proxy's (and amqps as amqp, without the TLS options);
+    /// user, password, vhost and query are kept (no vhost means '/', passed on as '/%2F').
     #[arg(
         short,
         long,
@@ -113,13 +117,22 @@ pub struct RunArgs {
     #[arg(long)]
     pub pcap_keep_credentials: bool,
 
+    #[command(flatten)]
+    pub upstream_tls: UpstreamTlsArgs,
+
+    /// Set SSLKEYLOGFILE=FILE for the command (Python, curl, Node log their TLS secrets there), and
+    /// append the secrets of the proxy's TLS sessions to the broker to FILE as well.
+    #[arg(long, value_name = "FILE")]
+    pub tls_keylog: Option<PathBuf>,
+
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<u8> {
-    let upstream = Upstream::parse(&args.upstream)?;
+    let keylog = crate::cli::tls::keylog(args.tls_keylog.as_deref())?;
+    let upstream = crate::cli::tls::upstream(&args.upstream, &args.upstream_tls, keylog)?;
     let analyzer = crate::cli::analyzer_config(args.stall_after)?;
     for name in &args.env {
         anyhow::ensure!(
@@ -129,11 +142,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     }
     let artifacts = Artifacts {
         dir: args.artifacts.clone(),
-        stream: StreamConfig {
-            ports: vec![upstream.port],
-            decoder: DecoderConfig::default(),
-            ..StreamConfig::default()
-        },
+        stream: crate::cli::tls::stream_config(&upstream, DecoderConfig::default()),
         analyzer,
     };
     let snapshot = Arc::new(tokio::sync::Notify::new());
@@ -158,12 +167,25 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         let _ = stop_rx.await;
     }));
     eprintln!(
-        "amqptrace: proxy on {listen} forwarding to {upstream}; {} set to {}",
+        "amqptrace: proxy on {listen} forwarding to {upstream}{}; {} set to {}",
+        crate::cli::tls::describe(&upstream),
         args.env.join(", "),
         redacted(&url)
     );
 
-    let status = run_child(&rt, &args.command, &args.env, &url, &mut signals, &snapshot);
+    let also: Vec<(&str, &std::ffi::OsStr)> = match &args.tls_keylog {
+        Some(p) => vec![("SSLKEYLOGFILE", p.as_os_str())],
+        None => Vec::new(),
+    };
+    let status = run_child(
+        &rt,
+        &args.command,
+        &args.env,
+        &url,
+        &also,
+        &mut signals,
+        &snapshot,
+    );
 
     // The command is over: close what its subprocesses may still hold open
     // and let the tracer write the artifacts.

@@ -176,6 +176,7 @@ impl RecordSession {
     ) -> Result<Analysis, LiveError> {
         let cfg = ProxyConfig {
             upstream,
+            listen_tls: None,
             max_connections: 4096,
             // A command that exits (or is killed) closes its sockets on the way
             // out: its last frames and FINs get a moment to be forwarded and

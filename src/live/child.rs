@@ -22,13 +22,15 @@ pub struct ChildError {
     pub error: io::Error,
 }
 
-/// Spawns `command` with every variable of `env` set to `url` and waits for
+/// Spawns `command` with every variable of `env` set to `url` (and the
+/// variables of `also`, such as `SSLKEYLOGFILE`) and waits for
 /// it, passing SIGINT/SIGTERM on (`snapshot` is notified of each).
 pub fn run_child(
     rt: &tokio::runtime::Runtime,
     command: &[OsString],
     env: &[String],
     url: &str,
+    also: &[(&str, &std::ffi::OsStr)],
     signals: &mut Signals,
     snapshot: &Notify,
 ) -> Result<ExitStatus, ChildError> {
@@ -43,6 +45,7 @@ pub fn run_child(
     for name in env {
         cmd.env(name, url);
     }
+    cmd.envs(also.iter().copied());
     let mut child = cmd.spawn().map_err(|error| ChildError {
         // As a POSIX shell: 127 when not found, 126 when found but not runnable.
         code: if error.kind() == io::ErrorKind::NotFound {

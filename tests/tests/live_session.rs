@@ -145,6 +145,7 @@ async fn proxy_session_in_process_traces_and_judges() {
     let session = ProxySession {
         proxy: ProxyConfig {
             upstream: upstream(),
+            listen_tls: None,
             max_connections: 64,
             drain: Duration::from_secs(1),
         },

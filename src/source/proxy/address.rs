@@ -1,20 +1,26 @@
 //! Where the proxy listens and forwards to: the `--upstream` value
-//! ([`Upstream`], an AMQP URL's credentials dropped as it is parsed), the
+//! ([`Upstream`], an AMQP URL's credentials dropped as it is parsed, with
+//! the TLS to speak to it when it is `amqps`), the
 //! `--listen` value ([`resolve_listen`]), their resolution, and why either
 //! is not usable ([`AddressError`]). Owns no socket.
 
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use super::tls::UpstreamTls;
 use crate::url::AmqpUrl;
 
 /// The broker to forward to, as given on the command line (credentials removed).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Upstream {
     /// Host name or IP address (IPv6 without brackets).
     pub host: String,
     pub port: u16,
+    /// TLS to the broker (`amqps`); `None`: plain TCP. [`Upstream::parse`]
+    /// leaves it to the caller, who knows the TLS options.
+    pub tls: Option<Arc<UpstreamTls>>,
 }
 
 /// Why an `--upstream` or `--listen` value is not usable.
@@ -71,6 +77,7 @@ impl Upstream {
         Ok(Upstream {
             host: host.to_string(),
             port,
+            tls: None,
         })
     }
 

@@ -3,6 +3,9 @@
 //! connects upstream and pumps bytes both ways, TCP's half-close and reset
 //! passed through, and the drain on shutdown ([`run`], [`ProxyConfig`]).
 //! Bytes are written before their copy is offered to the trace channel.
+//! Either side may be TLS ([`super::tls`]): the handshakes happen here,
+//! before the first byte is forwarded, and only plaintext is forwarded and
+//! traced.
 
 use std::io;
 use std::net::SocketAddr;
@@ -15,12 +18,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
+use super::socket::Socket;
+use super::tls::ListenTls;
 use super::{ConnInfo, TraceKind, TraceMsg, TraceTx, Upstream};
 use crate::event::{Dir, Timestamp};
 
 /// Bytes read per direction at a time; the per-connection memory is two of these.
 pub const BUF_SIZE: usize = 32 * 1024;
-/// How long an upstream connect may take before the client is closed.
+/// How long an upstream connect may take before the client is closed; and
+/// a TLS handshake, on either side.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the accept loop waits after a failed accept (EMFILE: out of descriptors).
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
@@ -33,6 +39,8 @@ pub const MAX_CONNECTIONS: usize = 1 << 20;
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
     pub upstream: Upstream,
+    /// TLS towards the clients (`--listen-tls`): every client must handshake first.
+    pub listen_tls: Option<Arc<ListenTls>>,
     /// Connections served at once; further clients wait in the accept queue.
     /// Clamped to 1..=[`MAX_CONNECTIONS`].
     pub max_connections: usize,
@@ -186,6 +194,24 @@ async fn serve(
 ) {
     let listen = client.local_addr().unwrap_or(client_addr);
     let _ = client.set_nodelay(true);
+    let client = match &cfg.listen_tls {
+        None => Socket::Plain(client),
+        Some(tls) => match tokio::time::timeout(CONNECT_TIMEOUT, tls.accept(client)).await {
+            Ok(Ok(s)) => Socket::from(s),
+            // Nothing AMQP came through: not a connection of the timeline.
+            Ok(Err(e)) => {
+                tracing::warn!("{client_addr}: TLS handshake failed: {e}; client closed");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "{client_addr}: no TLS handshake within {} s; client closed",
+                    CONNECT_TIMEOUT.as_secs()
+                );
+                return;
+            }
+        },
+    };
     let (upstream, upstream_addr) = match connect_upstream(&cfg.upstream).await {
         Ok(u) => u,
         Err((addr, error)) => {
@@ -198,7 +224,7 @@ async fn serve(
             });
             // A reset tells the client at once that the broker is not there,
             // as a refused connection would.
-            let _ = client.set_zero_linger();
+            let _ = client.tcp().set_zero_linger();
             drop(client);
             trace
                 .control(TraceMsg::now(
@@ -213,20 +239,19 @@ async fn serve(
             return;
         }
     };
-    let _ = upstream.set_nodelay(true);
     let info = Arc::new(ConnInfo {
         id,
         client: client_addr,
         listen,
-        upstream_local: upstream.local_addr().ok(),
+        upstream_local: upstream.tcp().local_addr().ok(),
         upstream: upstream_addr,
     });
     trace.try_control(TraceMsg::now(&info, Dir::C2S, TraceKind::Open));
     let mut client = client;
     let mut upstream = upstream;
     let failure = {
-        let (mut cr, mut cw) = client.split();
-        let (mut ur, mut uw) = upstream.split();
+        let (mut cr, mut cw) = client.halves();
+        let (mut ur, mut uw) = upstream.halves();
         let c2s = pump(&mut cr, &mut uw, Dir::C2S, &info, trace);
         let s2c = pump(&mut ur, &mut cw, Dir::S2C, &info, trace);
         tokio::pin!(c2s, s2c);
@@ -263,8 +288,8 @@ async fn serve(
             "connection reset: {error}"
         );
         // Reset the other side so that it sees what a direct peer would have seen.
-        let _ = client.set_zero_linger();
-        let _ = upstream.set_zero_linger();
+        let _ = client.tcp().set_zero_linger();
+        let _ = upstream.tcp().set_zero_linger();
         drop(client);
         drop(upstream);
         trace
@@ -285,15 +310,32 @@ async fn serve(
         .await;
 }
 
-/// Connects to the first address of the upstream that answers.
+/// Connects to the first address of the upstream that answers, then
+/// handshakes TLS with it when the upstream is `amqps`.
 async fn connect_upstream(
     up: &Upstream,
-) -> Result<(TcpStream, SocketAddr), (Option<SocketAddr>, String)> {
+) -> Result<(Socket, SocketAddr), (Option<SocketAddr>, String)> {
     let addrs = up.resolve().await.map_err(|e| (None, e.to_string()))?;
     let mut last = String::new();
     for addr in &addrs {
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => return Ok((s, *addr)),
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                let Some(tls) = &up.tls else {
+                    return Ok((Socket::Plain(s), *addr));
+                };
+                // A broker whose certificate fails verification is not tried
+                // at its next address: the same name fails the same way.
+                let error = match tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(s)).await {
+                    Ok(Ok(t)) => return Ok((Socket::from(t), *addr)),
+                    Ok(Err(e)) => format!("TLS handshake with {addr}: {e}"),
+                    Err(_) => format!(
+                        "TLS handshake with {addr}: timed out after {} s",
+                        CONNECT_TIMEOUT.as_secs()
+                    ),
+                };
+                return Err((Some(*addr), error));
+            }
             Ok(Err(e)) => last = format!("connect to {addr}: {e}"),
             Err(_) => {
                 last = format!(
@@ -340,7 +382,13 @@ where
             Err(e) => return Outcome::ReadFailed(e),
         };
         let ts = Timestamp::now();
-        if let Err(e) = wr.write_all(&buf[..n]).await {
+        // TLS holds written bytes in its session until flushed (a no-op on TCP).
+        if let Err(e) = async {
+            wr.write_all(&buf[..n]).await?;
+            wr.flush().await
+        }
+        .await
+        {
             return Outcome::WriteFailed(e);
         }
         trace

@@ -20,12 +20,16 @@
 //! By concern: [`address`] (what to listen on and forward to), [`channel`]
 //! (the trace channel and its counters), [`forward`] (sockets, tasks and
 //! shutdown), [`tracer`] (trace messages to timeline events, one thread, in
-//! order). The recording of the same messages as pcapng is a sink,
+//! order), [`tls`] (TLS towards the broker or the clients: certificates,
+//! verification, key log), [`socket`] (a side of a connection, plain or
+//! TLS, and its halves). The recording of the same messages as pcapng is a sink,
 //! [`crate::sink::PcapRecorder`].
 
 pub mod address;
 pub mod channel;
 pub mod forward;
+pub mod socket;
+pub mod tls;
 pub mod tracer;
 
 pub use address::{resolve_listen, AddressError, Upstream};
@@ -37,4 +41,5 @@ pub use channel::{
 pub use forward::{
     descriptor_budget, run, ProxyConfig, BUF_SIZE, CONNECT_TIMEOUT, MAX_CONNECTIONS,
 };
+pub use tls::{KeyLogFile, ListenTls, TlsError, UpstreamTls, UpstreamTlsOptions};
 pub use tracer::Tracer;

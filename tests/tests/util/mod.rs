@@ -1,6 +1,7 @@
 //! What the integration tests share: the built binary run to its end
 //! ([`bin`]), running proxies and captures ([`live`], [`process`]), the
-//! shared broker and lapin ([`broker`]), paths and a temporary folder per
+//! shared broker and lapin ([`broker`]), a private RabbitMQ node with an
+//! optional TLS listener ([`private_broker`]), paths and a temporary folder per
 //! test ([`files`]), tshark and the other external tools ([`tshark`]),
 //! captures as bytes ([`pcap`]), queries on analysis documents
 //! ([`analysis`]), and assertions that print a diff ([`diff`]).
@@ -12,6 +13,7 @@ pub mod diff;
 pub mod files;
 pub mod live;
 pub mod pcap;
+pub mod private_broker;
 pub mod process;
 pub mod tshark;
 
@@ -22,5 +24,6 @@ pub use diff::*;
 pub use files::*;
 pub use live::*;
 pub use pcap::*;
+pub use private_broker::*;
 pub use process::*;
 pub use tshark::*;
