@@ -38,7 +38,7 @@ impl Analyzer {
     }
 
     fn close_channel(&mut self, ci: u32, ch: u16, mark: Mark, dir: Dir, a: &MethodArgs) {
-        let st = self.conns[ci as usize].channels.remove(&ch);
+        let mut st = self.conns[ci as usize].channels.remove(&ch);
         let mut close_idx = None;
         if dir == Dir::S2C {
             let oldest = st.as_ref().and_then(|st| {
@@ -59,6 +59,7 @@ impl Analyzer {
                         .collect()
                 })
                 .unwrap_or_default();
+            let facts = st.as_mut().and_then(|st| st.trail.facts.take());
             let c = &mut self.conns[ci as usize];
             c.channel_closes.push(ChannelCloseRec {
                 channel: ch,
@@ -71,6 +72,7 @@ impl Analyzer {
                 },
                 oldest_unacked: oldest,
                 consumer_tags,
+                facts,
             });
             close_idx = Some(c.channel_closes.len() - 1);
         }

@@ -55,6 +55,8 @@ pub(crate) struct ConnState {
     pub deliveries: u64,
     pub declared_queues: Vec<String>,
     pub consumers: Vec<u32>,
+    /// What explains a broker's close of this connection (see `errors`).
+    pub trail: super::errors::ConnTrail,
     /// Lookups the hot methods repeat, remembered by the identity of the decoder's
     /// shared strings (see `event::Text`): same string objects, same answer.
     pub(crate) memo: Memo,
@@ -119,6 +121,7 @@ impl ConnState {
             deliveries: 0,
             declared_queues: Vec::new(),
             consumers: Vec::new(),
+            trail: Default::default(),
             memo: Memo::default(),
         }
     }
