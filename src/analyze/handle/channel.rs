@@ -39,6 +39,9 @@ impl Analyzer {
 
     fn close_channel(&mut self, ci: u32, ch: u16, mark: Mark, dir: Dir, a: &MethodArgs) {
         let mut st = self.conns[ci as usize].channels.remove(&ch);
+        if let Some(st) = &st {
+            self.trail_channel_end(ci, ch, st, mark);
+        }
         let mut close_idx = None;
         if dir == Dir::S2C {
             let oldest = st.as_ref().and_then(|st| {

@@ -14,7 +14,7 @@ use super::super::state::errors::{
     RefusedSettle, SettledTags, TagOrigin, MAX_DECLARES_PENDING, MAX_ENDED_TAGS,
 };
 use super::super::state::queue_args::DeclaredQueue;
-use super::super::state::{ChannelState, Mark};
+use super::super::state::{ChannelState, ConnState, Mark};
 use super::super::Analyzer;
 
 /// Reply codes of the AMQP 0-9-1 spec that the explanations cover.
@@ -242,31 +242,18 @@ impl Analyzer {
         if c.ended.is_some() {
             return;
         }
-        let mut tags: Vec<EndedTag> = Vec::new();
-        for (&channel, st) in &c.channels {
-            for u in st.unacked.iter().filter(|u| !u.settled) {
-                if tags.len() >= MAX_ENDED_TAGS {
-                    break;
-                }
-                tags.push(EndedTag {
-                    channel,
-                    tag: u.tag,
-                    delivered: u.at,
-                });
-            }
+        let e = ended_with(c, c.channels.iter().map(|(&ch, st)| (ch, st)), mark);
+        if let Some(e) = e {
+            self.trail.ended(e);
         }
-        if tags.is_empty() {
-            return;
+    }
+
+    /// A channel closes (by either peer): its unacknowledged deliveries are
+    /// remembered, for an ack of one of them on the channel reopened.
+    pub(super) fn trail_channel_end(&mut self, ci: u32, ch: u16, st: &ChannelState, mark: Mark) {
+        if let Some(e) = ended_with(&self.conns[ci as usize], std::iter::once((ch, st)), mark) {
+            self.trail.ended(e);
         }
-        tags.sort_by_key(|t| (t.channel, t.tag));
-        let e = EndedConn {
-            conn: c.conn,
-            connection_name: c.handshake.connection_name.clone(),
-            client_product: c.handshake.client_product.clone(),
-            ended: mark,
-            tags,
-        };
-        self.trail.ended(e);
     }
 
     /// What explains a channel.close from the broker, from the state before it.
@@ -372,20 +359,28 @@ impl Analyzer {
         }
         let hs = &c.handshake;
         let previous = self.trail.ended.iter().rev().find_map(|e| {
+            // The same channel closed and reopened, or the client's connection before this one.
+            let same_connection = e.conn == c.conn;
             let same_client = e.conn.client.ip() == c.conn.client.ip()
-                && e.conn != c.conn
                 && e.connection_name == hs.connection_name
                 && e.client_product == hs.client_product
                 && e.ended.ts <= c.first.ts;
-            if !same_client {
-                return None;
-            }
             let on_same = e.tags.iter().find(|t| t.tag == tag && t.channel == ch);
-            let t = on_same.or_else(|| e.tags.iter().find(|t| t.tag == tag))?;
-            Some((e.clone(), *t))
+            let t = if same_connection {
+                on_same?
+            } else if same_client {
+                on_same.or_else(|| e.tags.iter().find(|t| t.tag == tag))?
+            } else {
+                return None;
+            };
+            Some((e.clone(), *t, same_connection))
         });
         match previous {
-            Some((conn, tag)) => TagOrigin::PreviousConnection { conn, tag },
+            Some((conn, tag, same_connection)) => TagOrigin::PreviousConnection {
+                conn,
+                tag,
+                same_connection,
+            },
             None => TagOrigin::Unknown {
                 last_delivered: st.trail.last_delivered,
             },
@@ -397,15 +392,22 @@ impl Analyzer {
         let c = &self.conns[ci as usize];
         let text = a.reply_text.as_deref().unwrap_or("");
         let facts = match (a.reply_code.unwrap_or(0), a.failing_method) {
-            (NOT_ALLOWED, Some(MethodKind::ChannelOpen)) => CloseFacts::ChannelMax {
-                open: c.trail.last_channel_open,
-                channel_max: c.trail.channel_max,
-            },
-            (NOT_ALLOWED, Some(MethodKind::ConnectionOpen)) => CloseFacts::Vhost {
-                vhost: c.handshake.vhost.clone(),
-                user: c.handshake.user.clone(),
-                open: c.trail.open,
-            },
+            // RabbitMQ names no failing method for channel_max (class and method 0).
+            (NOT_ALLOWED, f)
+                if f == Some(MethodKind::ChannelOpen) || text.contains("channel_max") =>
+            {
+                CloseFacts::ChannelMax {
+                    open: c.trail.last_channel_open,
+                    channel_max: c.trail.channel_max,
+                }
+            }
+            (NOT_ALLOWED, f) if f == Some(MethodKind::ConnectionOpen) || text.contains("vhost") => {
+                CloseFacts::Vhost {
+                    vhost: c.handshake.vhost.clone(),
+                    user: c.handshake.user.clone(),
+                    open: c.trail.open,
+                }
+            }
             (FRAME_ERROR, _) => CloseFacts::FrameTooLarge {
                 frame: c.trail.oversize_body,
                 frame_max: c.handshake.frame_max.zip(c.trail.tune_ok),
@@ -419,6 +421,37 @@ impl Analyzer {
         };
         Some(Box::new(facts))
     }
+}
+
+/// The unacknowledged deliveries of `channels` of `c`, which end at `mark`;
+/// None when there are none.
+fn ended_with<'a>(
+    c: &ConnState,
+    channels: impl Iterator<Item = (u16, &'a ChannelState)>,
+    mark: Mark,
+) -> Option<EndedConn> {
+    let mut tags: Vec<EndedTag> = Vec::new();
+    for (channel, st) in channels {
+        let live = st.unacked.iter().filter(|u| !u.settled);
+        for u in live.take(MAX_ENDED_TAGS.saturating_sub(tags.len())) {
+            tags.push(EndedTag {
+                channel,
+                tag: u.tag,
+                delivered: u.at,
+            });
+        }
+    }
+    if tags.is_empty() {
+        return None;
+    }
+    tags.sort_by_key(|t| (t.channel, t.tag));
+    Some(EndedConn {
+        conn: c.conn,
+        connection_name: c.handshake.connection_name.clone(),
+        client_product: c.handshake.client_product.clone(),
+        ended: mark,
+        tags,
+    })
 }
 
 /// A settle before the settle handler applies it: the tags it covers are

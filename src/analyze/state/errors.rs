@@ -151,7 +151,7 @@ pub(crate) struct EndedTag {
     pub delivered: Mark,
 }
 
-/// A connection that ended with deliveries unacknowledged.
+/// A connection or channel that ended with deliveries unacknowledged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct EndedConn {
     pub conn: Conn,
@@ -205,8 +205,13 @@ pub(crate) enum TagOrigin {
         delivered: Mark,
         settled: bool,
     },
-    /// Delivered on an earlier connection of the same client.
-    PreviousConnection { conn: EndedConn, tag: EndedTag },
+    /// Delivered on an earlier connection of the same client, or on the same
+    /// channel of this connection before it was closed and reopened.
+    PreviousConnection {
+        conn: EndedConn,
+        tag: EndedTag,
+        same_connection: bool,
+    },
     /// Nothing in the capture delivered it.
     Unknown { last_delivered: Option<(u64, Mark)> },
 }

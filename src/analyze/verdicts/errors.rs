@@ -288,6 +288,7 @@ pub(super) fn explain(f: &CloseFacts) -> (String, Vec<EvidenceRef>) {
             }
         }
     }
+    evidence.sort_by_key(|e| e.frame);
     (s, evidence)
 }
 
@@ -353,7 +354,25 @@ fn explain_tag(
             e.note = Some(format!("delivered on channel {other}"));
             evidence.push(e);
         }
-        TagOrigin::PreviousConnection { conn, tag: t } => {
+        TagOrigin::PreviousConnection {
+            conn,
+            tag: t,
+            same_connection: true,
+        } => {
+            let _ = write!(
+                s,
+                "delivery tag {tag} was delivered on channel {channel} of this connection before \
+                 the channel was closed at frame {} (basic.deliver at frame {}) with it \
+                 unacknowledged: delivery tags do not outlive their channel, and the channel \
+                 opened again numbers its deliveries afresh",
+                conn.ended.frame, t.delivered.frame
+            );
+            let mut e = ev_on(t.delivered, "basic.deliver", Dir::S2C, t.channel);
+            e.delivery_tag = Some(tag);
+            e.note = Some("delivered before the channel was closed".into());
+            evidence.push(e);
+        }
+        TagOrigin::PreviousConnection { conn, tag: t, .. } => {
             let who = conn
                 .connection_name
                 .as_deref()
@@ -362,7 +381,7 @@ fn explain_tag(
             let _ = write!(
                 s,
                 "this channel never delivered it; delivery tag {tag} was delivered on channel {} of \
-                 the client's previous connection{who} {} (basic.deliver at frame {}), which ended \
+                 the client's previous connection{who} {} (basic.deliver at frame {}), which closed \
                  at frame {} with it unacknowledged: delivery tags do not outlive their connection \
                  (the broker requeued that message when the connection ended), so an ack after a \
                  reconnect must not reuse them",
