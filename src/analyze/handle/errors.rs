@@ -45,7 +45,9 @@ impl Analyzer {
                     t.channel_max = Some((n, mark));
                 }
             }
-            (Dir::C2S, MethodKind::ConnectionOpen) => self.conns[ci as usize].trail.open = Some(mark),
+            (Dir::C2S, MethodKind::ConnectionOpen) => {
+                self.conns[ci as usize].trail.open = Some(mark)
+            }
             (Dir::C2S, MethodKind::ChannelOpen) => {
                 let c = &mut self.conns[ci as usize];
                 let open = c.channels.len() + usize::from(!c.channels.contains_key(&ch));
@@ -473,7 +475,10 @@ fn trail_settle(st: &mut ChannelState, at: Mark, method: MethodKind, a: &MethodA
     match found {
         Some(u) => {
             let from = if multiple {
-                st.unacked.iter().find(|u| !u.settled).map_or(tag, |f| f.tag)
+                st.unacked
+                    .iter()
+                    .find(|u| !u.settled)
+                    .map_or(tag, |f| f.tag)
             } else {
                 tag
             };
@@ -519,7 +524,8 @@ mod tests {
         let t = "FRAME_ERROR - type 3, all octets = <<>>: {frame_too_large,10000,4088}";
         assert_eq!(frame_too_large(t), Some((10000, 4088)));
         assert_eq!(frame_too_large("FRAME_ERROR - bad"), None);
-        let t = "PRECONDITION_FAILED - inequivalent arg 'x-message-ttl' for queue 'ttl-1' in vhost '/'";
+        let t =
+            "PRECONDITION_FAILED - inequivalent arg 'x-message-ttl' for queue 'ttl-1' in vhost '/'";
         assert_eq!(quoted_after(t, "for queue '").as_deref(), Some("ttl-1"));
         assert_eq!(
             quoted_after(t, "inequivalent arg '").as_deref(),

@@ -10,8 +10,8 @@
 
 use crate::event::Conn;
 
-use super::super::state::errors::{CloseFacts, OtherProtocol, TagOrigin};
 use super::super::routing::name_list;
+use super::super::state::errors::{CloseFacts, OtherProtocol, TagOrigin};
 use super::super::state::queue_args::DeclaredQueue;
 use super::super::state::TcpEndKind;
 use super::connection::tcp_end_ev;
@@ -255,7 +255,10 @@ pub(super) fn explain(f: &CloseFacts) -> (String, Vec<EvidenceRef>) {
                     let missing = if a.body_size == 0 {
                         "its content header had not come".to_string()
                     } else {
-                        format!("{} of its {} body bytes were still to come", a.left, a.body_size)
+                        format!(
+                            "{} of its {} body bytes were still to come",
+                            a.left, a.body_size
+                        )
                     };
                     let _ = write!(
                         s,
@@ -284,7 +287,10 @@ pub(super) fn explain(f: &CloseFacts) -> (String, Vec<EvidenceRef>) {
             }
             evidence.push(e);
             if *anomalies > 1 {
-                let _ = write!(s, " ({anomalies} client frames out of content order in all)");
+                let _ = write!(
+                    s,
+                    " ({anomalies} client frames out of content order in all)"
+                );
             }
         }
     }
@@ -318,7 +324,9 @@ fn explain_tag(
             if let Some(at) = d.delivered {
                 let _ = write!(s, " (basic.deliver at frame {})", at.frame);
             }
-            s.push_str(": a delivery is settled once, and a second settle of it closes the channel");
+            s.push_str(
+                ": a delivery is settled once, and a second settle of it closes the channel",
+            );
             let mut e = ev_on(d.at, d.method.name(), Dir::C2S, channel);
             e.delivery_tag = Some(d.to);
             e.note = Some(format!("settled delivery tag {tag} first"));
@@ -393,24 +401,22 @@ fn explain_tag(
             e.note = Some("delivered on the previous connection".into());
             evidence.push(e);
         }
-        TagOrigin::Unknown { last_delivered } => {
-            match last_delivered {
-                Some((last, at)) => {
-                    let _ = write!(
-                        s,
-                        "nothing in the capture delivered tag {tag} on channel {channel} (its last \
+        TagOrigin::Unknown { last_delivered } => match last_delivered {
+            Some((last, at)) => {
+                let _ = write!(
+                    s,
+                    "nothing in the capture delivered tag {tag} on channel {channel} (its last \
                          delivery is tag {last} at frame {})",
-                        at.frame
-                    );
-                }
-                None => {
-                    let _ = write!(
-                        s,
-                        "nothing in the capture was delivered on channel {channel}"
-                    );
-                }
+                    at.frame
+                );
             }
-        }
+            None => {
+                let _ = write!(
+                    s,
+                    "nothing in the capture was delivered on channel {channel}"
+                );
+            }
+        },
     }
 }
 
@@ -497,7 +503,12 @@ pub(super) fn other_protocol(c: &ConnState, p: &OtherProtocol, mut v: Verdict) -
             TcpEndKind::Fin => "closed the TCP connection (FIN)",
             TcpEndKind::Rst => "reset the TCP connection (RST)",
         };
-        let _ = write!(s, ", then the {} {how} at frame {}", peer(end.dir), end.at.frame);
+        let _ = write!(
+            s,
+            ", then the {} {how} at frame {}",
+            peer(end.dir),
+            end.at.frame
+        );
         v.evidence.push(tcp_end_ev(end));
     }
     let refused = p.answer.as_ref().is_some_and(|(_, a)| *a != p.protocol);
