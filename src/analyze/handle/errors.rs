@@ -9,12 +9,13 @@
 
 use crate::event::{DecodeError, Dir, Frame, Method, MethodArgs, MethodKind};
 
+use super::super::state::errors::ChannelTrail;
 use super::super::state::errors::{
     CloseFacts, ContentAnomaly, ContentSeq, EndedConn, EndedTag, ExclusiveConsumer, OtherProtocol,
     RefusedSettle, SettledTags, TagOrigin, MAX_DECLARES_PENDING, MAX_ENDED_TAGS,
 };
 use super::super::state::queue_args::DeclaredQueue;
-use super::super::state::{ChannelState, ConnState, Mark};
+use super::super::state::{ChannelState, ConnState, Mark, Unacked};
 use super::super::Analyzer;
 
 /// Reply codes of the AMQP 0-9-1 spec that the explanations cover.
@@ -29,7 +30,6 @@ impl Analyzer {
     /// A method, before its class's handler sees it.
     pub(super) fn trail_method(&mut self, ci: u32, dir: Dir, mark: Mark, ch: u16, m: &Method) {
         let a = &m.args;
-        let conn = self.conns[ci as usize].conn;
         match (dir, m.method) {
             (Dir::S2C, MethodKind::ConnectionTune) => {
                 let t = &mut self.conns[ci as usize].trail;
@@ -56,7 +56,7 @@ impl Analyzer {
             (Dir::C2S, MethodKind::QueueDeclare) => {
                 let d = DeclaredQueue {
                     at: mark,
-                    conn,
+                    conn: self.conns[ci as usize].conn,
                     channel: ch,
                     durable: a.durable.unwrap_or(false),
                     exclusive: a.exclusive.unwrap_or(false),
@@ -96,7 +96,7 @@ impl Analyzer {
                 if exclusive {
                     let tag = a.consumer_tag.as_deref().unwrap_or_default().to_string();
                     let e = ExclusiveConsumer {
-                        conn,
+                        conn: self.conns[ci as usize].conn,
                         channel: ch,
                         tag,
                         at: mark,
@@ -113,11 +113,6 @@ impl Analyzer {
                     if st.trail.last_delivered.is_none_or(|(t, _)| tag > t) {
                         st.trail.last_delivered = Some((tag, mark));
                     }
-                }
-            }
-            (Dir::C2S, MethodKind::BasicAck | MethodKind::BasicNack | MethodKind::BasicReject) => {
-                if let Some(st) = self.conns[ci as usize].channels.get_mut(&ch) {
-                    trail_settle(st, mark, m.method, a);
                 }
             }
             (Dir::S2C, MethodKind::ChannelClose) => {
@@ -456,42 +451,36 @@ fn ended_with<'a>(
     })
 }
 
-/// A settle before the settle handler applies it: the tags it covers are
-/// remembered, or, when it covers no outstanding delivery, it is the settle the
-/// broker refuses ("unknown delivery tag"; tag 0 with multiple=true means all,
-/// and is never refused).
-fn trail_settle(st: &mut ChannelState, at: Mark, method: MethodKind, a: &MethodArgs) {
-    let tag = a.delivery_tag.unwrap_or(0);
-    let multiple = a.multiple.unwrap_or(false);
+/// A settle as the settle handler applied it (`settled`: the deliveries it
+/// settled, in tag order): the tags it covered are remembered, or, when the
+/// tag itself was not outstanding, it is the settle the broker refuses
+/// ("unknown delivery tag"; RabbitMQ refuses a multiple=true settle whose own
+/// tag is unknown too). Tag 0 with multiple=true means all (basic.recover is
+/// one): never refused.
+pub(super) fn trail_settle(
+    t: &mut ChannelTrail,
+    at: Mark,
+    method: MethodKind,
+    tag: u64,
+    multiple: bool,
+    settled: &[Unacked],
+) {
     if multiple && tag == 0 {
         return;
     }
-    let found = st
-        .unacked
-        .binary_search_by_key(&tag, |u| u.tag)
-        .ok()
-        .map(|i| st.unacked[i])
-        .filter(|u| !u.settled);
-    match found {
-        Some(u) => {
-            let from = if multiple {
-                st.unacked
-                    .iter()
-                    .find(|u| !u.settled)
-                    .map_or(tag, |f| f.tag)
-            } else {
-                tag
-            };
-            st.trail.settled(SettledTags {
-                from,
-                to: tag,
-                at,
-                method,
-                delivered: (from == tag).then_some(u.at),
-            });
-        }
+    match settled
+        .first()
+        .filter(|_| settled.last().is_some_and(|u| u.tag == tag))
+    {
+        Some(first) => t.settled(SettledTags {
+            from: first.tag,
+            to: tag,
+            at,
+            method,
+            delivered: (first.tag == tag).then_some(first.at),
+        }),
         None => {
-            st.trail.refused = Some(RefusedSettle {
+            t.refused = Some(RefusedSettle {
                 at,
                 method,
                 tag,

@@ -411,3 +411,21 @@ fn another_protocol_is_named_with_the_broker_answer() {
         );
     }
 }
+
+#[test]
+fn a_multiple_ack_of_an_unknown_tag_is_the_refused_settle() {
+    // RabbitMQ refuses basic.ack multiple=true when its own tag is not outstanding.
+    let (mut s, w) = Sim::with_worker(40022, "q", "w", 10);
+    s.deliver(w, 1, "w", 1, false, None);
+    let last = s.deliver(w, 1, "w", 2, false, None);
+    let ack = s.ack(w, 1, 5, true);
+    let text = "PRECONDITION_FAILED - unknown delivery tag 5";
+    let v = refused(&mut s, w, 1, 406, text, MethodKind::BasicAck);
+    assert_says(
+        &v,
+        &[
+            &format!("the basic.ack at frame {ack} settles delivery tag 5 (multiple=true)"),
+            &format!("nothing in the capture delivered tag 5 on channel 1 (its last delivery is tag 2 at frame {last})"),
+        ],
+    );
+}
