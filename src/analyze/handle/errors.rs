@@ -12,7 +12,8 @@ use crate::event::{DecodeError, Dir, Frame, Method, MethodArgs, MethodKind};
 use super::super::state::errors::ChannelTrail;
 use super::super::state::errors::{
     CloseFacts, ContentAnomaly, ContentSeq, EndedConn, EndedTag, ExclusiveConsumer, OtherProtocol,
-    RefusedSettle, SettledTags, TagOrigin, MAX_DECLARES_PENDING, MAX_ENDED_TAGS,
+    RefusedSettle, SettledTags, TagOrigin, MAX_CONTENT_CHANNELS, MAX_DECLARES_PENDING,
+    MAX_ENDED_TAGS,
 };
 use super::super::state::queue_args::DeclaredQueue;
 use super::super::state::{ChannelState, ConnState, Mark, Unacked};
@@ -52,6 +53,8 @@ impl Analyzer {
                 let c = &mut self.conns[ci as usize];
                 let open = c.channels.len() + usize::from(!c.channels.contains_key(&ch));
                 c.trail.last_channel_open = Some((ch, mark, open));
+                // A channel (re)opened starts with no message under way.
+                c.trail.content.retain(|(n, _)| *n != ch);
             }
             (Dir::C2S, MethodKind::QueueDeclare) => {
                 let d = DeclaredQueue {
@@ -134,10 +137,16 @@ impl Analyzer {
     pub(super) fn trail_client_frame(&mut self, ci: u32, ch: u16, mark: Mark, frame: &Frame) {
         let c = &mut self.conns[ci as usize];
         let frame_max = c.handshake.frame_max.filter(|f| *f > 0);
-        let Some(st) = c.channels.get_mut(&ch) else {
-            return;
+        let t = &mut c.trail;
+        let i = match t.content.iter().position(|(n, _)| *n == ch) {
+            Some(i) => i,
+            None if t.content.len() < MAX_CONTENT_CHANNELS => {
+                t.content.push((ch, ContentSeq::Idle));
+                t.content.len() - 1
+            }
+            None => return,
         };
-        let seq = st.trail.content;
+        let seq = t.content[i].1;
         let (next, odd) = match frame {
             Frame::Method(m) if m.method == MethodKind::BasicPublish => (
                 ContentSeq::Header { publish: mark },
@@ -159,8 +168,8 @@ impl Analyzer {
             Frame::ContentBody(b) => {
                 if let Some(max) = frame_max {
                     // frame_max counts the 8 bytes of frame header and end.
-                    if u64::from(b.size) + 8 > u64::from(max) && c.trail.oversize_body.is_none() {
-                        c.trail.oversize_body = Some((mark, ch, b.size));
+                    if u64::from(b.size) + 8 > u64::from(max) && t.oversize_body.is_none() {
+                        t.oversize_body = Some((mark, ch, b.size));
                     }
                 }
                 match seq {
@@ -182,10 +191,10 @@ impl Analyzer {
             }
             Frame::Heartbeat(_) => return,
         };
-        st.trail.content = next;
+        t.content[i].1 = next;
         if odd {
-            c.trail.anomalies = c.trail.anomalies.saturating_add(1);
-            if c.trail.anomaly.is_none() {
+            t.anomalies = t.anomalies.saturating_add(1);
+            if t.anomaly.is_none() {
                 let (publish, body_size, left) = match seq {
                     ContentSeq::Idle => (None, 0, 0),
                     ContentSeq::Header { publish } => (Some(publish), 0, 0),
@@ -195,7 +204,7 @@ impl Analyzer {
                         left,
                     } => (Some(publish), body_size, left),
                 };
-                c.trail.anomaly = Some(ContentAnomaly {
+                t.anomaly = Some(ContentAnomaly {
                     at: mark,
                     channel: ch,
                     got: frame.name(),

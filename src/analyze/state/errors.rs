@@ -26,6 +26,8 @@ pub(crate) const MAX_DECLARES_PENDING: usize = 16;
 pub(crate) const MAX_ENDED_KEPT: usize = 64;
 /// Unacknowledged deliveries remembered per ended connection.
 pub(crate) const MAX_ENDED_TAGS: usize = 16;
+/// Channels per connection whose content sequence is followed.
+pub(crate) const MAX_CONTENT_CHANNELS: usize = 64;
 /// Exclusive consumers remembered (by queue).
 pub(crate) const MAX_EXCLUSIVE_KEPT: usize = 4096;
 
@@ -86,7 +88,6 @@ pub(crate) struct ChannelTrail {
     pub refused: Option<RefusedSettle>,
     /// The highest delivery tag delivered on the channel, and its basic.deliver.
     pub last_delivered: Option<(u64, Mark)>,
-    pub content: ContentSeq,
     /// The client's queue.declare awaiting its declare-ok, oldest first.
     pub declares: VecDeque<DeclaredQueue>,
     /// The last basic.consume: (frame, queue, exclusive).
@@ -136,6 +137,9 @@ pub(crate) struct ConnTrail {
     pub last_channel_open: Option<(u16, Mark, usize)>,
     /// The first body frame from the client above frame_max: frame, channel, size.
     pub oversize_body: Option<(Mark, u16, u32)>,
+    /// The content sequence of each channel the client sends on (a short list:
+    /// cheaper than a map lookup per frame; at most [`MAX_CONTENT_CHANNELS`]).
+    pub content: Vec<(u16, ContentSeq)>,
     pub anomaly: Option<ContentAnomaly>,
     pub anomalies: u32,
     pub other_protocol: Option<OtherProtocol>,
