@@ -26,7 +26,8 @@ ALL=(healthy slow-but-healthy prefetch-exhausted wrong-queue missing-queue-404 b
     lapin-prefetch-exhausted
     amqplib-prefetch-quiet bunny-prefetch-quiet amqplib-wrong-queue-quiet bunny-wrong-queue-quiet
     peers-settle-prefetch aio-pika-wrong-queue dramatiq-helpers-idle slow-mid-message
-    celery-wrong-queue celery-healthy)
+    celery-wrong-queue celery-healthy
+    unknown-tag-double-ack unknown-tag-wrong-channel unknown-tag-after-reconnect exclusive-consumer-403 exclusive-queue-405 inequivalent-args-406 vhost-not-allowed-530 fork-interleaved channel-max-530 frame-too-large-501 unexpected-frame-505 amqp-1-0-header amqp-1-0-sasl-header amqp-0-10-header)
 AMQPLIB_VERSION=0.10.9
 
 if [ "${1:-}" = --list ]; then printf '%s\n' "${ALL[@]}"; exit 0; fi
@@ -102,6 +103,7 @@ run_scenario() {
     celery-*) prog=celery_scenario.py ;;
     lapin-*) prog=lapin_scenario.py ;;
     amqplib-* | bunny-* | aio-pika-*) prog=foreign_scenario.py ;;
+    unknown-tag-* | exclusive-* | inequivalent-* | *-530 | *-501 | *-505 | fork-* | amqp-*-header) prog=error_scenarios.py ;;
     ack-timeout) limit=200 ;; # the broker notices on its channel tick, up to a minute or two
     esac
     if [ "$name" = mid-connection ]; then

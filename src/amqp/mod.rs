@@ -13,6 +13,7 @@
 
 pub mod convert;
 pub mod fast;
+pub mod header;
 
 use amq_protocol::frame::parsing::parse_content_header;
 use amq_protocol::protocol::parse_class;
@@ -22,6 +23,7 @@ use nom::Parser;
 use crate::event::{ContentBody, ContentBodyTag, DecodeError, Frame, Heartbeat};
 
 pub use convert::{method_from_class, plain_user};
+pub use header::{describe_protocol_header, PROTOCOL_0_9_1_NAME};
 
 /// AMQP frame types (spec 4.2.3).
 pub const FRAME_METHOD: u8 = 1;
@@ -539,23 +541,6 @@ fn parse_error_detail<E: std::fmt::Debug>(e: nom::Err<E>) -> String {
     match e {
         nom::Err::Incomplete(_) => "arguments end before the frame does".into(),
         nom::Err::Error(_) | nom::Err::Failure(_) => "arguments do not parse".into(),
-    }
-}
-
-/// Names an 8-byte protocol header: `("AMQP 0-9-1", true)`, `("AMQP 1.0.0", false)`…
-pub fn describe_protocol_header(h: &[u8]) -> (String, bool) {
-    if h.len() < 8 || &h[..4] != b"AMQP" {
-        return (escape_bytes(h), false);
-    }
-    let v = [h[4], h[5], h[6], h[7]];
-    match v {
-        [0, 0, 9, 1] => ("AMQP 0-9-1".into(), true),
-        [0, 1, 0, 0] => ("AMQP 1.0".into(), false),
-        [2, 1, 0, 0] => ("AMQP 1.0 (TLS)".into(), false),
-        [3, 1, 0, 0] => ("AMQP 1.0 (SASL)".into(), false),
-        [1, 1, 0, 9] => ("AMQP 0-9".into(), false),
-        [1, 1, 0, 8] | [1, 1, 8, 0] => ("AMQP 0-8".into(), false),
-        [a, b, c, d] => (format!("AMQP {a}.{b}.{c}.{d}"), false),
     }
 }
 

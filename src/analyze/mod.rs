@@ -147,6 +147,10 @@ pub struct Analyzer {
     pub(crate) retired: retire::Retired,
     /// Events since the last check for connections to retire.
     since_retire_check: u32,
+    /// What explains broker errors across connections (issue 15).
+    pub(crate) trail: state::errors::Trail,
+    /// Every queue's first declaration (issue 15).
+    pub(crate) queue_args: state::queue_args::QueueArgs,
 }
 
 impl Analyzer {
@@ -166,6 +170,8 @@ impl Analyzer {
             next_serial: 0,
             retired: retire::Retired::default(),
             since_retire_check: 0,
+            trail: Default::default(),
+            queue_args: Default::default(),
         }
     }
 

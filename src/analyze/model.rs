@@ -31,6 +31,8 @@ pub enum VerdictKind {
     ConsumerCancelledByBroker,
     RedeliveryLoop,
     CaptureIncomplete,
+    // Issue 15, broker errors explained and other protocols on the port (h15err).
+    OtherProtocol,
 }
 
 impl VerdictKind {
@@ -52,6 +54,8 @@ impl VerdictKind {
         VerdictKind::ConsumerCancelledByBroker,
         VerdictKind::RedeliveryLoop,
         VerdictKind::CaptureIncomplete,
+        // Issue 15, broker errors explained and other protocols on the port (h15err).
+        VerdictKind::OtherProtocol,
     ];
 
     /// The name as written in output and documentation, e.g. `prefetch_exhausted`.
@@ -74,6 +78,8 @@ impl VerdictKind {
             VerdictKind::ConsumerCancelledByBroker => "consumer_cancelled_by_broker",
             VerdictKind::RedeliveryLoop => "redelivery_loop",
             VerdictKind::CaptureIncomplete => "capture_incomplete",
+            // Issue 15 (h15err).
+            VerdictKind::OtherProtocol => "other_protocol",
         }
     }
 
@@ -105,6 +111,8 @@ impl VerdictKind {
             VerdictKind::ConnectionClosedByBroker
             | VerdictKind::HeartbeatTimeout
             | VerdictKind::ConnectionLost => 9,
+            // Issue 15 (h15err): the client cannot talk to the broker at all.
+            VerdictKind::OtherProtocol => 9,
         }
     }
 }

@@ -14,6 +14,10 @@
 //! do) needs no exception: without a protocol header tshark guesses 0-9-1 from
 //! the first frame and decodes the same frames as amqptrace.
 //!
+//! A capture with no method frame at all — a client that opened with another
+//! protocol's header, answered by the broker's own (issue 15) — is compared on
+//! those protocol headers instead, named from tshark's `amqp.init.*` octets.
+//!
 //! Documented exceptions, each checked precisely rather than skipped (see
 //! [`Exception`]): snaplen-truncated packets, lost segments, and a capture
 //! that begins inside a frame. The last two are also exercised on synthesised
@@ -577,7 +581,15 @@ fn check_capture(capture: &Path) -> Checked {
         .any(|(_, r)| r == "lost" || r == "truncated");
     let in_order = has_holes.then(|| tshark_methods(capture, &trace, false));
     let total: usize = trace.methods.values().map(Vec::len).sum();
-    assert!(total > 0, "{name}: amqptrace decoded no method frame");
+    if total == 0 {
+        // Another protocol's header and the broker's answer are all there is.
+        let failures = protocol_headers_differ(capture);
+        return Checked {
+            trace,
+            failures,
+            used: BTreeSet::new(),
+        };
+    }
     let keys: BTreeSet<Direction> = trace
         .methods
         .keys()
@@ -612,6 +624,97 @@ fn check_capture(capture: &Path) -> Checked {
         trace,
         failures,
         used,
+    }
+}
+
+/// A capture with no method frame (a client that opened with another
+/// protocol's header, issue 15): the protocol headers amqptrace names, per
+/// connection and direction, against tshark's `amqp.init.*` octets named by
+/// the table below (independent of amqptrace's). Empty when they agree and
+/// there is at least one; otherwise what differs.
+fn protocol_headers_differ(capture: &Path) -> String {
+    let name = util::short(capture);
+    let run = util::analyze("jsonl", capture);
+    let mut ours: BTreeSet<(String, String, u64, String)> = BTreeSet::new();
+    for line in run.stdout.lines() {
+        let ev: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{name}: not JSON ({e}): {line}"));
+        let protocol = match (ev["event"].as_str(), ev["method"].as_str()) {
+            (Some("frame"), Some("protocol-header")) => ev["protocol"].as_str(),
+            (Some("error"), _) => ev["error"]["protocol"].as_str(),
+            _ => None,
+        };
+        if let Some(p) = protocol {
+            let conn = ev["conn"].as_str().unwrap_or_default().to_string();
+            let dir = ev["dir"].as_str().unwrap_or_default().to_string();
+            ours.insert((conn, dir, ev["frame"].as_u64().unwrap_or(0), p.to_string()));
+        }
+    }
+    let fields = [
+        "frame.number",
+        "ip.src",
+        "tcp.srcport",
+        "ip.dst",
+        "tcp.dstport",
+        "amqp.init.id",
+        "amqp.init.version_major",
+        "amqp.init.version_minor",
+        "amqp.init.version_revision",
+        "amqp.init.id_major",
+        "amqp.init.id_minor",
+    ];
+    let mut cmd = std::process::Command::new("tshark");
+    cmd.args(["-r"]).arg(capture);
+    cmd.args([
+        "-d",
+        "tcp.port==5672,amqp",
+        "-Y",
+        "amqp.init.protocol",
+        "-T",
+        "fields",
+    ]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("tshark on {name}: {e}"));
+    let mut theirs = BTreeSet::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        let n = |i: usize| f.get(i).and_then(|v| v.parse::<u8>().ok());
+        // tshark's 1.0 dissector names the octets id, major, minor, revision;
+        // its 0-10 one (which it also uses for 0-9-1) id_major, id_minor, major, minor.
+        let octets = match n(9) {
+            Some(a) => [Some(a), n(10), n(6), n(7)],
+            None => [n(5), n(6), n(7), n(8)],
+        };
+        let protocol = match octets {
+            [Some(0), Some(0), Some(9), Some(1)] => "AMQP 0-9-1",
+            [Some(0), Some(1), Some(0), Some(0)] => "AMQP 1.0",
+            [Some(3), Some(1), Some(0), Some(0)] => "AMQP 1.0 (SASL)",
+            [Some(1), Some(1), Some(0), Some(10)] => "AMQP 0-10",
+            _ => "?",
+        };
+        let (c2s, client, broker) = if f.get(4) == Some(&"5672") {
+            (true, (f.get(1), f.get(2)), (f.get(3), f.get(4)))
+        } else {
+            (false, (f.get(3), f.get(4)), (f.get(1), f.get(2)))
+        };
+        let at = |(ip, port): (Option<&&str>, Option<&&str>)| {
+            format!("{}:{}", ip.unwrap_or(&""), port.unwrap_or(&""))
+        };
+        let conn = format!("{}->{}", at(client), at(broker));
+        let dir = if c2s { "c2s" } else { "s2c" };
+        let packet = f.first().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        theirs.insert((conn, dir.to_string(), packet, protocol.to_string()));
+    }
+    if !ours.is_empty() && ours == theirs {
+        String::new()
+    } else {
+        format!(
+            "\n{name}: no method frame, and the protocol headers differ:\n  amqptrace {ours:?}\n  tshark    {theirs:?}"
+        )
     }
 }
 

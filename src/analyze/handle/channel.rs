@@ -38,7 +38,10 @@ impl Analyzer {
     }
 
     fn close_channel(&mut self, ci: u32, ch: u16, mark: Mark, dir: Dir, a: &MethodArgs) {
-        let st = self.conns[ci as usize].channels.remove(&ch);
+        let mut st = self.conns[ci as usize].channels.remove(&ch);
+        if let Some(st) = &st {
+            self.trail_channel_end(ci, ch, st, mark);
+        }
         let mut close_idx = None;
         if dir == Dir::S2C {
             let oldest = st.as_ref().and_then(|st| {
@@ -59,6 +62,7 @@ impl Analyzer {
                         .collect()
                 })
                 .unwrap_or_default();
+            let facts = st.as_mut().and_then(|st| st.trail.facts.take());
             let c = &mut self.conns[ci as usize];
             c.channel_closes.push(ChannelCloseRec {
                 channel: ch,
@@ -71,6 +75,7 @@ impl Analyzer {
                 },
                 oldest_unacked: oldest,
                 consumer_tags,
+                facts,
             });
             close_idx = Some(c.channel_closes.len() - 1);
         }

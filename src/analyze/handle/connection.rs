@@ -130,6 +130,7 @@ impl Analyzer {
     /// The connection is over (close, close-ok, FIN or RST): its consumers end
     /// and its per-channel state is released; the summary stays.
     pub(super) fn end_connection(&mut self, ci: u32, mark: Mark, close_by: Option<Dir>) {
+        self.trail_connection_end(ci, mark);
         let c = &mut self.conns[ci as usize];
         let end = match (close_by, c.close.as_ref()) {
             (Some(by), _) => ConsumerEnd::ConnectionClosed { at: mark, by },

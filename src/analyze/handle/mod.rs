@@ -10,6 +10,7 @@ mod channel;
 mod connection;
 mod consume;
 mod delivery;
+mod errors;
 mod publish;
 mod queue;
 mod settle;
@@ -50,6 +51,7 @@ impl Analyzer {
             EventKind::TcpClose | EventKind::TcpReset => self.on_tcp_end(ci, ev, mark),
             EventKind::Gap { bytes, reason } => self.on_gap(ci, ev.dir, mark, *bytes, *reason),
             EventKind::Error { error, .. } => {
+                self.trail_error(ci, ev.dir, mark, error);
                 let c = &mut self.conns[ci as usize];
                 c.errors += 1;
                 if c.first_error.is_none() {
@@ -61,6 +63,7 @@ impl Analyzer {
                 supported,
                 ..
             } => {
+                self.trail_protocol(ci, ev.dir, mark, protocol);
                 let c = &mut self.conns[ci as usize];
                 c.saw_handshake = true;
                 if !supported {
@@ -68,6 +71,9 @@ impl Analyzer {
                 }
             }
             EventKind::Frame { channel, frame } => {
+                if ev.dir == Dir::C2S && *channel > 0 {
+                    self.trail_client_frame(ci, *channel, mark, frame);
+                }
                 let c = &mut self.conns[ci as usize];
                 c.last_frame[dir_index(ev.dir)] = Some((mark, frame.name()));
                 match frame {
@@ -119,6 +125,7 @@ impl Analyzer {
 
     /// Counts the client's methods, then hands the method to its class's handler.
     fn on_method(&mut self, ci: u32, dir: Dir, mark: Mark, ch: u16, m: &Method) {
+        self.trail_method(ci, dir, mark, ch, m);
         if dir == Dir::C2S {
             let c = &mut self.conns[ci as usize];
             c.client_methods[m.method as usize] =

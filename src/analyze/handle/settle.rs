@@ -101,6 +101,13 @@ impl Analyzer {
                 st.tombstones = 0;
             }
         }
+        let method = match kind {
+            SettleKind::Ack => MethodKind::BasicAck,
+            SettleKind::Nack => MethodKind::BasicNack,
+            SettleKind::Reject => MethodKind::BasicReject,
+        };
+        // For the explanation of a broker's "unknown delivery tag" (handle/errors.rs).
+        super::errors::trail_settle(&mut st.trail, mark, method, tag, multiple, &settled);
         if settled.is_empty() {
             self.settle_scratch = settled;
             return;
@@ -130,11 +137,6 @@ impl Analyzer {
             if e.fingerprint == 0 {
                 continue;
             }
-            let method = match kind {
-                SettleKind::Ack => MethodKind::BasicAck,
-                SettleKind::Nack => MethodKind::BasicNack,
-                SettleKind::Reject => MethodKind::BasicReject,
-            };
             let ev = LoopEvent {
                 at: mark,
                 method,

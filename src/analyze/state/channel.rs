@@ -42,6 +42,8 @@ pub(crate) struct ChannelState {
     pub(crate) get_no_ack: bool,
     /// queue.declare sent, declare-ok not yet seen: (exclusive, auto_delete).
     pub(crate) pending_declares: VecDeque<(bool, bool)>,
+    /// What explains a broker's close of this channel (see `errors`).
+    pub(crate) trail: super::errors::ChannelTrail,
 }
 
 impl ChannelState {

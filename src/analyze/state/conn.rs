@@ -50,6 +50,8 @@ pub(crate) struct ConnState {
     pub counts: ConnectionCounts,
     pub declared_queues: Vec<String>,
     pub consumers: Vec<u32>,
+    /// What explains a broker's close of this connection (see `errors`).
+    pub trail: super::errors::ConnTrail,
     /// Lookups the hot methods repeat, remembered by the identity of the decoder's
     /// shared strings (see `event::Text`): same string objects, same answer.
     pub(crate) memo: Memo,
@@ -110,6 +112,7 @@ impl ConnState {
             counts: ConnectionCounts::default(),
             declared_queues: Vec::new(),
             consumers: Vec::new(),
+            trail: Default::default(),
             memo: Memo::default(),
         }
     }

@@ -7,6 +7,8 @@
 mod channel;
 mod conn;
 mod consumer;
+pub(crate) mod errors;
+pub(crate) mod queue_args;
 
 pub(crate) use channel::{ChannelState, PendingContent, Unacked};
 pub(crate) use conn::ConnState;
@@ -108,6 +110,8 @@ pub(crate) struct ChannelCloseRec {
     pub close: CloseRec,
     pub oldest_unacked: Option<HeldDelivery>,
     pub consumer_tags: Vec<String>,
+    /// Why the broker closed it, as far as the capture shows (issue 15).
+    pub facts: Option<Box<errors::CloseFacts>>,
 }
 
 #[derive(Debug, Clone)]

@@ -86,6 +86,9 @@ pub(super) fn channel_close_text(rec: &ChannelCloseRec) -> (VerdictKind, String)
         rec.close.at.frame,
         describe_close(&rec.close)
     );
+    if let Some(f) = rec.facts.as_deref() {
+        s.push_str(&super::errors::explain(f).0);
+    }
     let kind = if is_ack_timeout(&rec.close) {
         if let Some(h) = &rec.oldest_unacked {
             let _ = write!(
@@ -136,6 +139,9 @@ pub(super) fn channel_close_evidence(rec: &ChannelCloseRec) -> Vec<EvidenceRef> 
         e.consumer_tag = h.consumer_tag.clone();
         e.note = Some("oldest unacknowledged delivery".into());
         out.push(e);
+    }
+    if let Some(f) = rec.facts.as_deref() {
+        out.extend(super::errors::explain(f).1);
     }
     out.push(close_ev(&rec.close, "channel.close", Some(rec.channel)));
     out

@@ -112,6 +112,9 @@ fn connection_verdict_of(ctx: &Ctx, ci: u32, c: &ConnState) -> Verdict {
     let mut v = base(Scope::Connection, c);
     let incomplete = incompleteness(c);
     let who = describe_client(c);
+    if let Some(p) = &c.trail.other_protocol {
+        return super::errors::other_protocol(c, p, v);
+    }
     if let Some(cl) = c.close.as_ref().filter(|cl| cl.by == Dir::S2C) {
         let kind = if cl.reply_text.to_ascii_lowercase().contains("heartbeat") {
             VerdictKind::HeartbeatTimeout
@@ -123,10 +126,18 @@ fn connection_verdict_of(ctx: &Ctx, ci: u32, c: &ConnState) -> Verdict {
             cl.at.frame,
             describe_close(cl)
         );
+        let (why, proof) = c
+            .trail
+            .close_facts
+            .as_deref()
+            .map(super::errors::explain)
+            .unwrap_or_default();
+        s.push_str(&why);
         if c.close_ok.is_none() {
             s.push_str("; no connection.close-ok from the client followed");
         }
         set(&mut v, kind, cl.at, s);
+        v.evidence.extend(proof);
         v.evidence.push(close_ev(cl, "connection.close", None));
         if let Some(end) = c.tcp_end {
             v.evidence.push(tcp_end_ev(end));
@@ -318,7 +329,7 @@ fn describe_client(c: &ConnState) -> String {
     s
 }
 
-fn tcp_end_ev(end: TcpEnd) -> EvidenceRef {
+pub(super) fn tcp_end_ev(end: TcpEnd) -> EvidenceRef {
     let mut e = ev(
         end.at,
         match end.kind {
