@@ -16,7 +16,7 @@ use super::super::state::errors::{
     MAX_ENDED_TAGS,
 };
 use super::super::state::queue_args::DeclaredQueue;
-use super::super::state::{ChannelState, ConnState, Mark, Unacked};
+use super::super::state::{ChannelState, ConnState, Mark, Step, Unacked};
 use super::super::Analyzer;
 
 /// Reply codes of the AMQP 0-9-1 spec that the explanations cover.
@@ -293,7 +293,7 @@ impl Analyzer {
                     .filter(|cs| {
                         cs.queue.as_deref() == Some(queue.as_str())
                             && cs.end.is_none()
-                            && cs.marks.consume_ok.is_some()
+                            && cs.marks[Step::ConsumeOk].is_some()
                     })
                     .filter_map(|cs| Some((cs.tag.clone(), self.conn_id(cs.conn)?)))
                     .take(8)
