@@ -11,6 +11,7 @@
 //! password: the parts borrow the caller's string.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 /// An AMQP URL cut into its parts, each a slice of the string parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,12 +102,8 @@ pub const TLS_QUERY_OPTIONS: [&str; 9] = [
 /// the query without them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsQuery {
-    /// `cacertfile`: the CA certificates (PEM) to trust.
-    pub cacertfile: Option<String>,
-    /// `certfile`: the client certificate (PEM).
-    pub certfile: Option<String>,
-    /// `keyfile`: its private key (PEM).
-    pub keyfile: Option<String>,
+    /// `cacertfile`, `certfile`, `keyfile`.
+    pub files: TlsFiles,
     /// `verify`: `verify_peer` or `verify_none`.
     pub verify: Option<String>,
     /// `server_name_indication`: the name to send and verify, or `disable`.
@@ -117,6 +114,29 @@ pub struct TlsQuery {
     /// The rest of the query, byte for byte in its order: `?a=1&b=2`, or
     /// empty when nothing is left; a `#fragment` stays at its end.
     pub rest: String,
+}
+
+/// The PEM files of a TLS client: the CAs to trust, and a certificate to
+/// present with its key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The CA certificates to trust; `None`: the system's root store.
+    pub ca: Option<PathBuf>,
+    /// A client certificate chain.
+    pub cert: Option<PathBuf>,
+    /// Its private key: PKCS#8, PKCS#1 or SEC1.
+    pub key: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// Each file of `self`, or else of `fallback`.
+    pub fn or(self, fallback: TlsFiles) -> TlsFiles {
+        TlsFiles {
+            ca: self.ca.or(fallback.ca),
+            cert: self.cert.or(fallback.cert),
+            key: self.key.or(fallback.key),
+        }
+    }
 }
 
 impl TlsQuery {
@@ -136,9 +156,9 @@ impl TlsQuery {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             let value = Some(percent_decoded(value));
             match key {
-                "cacertfile" => t.cacertfile = value,
-                "certfile" => t.certfile = value,
-                "keyfile" => t.keyfile = value,
+                "cacertfile" => t.files.ca = value.map(PathBuf::from),
+                "certfile" => t.files.cert = value.map(PathBuf::from),
+                "keyfile" => t.files.key = value.map(PathBuf::from),
                 "verify" => t.verify = value,
                 "server_name_indication" => t.server_name_indication = value,
                 k if TLS_QUERY_OPTIONS.contains(&k) => t.ignored.push(k.to_string()),
@@ -311,10 +331,13 @@ mod tests {
             "?cacertfile=%2Ftmp%2Fmy%20ca.pem&verify=verify_none&depth=3\
              &server_name_indication=disable&heartbeat=5&x&bad=%zz%4",
         );
-        assert_eq!(t.cacertfile.as_deref(), Some("/tmp/my ca.pem"));
+        assert_eq!(
+            t.files.ca.as_deref(),
+            Some(std::path::Path::new("/tmp/my ca.pem"))
+        );
         assert_eq!(t.verify.as_deref(), Some("verify_none"));
         assert_eq!(t.server_name_indication.as_deref(), Some("disable"));
-        assert_eq!((t.certfile, t.keyfile), (None, None));
+        assert_eq!((t.files.cert, t.files.key), (None, None));
         assert_eq!(t.ignored, vec!["depth".to_string()]);
         assert_eq!(t.rest, "?heartbeat=5&x&bad=%zz%4");
         assert_eq!(TlsQuery::parse("").rest, "");

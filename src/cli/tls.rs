@@ -10,7 +10,7 @@ use std::sync::Arc;
 use amqptrace::amqp::DecoderConfig;
 use amqptrace::source::proxy::{KeyLogFile, ListenTls, Upstream, UpstreamTls, UpstreamTlsOptions};
 use amqptrace::stream::StreamConfig;
-use amqptrace::url::{AmqpUrl, TlsQuery};
+use amqptrace::url::{AmqpUrl, TlsFiles, TlsQuery};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct UpstreamTlsArgs {
@@ -74,9 +74,12 @@ pub fn upstream(
     let sni = q.server_name_indication;
     let no_sni = sni.as_deref() == Some("disable");
     let opts = UpstreamTlsOptions {
-        ca_file: args.upstream_ca.clone().or(q.cacertfile.map(PathBuf::from)),
-        cert_file: args.upstream_cert.clone().or(q.certfile.map(PathBuf::from)),
-        key_file: args.upstream_key.clone().or(q.keyfile.map(PathBuf::from)),
+        files: TlsFiles {
+            ca: args.upstream_ca.clone(),
+            cert: args.upstream_cert.clone(),
+            key: args.upstream_key.clone(),
+        }
+        .or(q.files),
         server_name: sni.filter(|_| !no_sni),
         no_sni,
         verify,

@@ -22,7 +22,7 @@
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -32,16 +32,15 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use tokio::net::TcpStream;
 
+use crate::url::TlsFiles;
+
 /// How the proxy speaks TLS to the broker (`--upstream amqps://…`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UpstreamTlsOptions {
-    /// Trust only the CA certificates in this PEM file (`--upstream-ca`,
-    /// `cacertfile=`); `None`: the system's root store.
-    pub ca_file: Option<PathBuf>,
-    /// A client certificate chain (PEM) to present (`--upstream-cert`, `certfile=`).
-    pub cert_file: Option<PathBuf>,
-    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1) (`--upstream-key`, `keyfile=`).
-    pub key_file: Option<PathBuf>,
+    /// The CAs to trust (`--upstream-ca`, `cacertfile=`) and the client
+    /// certificate with its key (`--upstream-cert`/`--upstream-key`,
+    /// `certfile=`/`keyfile=`).
+    pub files: TlsFiles,
     /// The name to verify the broker's certificate against and send as SNI
     /// (`server_name_indication=NAME`); `None`: the upstream's host.
     pub server_name: Option<String>,
@@ -176,13 +175,13 @@ impl UpstreamTls {
             .with_safe_default_protocol_versions()
             .map_err(TlsError::Config)?;
         let builder = if opts.verify {
-            builder.with_root_certificates(roots(opts.ca_file.as_deref())?)
+            builder.with_root_certificates(roots(opts.files.ca.as_deref())?)
         } else {
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(NoCertificateVerification(provider)))
         };
-        let mut config = match (&opts.cert_file, &opts.key_file) {
+        let mut config = match (&opts.files.cert, &opts.files.key) {
             (Some(cert), Some(key)) => {
                 let chain = certificates("--upstream-cert", cert)?;
                 let key_der = private_key("--upstream-key", key)?;
@@ -260,6 +259,24 @@ fn roots(ca_file: Option<&Path>) -> Result<RootCertStore, TlsError> {
     Ok(store)
 }
 
+/// The `ServerCertVerifier` methods that check a handshake signature: each
+/// hands it to the rustls function of its TLS version, with the provider's
+/// algorithms.
+macro_rules! verify_signatures {
+    ($($method:ident => $check:path),* $(,)?) => {
+        $(
+            fn $method(
+                &self,
+                message: &[u8],
+                cert: &CertificateDer<'_>,
+                dss: &DigitallySignedStruct,
+            ) -> Result<HandshakeSignatureValid, rustls::Error> {
+                $check(message, cert, dss, &self.0.signature_verification_algorithms)
+            }
+        )*
+    };
+}
+
 /// `--upstream-insecure`: any certificate for any name is accepted (the
 /// handshake's signatures are still checked, so the session is encrypted
 /// to whoever holds the certificate's key — possibly not the broker).
@@ -278,32 +295,10 @@ impl ServerCertVerifier for NoCertificateVerification {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+    // The handshake's signatures are checked as rustls checks them, for both versions.
+    verify_signatures! {
+        verify_tls12_signature => rustls::crypto::verify_tls12_signature,
+        verify_tls13_signature => rustls::crypto::verify_tls13_signature,
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -442,7 +437,10 @@ mod tests {
     #[test]
     fn client_certificate_needs_its_key_and_names_must_be_valid() {
         let opts = UpstreamTlsOptions {
-            cert_file: Some("c.pem".into()),
+            files: TlsFiles {
+                cert: Some("c.pem".into()),
+                ..TlsFiles::default()
+            },
             ..UpstreamTlsOptions::verified()
         };
         let e = UpstreamTls::new(&opts, "broker", None).unwrap_err();
