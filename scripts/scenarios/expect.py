@@ -28,7 +28,18 @@ import statistics
 import subprocess
 import sys
 
-BROKER_PORT = 5672
+BROKER_PORT = int(os.environ.get("AMQPTRACE_BROKER_PORT", "5672"))
+# AMQP over TLS (scripts/make-tls-captures.sh): tshark decrypts with this key log.
+TLS_KEYLOG = os.environ.get("AMQPTRACE_TLS_KEYLOG")
+
+
+def decode_as():
+    """tshark's options that make it decode the broker port as AMQP (through TLS)."""
+    if TLS_KEYLOG:
+        return ["-o", f"tls.keylog_file:{TLS_KEYLOG}", "-d", f"tcp.port=={BROKER_PORT},tls",
+                "-d", f"tls.port=={BROKER_PORT},amqp"]
+    return ["-d", f"tcp.port=={BROKER_PORT},amqp"]
+
 
 # (class, method) -> name, as in the AMQP 0-9-1 spec.
 METHODS = {
@@ -69,7 +80,7 @@ def need(cond, what):
 
 
 def tshark_json(path, display_filter=None):
-    cmd = ["tshark", "-r", path, "-d", f"tcp.port=={BROKER_PORT},amqp", "-T", "json",
+    cmd = ["tshark", "-r", path, *decode_as(), "-T", "json",
            "--no-duplicate-keys", "-J", "frame tcp amqp"]
     if display_filter:
         cmd += ["-Y", display_filter]
@@ -159,7 +170,7 @@ def decode(path):
 
 def connection_names(path, run):
     """stream -> role, from the connection_name in each connection.start-ok."""
-    cmd = ["tshark", "-r", path, "-d", f"tcp.port=={BROKER_PORT},amqp", "-Y",
+    cmd = ["tshark", "-r", path, *decode_as(), "-Y",
            "amqp.method.class == 10 && amqp.method.method == 11", "-T", "fields",
            "-e", "tcp.stream", "-e", "tcp.payload"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -769,6 +780,8 @@ def x_celery(m, meta, wrong):
 EXPECT = {
     "healthy": x_healthy, "slow-but-healthy": x_slow, "prefetch-exhausted": x_prefetch,
     "lapin-prefetch-exhausted": x_prefetch,
+    "tls12-prefetch-exhausted": x_prefetch, "tls13-prefetch-exhausted": x_prefetch,
+    "tls12-aes128-healthy": x_healthy, "tls12-chacha20-healthy": x_healthy, "tls13-healthy": x_healthy,
     "wrong-queue": x_wrong_queue, "missing-queue-404": x_missing_queue, "blocked": x_blocked,
     "ack-timeout": x_ack_timeout, "heartbeat-timeout": x_heartbeat, "queue-deleted-cancel": x_queue_deleted,
     "nack-requeue-loop": x_nack_loop, "three-consumers-one-stalls": x_three,
@@ -811,7 +824,7 @@ def committed_meta(scenario, out, roles):
 
 def run_ids(path):
     """stream -> run id, from the connection_name amqptrace-RUN-ROLE in connection.start-ok."""
-    cmd = ["tshark", "-r", path, "-d", f"tcp.port=={BROKER_PORT},amqp", "-Y",
+    cmd = ["tshark", "-r", path, *decode_as(), "-Y",
            "amqp.method.class == 10 && amqp.method.method == 11", "-T", "fields",
            "-e", "tcp.stream", "-e", "tcp.payload"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
