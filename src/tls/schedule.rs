@@ -223,7 +223,7 @@ pub fn tls12_keys(
 }
 
 /// RFC 5246 §5: P_hash(secret, label + seed), filling `out`.
-fn prf(hash: Hash, secret: &[u8], label: &[u8], seed: &[u8], out: &mut [u8]) {
+pub(super) fn prf(hash: Hash, secret: &[u8], label: &[u8], seed: &[u8], out: &mut [u8]) {
     fn p_hash<M: Mac + hmac::KeyInit + Clone>(secret: &[u8], seed: &[u8], out: &mut [u8]) {
         // HMAC takes a key of any length: new_from_slice cannot fail for it.
         let Ok(mac) = <M as hmac::KeyInit>::new_from_slice(secret) else {

@@ -378,3 +378,34 @@ fn a_key_log_without_secrets_is_a_usage_error_naming_the_file() {
         run.stderr
     );
 }
+
+#[test]
+fn tls13_without_the_handshake_secrets_decodes_the_same() {
+    let dir = temp_dir();
+    for name in captures().into_iter().filter(|n| n.starts_with("tls13")) {
+        let text = std::fs::read_to_string(file(&name, "keylog")).unwrap();
+        let traffic_only: String = text
+            .lines()
+            .filter(|l| !l.contains("HANDSHAKE_TRAFFIC_SECRET"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_ne!(
+            traffic_only, text,
+            "{name}: the key log has handshake secrets"
+        );
+        let keylog = util::write(
+            dir.path(),
+            &format!("{name}.keylog"),
+            traffic_only.as_bytes(),
+        );
+        let timeline = analyze(
+            "jsonl",
+            &file(&name, "pcapng"),
+            &[OsStr::new("--tls-keylog"), keylog.as_os_str()],
+        );
+        assert!(
+            timeline == with_keylog("jsonl", &name),
+            "{name}: the timeline differs without the handshake secrets"
+        );
+    }
+}
