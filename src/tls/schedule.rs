@@ -64,7 +64,7 @@ impl Suite {
             // *_WITH_AES_256_GCM_SHA384.
             0x009d | 0x009f | 0xc02c | 0xc030 => (Aes256Gcm, Sha384),
             // *_WITH_CHACHA20_POLY1305_SHA256 (ECDHE-RSA, ECDHE-ECDSA, DHE-RSA).
-            0xcca8 | 0xcca9 | 0xccaa => (ChaCha20Poly1305, Sha256),
+            0xcca8..=0xccaa => (ChaCha20Poly1305, Sha256),
             _ => return None,
         };
         Some(Suite { cipher, hash })

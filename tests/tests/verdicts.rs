@@ -207,7 +207,7 @@ pub(crate) fn expectation_problems(path: &std::path::Path, doc: &Value) -> Vec<S
         .unwrap_or_else(|| panic!("{} is not a list of verdicts", path.display()));
     assert!(!want.is_empty(), "{} expects nothing", path.display());
     let mut problems = Vec::new();
-    if str_field(&doc, "schema") != Some("amqptrace.analysis/1") {
+    if str_field(doc, "schema") != Some("amqptrace.analysis/1") {
         problems.push(format!("schema is {}", doc["schema"]));
     }
     let got = doc["verdicts"].as_array().cloned().unwrap_or_default();
