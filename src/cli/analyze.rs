@@ -100,7 +100,11 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<u8> {
             ..DecoderConfig::default()
         },
     };
-    let keylog = crate::cli::analyze::tls_keylog(args.tls_keylog.as_deref())?;
+    let input = Input {
+        captures: &args.captures,
+        cfg: &stream_cfg,
+        keylog: tls_keylog(args.tls_keylog.as_deref())?,
+    };
     let analyzer_cfg = crate::cli::analyzer_config(args.stall_after)?;
     let color = crate::cli::use_color(args.color, args.output.is_none());
     let out: Box<dyn Write> = match &args.output {
@@ -121,33 +125,18 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<u8> {
                     color,
                 },
             );
-            let summary = drive(
-                &args.captures,
-                &stream_cfg,
-                keylog,
-                &mut analyzer,
-                Some(&mut sink),
-            )?;
+            let summary = drive(input, &mut analyzer, Some(&mut sink))?;
             (summary, into_writer_text(sink))
         }
         Format::Jsonl => {
             let sink = &mut JsonlSink::new(out);
-            (
-                drive(
-                    &args.captures,
-                    &stream_cfg,
-                    keylog,
-                    &mut analyzer,
-                    Some(sink),
-                )?,
-                None,
-            )
+            (drive(input, &mut analyzer, Some(sink))?, None)
         }
         Format::Counts => {
             // Decode only: no analyzer, so this is also the baseline the analysis cost is measured against.
             let mut sink = CountsSink::new(out);
             let summary =
-                pipeline::run_files_with_keylog(&args.captures, &stream_cfg, keylog, |ev| {
+                pipeline::run_files_with_keylog(input.captures, input.cfg, input.keylog, |ev| {
                     sink.event(ev)
                 })?;
             sink.finish()?;
@@ -155,25 +144,10 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<u8> {
         }
         Format::ChromeTrace => {
             let sink = &mut ChromeTraceSink::new(out);
-            (
-                drive(
-                    &args.captures,
-                    &stream_cfg,
-                    keylog,
-                    &mut analyzer,
-                    Some(sink),
-                )?,
-                None,
-            )
+            (drive(input, &mut analyzer, Some(sink))?, None)
         }
         Format::Json => {
-            let summary = drive::<TextSink<Box<dyn Write>>>(
-                &args.captures,
-                &stream_cfg,
-                keylog,
-                &mut analyzer,
-                None,
-            )?;
+            let summary = drive::<TextSink<Box<dyn Write>>>(input, &mut analyzer, None)?;
             (summary, Some(out))
         }
     };
@@ -224,14 +198,24 @@ fn into_writer_text(sink: TextSink<Box<dyn Write>>) -> Option<Box<dyn Write>> {
     Some(sink.into_inner())
 }
 
+/// What a run reads: the captures, where AMQP is in them, the TLS secrets.
+struct Input<'a> {
+    captures: &'a [PathBuf],
+    cfg: &'a StreamConfig,
+    keylog: KeyLog,
+}
+
 /// Runs the pipeline, feeding every event to the analyzer and the sink, then finishes the sink.
 fn drive<S: Sink>(
-    captures: &[PathBuf],
-    cfg: &StreamConfig,
-    keylog: KeyLog,
+    input: Input<'_>,
     analyzer: &mut Analyzer,
     mut sink: Option<&mut S>,
 ) -> anyhow::Result<RunSummary> {
+    let Input {
+        captures,
+        cfg,
+        keylog,
+    } = input;
     let summary = pipeline::run_files_with_keylog(captures, cfg, keylog, |ev: &Event| {
         analyzer.handle(ev);
         match sink.as_mut() {

@@ -320,30 +320,30 @@ mod tests {
     }
 
     /// RFC 8448 §3 (simple 1-RTT handshake, TLS_AES_128_GCM_SHA256): the
-    /// server's handshake traffic secret gives the key and IV the RFC lists.
+    /// server's handshake and application traffic secrets give the write
+    /// keys and IVs the RFC lists.
     #[test]
     fn tls13_traffic_keys_match_rfc_8448() {
-        let secret = hex("b6 7b 7d 69 0c c1 6c 4e 75 e5 42 13 cb 2d 37 b4
-             e9 c9 12 bc de d9 10 5d 42 be fd 59 d3 91 ad 38");
-        let mut key = [0u8; 16];
-        let mut iv = [0u8; 12];
-        hkdf_expand_label(Hash::Sha256, &secret, "key", &[], &mut key).unwrap();
-        hkdf_expand_label(Hash::Sha256, &secret, "iv", &[], &mut iv).unwrap();
-        assert_eq!(
-            key.to_vec(),
-            hex("3f ce 51 60 09 c2 17 27 d0 f2 e4 e8 6e e4 03 bc")
-        );
-        assert_eq!(iv.to_vec(), hex("5d 31 3e b2 67 12 76 ee 13 00 0b 30"));
-        // The server's application traffic secret, and its write key and IV.
-        let app = hex("a1 1a f9 f0 55 31 f8 56 ad 47 11 6b 45 a9 50 32
-             82 04 b4 f4 4b fb 6b 3a 4b 4f 1f 3f cb 63 16 43");
-        hkdf_expand_label(Hash::Sha256, &app, "key", &[], &mut key).unwrap();
-        hkdf_expand_label(Hash::Sha256, &app, "iv", &[], &mut iv).unwrap();
-        assert_eq!(
-            key.to_vec(),
-            hex("9f 02 28 3b 6c 9c 07 ef c2 6b b9 f2 ac 92 e3 56")
-        );
-        assert_eq!(iv.to_vec(), hex("cf 78 2b 88 dd 83 54 9a ad f1 e9 84"));
+        let vectors = [
+            (
+                "b6 7b 7d 69 0c c1 6c 4e 75 e5 42 13 cb 2d 37 b4
+                 e9 c9 12 bc de d9 10 5d 42 be fd 59 d3 91 ad 38",
+                "3f ce 51 60 09 c2 17 27 d0 f2 e4 e8 6e e4 03 bc",
+                "5d 31 3e b2 67 12 76 ee 13 00 0b 30",
+            ),
+            (
+                "a1 1a f9 f0 55 31 f8 56 ad 47 11 6b 45 a9 50 32
+                 82 04 b4 f4 4b fb 6b 3a 4b 4f 1f 3f cb 63 16 43",
+                "9f 02 28 3b 6c 9c 07 ef c2 6b b9 f2 ac 92 e3 56",
+                "cf 78 2b 88 dd 83 54 9a ad f1 e9 84",
+            ),
+        ];
+        for (secret, want_key, want_iv) in vectors {
+            let (mut key, mut iv) = ([0u8; 16], [0u8; 12]);
+            hkdf_expand_label(Hash::Sha256, &hex(secret), "key", &[], &mut key).unwrap();
+            hkdf_expand_label(Hash::Sha256, &hex(secret), "iv", &[], &mut iv).unwrap();
+            assert_eq!((key.to_vec(), iv.to_vec()), (hex(want_key), hex(want_iv)));
+        }
     }
 
     /// The TLS 1.2 PRF with SHA-256 against the widely used test vector
