@@ -525,7 +525,9 @@ fn classify(cfg: &StreamConfig, keylog: &KeyLog, held: &[Held], bytes: usize) ->
             ClientStart::NotTls => {}
         }
     }
-    if let Some(broker) = on_port(&cfg.tls_ports) {
+    // A client on a TLS port that speaks the protocol header in the clear is AMQP (rule b).
+    let clear = start.is_some_and(|h| stream_head(held, h.src, 4) == b"AMQP");
+    if let Some(broker) = on_port(&cfg.tls_ports).filter(|_| !clear) {
         // Wait for the ClientHello that names the server (and may have secrets).
         if first_data.is_none() && initiator.is_some() {
             if let Decision::Wait = bounded_wait(held, bytes) {

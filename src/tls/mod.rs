@@ -31,4 +31,4 @@ pub use keylog::{ClientRandom, KeyLog, KeyLogError, Secrets};
 pub use session::{Session, TlsProblem};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

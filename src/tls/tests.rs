@@ -1,6 +1,7 @@
 //! Sessions built in memory: hellos written by hand, records sealed with the
 //! RustCrypto AEADs under keys derived here from the RFCs' layouts, and fed
-//! to a [`Session`] whole and split at every offset.
+//! to a [`Session`] whole and split at every offset; and how the stream
+//! stage classifies a TLS port with them.
 
 use aes_gcm::aead::AeadInOut;
 use aes_gcm::{Aes128Gcm, Aes256Gcm, KeyInit};
@@ -25,7 +26,7 @@ fn handshake(msg_type: u8, body: &[u8]) -> Vec<u8> {
     m
 }
 
-fn client_hello(server_name: &str) -> Vec<u8> {
+pub(crate) fn client_hello(server_name: &str) -> Vec<u8> {
     let mut b = vec![3, 3];
     b.extend_from_slice(&CLIENT_RANDOM);
     b.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]); // no session id; one suite; null compression
@@ -239,4 +240,55 @@ fn a_gap_or_an_oversized_record_stops_the_direction_once() {
         matches!(err, Err(TlsProblem::RecordTooLarge { .. })),
         "{err:?}"
     );
+}
+
+#[test]
+fn a_tls_port_waits_for_the_client_hello_and_names_the_server() {
+    use crate::event::{DecodeError, EventKind, Timestamp};
+    use crate::stream::{StreamConfig, Tracker};
+    use crate::tcp::{PacketRef, TcpEvent, TcpOutput};
+    let client: std::net::SocketAddr = "10.0.0.2:40000".parse().unwrap();
+    let feed = |t: &mut Tracker, frame: u64, event: TcpEvent<'_>| {
+        let mut kinds = Vec::new();
+        let packet = PacketRef {
+            file: 0,
+            frame,
+            ts: Timestamp(frame as i64 * 1_000_000),
+            seq: frame,
+        };
+        let (src, dst, initiator) = (client, "10.0.0.1:2222".parse().unwrap(), Some(client));
+        let o = TcpOutput {
+            flow: 1,
+            packet,
+            src,
+            dst,
+            initiator,
+            event,
+        };
+        t.handle(o, &mut |e| kinds.push(e.kind));
+        kinds
+    };
+    let cfg = StreamConfig {
+        tls_ports: vec![2222],
+        ..StreamConfig::default()
+    };
+    let mut t = Tracker::new(cfg.clone());
+    assert!(feed(&mut t, 1, TcpEvent::Open).is_empty());
+    assert!(t.has_held(), "decided before the ClientHello");
+    let events = feed(&mut t, 2, TcpEvent::Data(&client_hello("broker.example")));
+    let error = DecodeError::Tls {
+        port: 2222,
+        server_name: Some("broker.example".into()),
+    };
+    assert!(matches!(events[0], EventKind::TcpOpen), "{events:?}");
+    assert!(
+        matches!(&events[1], EventKind::Error { error: e, .. } if *e == error),
+        "{events:?}"
+    );
+    assert_eq!(t.stats().tls_connections, 1);
+    // The protocol header in the clear on a TLS port is AMQP.
+    let mut t = Tracker::new(cfg);
+    feed(&mut t, 1, TcpEvent::Open);
+    feed(&mut t, 2, TcpEvent::Data(b"AMQP\x00\x00\x09\x01"));
+    assert_eq!(t.stats().amqp_connections, 1);
 }
