@@ -50,7 +50,7 @@ impl std::fmt::Debug for KeyLog {
 /// Why a key log file gave no secrets. Never carries the file's contents.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyLogError {
-    #[error("cannot read the TLS key log {path}: {source}")]
+    #[error("{path}: cannot read the TLS key log")]
     Read {
         path: PathBuf,
         #[source]

@@ -409,3 +409,28 @@ fn tls13_without_the_handshake_secrets_decodes_the_same() {
         );
     }
 }
+
+#[test]
+fn the_captures_cover_every_record_protection() {
+    // tshark reads the ServerHellos: TLS 1.2 AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305; TLS 1.3.
+    for (name, suite) in [
+        ("tls12-aes128-healthy", "0xc02f"),
+        ("tls12-prefetch-exhausted", "0xc030"),
+        ("tls12-chacha20-healthy", "0xcca8"),
+        ("tls13-healthy", "0x1302"),
+        ("tls13-prefetch-exhausted", "0x1302"),
+    ] {
+        let out = util::tshark_fields(
+            &file(name, "pcapng"),
+            None,
+            "tls.handshake.type == 2",
+            &["tls.handshake.ciphersuite"],
+        );
+        let suites: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            suites,
+            [suite, suite],
+            "{name}: the ServerHellos' cipher suites"
+        );
+    }
+}
