@@ -373,7 +373,7 @@ fn amqp_event<F: FnMut(Event)>(
         Dir::S2C
     };
     let conn = c.conn;
-    let mk = |kind: EventKind| Event {
+    let mk = move |kind: EventKind| Event {
         frame: p.frame,
         file: p.file,
         ts: p.ts,
@@ -397,12 +397,11 @@ fn amqp_event<F: FnMut(Event)>(
         TcpEvent::Open => out(mk(EventKind::TcpOpen)),
         TcpEvent::Data(b) => {
             let Some(session) = c.tls.as_deref_mut() else {
-                decode(dec, b, &mk, out);
+                decode(dec, b, mk, out);
                 return false;
             };
             let from_client = dir == Dir::C2S;
-            if let Err(p) = session.feed(from_client, b, &mut |plain| decode(dec, plain, &mk, out))
-            {
+            if let Err(p) = session.feed(from_client, b, &mut |plain| decode(dec, plain, mk, out)) {
                 out(tls_problem(p));
             }
         }
@@ -430,7 +429,7 @@ fn amqp_event<F: FnMut(Event)>(
 fn decode<F: FnMut(Event)>(
     dec: &mut FrameDecoder,
     b: &[u8],
-    mk: &impl Fn(EventKind) -> Event,
+    mk: impl Fn(EventKind) -> Event,
     out: &mut F,
 ) {
     dec.feed(b, &mut |d| {

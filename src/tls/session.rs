@@ -195,7 +195,9 @@ impl Session {
             (Keys::Stopped, _) => Ok(()),
             // TLS 1.3 sends ChangeCipherSpec only for middlebox compatibility.
             (_, CHANGE_CIPHER_SPEC) if tls13 => Ok(()),
-            (Keys::Plain, CHANGE_CIPHER_SPEC) => {
+            // TLS 1.2: the keys of the ServerHello go on. (Without them, as after a
+            // TLS 1.3 HelloRetryRequest, there is nothing to turn on.)
+            (Keys::Plain, CHANGE_CIPHER_SPEC) if self.dirs[d].pending.is_some() => {
                 let dir = &mut self.dirs[d];
                 dir.keys = Keys::Protected {
                     current: dir.pending.take(),
