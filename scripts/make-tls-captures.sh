@@ -14,6 +14,10 @@
 #
 # Usage: scripts/make-tls-captures.sh [NAME...]   (default: all; --list names them)
 #
+# Expectations are re-derived from a committed capture, without a broker, with
+#   AMQPTRACE_BROKER_PORT=5681 AMQPTRACE_TLS_KEYLOG=captures/tls/NAME.keylog \
+#       target/venv/bin/python scripts/scenarios/expect.py NAME --committed --out captures/tls
+#
 # The node is this script's own: certificates made by openssl in a temp dir, its own
 # node name, ports, Erlang cookie (its own HOME), data and log directories, started
 # with /usr/lib/rabbitmq/bin/rabbitmq-server -detached (the /usr/sbin wrapper switches

@@ -168,19 +168,37 @@ def decode(path):
     return streams, events
 
 
-def connection_names(path, run):
-    """stream -> role, from the connection_name in each connection.start-ok."""
-    cmd = ["tshark", "-r", path, *decode_as(), "-Y",
-           "amqp.method.class == 10 && amqp.method.method == 11", "-T", "fields",
+def start_ok_payloads(path):
+    """(stream, bytes that hold its connection_name) for each connection.start-ok."""
+    start_ok = "amqp.method.class == 10 && amqp.method.method == 11"
+    if TLS_KEYLOG:
+        # The TCP payload is encrypted: the name is read from tshark's decrypted dissection.
+        cmd = ["tshark", "-r", path, *decode_as(), "-Y", start_ok, "-T", "pdml"]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        found = []
+        for packet in out.split("<packet>")[1:]:
+            stream = re.search(r'name="tcp.stream"[^>]*show="(\d+)"', packet)
+            for name in re.findall(r'showname="connection_name \(string\): ([^"]*)"', packet):
+                found.append((int(stream.group(1)), name.encode()))
+        return found
+    cmd = ["tshark", "-r", path, *decode_as(), "-Y", start_ok, "-T", "fields",
            "-e", "tcp.stream", "-e", "tcp.payload"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    roles = {}
-    pat = re.compile(rb"amqptrace-" + re.escape(run.encode()) + rb"-([A-Za-z0-9_.-]+)")
+    found = []
     for line in out.splitlines():
         stream, _, payload = line.partition("\t")
-        m = pat.search(bytes.fromhex(payload.replace(":", "").split(",")[0]))
+        found.append((int(stream), bytes.fromhex(payload.replace(":", "").split(",")[0])))
+    return found
+
+
+def connection_names(path, run):
+    """stream -> role, from the connection_name in each connection.start-ok."""
+    roles = {}
+    pat = re.compile(rb"amqptrace-" + re.escape(run.encode()) + rb"-([A-Za-z0-9_.-]+)")
+    for stream, payload in start_ok_payloads(path):
+        m = pat.search(payload)
         if m:
-            roles[int(stream)] = m.group(1).decode()
+            roles[stream] = m.group(1).decode()
     return roles
 
 
@@ -824,17 +842,12 @@ def committed_meta(scenario, out, roles):
 
 def run_ids(path):
     """stream -> run id, from the connection_name amqptrace-RUN-ROLE in connection.start-ok."""
-    cmd = ["tshark", "-r", path, *decode_as(), "-Y",
-           "amqp.method.class == 10 && amqp.method.method == 11", "-T", "fields",
-           "-e", "tcp.stream", "-e", "tcp.payload"]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     pat = re.compile(rb"amqptrace-(\d+-\d+)-")
     ids = {}
-    for line in out.splitlines():
-        stream, _, payload = line.partition("\t")
-        found = pat.search(bytes.fromhex(payload.replace(":", "").split(",")[0]))
+    for stream, payload in start_ok_payloads(path):
+        found = pat.search(payload)
         if found:
-            ids[int(stream)] = found.group(1).decode()
+            ids[stream] = found.group(1).decode()
     return ids
 
 
