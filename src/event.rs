@@ -593,9 +593,18 @@ pub enum DecodeError {
     /// The peer announced another protocol or AMQP version.
     #[error("unsupported protocol {protocol}: only AMQP 0-9-1 is decoded")]
     UnsupportedProtocol { protocol: String },
-    /// A connection on a TLS port (5671 by default): its bytes are encrypted.
-    #[error("TLS on port {port}: AMQP over TLS is not decoded")]
-    Tls { port: u16 },
+    /// A TLS connection whose secrets are not known (on a TLS port, 5671 by
+    /// default, or a broker port): its bytes are encrypted. `server_name` is
+    /// the ClientHello's SNI, when the capture has it.
+    #[error("TLS on port {port}{}: not decoded without its secrets (--tls-keylog FILE, or a pcapng with decryption secrets)", server_name_note(.server_name))]
+    Tls {
+        port: u16,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        server_name: Option<String>,
+    },
+    /// A TLS connection being decrypted whose records stop decrypting.
+    #[error("TLS: {detail}")]
+    TlsDecrypt { detail: String },
     #[error("invalid frame type {frame_type}")]
     BadFrameType { frame_type: u8 },
     #[error("frame size {size} exceeds the limit of {limit} bytes")]
@@ -608,6 +617,13 @@ pub enum DecodeError {
         channel: u16,
         detail: String,
     },
+}
+
+fn server_name_note(server_name: &Option<String>) -> String {
+    server_name
+        .as_ref()
+        .map(|n| format!(" (server name {n})"))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

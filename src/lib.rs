@@ -8,7 +8,8 @@
 //!   -> pipeline (one ordering driver, for files and the live interface)
 //!   -> link   (link/IP/TCP headers of one packet)
 //!   -> tcp    (reassembly per connection and direction)
-//!   -> stream (AMQP detection, client/broker roles)
+//!   -> stream (AMQP detection, client/broker roles; through tls, TLS sessions
+//!              whose secrets are known, decrypted)
 //!   -> amqp   (sans-IO frame decoder)
 //!   -> event  (typed timeline)
 //!   -> analyze (state, verdicts)
@@ -36,4 +37,5 @@ pub mod sink;
 pub mod source;
 pub mod stream;
 pub mod tcp;
+pub mod tls;
 pub mod url;

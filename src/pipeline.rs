@@ -31,6 +31,7 @@ use crate::link::{self, LinkError};
 use crate::source::file::{CaptureError, CaptureReader, Leg, Packet};
 use crate::stream::{StreamConfig, StreamStats, Tracker};
 use crate::tcp::{PacketRef, Reassembler, TcpOutput};
+use crate::tls::KeyLog;
 
 /// Why a run stops.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +89,20 @@ pub fn horizon_of(recorded_end: Option<Timestamp>, last: Option<Timestamp>) -> H
 pub fn run_files<F>(
     paths: &[PathBuf],
     cfg: &StreamConfig,
+    on_event: F,
+) -> Result<RunSummary, PipelineError>
+where
+    F: FnMut(&Event) -> io::Result<()>,
+{
+    run_files_with_keylog(paths, cfg, KeyLog::default(), on_event)
+}
+
+/// [`run_files`], with the TLS secrets of a key log (`--tls-keylog`) added to
+/// those the files carry themselves (pcapng Decryption Secrets Blocks, always read).
+pub fn run_files_with_keylog<F>(
+    paths: &[PathBuf],
+    cfg: &StreamConfig,
+    keylog: KeyLog,
     mut on_event: F,
 ) -> Result<RunSummary, PipelineError>
 where
@@ -98,6 +113,8 @@ where
         readers.push(CaptureReader::open(p)?);
     }
     let mut driver = Driver::new(cfg.clone());
+    driver.tracker.set_tls_keylog(keylog);
+    let mut secrets = Vec::new();
     let mut sink_error = None;
     let mut emit = |ev: &Event| -> bool {
         match on_event(ev) {
@@ -111,8 +128,12 @@ where
     if let [r] = readers.as_mut_slice() {
         let path = r.path().to_path_buf();
         loop {
-            match r.next_packet() {
+            match r.next_packet_with_secrets(&mut secrets) {
                 Ok(Some(pkt)) => {
+                    if !secrets.is_empty() {
+                        driver.tracker.add_tls_keylog(&secrets);
+                        secrets.clear();
+                    }
                     if !driver.packet(0, &path, &pkt, &mut emit) {
                         break;
                     }
@@ -165,10 +186,18 @@ fn merge<E: FnMut(&Event) -> bool>(
     let mut heads: Vec<Option<Owned>> = Vec::with_capacity(readers.len());
     let fill = |r: &mut CaptureReader<'static>,
                 slot: &mut Option<Owned>,
-                damage: &mut Vec<CaptureError>|
+                driver: &mut Driver|
      -> Result<(), PipelineError> {
         let mut buf = slot.take().map(|o| o.data).unwrap_or_default();
-        match r.next_packet() {
+        let mut secrets = Vec::new();
+        let next = r.next_packet_with_secrets(&mut secrets);
+        // Secrets are keyed by the session they open: adding them a packet
+        // early (this packet waits for the merge) changes nothing else.
+        if !secrets.is_empty() {
+            driver.tracker.add_tls_keylog(&secrets);
+        }
+        let damage = &mut driver.summary.damage;
+        match next {
             Ok(Some(p)) => {
                 buf.clear();
                 buf.extend_from_slice(p.data);
@@ -190,7 +219,7 @@ fn merge<E: FnMut(&Event) -> bool>(
     };
     for r in readers.iter_mut() {
         let mut slot = None;
-        fill(r, &mut slot, &mut driver.summary.damage)?;
+        fill(r, &mut slot, driver)?;
         heads.push(slot);
     }
     loop {
@@ -216,7 +245,7 @@ fn merge<E: FnMut(&Event) -> bool>(
                 return Ok(());
             }
         }
-        fill(&mut readers[i], &mut heads[i], &mut driver.summary.damage)?;
+        fill(&mut readers[i], &mut heads[i], driver)?;
     }
     Ok(())
 }

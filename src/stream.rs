@@ -17,6 +17,11 @@
 //!
 //! Sources that already know the roles (the proxy) call [`Tracker::handle`]
 //! with TCP-like events too; nothing here knows about files or sockets.
+//!
+//! A connection that starts with a TLS ClientHello whose random is in the key
+//! log ([`Tracker::add_tls_keylog`]) is decrypted by a [`tls::Session`] and its
+//! plaintext decoded as AMQP, on any port; without secrets it is reported as
+//! TLS with its server name on a TLS or broker port, and not AMQP elsewhere.
 
 use rustc_hash::FxHashMap as HashMap;
 use std::collections::BTreeSet;
@@ -33,6 +38,7 @@ use crate::event::{
     Conn, DecodeError, Dir, Event, EventKind, GapReason, MethodKind, ProtocolHeaderTag, Timestamp,
 };
 use crate::tcp::{PacketRef, TcpEvent, TcpOutput};
+use crate::tls::{self, ClientStart, KeyLog};
 
 /// Input held per unclassified connection before it is declared not AMQP:
 /// bytes, data segments and TCP events (segments without payload count too).
@@ -142,6 +148,8 @@ struct AmqpConn {
     c2s: FrameDecoder,
     s2c: FrameDecoder,
     fin: [bool; 2],
+    /// AMQP over TLS with known secrets: the decryption between TCP and the decoder.
+    tls: Option<Box<tls::Session>>,
 }
 
 /// Per-input tracker of every connection.
@@ -156,6 +164,8 @@ pub struct Tracker {
     undecided: BTreeSet<(Timestamp, u64)>,
     /// Bytes held by all unclassified connections.
     undecided_bytes: usize,
+    /// TLS secrets, by ClientHello random.
+    keylog: KeyLog,
 }
 
 impl Tracker {
@@ -166,7 +176,19 @@ impl Tracker {
             stats: StreamStats::default(),
             undecided: BTreeSet::new(),
             undecided_bytes: 0,
+            keylog: KeyLog::default(),
         }
+    }
+
+    /// Adds TLS secrets (an NSS key log's text): sessions whose ClientHello
+    /// comes later are decrypted. Returns how many secrets the text gave.
+    pub fn add_tls_keylog(&mut self, text: &[u8]) -> usize {
+        self.keylog.add(text)
+    }
+
+    /// Adds the secrets of a key log read beforehand.
+    pub fn set_tls_keylog(&mut self, keylog: KeyLog) {
+        self.keylog = keylog;
     }
 
     pub fn stats(&self) -> &StreamStats {
@@ -250,7 +272,7 @@ impl Tracker {
                     initiator: o.initiator,
                     event: OwnedTcpEvent::from(o.event),
                 });
-                let decision = classify(&self.cfg, held, *bytes);
+                let decision = classify(&self.cfg, &self.keylog, held, *bytes);
                 if !matches!(decision, Decision::Wait) {
                     self.settle(o.flow, decision, out);
                 }
@@ -277,35 +299,50 @@ impl Tracker {
                 self.stats.other_connections += 1;
                 State::Ignored
             }
-            Decision::Tls { conn, port } => {
+            Decision::Tls {
+                conn,
+                port,
+                server_name,
+            } => {
                 self.stats.tls_connections += 1;
-                if let Some(first) = held.first() {
-                    let dir = if first.src == conn.client {
-                        Dir::C2S
-                    } else {
-                        Dir::S2C
-                    };
-                    out(Event {
-                        frame: first.packet.frame,
-                        file: first.packet.file,
-                        ts: first.packet.ts,
-                        conn,
-                        dir,
-                        kind: EventKind::Error {
-                            offset: 0,
-                            error: DecodeError::Tls { port },
-                        },
-                    });
+                // The SYN, then the error at the ClientHello that names the
+                // server: the connection's start is seen, its content is not.
+                let open = held.iter().find(|h| matches!(h.event, OwnedTcpEvent::Open));
+                let data = held
+                    .iter()
+                    .find(|h| matches!(h.event, OwnedTcpEvent::Data(_)));
+                let error = EventKind::Error {
+                    offset: 0,
+                    error: DecodeError::Tls { port, server_name },
+                };
+                let events = [(open, EventKind::TcpOpen), (data.or(held.first()), error)];
+                for (h, kind) in events {
+                    if let Some(h) = h {
+                        let dir = if h.src == conn.client {
+                            Dir::C2S
+                        } else {
+                            Dir::S2C
+                        };
+                        out(Event {
+                            frame: h.packet.frame,
+                            file: h.packet.file,
+                            ts: h.packet.ts,
+                            conn,
+                            dir,
+                            kind,
+                        });
+                    }
                 }
                 State::Ignored
             }
-            Decision::Amqp(conn) => {
+            Decision::Amqp(conn, tls) => {
                 self.stats.amqp_connections += 1;
                 let mut c = Box::new(AmqpConn {
                     conn,
                     c2s: FrameDecoder::new(self.cfg.decoder.clone()),
                     s2c: FrameDecoder::new(self.cfg.decoder.clone()),
                     fin: [false; 2],
+                    tls,
                 });
                 let mut done = false;
                 for h in &held {
@@ -336,7 +373,7 @@ fn amqp_event<F: FnMut(Event)>(
         Dir::S2C
     };
     let conn = c.conn;
-    let mk = |kind: EventKind| Event {
+    let mk = move |kind: EventKind| Event {
         frame: p.frame,
         file: p.file,
         ts: p.ts,
@@ -348,29 +385,30 @@ fn amqp_event<F: FnMut(Event)>(
         Dir::C2S => &mut c.c2s,
         Dir::S2C => &mut c.s2c,
     };
+    let tls_problem = |p: tls::TlsProblem| {
+        mk(EventKind::Error {
+            offset: 0,
+            error: DecodeError::TlsDecrypt {
+                detail: p.to_string(),
+            },
+        })
+    };
     match ev {
         TcpEvent::Open => out(mk(EventKind::TcpOpen)),
         TcpEvent::Data(b) => {
-            dec.feed(b, &mut |d| {
-                let kind = match d.item {
-                    DecodedItem::Frame { channel, frame } => EventKind::Frame { channel, frame },
-                    DecodedItem::ProtocolHeader {
-                        protocol,
-                        supported,
-                    } => EventKind::ProtocolHeader {
-                        method: ProtocolHeaderTag,
-                        protocol,
-                        supported,
-                    },
-                    DecodedItem::Error(error) => EventKind::Error {
-                        offset: d.offset,
-                        error,
-                    },
-                };
-                out(mk(kind));
-            });
+            let Some(session) = c.tls.as_deref_mut() else {
+                decode(dec, b, mk, out);
+                return false;
+            };
+            let from_client = dir == Dir::C2S;
+            if let Err(p) = session.feed(from_client, b, &mut |plain| decode(dec, plain, mk, out)) {
+                out(tls_problem(p));
+            }
         }
         TcpEvent::Gap { bytes, reason } => {
+            if let Some(p) = c.tls.as_deref_mut().and_then(|s| s.gap(dir == Dir::C2S)) {
+                out(tls_problem(p));
+            }
             dec.gap(bytes);
             out(mk(EventKind::Gap { bytes, reason }));
         }
@@ -387,14 +425,47 @@ fn amqp_event<F: FnMut(Event)>(
     false
 }
 
+/// Decodes one piece of a direction's AMQP byte stream.
+fn decode<F: FnMut(Event)>(
+    dec: &mut FrameDecoder,
+    b: &[u8],
+    mk: impl Fn(EventKind) -> Event,
+    out: &mut F,
+) {
+    dec.feed(b, &mut |d| {
+        let kind = match d.item {
+            DecodedItem::Frame { channel, frame } => EventKind::Frame { channel, frame },
+            DecodedItem::ProtocolHeader {
+                protocol,
+                supported,
+            } => EventKind::ProtocolHeader {
+                method: ProtocolHeaderTag,
+                protocol,
+                supported,
+            },
+            DecodedItem::Error(error) => EventKind::Error {
+                offset: d.offset,
+                error,
+            },
+        };
+        out(mk(kind));
+    });
+}
+
 enum Decision {
     Wait,
     NotAmqp,
-    Tls { conn: Conn, port: u16 },
-    Amqp(Conn),
+    /// TLS without secrets: reported, not decoded.
+    Tls {
+        conn: Conn,
+        port: u16,
+        server_name: Option<String>,
+    },
+    /// AMQP; over TLS with known secrets when a session is given.
+    Amqp(Conn, Option<Box<tls::Session>>),
 }
 
-fn classify(cfg: &StreamConfig, held: &[Held], bytes: usize) -> Decision {
+fn classify(cfg: &StreamConfig, keylog: &KeyLog, held: &[Held], bytes: usize) -> Decision {
     let Some(first) = held.first() else {
         return Decision::Wait;
     };
@@ -413,16 +484,6 @@ fn classify(cfg: &StreamConfig, held: &[Held], bytes: usize) -> Decision {
             (false, false) => None,
         }
     };
-    if let Some(broker) = on_port(&cfg.tls_ports) {
-        return Decision::Tls {
-            conn: oriented(broker),
-            port: broker.port(),
-        };
-    }
-    if let Some(broker) = on_port(&cfg.ports) {
-        return Decision::Amqp(oriented(broker));
-    }
-    // (b) the protocol header at a stream start we saw.
     let mid: Vec<SocketAddr> = held
         .iter()
         .filter(|h| {
@@ -439,21 +500,62 @@ fn classify(cfg: &StreamConfig, held: &[Held], bytes: usize) -> Decision {
     let first_data = held
         .iter()
         .find(|h| matches!(h.event, OwnedTcpEvent::Data(_)));
-    if let Some(h) = first_data {
-        if !mid.contains(&h.src) && initiator.is_some() {
-            // The start of the conversation is in the capture: an AMQP client speaks
-            // first, with the protocol header (which TCP may have cut anywhere).
-            let mut head = Vec::with_capacity(8);
-            for d in held.iter().filter(|x| x.src == h.src) {
-                if let OwnedTcpEvent::Data(d) = &d.event {
-                    head.extend_from_slice(&d[..d.len().min(8 - head.len())]);
-                    if head.len() == 8 {
-                        break;
-                    }
+    // The start of the conversation is in the capture.
+    let start = first_data.filter(|h| !mid.contains(&h.src) && initiator.is_some());
+    // TLS: a ClientHello, decrypted when the key log has its secrets.
+    if let Some(h) = start {
+        match tls::client_start(&stream_head(held, h.src, tls::MAX_HELLO_HEAD)) {
+            ClientStart::Incomplete => return bounded_wait(held, bytes),
+            ClientStart::Hello(hello) => {
+                let conn = oriented(h.dst);
+                if let Some(secrets) = keylog.get(&hello.random) {
+                    let session = tls::Session::new(hello.random, secrets.clone());
+                    return Decision::Amqp(conn, Some(Box::new(session)));
                 }
+                return match on_port(&cfg.tls_ports).or_else(|| on_port(&cfg.ports)) {
+                    Some(_) => Decision::Tls {
+                        conn,
+                        port: conn.broker.port(),
+                        server_name: hello.server_name,
+                    },
+                    None => Decision::NotAmqp,
+                };
             }
+            ClientStart::NotTls => {}
+        }
+    }
+    // A client on a TLS port that speaks the protocol header in the clear is AMQP (rule b).
+    let clear = start.is_some_and(|h| stream_head(held, h.src, 4) == b"AMQP");
+    if let Some(broker) = on_port(&cfg.tls_ports).filter(|_| !clear) {
+        // Wait for the ClientHello that names the server (and may have secrets).
+        if first_data.is_none() && initiator.is_some() {
+            if let Decision::Wait = bounded_wait(held, bytes) {
+                return Decision::Wait;
+            }
+        }
+        return Decision::Tls {
+            conn: oriented(broker),
+            port: broker.port(),
+            server_name: None,
+        };
+    }
+    if let Some(broker) = on_port(&cfg.ports) {
+        // With TLS secrets at hand, a broker port may carry TLS too: wait for the first bytes.
+        if !keylog.is_empty() && first_data.is_none() && initiator.is_some() {
+            if let Decision::Wait = bounded_wait(held, bytes) {
+                return Decision::Wait;
+            }
+        }
+        return Decision::Amqp(oriented(broker), None);
+    }
+    // (b) the protocol header at a stream start we saw.
+    if let Some(h) = first_data {
+        if start.is_some() {
+            // An AMQP client speaks first, with the protocol header (which
+            // TCP may have cut anywhere).
+            let head = stream_head(held, h.src, 8);
             if head.len() >= 4 && &head[..4] == b"AMQP" {
-                return Decision::Amqp(oriented(h.dst));
+                return Decision::Amqp(oriented(h.dst), None);
             }
             if head.len() < 4 && b"AMQP".starts_with(&head) {
                 // The header may still come, within the same bounds as any wait.
@@ -476,9 +578,29 @@ fn classify(cfg: &StreamConfig, held: &[Held], bytes: usize) -> Decision {
                 b
             }
         });
-        return Decision::Amqp(oriented(broker));
+        return Decision::Amqp(oriented(broker), None);
     }
     bounded_wait(held, bytes)
+}
+
+/// The first `max` bytes `src` sent, as far as they are held; a TLS hello
+/// longer than 8 bytes is only looked for when the stream starts like one.
+fn stream_head(held: &[Held], src: SocketAddr, max: usize) -> Vec<u8> {
+    let mut head = Vec::new();
+    for d in held.iter().filter(|x| x.src == src) {
+        if let OwnedTcpEvent::Data(d) = &d.event {
+            let max = if head.first().or(d.first()) == Some(&tls::HANDSHAKE) {
+                max
+            } else {
+                max.min(8)
+            };
+            head.extend_from_slice(&d[..d.len().min(max.saturating_sub(head.len()))]);
+            if head.len() >= max {
+                break;
+            }
+        }
+    }
+    head
 }
 
 /// `Wait`, unless the connection holds more than it may (bytes, data

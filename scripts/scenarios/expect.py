@@ -30,7 +30,18 @@ import sys
 
 import expect_errors
 
-BROKER_PORT = 5672
+BROKER_PORT = int(os.environ.get("AMQPTRACE_BROKER_PORT", "5672"))
+# AMQP over TLS (scripts/make-tls-captures.sh): tshark decrypts with this key log.
+TLS_KEYLOG = os.environ.get("AMQPTRACE_TLS_KEYLOG")
+
+
+def decode_as():
+    """tshark's options that make it decode the broker port as AMQP (through TLS)."""
+    if TLS_KEYLOG:
+        return ["-o", f"tls.keylog_file:{TLS_KEYLOG}", "-d", f"tcp.port=={BROKER_PORT},tls",
+                "-d", f"tls.port=={BROKER_PORT},amqp"]
+    return ["-d", f"tcp.port=={BROKER_PORT},amqp"]
+
 
 # (class, method) -> name, as in the AMQP 0-9-1 spec.
 METHODS = {
@@ -71,7 +82,7 @@ def need(cond, what):
 
 
 def tshark_json(path, display_filter=None):
-    cmd = ["tshark", "-r", path, "-d", f"tcp.port=={BROKER_PORT},amqp", "-T", "json",
+    cmd = ["tshark", "-r", path, *decode_as(), "-T", "json",
            "--no-duplicate-keys", "-J", "frame tcp amqp"]
     if display_filter:
         cmd += ["-Y", display_filter]
@@ -159,19 +170,37 @@ def decode(path):
     return streams, events
 
 
-def connection_names(path, run):
-    """stream -> role, from the connection_name in each connection.start-ok."""
-    cmd = ["tshark", "-r", path, "-d", f"tcp.port=={BROKER_PORT},amqp", "-Y",
-           "amqp.method.class == 10 && amqp.method.method == 11", "-T", "fields",
+def start_ok_payloads(path):
+    """(stream, bytes that hold its connection_name) for each connection.start-ok."""
+    start_ok = "amqp.method.class == 10 && amqp.method.method == 11"
+    if TLS_KEYLOG:
+        # The TCP payload is encrypted: the name is read from tshark's decrypted dissection.
+        cmd = ["tshark", "-r", path, *decode_as(), "-Y", start_ok, "-T", "pdml"]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        found = []
+        for packet in out.split("<packet>")[1:]:
+            stream = re.search(r'name="tcp.stream"[^>]*show="(\d+)"', packet)
+            for name in re.findall(r'showname="connection_name \(string\): ([^"]*)"', packet):
+                found.append((int(stream.group(1)), name.encode()))
+        return found
+    cmd = ["tshark", "-r", path, *decode_as(), "-Y", start_ok, "-T", "fields",
            "-e", "tcp.stream", "-e", "tcp.payload"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    roles = {}
-    pat = re.compile(rb"amqptrace-" + re.escape(run.encode()) + rb"-([A-Za-z0-9_.-]+)")
+    found = []
     for line in out.splitlines():
         stream, _, payload = line.partition("\t")
-        m = pat.search(bytes.fromhex(payload.replace(":", "").split(",")[0]))
+        found.append((int(stream), bytes.fromhex(payload.replace(":", "").split(",")[0])))
+    return found
+
+
+def connection_names(path, run):
+    """stream -> role, from the connection_name in each connection.start-ok."""
+    roles = {}
+    pat = re.compile(rb"amqptrace-" + re.escape(run.encode()) + rb"-([A-Za-z0-9_.-]+)")
+    for stream, payload in start_ok_payloads(path):
+        m = pat.search(payload)
         if m:
-            roles[int(stream)] = m.group(1).decode()
+            roles[stream] = m.group(1).decode()
     return roles
 
 
@@ -771,6 +800,8 @@ def x_celery(m, meta, wrong):
 EXPECT = {
     "healthy": x_healthy, "slow-but-healthy": x_slow, "prefetch-exhausted": x_prefetch,
     "lapin-prefetch-exhausted": x_prefetch,
+    "tls12-prefetch-exhausted": x_prefetch, "tls13-prefetch-exhausted": x_prefetch,
+    "tls12-aes128-healthy": x_healthy, "tls12-chacha20-healthy": x_healthy, "tls13-healthy": x_healthy,
     "wrong-queue": x_wrong_queue, "missing-queue-404": x_missing_queue, "blocked": x_blocked,
     "ack-timeout": x_ack_timeout, "heartbeat-timeout": x_heartbeat, "queue-deleted-cancel": x_queue_deleted,
     "nack-requeue-loop": x_nack_loop, "three-consumers-one-stalls": x_three,
@@ -815,17 +846,12 @@ def committed_meta(scenario, out, roles):
 
 def run_ids(path):
     """stream -> run id, from the connection_name amqptrace-RUN-ROLE in connection.start-ok."""
-    cmd = ["tshark", "-r", path, "-d", f"tcp.port=={BROKER_PORT},amqp", "-Y",
-           "amqp.method.class == 10 && amqp.method.method == 11", "-T", "fields",
-           "-e", "tcp.stream", "-e", "tcp.payload"]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     pat = re.compile(rb"amqptrace-(\d+-\d+)-")
     ids = {}
-    for line in out.splitlines():
-        stream, _, payload = line.partition("\t")
-        found = pat.search(bytes.fromhex(payload.replace(":", "").split(",")[0]))
+    for stream, payload in start_ok_payloads(path):
+        found = pat.search(payload)
         if found:
-            ids[int(stream)] = found.group(1).decode()
+            ids[stream] = found.group(1).decode()
     return ids
 
 

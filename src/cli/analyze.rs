@@ -13,6 +13,7 @@ use amqptrace::event::Event;
 use amqptrace::pipeline::{self, RunSummary};
 use amqptrace::sink::{ChromeTraceSink, CountsSink, JsonlSink, Sink, TextOptions, TextSink};
 use amqptrace::stream::StreamConfig;
+use amqptrace::tls::KeyLog;
 
 use crate::exit;
 
@@ -38,9 +39,17 @@ pub struct AnalyzeArgs {
     #[arg(short, long = "port", value_name = "PORT", default_values_t = [5672])]
     ports: Vec<u16>,
 
-    /// Port of AMQP over TLS (repeatable): noted, not decoded.
+    /// Port of AMQP over TLS (repeatable): noted with the server name, decoded only
+    /// with the session's secrets (--tls-keylog).
     #[arg(long = "tls-port", value_name = "PORT", default_values_t = [5671])]
     tls_ports: Vec<u16>,
+
+    /// NSS key log (what SSLKEYLOGFILE makes Python, curl, Firefox and Node write): the TLS
+    /// sessions it has secrets for are decrypted and decoded as AMQP, on any port (TLS 1.2
+    /// AES-GCM and ChaCha20-Poly1305, TLS 1.3). A pcapng's own decryption secrets
+    /// (editcap --inject-secrets) are used without it. Secrets never reach any output.
+    #[arg(long, value_name = "FILE")]
+    tls_keylog: Option<PathBuf>,
 
     /// Show heartbeats and content header/body frames (folded by default).
     #[arg(short, long)]
@@ -91,6 +100,11 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<u8> {
             ..DecoderConfig::default()
         },
     };
+    let input = Input {
+        captures: &args.captures,
+        cfg: &stream_cfg,
+        keylog: tls_keylog(args.tls_keylog.as_deref())?,
+    };
     let analyzer_cfg = crate::cli::analyzer_config(args.stall_after)?;
     let color = crate::cli::use_color(args.color, args.output.is_none());
     let out: Box<dyn Write> = match &args.output {
@@ -111,38 +125,29 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<u8> {
                     color,
                 },
             );
-            let summary = drive(&args.captures, &stream_cfg, &mut analyzer, Some(&mut sink))?;
+            let summary = drive(input, &mut analyzer, Some(&mut sink))?;
             (summary, into_writer_text(sink))
         }
         Format::Jsonl => {
             let sink = &mut JsonlSink::new(out);
-            (
-                drive(&args.captures, &stream_cfg, &mut analyzer, Some(sink))?,
-                None,
-            )
+            (drive(input, &mut analyzer, Some(sink))?, None)
         }
         Format::Counts => {
             // Decode only: no analyzer, so this is also the baseline the analysis cost is measured against.
             let mut sink = CountsSink::new(out);
             let summary =
-                pipeline::run_files(&args.captures, &stream_cfg, |ev: &Event| sink.event(ev))?;
+                pipeline::run_files_with_keylog(input.captures, input.cfg, input.keylog, |ev| {
+                    sink.event(ev)
+                })?;
             sink.finish()?;
             return Ok(damage_or_ok(&summary));
         }
         Format::ChromeTrace => {
             let sink = &mut ChromeTraceSink::new(out);
-            (
-                drive(&args.captures, &stream_cfg, &mut analyzer, Some(sink))?,
-                None,
-            )
+            (drive(input, &mut analyzer, Some(sink))?, None)
         }
         Format::Json => {
-            let summary = drive::<TextSink<Box<dyn Write>>>(
-                &args.captures,
-                &stream_cfg,
-                &mut analyzer,
-                None,
-            )?;
+            let summary = drive::<TextSink<Box<dyn Write>>>(input, &mut analyzer, None)?;
             (summary, Some(out))
         }
     };
@@ -166,6 +171,14 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<u8> {
     Ok(if stall { exit::STALL } else { code })
 }
 
+/// The key log `--tls-keylog FILE` names (read whole, before any output), or none.
+pub fn tls_keylog(path: Option<&std::path::Path>) -> anyhow::Result<KeyLog> {
+    Ok(match path {
+        Some(p) => KeyLog::read(p)?,
+        None => KeyLog::default(),
+    })
+}
+
 /// Prints the run's warnings and returns DAMAGED or OK.
 fn damage_or_ok(summary: &RunSummary) -> u8 {
     for warning in &summary.warnings {
@@ -185,14 +198,25 @@ fn into_writer_text(sink: TextSink<Box<dyn Write>>) -> Option<Box<dyn Write>> {
     Some(sink.into_inner())
 }
 
+/// What a run reads: the captures, where AMQP is in them, the TLS secrets.
+struct Input<'a> {
+    captures: &'a [PathBuf],
+    cfg: &'a StreamConfig,
+    keylog: KeyLog,
+}
+
 /// Runs the pipeline, feeding every event to the analyzer and the sink, then finishes the sink.
 fn drive<S: Sink>(
-    captures: &[PathBuf],
-    cfg: &StreamConfig,
+    input: Input<'_>,
     analyzer: &mut Analyzer,
     mut sink: Option<&mut S>,
 ) -> anyhow::Result<RunSummary> {
-    let summary = pipeline::run_files(captures, cfg, |ev: &Event| {
+    let Input {
+        captures,
+        cfg,
+        keylog,
+    } = input;
+    let summary = pipeline::run_files_with_keylog(captures, cfg, keylog, |ev: &Event| {
         analyzer.handle(ev);
         match sink.as_mut() {
             Some(s) => s.event(ev),

@@ -32,9 +32,13 @@ pub struct ReportArgs {
     #[arg(short, long = "port", value_name = "PORT", default_values_t = [5672])]
     ports: Vec<u16>,
 
-    /// Port of AMQP over TLS (repeatable): noted, not decoded.
+    /// Port of AMQP over TLS (repeatable): noted, decoded only with its secrets.
     #[arg(long = "tls-port", value_name = "PORT", default_values_t = [5671])]
     tls_ports: Vec<u16>,
+
+    /// NSS key log (SSLKEYLOGFILE) for a capture of AMQP over TLS; as in `amqptrace analyze`.
+    #[arg(long, value_name = "FILE")]
+    tls_keylog: Option<PathBuf>,
 
     /// Time threshold, for what only time can prove (a connection that never consumes, a
     /// consume never confirmed, a full prefetch window with nothing in the traffic to compare
@@ -87,11 +91,12 @@ pub fn run(args: ReportArgs) -> anyhow::Result<u8> {
                 tls_ports: args.tls_ports.clone(),
                 decoder: DecoderConfig::default(),
             };
-            let summary =
-                pipeline::run_files(std::slice::from_ref(&args.input), &stream_cfg, |ev| {
-                    take(ev);
-                    Ok(())
-                })?;
+            let keylog = crate::cli::analyze::tls_keylog(args.tls_keylog.as_deref())?;
+            let input = std::slice::from_ref(&args.input);
+            let summary = pipeline::run_files_with_keylog(input, &stream_cfg, keylog, |ev| {
+                take(ev);
+                Ok(())
+            })?;
             for w in &summary.warnings {
                 eprintln!("amqptrace: warning: {w}");
             }

@@ -132,6 +132,10 @@ fn decode_error(v: Option<&Value>) -> DecodeError {
         },
         Some("tls") => DecodeError::Tls {
             port: get(o, "port").unwrap_or(0),
+            server_name: get(o, "server_name"),
+        },
+        Some("tls_decrypt") => DecodeError::TlsDecrypt {
+            detail: s("detail"),
         },
         Some("bad_frame_type") => DecodeError::BadFrameType {
             frame_type: get(o, "frame_type").unwrap_or(0),

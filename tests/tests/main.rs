@@ -19,5 +19,6 @@ mod proxy;
 mod recording;
 mod report;
 mod run;
+mod tls_offline;
 mod tls_proxy;
 mod verdicts;

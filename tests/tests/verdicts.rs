@@ -209,25 +209,30 @@ fn describe(v: &Value) -> String {
 /// Every way the analysis of capture `name` misses its expectations.
 fn problems(name: &str) -> Vec<String> {
     let path = failures_dir().join(format!("{name}.expect.json"));
-    let want = read_json(&path);
+    expectation_problems(&path, &analyze_json(&capture_of(name)))
+}
+
+/// Every way the analysis document `doc` misses the expectations in `path`
+/// (also for the captures of AMQP over TLS, analysed with their key log).
+pub(crate) fn expectation_problems(path: &std::path::Path, doc: &Value) -> Vec<String> {
+    let want = read_json(path);
     let want = want
         .as_array()
         .unwrap_or_else(|| panic!("{} is not a list of verdicts", path.display()));
     assert!(!want.is_empty(), "{} expects nothing", path.display());
-    let doc = analyze_json(&capture_of(name));
     let mut problems = Vec::new();
-    if str_field(&doc, "schema") != Some("amqptrace.analysis/1") {
+    if str_field(doc, "schema") != Some("amqptrace.analysis/1") {
         problems.push(format!("schema is {}", doc["schema"]));
     }
     let got = doc["verdicts"].as_array().cloned().unwrap_or_default();
     for w in want {
-        if (0..got.len()).any(|i| mismatch(w, &doc, i).is_none()) {
+        if (0..got.len()).any(|i| mismatch(w, doc, i).is_none()) {
             continue;
         }
         // Report against the candidates on the same subject, any verdict.
         let why: Vec<String> = (0..got.len())
             .filter(|&i| same_consumer(w, &got[i]))
-            .filter_map(|i| mismatch(w, &doc, i))
+            .filter_map(|i| mismatch(w, doc, i))
             .collect();
         problems.push(format!(
             "missing {}: {}",

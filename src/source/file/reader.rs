@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use pcap_parser::pcapng::Block;
+use pcap_parser::pcapng::{Block, SecretsType};
 use pcap_parser::traits::PcapReaderIterator;
 use pcap_parser::{LegacyPcapReader, PcapBlockOwned, PcapError, PcapNGReader};
 
@@ -261,6 +261,17 @@ impl<'r> CaptureReader<'r> {
 
     /// The next packet, `Ok(None)` at the end of the file. After an error the reader is done.
     pub fn next_packet(&mut self) -> Result<Option<Packet<'_>>, CaptureError> {
+        self.next_packet_with_secrets(&mut Vec::new())
+    }
+
+    /// [`Self::next_packet`], appending to `tls_keylog` the TLS key log of
+    /// every pcapng Decryption Secrets Block before the packet (what
+    /// `editcap --inject-secrets tls,FILE` writes), so that the caller knows
+    /// the secrets before the packets they decrypt.
+    pub fn next_packet_with_secrets(
+        &mut self,
+        tls_keylog: &mut Vec<u8>,
+    ) -> Result<Option<Packet<'_>>, CaptureError> {
         if self.done {
             return Ok(None);
         }
@@ -395,6 +406,13 @@ impl<'r> CaptureReader<'r> {
                         },
                         None => Step::Fail("simple packet before any interface description".into()),
                     },
+                    PcapBlockOwned::NG(Block::DecryptionSecrets(dsb)) => {
+                        if dsb.secrets_type == SecretsType::TlsKeyLog {
+                            tls_keylog.extend_from_slice(dsb.data);
+                            tls_keylog.push(b'\n');
+                        }
+                        Step::Skip(len)
+                    }
                     PcapBlockOwned::NG(_) => Step::Skip(len),
                 },
                 Err(PcapError::Eof) => Step::End,
