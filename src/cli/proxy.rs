@@ -16,7 +16,6 @@ use amqptrace::live::channel::Recorder;
 use amqptrace::live::proxy::ProxySession;
 use amqptrace::live::signals::shutdown_signal;
 use amqptrace::source::proxy::{self, ProxyConfig};
-use amqptrace::stream::StreamConfig;
 
 use crate::cli::live::LiveArgs;
 use crate::cli::tls::{ListenTlsArgs, UpstreamTlsArgs};
@@ -106,18 +105,6 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<u8> {
     );
     // Open every output before accepting anyone, so a bad path fails at once.
     let (output, writer) = args.live.open()?;
-    // The recording holds the plaintext on the broker's port, which
-    // `analyze` takes for TLS when it is one of its TLS ports.
-    if let (Some(p), Some(_)) = (&args.pcap, &upstream.tls) {
-        if StreamConfig::default().tls_ports.contains(&upstream.port) {
-            eprintln!(
-                "amqptrace: --pcap: the broker leg is recorded as plaintext AMQP on port {}: \
-                 read it with `amqptrace analyze --tls-port 0 {}`",
-                upstream.port,
-                p.display()
-            );
-        }
-    }
     let recorder = match &args.pcap {
         // Large writes: every forwarded byte is recorded twice (both legs).
         Some(p) => Some(Recorder::new(
