@@ -27,6 +27,7 @@ ALL=(healthy slow-but-healthy prefetch-exhausted wrong-queue missing-queue-404 b
     amqplib-prefetch-quiet bunny-prefetch-quiet amqplib-wrong-queue-quiet bunny-wrong-queue-quiet
     peers-settle-prefetch aio-pika-wrong-queue dramatiq-helpers-idle slow-mid-message
     celery-wrong-queue celery-healthy)
+ALL+=(sac-standby quorum-delivery-limit stream-no-qos stream-window-full celery-eta) # issue 15, item 4-5
 AMQPLIB_VERSION=0.10.9
 
 if [ "${1:-}" = --list ]; then printf '%s\n' "${ALL[@]}"; exit 0; fi
@@ -99,6 +100,8 @@ run_scenario() {
     mkdir -p "$dir"
     case $name in
     dramatiq-*) prog=dramatiq_scenario.py ;;
+    sac-* | quorum-* | stream-*) prog=queue_scenarios.py ;;
+    celery-eta) prog=celery_eta_scenario.py ;;
     celery-*) prog=celery_scenario.py ;;
     lapin-*) prog=lapin_scenario.py ;;
     amqplib-* | bunny-* | aio-pika-*) prog=foreign_scenario.py ;;

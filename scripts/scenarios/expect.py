@@ -781,6 +781,7 @@ EXPECT = {
     "celery-wrong-queue": lambda m, meta: x_celery(m, meta, True),
     "celery-healthy": lambda m, meta: x_celery(m, meta, False),
 }
+EXPECT.update(__import__("expect_queue").EXPECT)  # issue 15, items 4-5: newer queues, client hints
 
 SEVERITY_LAST = ("healthy", "idle", "slow_but_healthy")
 

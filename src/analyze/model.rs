@@ -31,6 +31,8 @@ pub enum VerdictKind {
     ConsumerCancelledByBroker,
     RedeliveryLoop,
     CaptureIncomplete,
+    // Issue 15, newer queues (h15queue): a single-active-consumer queue's waiting consumer.
+    Standby,
 }
 
 impl VerdictKind {
@@ -52,6 +54,7 @@ impl VerdictKind {
         VerdictKind::ConsumerCancelledByBroker,
         VerdictKind::RedeliveryLoop,
         VerdictKind::CaptureIncomplete,
+        VerdictKind::Standby,
     ];
 
     /// The name as written in output and documentation, e.g. `prefetch_exhausted`.
@@ -74,6 +77,7 @@ impl VerdictKind {
             VerdictKind::ConsumerCancelledByBroker => "consumer_cancelled_by_broker",
             VerdictKind::RedeliveryLoop => "redelivery_loop",
             VerdictKind::CaptureIncomplete => "capture_incomplete",
+            VerdictKind::Standby => "standby",
         }
     }
 
@@ -82,7 +86,10 @@ impl VerdictKind {
     pub fn is_stall(&self) -> bool {
         !matches!(
             self,
-            VerdictKind::Healthy | VerdictKind::Idle | VerdictKind::SlowButHealthy
+            VerdictKind::Healthy
+                | VerdictKind::Idle
+                | VerdictKind::SlowButHealthy
+                | VerdictKind::Standby
         )
     }
 
@@ -91,7 +98,7 @@ impl VerdictKind {
     /// "unknown", not "broken".
     pub fn severity(&self) -> u8 {
         match self {
-            VerdictKind::Healthy | VerdictKind::Idle => 0,
+            VerdictKind::Healthy | VerdictKind::Idle | VerdictKind::Standby => 0,
             VerdictKind::SlowButHealthy => 1,
             VerdictKind::CaptureIncomplete => 2,
             VerdictKind::ChannelFlowPaused => 4,

@@ -137,7 +137,14 @@ impl Analyzer {
             return;
         };
         let props = &h.properties;
+        // A dead-lettered copy (x-death) is another message for the loop rule: its
+        // settle in the dead-letter queue says nothing of the original's loop.
+        let dead_lettered = props
+            .headers
+            .as_ref()
+            .is_some_and(|h| h.get("x-death").is_some());
         let fingerprint = match &props.message_id {
+            Some(id) if dead_lettered => hash_of(&(2u8, &**id)),
             Some(id) => hash_of(&(0u8, &**id)),
             None => hash_of(&(
                 1u8,
@@ -152,6 +159,10 @@ impl Analyzer {
             if last.tag == p.delivery.tag {
                 last.fingerprint = fingerprint;
             }
+        }
+        if let (Some(headers), Some(i)) = (&props.headers, p.delivery.consumer) {
+            let cs = &mut self.consumers[i as usize];
+            cs.hints.read(headers, p.delivery.tag, p.delivery.at);
         }
         if !p.redelivered {
             return;

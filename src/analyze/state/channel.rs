@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use super::{FlowRec, Mark, QosRec};
+use super::{FlowRec, Mark, QosRec, QueueArgs};
 
 /// One delivery (basic.deliver or basic.get-ok) awaiting its settle.
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +45,8 @@ pub(crate) struct ChannelState {
     pub(crate) get_no_ack: bool,
     /// queue.declare sent, declare-ok not yet seen: (exclusive, auto_delete).
     pub(crate) pending_declares: VecDeque<(bool, bool)>,
+    /// The arguments of those same queue.declare, in the same order (newer queues).
+    pub(crate) declare_args: VecDeque<Option<QueueArgs>>,
 }
 
 impl ChannelState {

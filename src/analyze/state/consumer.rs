@@ -4,7 +4,7 @@
 use super::super::histogram::LatencyHistogram;
 use super::super::model::{ConsumerCounts, LatencySummary};
 use super::super::secs;
-use super::{ConsumerEnd, Mark, QosRec};
+use super::{ConsumeArgs, ConsumerEnd, DeliveryHints, Mark, QosRec};
 
 #[derive(Debug)]
 pub(crate) struct ConsumerState {
@@ -31,6 +31,10 @@ pub(crate) struct ConsumerState {
     pub end: Option<ConsumerEnd>,
     /// Fingerprint of the looping message with the most deliveries to this consumer.
     pub loop_fp: Option<u64>,
+    /// Its basic.consume arguments (x-stream-offset, x-priority).
+    pub args: ConsumeArgs,
+    /// What the headers of its deliveries said (x-delivery-count, x-death, Celery's eta).
+    pub hints: Box<DeliveryHints>,
 }
 
 /// Where each step of a consumer's life was seen (the frame and its time):

@@ -7,10 +7,12 @@
 mod channel;
 mod conn;
 mod consumer;
+mod queue;
 
 pub(crate) use channel::{ChannelState, PendingContent, Unacked};
 pub(crate) use conn::ConnState;
 pub(crate) use consumer::{ConsumerMarks, ConsumerState};
+pub(crate) use queue::{ConsumeArgs, DeliveryHints, QueueArgs, QueueType};
 
 use crate::event::{Conn, Dir, Event, EventKind, GapReason, MethodKind, Timestamp};
 
@@ -203,6 +205,8 @@ pub(crate) struct QueueInfo {
     pub message_count: Option<u32>,
     pub consumer_count: Option<u32>,
     pub deleted: Option<(Mark, u32)>,
+    /// The arguments of its last queue.declare that the broker accepted (newer queues).
+    pub args: Option<QueueArgs>,
 }
 
 /// Index of a direction in per-direction arrays: [c2s, s2c].

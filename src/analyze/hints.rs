@@ -1,0 +1,101 @@
+//! Client hints: which client library and which framework a connection
+//! belongs to, from what the capture shows of it — `client_properties`
+//! (product and version, in connection.start-ok), the queues it declares and
+//! consumes (Celery's `….pidbox` and `celeryev.…`, Dramatiq's `X.DQ`/`X.XQ`),
+//! and the headers of the messages it receives (Celery's `task`/`id`/`eta`).
+//!
+//! The verdict rules use these words where they explain something (a Celery
+//! worker that holds ETA tasks, Dramatiq's delay and dead-letter queues); the
+//! hints decide nothing themselves.
+
+use super::state::ConnState;
+use super::Analyzer;
+
+/// The client library a `client_properties` product names, in its own
+/// project's words: py-amqp (kombu's transport, under Celery), pika (under
+/// Dramatiq), aiormq (under aio-pika), amqplib, Bunny, lapin, rabbitmq-c, and
+/// the Spring AMQP and MassTransit frameworks when they name themselves.
+pub(crate) fn library(product: &str) -> Option<&'static str> {
+    let p = product.to_ascii_lowercase();
+    let known: &[(&str, &'static str)] = &[
+        ("py-amqp", "py-amqp"),
+        ("pika", "pika"),
+        ("aiormq", "aiormq"),
+        ("amqplib", "amqplib"),
+        ("bunny", "Bunny"),
+        ("lapin", "lapin"),
+        ("rabbitmq-c", "rabbitmq-c"),
+        ("librabbitmq", "rabbitmq-c"),
+        ("spring", "Spring AMQP"),
+        ("masstransit", "MassTransit"),
+    ];
+    known.iter().find(|(k, _)| p.contains(k)).map(|(_, v)| *v)
+}
+
+/// The framework the connection's traffic shows, when one does.
+pub(crate) fn framework(a: &Analyzer, c: &ConnState) -> Option<&'static str> {
+    let library = c.handshake.client_product.as_deref().and_then(library);
+    let name = c
+        .handshake
+        .connection_name
+        .as_deref()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let queues = || {
+        a.consumers_on(c)
+            .filter_map(|cs| cs.queue.as_deref())
+            .chain(c.declared_queues.iter().map(String::as_str))
+    };
+    let celery_task = a.consumers_on(c).any(|cs| cs.hints.celery_task.is_some());
+    if celery_task
+        || (library == Some("py-amqp")
+            && queues().any(|q| q.ends_with(".pidbox") || q.starts_with("celeryev.")))
+    {
+        return Some("Celery");
+    }
+    if queues().any(|q| {
+        q.strip_suffix(".DQ")
+            .or_else(|| q.strip_suffix(".XQ"))
+            .is_some_and(|base| a.queue_seen(base))
+    }) {
+        return Some("Dramatiq");
+    }
+    if library == Some("Spring AMQP") || name.starts_with("springamqp") {
+        return Some("Spring AMQP");
+    }
+    if library == Some("MassTransit") || name.contains("masstransit") {
+        return Some("MassTransit");
+    }
+    None
+}
+
+/// "the Celery worker (py-amqp 5.4.2)", "the client (Pika Python Client
+/// Library 1.3.2)", or "the client" when the handshake is not in the capture.
+pub(crate) fn client_words(a: &Analyzer, ci: u32) -> String {
+    let Some(c) = a.conns.get(ci as usize) else {
+        return "the client".to_string();
+    };
+    let who = match framework(a, c) {
+        Some("Celery") => "the Celery worker".to_string(),
+        Some(f) => format!("the {f} client"),
+        None => "the client".to_string(),
+    };
+    match (&c.handshake.client_product, &c.handshake.client_version) {
+        (Some(p), Some(v)) => format!("{who} ({p} {v})"),
+        (Some(p), None) => format!("{who} ({p})"),
+        _ => who,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::library;
+
+    #[test]
+    fn names_the_libraries_from_their_products() {
+        assert_eq!(library("Pika Python Client Library"), Some("pika"));
+        assert_eq!(library("py-amqp"), Some("py-amqp"));
+        assert_eq!(library("aiormq"), Some("aiormq"));
+        assert_eq!(library("RabbitMQ"), None);
+    }
+}
