@@ -8,6 +8,8 @@
 //! worker that holds ETA tasks, Dramatiq's delay and dead-letter queues); the
 //! hints decide nothing themselves.
 
+use std::fmt::Write as _;
+
 use super::state::ConnState;
 use super::Analyzer;
 
@@ -53,11 +55,7 @@ pub(crate) fn framework(a: &Analyzer, c: &ConnState) -> Option<&'static str> {
     {
         return Some("Celery");
     }
-    if queues().any(|q| {
-        q.strip_suffix(".DQ")
-            .or_else(|| q.strip_suffix(".XQ"))
-            .is_some_and(|base| a.queue_seen(base))
-    }) {
+    if queues().any(|q| dramatiq_queue(a, q).is_some()) {
         return Some("Dramatiq");
     }
     if library == Some("Spring AMQP") || name.starts_with("springamqp") {
@@ -85,6 +83,37 @@ pub(crate) fn client_words(a: &Analyzer, ci: u32) -> String {
         (Some(p), None) => format!("{who} ({p})"),
         _ => who,
     }
+}
+
+/// Why a Dramatiq delay (`X.DQ`) or dead-letter (`X.XQ`) queue receives
+/// nothing in ordinary work, when `X` is seen: Dramatiq declares both beside
+/// every queue `X`, and `X` with `x-dead-letter-routing-key` `X.XQ`.
+pub(crate) fn dramatiq_queue(a: &Analyzer, q: &str) -> Option<String> {
+    if let Some(base) = q.strip_suffix(".DQ").filter(|b| a.queue_seen(b)) {
+        return Some(format!(
+            "'{q}' is Dramatiq's delay queue of '{base}': it receives only messages sent with a delay \
+             (send_with_options(delay=...)) or retried with backoff, which the worker moves to '{base}' when \
+             they are due"
+        ));
+    }
+    let base = q.strip_suffix(".XQ").filter(|b| a.queue_seen(b))?;
+    let mut s = format!(
+        "'{q}' is Dramatiq's dead-letter queue of '{base}': messages land there only when they fail for good \
+         (retries exhausted) and the worker rejects them"
+    );
+    let args = a.queue(base).and_then(|i| i.args.as_ref());
+    if let Some(args) = args.filter(|x| x.dead_letter_routing_key.as_deref() == Some(q)) {
+        let at = args
+            .declared
+            .map(|m| format!(" at frame {}", m.frame))
+            .unwrap_or_default();
+        let _ = write!(
+            s,
+            ", which the broker dead-letters to it (x-dead-letter-routing-key '{q}' in the queue.declare of \
+             '{base}'{at})"
+        );
+    }
+    Some(s)
 }
 
 #[cfg(test)]

@@ -11,11 +11,14 @@ fn every_verdict_name_is_snake_case_and_severity_orders_the_block() {
             k.is_stall(),
             !matches!(
                 k,
-                VerdictKind::Healthy | VerdictKind::Idle | VerdictKind::SlowButHealthy
+                VerdictKind::Healthy
+                    | VerdictKind::Idle
+                    | VerdictKind::SlowButHealthy
+                    | VerdictKind::Standby
             )
         );
     }
-    assert_eq!(VerdictKind::ALL.len(), 17);
+    assert_eq!(VerdictKind::ALL.len(), 18);
     assert!(VerdictKind::ConnectionLost.severity() > VerdictKind::PrefetchExhausted.severity());
 }
 

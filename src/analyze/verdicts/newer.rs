@@ -21,6 +21,18 @@ const DEFAULT_CONSUMER_TIMEOUT_MS: u64 = 1_800_000;
 /// A held delivery is "close to" the consumer timeout from this share of it on.
 const TIMEOUT_CLOSE_SHARE: f64 = 0.5;
 
+/// Seconds as "12 min 5 s" from two minutes on, else as [`fmt_s`] gives them.
+fn fmt_long(v: f64) -> String {
+    if v < 120.0 {
+        return fmt_s(v);
+    }
+    let total = v.round() as u64;
+    match (total / 60, total % 60) {
+        (m, 0) => format!("{m} min"),
+        (m, s) => format!("{m} min {s} s"),
+    }
+}
+
 /// The declared arguments of a consumer's queue, when the capture shows them.
 pub(super) fn queue_args<'a>(a: &'a Analyzer, cs: &ConsumerState) -> Option<&'a QueueArgs> {
     a.queue(cs.queue.as_deref()?)?.args.as_ref()
@@ -267,12 +279,21 @@ pub(super) fn stream_window_note(a: &Analyzer, cs: &ConsumerState) -> String {
         .as_deref()
         .map(|o| format!(", read from x-stream-offset={o}"))
         .unwrap_or_else(|| ", read from the next offset (no x-stream-offset)".to_string());
-    format!(
+    let mut s = format!(
         "; queue '{}' is a stream{}{offset}: a stream keeps its messages, and an ack there only gives the \
          consumer credit for more, so this window stays full until it acks",
         cs.queue.as_deref().unwrap_or(""),
         declared_at(q)
-    )
+    );
+    if let Some(limit) = cs.prefetch_limit().filter(|l| cs.counts.unacked > *l) {
+        let _ = write!(
+            s,
+            "; it holds {}, more than its prefetch_count of {limit}: RabbitMQ sends a stream's messages a \
+             chunk at a time",
+            cs.counts.unacked
+        );
+    }
+    s
 }
 
 /// A consumer holding Celery ETA tasks (sent with countdown or eta): the
@@ -298,7 +319,7 @@ pub(super) fn eta_note(
     let when = if latest > at_now.as_nanos() {
         format!(
             "the latest in {} (at {})",
-            fmt_s((latest - at_now.as_nanos()) as f64 / 1e9),
+            fmt_long((latest - at_now.as_nanos()) as f64 / 1e9),
             Timestamp(latest).to_rfc3339()
         )
     } else {
@@ -322,7 +343,7 @@ pub(super) fn eta_note(
                 "; but they are due later than the consumer timeout ({timeout_ms} ms, {source}) after their \
                  delivery: {} after the delivery at frame {}, before they run, the broker closes channel {} with \
                  406 PRECONDITION_FAILED and requeues them, unless its consumer_timeout is raised",
-                fmt_s(limit),
+                fmt_long(limit),
                 oldest.frame,
                 cs.channel
             );
@@ -380,15 +401,15 @@ pub(super) fn timeout_note(a: &Analyzer, cs: &ConsumerState, held: f64) -> Strin
     }
     let mut s = format!(
         "; the oldest delivery has been held {} of the consumer timeout of {} ({source})",
-        fmt_s(held),
-        fmt_s(limit)
+        fmt_long(held),
+        fmt_long(limit)
     );
     if held < limit {
         let _ = write!(
             s,
             ": the broker closes channel {} with 406 PRECONDITION_FAILED in about {} (it checks once a minute)",
             cs.channel,
-            fmt_s(limit - held)
+            fmt_long(limit - held)
         );
     } else {
         s.push_str(": past it, the broker closes the channel at its next check (once a minute)");
