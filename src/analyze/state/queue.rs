@@ -223,20 +223,6 @@ impl DeliveryHints {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::iso8601_nanos;
-
-    #[test]
-    fn reads_celery_s_eta_times() {
-        let utc = iso8601_nanos("2026-12-01T15:20:00.5+00:00");
-        assert_eq!(utc, Some(1_796_138_400_500_000_000));
-        assert_eq!(iso8601_nanos("2026-12-01T16:20:00.5+01:00"), utc);
-        assert_eq!(iso8601_nanos("2026-12-01T15:20:00.500000Z"), utc);
-        assert_eq!(iso8601_nanos("not a time"), None);
-    }
-}
-
 /// `2026-12-01T15:20:00.123456+00:00` (or `Z`, or no zone: UTC) as nanoseconds
 /// since the Unix epoch.
 pub(crate) fn iso8601_nanos(s: &str) -> Option<i64> {
@@ -286,4 +272,18 @@ pub(crate) fn iso8601_nanos(s: &str) -> Option<i64> {
     let days = era * 146_097 + doe - 719_468;
     let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset_s;
     Some(secs * 1_000_000_000 + nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::iso8601_nanos;
+
+    #[test]
+    fn reads_celery_s_eta_times() {
+        let utc = iso8601_nanos("2026-12-01T15:20:00.5+00:00");
+        assert_eq!(utc, Some(1_796_138_400_500_000_000));
+        assert_eq!(iso8601_nanos("2026-12-01T16:20:00.5+01:00"), utc);
+        assert_eq!(iso8601_nanos("2026-12-01T15:20:00.500000Z"), utc);
+        assert_eq!(iso8601_nanos("not a time"), None);
+    }
 }
