@@ -174,7 +174,36 @@ def x_celery_eta(m, meta):
     return v
 
 
+def x_timeout_near(m, meta):
+    cs = [c for c in m.consumers if c["stream"] == m.stream_of("consumer")]
+    need(len(cs) == 2, f"two consumers on the consumer connection, got {len(cs)}")
+    closed, held = sorted(cs, key=lambda c: c["consume"])
+    close = m.close_from_broker("channel.close", closed["stream"])
+    text = close.args.get("reply_text", "")
+    found = re.search(r"Timeout value used: (\d+) ms", text)
+    need(close.args.get("reply_code") == "406" and close.channel == closed["channel"] and found,
+         f"a 406 ack timeout reporting its value on channel {closed['channel']}, got {close.args}")
+    timeout_s = int(found.group(1)) / 1000
+    need(close.frame < held["consume"], "the second consumer registers after the close")
+    d = held["deliveries"]
+    need(len(d) == 1 and d[0]["settled"] is None, "one delivery held on the second channel")
+    after = m.capture_seconds_after(d[0]["frame"])
+    need(0.5 * timeout_s <= after < timeout_s, f"held between half the timeout and the timeout, got {after} s")
+    v = m.all_healthy()
+    v[("consumer", closed["stream"], closed["channel"], closed["tag"])] = m.consumer_verdict(
+        closed, "ack_timeout", frame=close.frame, contains=["406", "timed out", closed["queue"]],
+        facts={"reply_text": text})
+    _x().stalled_window(m, v, held)
+    got = v[("consumer", held["stream"], held["channel"], held["tag"])]
+    got["explanation_contains"] += [f"of the consumer timeout of {timeout_s:.1f} s",
+                                    "the value the broker reported in an ack timeout in this capture",
+                                    f"closes channel {held['channel']} with 406"]
+    got["facts"]["consumer_timeout_s"] = timeout_s
+    return v
+
+
 EXPECT = {
     "sac-standby": x_sac, "quorum-delivery-limit": x_quorum_limit, "stream-no-qos": x_stream_no_qos,
     "stream-window-full": x_stream_window, "celery-eta": x_celery_eta,
+    "consumer-timeout-near": x_timeout_near,
 }

@@ -19,13 +19,21 @@ stream-no-qos: a stream consumed without basic.qos: the broker closes the channe
   with 406 PRECONDITION_FAILED.
 stream-window-full: a stream consumed from its first offset with prefetch 5 and no
   ack: the window of 5 fills and stays full past the end of the capture.
+consumer-timeout-near: consumer_timeout set to 20 s while the consumer's two
+  channels open (RabbitMQ 3.10 reads it at channel start; restored at once, as
+  ack-timeout does); channel 1 holds a delivery until the broker closes it with the
+  406 that reports the timeout; then channel 2 takes a delivery and holds it 12 s,
+  and the capture ends before its timeout.
 """
 
 import argparse
+import os
+import time
 
 import pika
 
-from common import Scenario, serve_for, serve_until
+import broker
+from common import Scenario, log, serve_for, serve_until
 from pika_scenarios import BODY, Counter, props, publish
 
 
@@ -133,11 +141,47 @@ def stream_window_full(s):
     con.close()
 
 
+def consumer_timeout_near(s):
+    first, second = s.queue("closed", f"ctimeout-a-{s.run}"), s.queue("held", f"ctimeout-b-{s.run}")
+    saved = broker.load(os.environ["AMQPTRACE_BROKER_STATE"])
+    pub = s.connect("publisher")
+    pch = pub.channel()
+    pch.queue_declare(first)
+    pch.queue_declare(second)
+    try:
+        broker.set_consumer_timeout(20000)
+        con = s.connect("consumer")
+        ch1, ch2 = con.channel(), con.channel()
+    finally:
+        broker.restore_consumer_timeout(saved["consumer_timeout"])
+    got = Counter()
+    for ch in (ch1, ch2):
+        ch.basic_qos(prefetch_count=1)
+    ch1.basic_consume(first, lambda ch, m, p, b: got.deliveries.append(m.delivery_tag),
+                      consumer_tag=f"closed-{s.run}")
+    publish(pch, first, 1, s.run)
+    t0 = time.monotonic()
+    # The broker checks the timeout about once a minute.
+    serve_until([con, pub], lambda: ch1.is_closed, 150, "the broker's 406 ack-timeout close")
+    log(f"channel 1 closed by the broker {time.monotonic() - t0:.1f} s after the delivery")
+    ch2.basic_consume(second, lambda ch, m, p, b: got.deliveries.append(m.delivery_tag),
+                      consumer_tag=f"held-{s.run}")
+    publish(pch, second, 1, s.run, start=1)
+    serve_until([con, pub], lambda: len(got.deliveries) >= 2, 30, "the second delivery")
+    serve_for([con, pub], 12.0)
+    if ch2.is_closed:
+        raise SystemExit("the broker closed channel 2 before the capture ended")
+    pub.close()
+    s.hold([con])
+    con.close()
+
+
 SCENARIOS = {
     "sac-standby": sac_standby,
     "quorum-delivery-limit": quorum_delivery_limit,
     "stream-no-qos": stream_no_qos,
     "stream-window-full": stream_window_full,
+    "consumer-timeout-near": consumer_timeout_near,
 }
 
 

@@ -46,6 +46,7 @@ captures! {
     celery_eta,
     celery_healthy,
     celery_wrong_queue,
+    consumer_timeout_near,
     dramatiq_healthy,
     dramatiq_helpers_idle,
     dramatiq_wrong_queue,

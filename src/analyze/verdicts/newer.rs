@@ -407,12 +407,15 @@ pub(super) fn timeout_note(a: &Analyzer, cs: &ConsumerState, held: f64) -> Strin
     if held < limit {
         let _ = write!(
             s,
-            ": the broker closes channel {} with 406 PRECONDITION_FAILED in about {} (it checks once a minute)",
+            ": the broker closes channel {} with 406 PRECONDITION_FAILED in {} at the earliest (it checks about \
+             once a minute)",
             cs.channel,
             fmt_long(limit - held)
         );
     } else {
-        s.push_str(": past it, the broker closes the channel at its next check (once a minute)");
+        s.push_str(
+            ": past it, the broker closes the channel at its next check (about once a minute)",
+        );
     }
     if queue_args(a, cs).is_some_and(|q| q.consumer_timeout_ms.is_some())
         && !source.contains("x-consumer-timeout")
