@@ -37,12 +37,6 @@ pub(crate) fn library(product: &str) -> Option<&'static str> {
 /// The framework the connection's traffic shows, when one does.
 pub(crate) fn framework(a: &Analyzer, c: &ConnState) -> Option<&'static str> {
     let library = c.handshake.client_product.as_deref().and_then(library);
-    let name = c
-        .handshake
-        .connection_name
-        .as_deref()
-        .unwrap_or("")
-        .to_ascii_lowercase();
     let queues = || {
         a.consumers_on(c)
             .filter_map(|cs| cs.queue.as_deref())
@@ -58,13 +52,10 @@ pub(crate) fn framework(a: &Analyzer, c: &ConnState) -> Option<&'static str> {
     if queues().any(|q| dramatiq_queue(a, q).is_some()) {
         return Some("Dramatiq");
     }
-    if library == Some("Spring AMQP") || name.starts_with("springamqp") {
-        return Some("Spring AMQP");
-    }
-    if library == Some("MassTransit") || name.contains("masstransit") {
-        return Some("MassTransit");
-    }
-    None
+    // Spring AMQP and MassTransit run on the RabbitMQ Java and .NET clients,
+    // whose product is "RabbitMQ": named only when their product says so (no
+    // capture of either was made here).
+    library.filter(|l| matches!(*l, "Spring AMQP" | "MassTransit"))
 }
 
 /// "the Celery worker (py-amqp 5.4.2)", "the client (Pika Python Client

@@ -220,6 +220,28 @@ fn a_dead_letter_cycle_shows_in_x_death_counts() {
 }
 
 #[test]
+fn messages_ready_in_a_ttl_queue_that_never_come_are_said_to_expire() {
+    let (mut s, c) = Sim::on(3017);
+    publisher(&mut s, c);
+    let declare = args!(queue: "ttl", arguments: json!({"x-message-ttl": 1000}));
+    s.c2s(c, 1, MethodKind::QueueDeclare, declare);
+    let ok = args!(queue: "ttl", message_count: 4u32, consumer_count: 0u32);
+    let ready = s.s2c(c, 1, MethodKind::QueueDeclareOk, ok);
+    s.at(3.0);
+    consumer_on(&mut s, c, "ttl", "late", 10);
+    let v = s.at(20.0).consumer("late");
+    assert_verdict(
+        &v,
+        VerdictKind::NoMessagesRoutedToQueue,
+        &[
+            "x-message-ttl 1000 ms",
+            &format!("ready at its declare-ok (frame {ready})"),
+            "expired: the broker drops it",
+        ],
+    );
+}
+
+#[test]
 fn a_stream_consumer_without_basic_qos_is_refused_and_told_why() {
     let (mut s, c) = Sim::on(3007);
     publisher(&mut s, c);

@@ -90,17 +90,22 @@ pub(super) fn standby(ctx: &Ctx, idx: u32, cs: &ConsumerState, name: &str) -> Op
             let _ = write!(s, " on {other}");
         }
     }
-    let _ = write!(
-        s,
-        " ({} deliveries); this one takes over when it ends",
-        p.counts.deliveries
-    );
+    let _ = write!(s, " ({} deliveries)", p.counts.deliveries);
+    let end = cs.end.map_or(ctx.now, |e| e.at().ts);
+    match p.end.map(|e| e.at()).filter(|m| m.ts < end) {
+        Some(m) => {
+            let _ = write!(
+                s,
+                "; that one ended at frame {}, and this one, active from then on, received nothing in the {} \
+                 that followed",
+                m.frame,
+                fmt_s(end.secs_since(m.ts))
+            );
+        }
+        None => s.push_str("; this one takes over when it ends"),
+    }
     if let Some(e) = cs.end {
-        let _ = write!(
-            s,
-            "; it ended at frame {} while still standby",
-            e.at().frame
-        );
+        let _ = write!(s, "; it ended at frame {}", e.at().frame);
     }
     set(&mut v, VerdictKind::Standby, registered, s);
     v.evidence = super::consumer::consume_evidence(cs);
@@ -230,6 +235,44 @@ pub(super) fn dead_letter_note(a: &Analyzer, cs: &ConsumerState) -> String {
                 ": a dead-letter cycle, the message comes back to the queue it was dead-lettered from",
             );
         }
+    }
+    s
+}
+
+/// For messages reported ready in a queue with a TTL that never came: "; queue
+/// 'q' was declared with x-message-ttl 1000 ms: what was ready at its
+/// declare-ok had expired by now, and the broker dead-letters …". Empty
+/// without a TTL, or while the TTL has not run out since the declare-ok.
+pub(super) fn ttl_note(a: &Analyzer, queue: &str, registered: Mark) -> String {
+    let Some(info) = a.queue(queue) else {
+        return String::new();
+    };
+    let (Some(args), Some(declared)) = (info.args.as_ref(), info.declared) else {
+        return String::new();
+    };
+    let Some(ttl_ms) = args.message_ttl_ms else {
+        return String::new();
+    };
+    let since = registered.ts.secs_since(declared.ts).max(0.0);
+    let mut s = format!(
+        "; queue '{queue}' was declared with x-message-ttl {ttl_ms} ms{}",
+        declared_at(args)
+    );
+    if since * 1000.0 >= ttl_ms as f64 {
+        let _ = write!(
+            s,
+            ": the messages ready at its declare-ok (frame {}) were older than that when this consumer \
+             registered, {} later, and expired: the broker {}",
+            declared.frame,
+            fmt_long(since),
+            args.dead_letter_words()
+        );
+    } else {
+        let _ = write!(
+            s,
+            ": what is not delivered within it expires, and the broker {}",
+            args.dead_letter_words()
+        );
     }
     s
 }
