@@ -174,11 +174,8 @@ pub(super) fn consumer_verdict(
     };
 
     if let Some((at, mut s, evidence)) = redelivery_loop(a, cs, &name) {
-        let outstanding = cs
-            .loop_fp
-            .and_then(|f| a.requeue_track(f))
-            .is_some_and(|t| t.outstanding);
-        s.push_str(&newer::delivery_limit_note(ctx, cs, outstanding));
+        let track = cs.loop_fp.and_then(|f| a.requeue_track(f));
+        s.push_str(&newer::delivery_limit_note(ctx, cs, track));
         set(&mut v, VerdictKind::RedeliveryLoop, at, s);
         v.evidence = evidence;
         let seed = own(&v);

@@ -13,7 +13,7 @@
 use crate::event::MethodKind;
 
 use super::super::hints;
-use super::super::state::{ChannelCloseRec, ConsumerState, QueueArgs, QueueType};
+use super::super::state::{ChannelCloseRec, ConsumerState, QueueArgs, QueueType, RequeueTrack};
 use super::*;
 
 /// RabbitMQ's default `consumer_timeout` since 3.8.15: 30 minutes.
@@ -116,10 +116,15 @@ pub(super) fn standby(ctx: &Ctx, idx: u32, cs: &ConsumerState, name: &str) -> Op
 /// rounds left: "; x-delivery-count reached 3 at frame 40, the quorum queue's
 /// x-delivery-limit of 3 (…): no round left, at its next return the broker
 /// dead-letters it to …". Empty when the capture shows neither.
-pub(super) fn delivery_limit_note(ctx: &Ctx, cs: &ConsumerState, outstanding: bool) -> String {
+pub(super) fn delivery_limit_note(
+    ctx: &Ctx,
+    cs: &ConsumerState,
+    track: Option<&RequeueTrack>,
+) -> String {
     let a = ctx.a;
+    let outstanding = track.is_some_and(|t| t.outstanding);
     let args = queue_args(a, cs);
-    let Some((count, at, _)) = cs.hints.delivery_count else {
+    let Some((count, at, tag)) = cs.hints.delivery_count else {
         return match args {
             Some(q) if q.queue_type == Some(QueueType::Quorum) && q.delivery_limit.is_none() => {
                 "; the quorum queue was declared without x-delivery-limit: RabbitMQ 3.x requeues it without \
@@ -129,8 +134,22 @@ pub(super) fn delivery_limit_note(ctx: &Ctx, cs: &ConsumerState, outstanding: bo
             _ => String::new(),
         };
     };
+    // The highest count may belong to another message than the one named.
+    let latest = track.and_then(|t| {
+        t.evidence
+            .events
+            .iter()
+            .rev()
+            .find(|e| e.method == MethodKind::BasicDeliver && e.conn == cs.conn)
+            .map(|e| e.delivery_tag)
+    });
+    let whose = if latest == Some(tag) {
+        "its returns"
+    } else {
+        "the returns of its messages"
+    };
     let mut s = format!(
-        "; the broker counts its returns: x-delivery-count reached {count} (delivery at frame {})",
+        "; the broker counts {whose}: x-delivery-count reached {count} (delivery at frame {})",
         at.frame
     );
     match args.and_then(|q| q.delivery_limit.map(|l| (q, l))) {
