@@ -27,7 +27,7 @@ ALL=(healthy slow-but-healthy prefetch-exhausted wrong-queue missing-queue-404 b
     amqplib-prefetch-quiet bunny-prefetch-quiet amqplib-wrong-queue-quiet bunny-wrong-queue-quiet
     peers-settle-prefetch aio-pika-wrong-queue dramatiq-helpers-idle slow-mid-message
     celery-wrong-queue celery-healthy)
-ALL+=(sac-standby quorum-delivery-limit stream-no-qos stream-window-full celery-eta consumer-timeout-near) # issue 15, items 4-5
+ALL+=(sac-standby quorum-delivery-limit stream-no-qos stream-window-full celery-eta consumer-timeout-near dead-letter-ttl) # issue 15, items 4-5
 AMQPLIB_VERSION=0.10.9
 
 if [ "${1:-}" = --list ]; then printf '%s\n' "${ALL[@]}"; exit 0; fi
@@ -100,7 +100,7 @@ run_scenario() {
     mkdir -p "$dir"
     case $name in
     dramatiq-*) prog=dramatiq_scenario.py ;;
-    sac-* | quorum-* | stream-*) prog=queue_scenarios.py ;;
+    sac-* | quorum-* | stream-* | dead-letter-*) prog=queue_scenarios.py ;;
     consumer-timeout-near) prog=queue_scenarios.py limit=200 ;;
     celery-eta) prog=celery_eta_scenario.py ;;
     celery-*) prog=celery_scenario.py ;;

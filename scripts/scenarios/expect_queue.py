@@ -202,8 +202,34 @@ def x_timeout_near(m, meta):
     return v
 
 
+def x_dead_letter_ttl(m, meta):
+    tables = field_tables(path_of(m))
+    c = m.consumer_for_role("consumer")
+    ttl_q = [e.args.get("queue") for e in m.find("queue.declare", direction="c2s")
+             if declare_of(m, tables, e.args.get("queue")).get("x-message-ttl")]
+    need(len(ttl_q) == 1, f"one queue declared with x-message-ttl, got {ttl_q}")
+    ttl_q, ttl_ms = ttl_q[0], int(declare_of(m, tables, ttl_q[0])["x-message-ttl"])
+    need(declare_of(m, tables, c["queue"]).get("x-dead-letter-routing-key") == ttl_q,
+         "the consumer's queue dead-letters back to the TTL queue")
+    ds = c["deliveries"]
+    need(len(ds) == 3, f"3 rounds, got {len(ds)}")
+    hows = [(d["settled"] or {}).get("how") for d in ds]
+    need(hows == ["basic.reject", "basic.reject", "basic.ack"], f"rejected twice, then acked: {hows}")
+    last = header_of(tables, ds[-1])
+    need(last.get("reason") == "expired" and last.get("queue") == ttl_q and last.get("count") == "3",
+         f"the last delivery's x-death: expired from {ttl_q}, count 3, got {last}")
+    v = m.all_healthy()
+    got = v[("consumer", c["stream"], c["channel"], c["tag"])]
+    got["explanation_contains"] = [f"TTL expired in queue '{ttl_q}'", f"x-message-ttl is {ttl_ms} ms",
+                                   "3 times", f"comes back to queue '{c['queue']}'",
+                                   "dead-letter cycle through its own queue"]
+    got["facts"] = {"x_death_count": 3, "x_message_ttl_ms": ttl_ms, "rejects": 2}
+    return v
+
+
 EXPECT = {
     "sac-standby": x_sac, "quorum-delivery-limit": x_quorum_limit, "stream-no-qos": x_stream_no_qos,
     "stream-window-full": x_stream_window, "celery-eta": x_celery_eta,
     "consumer-timeout-near": x_timeout_near,
+    "dead-letter-ttl": x_dead_letter_ttl,
 }

@@ -24,6 +24,10 @@ consumer-timeout-near: consumer_timeout set to 20 s while the consumer's two
   ack-timeout does); channel 1 holds a delivery until the broker closes it with the
   406 that reports the timeout; then channel 2 takes a delivery and holds it 12 s,
   and the capture ends before its timeout.
+dead-letter-ttl: a queue with x-message-ttl 300 ms dead-lettering to a second queue,
+  which dead-letters back to the first: one message published to the first, nobody
+  consuming it, expires into the second, whose consumer rejects it (requeue=false)
+  twice, so that it cycles, and acks it the third time (x-death counts 1, 2, 3).
 """
 
 import argparse
@@ -176,12 +180,41 @@ def consumer_timeout_near(s):
     con.close()
 
 
+def dead_letter_ttl(s):
+    ttl, retry = s.queue("ttl", f"ttl-{s.run}"), s.queue("consumed", f"retry-{s.run}")
+    pub, con = s.connect("publisher"), s.connect("consumer")
+    pch = pub.channel()
+    declare(pch, ttl, **{"x-message-ttl": 300, "x-dead-letter-exchange": "",
+                         "x-dead-letter-routing-key": retry})
+    declare(pch, retry, **{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": ttl})
+    cch = con.channel()
+    cch.basic_qos(prefetch_count=1)
+    c = Counter()
+
+    def on_msg(ch, m, p, b):
+        c.deliveries.append(m.delivery_tag)
+        if len(c.deliveries) < 3:
+            ch.basic_reject(m.delivery_tag, requeue=False)
+        else:
+            ch.basic_ack(m.delivery_tag)
+            c.settled += 1
+
+    tag = cch.basic_consume(retry, on_msg, consumer_tag=f"retrier-{s.run}")
+    pch.basic_publish(exchange="", routing_key=ttl, body=BODY, properties=props(0, s.run))
+    serve_until([con, pub], lambda: c.settled >= 1, 30, "the third round, acked")
+    serve_for([con, pub], 1.0)
+    cch.basic_cancel(tag)
+    con.close()
+    pub.close()
+
+
 SCENARIOS = {
     "sac-standby": sac_standby,
     "quorum-delivery-limit": quorum_delivery_limit,
     "stream-no-qos": stream_no_qos,
     "stream-window-full": stream_window_full,
     "consumer-timeout-near": consumer_timeout_near,
+    "dead-letter-ttl": dead_letter_ttl,
 }
 
 

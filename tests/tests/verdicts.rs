@@ -47,6 +47,7 @@ captures! {
     celery_healthy,
     celery_wrong_queue,
     consumer_timeout_near,
+    dead_letter_ttl,
     dramatiq_healthy,
     dramatiq_helpers_idle,
     dramatiq_wrong_queue,

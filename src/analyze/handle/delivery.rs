@@ -162,7 +162,8 @@ impl Analyzer {
         }
         if let (Some(headers), Some(i)) = (&props.headers, p.delivery.consumer) {
             let cs = &mut self.consumers[i as usize];
-            cs.hints.read(headers, p.delivery.tag, p.delivery.at);
+            cs.hints
+                .read(headers, p.delivery.tag, p.delivery.at, cs.queue.as_deref());
         }
         if !p.redelivered {
             return;

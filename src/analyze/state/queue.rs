@@ -173,6 +173,9 @@ pub(crate) struct DeliveryHints {
     pub delivery_count: Option<(u64, Mark, u64)>,
     /// The x-death entry with the highest count, and its delivery.
     pub death: Option<(Death, Mark)>,
+    /// The x-death entry of the consumer's own queue with the highest count:
+    /// the message came back to the queue it was dead-lettered from.
+    pub own_death: Option<(Death, Mark)>,
     /// Delivery tags of Celery tasks with an `eta` header (countdown or eta), oldest first.
     pub eta_tags: Vec<u64>,
     /// The latest ETA among them (nanoseconds since the epoch), when it reads.
@@ -182,8 +185,8 @@ pub(crate) struct DeliveryHints {
 }
 
 impl DeliveryHints {
-    /// Reads the headers of delivery `tag` at `at`.
-    pub(crate) fn read(&mut self, headers: &Value, tag: u64, at: Mark) {
+    /// Reads the headers of delivery `tag` at `at` to a consumer of `own_queue`.
+    pub(crate) fn read(&mut self, headers: &Value, tag: u64, at: Mark, own_queue: Option<&str>) {
         let Some(h) = headers.as_object() else {
             return;
         };
@@ -194,16 +197,26 @@ impl DeliveryHints {
         }
         if let Some(d) = h.get("x-death").and_then(Value::as_array) {
             for e in d.iter().filter_map(Value::as_object) {
-                let count = e.get("count").and_then(number).unwrap_or(1);
-                if self.death.as_ref().is_none_or(|(x, _)| count >= x.count) {
-                    self.death = Some((
-                        Death {
-                            queue: e.get("queue").and_then(short).unwrap_or_default(),
-                            reason: e.get("reason").and_then(short).unwrap_or_default(),
-                            count,
-                        },
-                        at,
-                    ));
+                let death = Death {
+                    queue: e.get("queue").and_then(short).unwrap_or_default(),
+                    reason: e.get("reason").and_then(short).unwrap_or_default(),
+                    count: e.get("count").and_then(number).unwrap_or(1),
+                };
+                let own = own_queue == Some(death.queue.as_str());
+                if own
+                    && self
+                        .own_death
+                        .as_ref()
+                        .is_none_or(|(x, _)| death.count >= x.count)
+                {
+                    self.own_death = Some((death.clone(), at));
+                }
+                if self
+                    .death
+                    .as_ref()
+                    .is_none_or(|(x, _)| death.count >= x.count)
+                {
+                    self.death = Some((death, at));
                 }
             }
         }

@@ -220,6 +220,24 @@ fn a_dead_letter_cycle_shows_in_x_death_counts() {
 }
 
 #[test]
+fn a_cycle_through_the_consumer_s_own_queue_is_named_beside_the_ttl() {
+    let (mut s, w) = Sim::with_worker(3018, "retry", "w", 10);
+    let death = json!({"x-death": [
+        {"count": 2, "reason": "expired", "queue": "ttl"},
+        {"count": 1, "reason": "rejected", "queue": "retry"}]});
+    deliver_with(&mut s, w, ("w", 1, false), "m", death);
+    s.ack(w, 1, 1, false);
+    assert_verdict(
+        &s.consumer("w"),
+        VerdictKind::Healthy,
+        &[
+            "TTL expired in queue 'ttl'",
+            "comes back to queue 'retry', which dead-lettered it 1 time(s) (reason rejected)",
+        ],
+    );
+}
+
+#[test]
 fn messages_ready_in_a_ttl_queue_that_never_come_are_said_to_expire() {
     let (mut s, c) = Sim::on(3017);
     publisher(&mut s, c);

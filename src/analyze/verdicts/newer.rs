@@ -255,6 +255,14 @@ pub(super) fn dead_letter_note(a: &Analyzer, cs: &ConsumerState) -> String {
             );
         }
     }
+    if let Some((own, _)) = cs.hints.own_death.as_ref().filter(|(o, _)| o != d) {
+        let _ = write!(
+            s,
+            "; it also comes back to queue '{}', which dead-lettered it {} time(s) (reason {}): a dead-letter \
+             cycle through its own queue",
+            own.queue, own.count, own.reason
+        );
+    }
     s
 }
 
