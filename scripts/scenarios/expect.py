@@ -815,6 +815,7 @@ EXPECT = {
     "celery-healthy": lambda m, meta: x_celery(m, meta, False),
 }
 EXPECT.update(expect_errors.EXPECT)
+EXPECT.update(__import__("expect_queue").EXPECT)  # issue 15, items 4-5: newer queues, client hints
 
 SEVERITY_LAST = ("healthy", "idle", "slow_but_healthy")
 

@@ -23,6 +23,7 @@
 
 mod causes;
 mod handle;
+mod hints;
 mod histogram;
 mod model;
 mod retire;

@@ -33,6 +33,8 @@ pub enum VerdictKind {
     CaptureIncomplete,
     // Issue 15, broker errors explained and other protocols on the port (h15err).
     OtherProtocol,
+    // Issue 15, newer queues (h15queue): a single-active-consumer queue's waiting consumer.
+    Standby,
 }
 
 impl VerdictKind {
@@ -56,6 +58,7 @@ impl VerdictKind {
         VerdictKind::CaptureIncomplete,
         // Issue 15, broker errors explained and other protocols on the port (h15err).
         VerdictKind::OtherProtocol,
+        VerdictKind::Standby,
     ];
 
     /// The name as written in output and documentation, e.g. `prefetch_exhausted`.
@@ -80,6 +83,7 @@ impl VerdictKind {
             VerdictKind::CaptureIncomplete => "capture_incomplete",
             // Issue 15 (h15err).
             VerdictKind::OtherProtocol => "other_protocol",
+            VerdictKind::Standby => "standby",
         }
     }
 
@@ -88,7 +92,10 @@ impl VerdictKind {
     pub fn is_stall(&self) -> bool {
         !matches!(
             self,
-            VerdictKind::Healthy | VerdictKind::Idle | VerdictKind::SlowButHealthy
+            VerdictKind::Healthy
+                | VerdictKind::Idle
+                | VerdictKind::SlowButHealthy
+                | VerdictKind::Standby
         )
     }
 
@@ -97,7 +104,7 @@ impl VerdictKind {
     /// "unknown", not "broken".
     pub fn severity(&self) -> u8 {
         match self {
-            VerdictKind::Healthy | VerdictKind::Idle => 0,
+            VerdictKind::Healthy | VerdictKind::Idle | VerdictKind::Standby => 0,
             VerdictKind::SlowButHealthy => 1,
             VerdictKind::CaptureIncomplete => 2,
             VerdictKind::ChannelFlowPaused => 4,

@@ -294,15 +294,8 @@ pub(crate) fn bystander(a: &Analyzer, cs: &ConsumerState) -> Option<String> {
             "'{q}' is a server-named queue (a reply or temporary queue)"
         ));
     }
-    for (suffix, what) in [(".DQ", "delay"), (".XQ", "dead-letter")] {
-        if let Some(base) = q.strip_suffix(suffix) {
-            if a.queue_seen(base) {
-                return Some(format!(
-                    "'{q}' is Dramatiq's {what} queue of '{base}', which receives messages only when one is delayed{}",
-                    if what == "delay" { "" } else { " or dead-lettered" }
-                ));
-            }
-        }
+    if let Some(why) = super::hints::dramatiq_queue(a, q) {
+        return Some(why);
     }
     if let Some(binds) = a.routing.bindings.get(q) {
         let fanout: Vec<&String> = binds

@@ -25,11 +25,12 @@ pub fn write_verdict_block(analysis: &Analysis, out: &mut dyn Write) -> io::Resu
         }
     }
     writeln!(out, "verdicts:")?;
-    for v in analysis
-        .verdicts
-        .iter()
-        .filter(|v| !matches!(v.verdict, VerdictKind::Healthy | VerdictKind::Idle))
-    {
+    for v in analysis.verdicts.iter().filter(|v| {
+        !matches!(
+            v.verdict,
+            VerdictKind::Healthy | VerdictKind::Idle | VerdictKind::Standby
+        )
+    }) {
         write_verdict(v, out)?;
     }
     let count = |k: VerdictKind, s: Scope| {
@@ -48,6 +49,12 @@ pub fn write_verdict_block(analysis: &Analysis, out: &mut dyn Write) -> io::Resu
     if idle > 0 {
         line.push_str(&format!(
             "; idle: {idle} consumer(s) with nothing published for them (see --format json)"
+        ));
+    }
+    let standby = count(VerdictKind::Standby, Scope::Consumer);
+    if standby > 0 {
+        line.push_str(&format!(
+            "; standby: {standby} consumer(s) of single-active-consumer queues"
         ));
     }
     if !analysis.retired.is_empty() {

@@ -95,8 +95,9 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<u8> {
         tls_ports: args.tls_ports.clone(),
         decoder: DecoderConfig {
             body_prefix: args.bodies,
-            // Only the timeline outputs show message headers; skip converting them otherwise.
-            headers: matches!(args.format, Format::Text | Format::Jsonl),
+            // The analyzer reads a few headers (x-delivery-count, x-death, Celery's task
+            // and eta) into bounded facts; only `counts`, which runs no analyzer, skips them.
+            headers: args.format != Format::Counts,
             ..DecoderConfig::default()
         },
     };

@@ -60,8 +60,10 @@ type VerdictKey = (Scope, Conn, Option<u16>, Option<String>, VerdictKind);
 /// or `idle`) that the analyzer calls certain; an uncertain stall may still
 /// become certain (it is printed then) or go away.
 fn worth_printing_live(v: &Verdict) -> bool {
-    !matches!(v.verdict, VerdictKind::Healthy | VerdictKind::Idle)
-        && v.certainty == Certainty::Certain
+    !matches!(
+        v.verdict,
+        VerdictKind::Healthy | VerdictKind::Idle | VerdictKind::Standby
+    ) && v.certainty == Certainty::Certain
 }
 
 /// Live timeline, live verdicts and the final verdicts of a live source.

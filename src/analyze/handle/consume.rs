@@ -5,7 +5,9 @@ use crate::event::{Dir, MethodArgs};
 
 use super::super::histogram::LatencyHistogram;
 use super::super::model::ConsumerCounts;
-use super::super::state::{ConsumerEnd, ConsumerMarks, ConsumerState, Mark, QosRec, Step};
+use super::super::state::{
+    ConsumeArgs, ConsumerEnd, ConsumerMarks, ConsumerState, Mark, QosRec, Step,
+};
 use super::super::Analyzer;
 
 impl Analyzer {
@@ -18,6 +20,15 @@ impl Analyzer {
         };
         let st = self.channel_mut(ci, ch);
         if rec.global {
+            // A new channel-wide limit holds from now on: the window is full only
+            // if what is unacknowledged fills the new limit (Celery raises it by
+            // one for each ETA task it holds, so that it keeps receiving).
+            let limit = rec.prefetch_count as u32;
+            if limit == 0 || st.live_unacked < limit {
+                st.global_full_since = None;
+            } else if st.global_full_since.is_none() {
+                st.global_full_since = Some(mark);
+            }
             st.qos.global = Some(rec.clone());
             // A channel-wide limit applies at once to the consumers registered on it.
             let live: Vec<u32> = st.consumers.clone();
@@ -45,6 +56,7 @@ impl Analyzer {
         let cs = &mut self.consumers[idx as usize];
         cs.marks[Step::Consume] = Some(mark);
         cs.nowait = nowait;
+        cs.args = ConsumeArgs::of(a.arguments.as_ref());
         if nowait {
             self.epoch += 1;
             self.consumers[idx as usize].epoch = self.epoch;
@@ -141,6 +153,8 @@ impl Analyzer {
             latency: LatencyHistogram::default(),
             end: None,
             loop_fp: None,
+            args: ConsumeArgs::default(),
+            hints: Box::default(),
         });
         self.channel_mut(ci, ch).consumers.push(idx);
         self.conns[ci as usize].consumers.push(idx);

@@ -140,8 +140,15 @@ impl Analyzer {
         let props = &h.properties;
         // The route (exchange and routing key of the delivery, which a requeued
         // message keeps) is part of the identity: the same message_id published
-        // to two queues is two messages.
+        // to two queues is two messages. A dead-lettered copy (x-death) is another
+        // message for the loop rule: its settle in the dead-letter queue says
+        // nothing of the original's loop.
+        let dead_lettered = props
+            .headers
+            .as_ref()
+            .is_some_and(|h| h.get("x-death").is_some());
         let fingerprint = match &props.message_id {
+            Some(id) if dead_lettered => hash_of(&(2u8, p.route_hash, &**id)),
             Some(id) => hash_of(&(0u8, p.route_hash, &**id)),
             None => hash_of(&(
                 1u8,
@@ -156,6 +163,11 @@ impl Analyzer {
             if last.tag == p.delivery.tag {
                 last.fingerprint = fingerprint;
             }
+        }
+        if let (Some(headers), Some(i)) = (&props.headers, p.delivery.consumer) {
+            let cs = &mut self.consumers[i as usize];
+            cs.hints
+                .read(headers, p.delivery.tag, p.delivery.at, cs.queue.as_deref());
         }
         if !p.redelivered {
             return;

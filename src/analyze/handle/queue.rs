@@ -4,7 +4,7 @@
 
 use crate::event::{Dir, Method, MethodKind};
 
-use super::super::state::{Mark, QueueInfo, MAX_BINDINGS_PER_QUEUE};
+use super::super::state::{Mark, QueueArgs, QueueInfo, MAX_BINDINGS_PER_QUEUE};
 use super::super::Analyzer;
 
 impl Analyzer {
@@ -21,10 +21,24 @@ impl Analyzer {
                 if st.pending_declares.len() < MAX_BINDINGS_PER_QUEUE && a.nowait != Some(true) {
                     st.pending_declares
                         .push_back((a.exclusive.unwrap_or(false), a.auto_delete.unwrap_or(false)));
+                    let args = match a.passive {
+                        Some(true) => None,
+                        _ => QueueArgs::of(a.arguments.as_ref(), mark),
+                    };
+                    st.declare_args.push_back(args);
+                }
+                // A passive declare only checks that the queue exists: its arguments say nothing.
+                if a.nowait == Some(true) && a.passive != Some(true) {
+                    if let (Some(q), Some(args)) =
+                        (&a.queue, QueueArgs::of(a.arguments.as_ref(), mark))
+                    {
+                        self.queue_info(q).args = Some(args);
+                    }
                 }
             }
             (Dir::S2C, MethodKind::QueueDeclareOk) => {
                 let flags = self.channel_mut(ci, ch).pending_declares.pop_front();
+                let declared_args = self.channel_mut(ci, ch).declare_args.pop_front().flatten();
                 if let Some(q) = &a.queue {
                     let c = &mut self.conns[ci as usize];
                     if c.declared_queues.len() < MAX_BINDINGS_PER_QUEUE
@@ -40,6 +54,10 @@ impl Analyzer {
                     if let Some((exclusive, auto_delete)) = flags {
                         info.exclusive = exclusive;
                         info.auto_delete = auto_delete;
+                    }
+                    // A passive declare (no arguments) keeps what an earlier one declared.
+                    if declared_args.is_some() {
+                        info.args = declared_args;
                     }
                 }
             }

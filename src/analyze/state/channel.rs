@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use super::{FlowRec, Mark, Prefetch, QosRec};
+use super::{FlowRec, Mark, Prefetch, QosRec, QueueArgs};
 
 /// One delivery (basic.deliver or basic.get-ok) awaiting its settle.
 #[derive(Debug, Clone, Copy)]
@@ -44,6 +44,8 @@ pub(crate) struct ChannelState {
     pub(crate) pending_declares: VecDeque<(bool, bool)>,
     /// What explains a broker's close of this channel (see `errors`).
     pub(crate) trail: super::errors::ChannelTrail,
+    /// The arguments of those same queue.declare, in the same order (newer queues).
+    pub(crate) declare_args: VecDeque<Option<QueueArgs>>,
 }
 
 impl ChannelState {

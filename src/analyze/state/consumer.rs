@@ -6,7 +6,7 @@ use std::ops::{Index, IndexMut};
 use super::super::histogram::LatencyHistogram;
 use super::super::model::{ConsumerCounts, LatencySummary};
 use super::super::secs;
-use super::{ConsumerEnd, Mark, Prefetch};
+use super::{ConsumeArgs, ConsumerEnd, DeliveryHints, Mark, Prefetch};
 
 #[derive(Debug)]
 pub(crate) struct ConsumerState {
@@ -33,6 +33,10 @@ pub(crate) struct ConsumerState {
     pub end: Option<ConsumerEnd>,
     /// Fingerprint of the looping message with the most deliveries to this consumer.
     pub loop_fp: Option<u64>,
+    /// Its basic.consume arguments (x-stream-offset, x-priority).
+    pub args: ConsumeArgs,
+    /// What the headers of its deliveries said (x-delivery-count, x-death, Celery's eta).
+    pub hints: Box<DeliveryHints>,
 }
 
 /// The steps of a consumer's life whose frame and time its verdicts point at.

@@ -8,11 +8,13 @@ mod channel;
 mod conn;
 mod consumer;
 pub(crate) mod errors;
+mod queue;
 pub(crate) mod queue_args;
 
 pub(crate) use channel::{ChannelState, PendingContent, Unacked};
 pub(crate) use conn::ConnState;
 pub(crate) use consumer::{ConsumerMarks, ConsumerState, Step};
+pub(crate) use queue::{ConsumeArgs, DeliveryHints, QueueArgs, QueueType};
 
 use crate::event::{Conn, Dir, Event, EventKind, GapReason, MethodKind, Timestamp};
 
@@ -219,6 +221,8 @@ pub(crate) struct QueueInfo {
     /// From queue.declare-ok.
     pub message_count: Option<u32>,
     pub consumer_count: Option<u32>,
+    /// The arguments of its last queue.declare that the broker accepted (newer queues).
+    pub args: Option<QueueArgs>,
 }
 
 /// Index of a direction in per-direction arrays: [c2s, s2c].

@@ -11,12 +11,42 @@ fn every_verdict_name_is_snake_case_and_severity_orders_the_block() {
             k.is_stall(),
             !matches!(
                 k,
-                VerdictKind::Healthy | VerdictKind::Idle | VerdictKind::SlowButHealthy
+                VerdictKind::Healthy
+                    | VerdictKind::Idle
+                    | VerdictKind::SlowButHealthy
+                    | VerdictKind::Standby
             )
         );
     }
-    assert_eq!(VerdictKind::ALL.len(), 18);
     assert!(VerdictKind::ConnectionLost.severity() > VerdictKind::PrefetchExhausted.severity());
+}
+
+/// docs/verdicts.md's vocabulary table names every verdict, and nothing else.
+#[test]
+fn the_vocabulary_table_lists_every_verdict() {
+    let doc = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/verdicts.md"));
+    let table = doc
+        .split("## The vocabulary")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("docs/verdicts.md has a section '## The vocabulary'");
+    let mut listed = std::collections::BTreeSet::new();
+    for row in table.lines().filter(|l| l.starts_with("| `")) {
+        let first = row.split('|').nth(1).unwrap_or("");
+        for (i, part) in first.split('`').enumerate() {
+            if i % 2 == 1 {
+                listed.insert(part.to_string());
+            }
+        }
+    }
+    let known: std::collections::BTreeSet<String> =
+        VerdictKind::ALL.iter().map(|k| k.name().to_string()).collect();
+    let missing: Vec<_> = known.difference(&listed).collect();
+    let unknown: Vec<_> = listed.difference(&known).collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "docs/verdicts.md's vocabulary lacks {missing:?} and names {unknown:?}, which are no verdicts"
+    );
 }
 
 #[test]

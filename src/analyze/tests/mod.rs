@@ -29,6 +29,7 @@ mod connection;
 mod consumer;
 mod document;
 mod errors;
+mod newer;
 mod routing;
 
 const BROKER: &str = "127.0.0.1:5672";

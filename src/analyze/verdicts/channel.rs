@@ -60,7 +60,8 @@ pub(super) fn channel_verdicts(
 fn channel_close_verdict(a: &Analyzer, ci: u32, c: &ConnState, rec: &ChannelCloseRec) -> Verdict {
     let mut v = base(Scope::Channel, c);
     v.channel = Some(rec.channel);
-    let (kind, s) = channel_close_text(rec);
+    let (kind, mut s) = channel_close_text(rec);
+    s.push_str(&super::newer::close_note(a, ci, rec));
     if rec.consumer_tags.len() == 1 {
         v.consumer_tag = rec.consumer_tags.first().cloned();
         // The consumer of this connection's channel: another worker may use the

@@ -8,6 +8,7 @@ use crate::event::MethodKind;
 use super::super::routing::MAX_NAMED;
 use super::super::state::{ConsumerEnd, ConsumerState, Step};
 use super::channel::{channel_close_evidence, channel_close_text};
+use super::newer;
 use super::queue::{starving, Starving};
 use super::*;
 
@@ -109,7 +110,8 @@ pub(super) fn consumer_verdict(
             ..
         }) => {
             if let Some(rec) = c.channel_closes.get(i) {
-                let (kind, s) = channel_close_text(rec);
+                let (kind, mut s) = channel_close_text(rec);
+                s.push_str(&newer::close_note(a, cs.conn, rec));
                 let mut evidence = consume_evidence(cs);
                 evidence.extend(channel_close_evidence(rec));
                 let prefix = if cs.marks[Step::ConsumeOk].is_none()
@@ -173,7 +175,9 @@ pub(super) fn consumer_verdict(
         None => String::new(),
     };
 
-    if let Some((at, s, evidence)) = redelivery_loop(a, cs, &name) {
+    if let Some((at, mut s, evidence)) = redelivery_loop(a, cs, &name) {
+        let track = cs.loop_fp.and_then(|f| a.requeue_track(f));
+        s.push_str(&newer::delivery_limit_note(ctx, cs, track));
         set(&mut v, VerdictKind::RedeliveryLoop, at, s);
         v.evidence = evidence;
         let seed = own(&v);
@@ -226,6 +230,9 @@ pub(super) fn consumer_verdict(
         Window::NotFull => {}
     }
 
+    if let Some(sv) = newer::standby(ctx, idx, cs, &name) {
+        return (sv, None);
+    }
     if cs.counts.deliveries == 0
         && !cs.discovered
         && (cs.marks[Step::ConsumeOk].is_some() || cs.nowait)
@@ -307,6 +314,12 @@ pub(super) fn consumer_verdict(
     if !note.is_empty() {
         let _ = write!(s, "; {note}");
     }
+    if note.is_empty() {
+        if let Some((n, _)) = newer::eta_note(ctx, idx, cs, at_now) {
+            let _ = write!(s, "; {n}");
+        }
+    }
+    s.push_str(&newer::dead_letter_note(a, cs));
     let slow = a.config().slow_ack.as_secs_f64();
     match (&lat, cs.marks[Step::FirstSlowSettle]) {
         (Some(l), Some(m)) if l.p95_s >= slow && l.count >= 2 => {
@@ -412,6 +425,9 @@ fn prefetch_window(
             fmt_s(own_max)
         ));
     }
+    if let Some((n, true)) = newer::eta_note(ctx, idx, cs, at_now) {
+        return Window::WithinPace(format!("its prefetch window is full, and {n}; not a stall"));
+    }
     // Other consumers of the same queue that settled after this window filled.
     let peers: Vec<&ConsumerState> = a
         .consumers
@@ -454,6 +470,14 @@ fn prefetch_window(
         fmt_s(held),
         ctx.until()
     );
+    s.push_str(&newer::stream_window_note(a, cs));
+    if let Some((_, oldest)) = tags.first() {
+        s.push_str(&newer::timeout_note(
+            a,
+            cs,
+            at_now.secs_since(oldest.ts).max(0.0),
+        ));
+    }
     if !peers.is_empty() {
         let _ = write!(
             s,

@@ -15,6 +15,7 @@ mod channel;
 mod connection;
 mod consumer;
 mod errors;
+mod newer;
 mod queue;
 
 use std::fmt::Write as _;

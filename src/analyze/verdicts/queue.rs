@@ -198,6 +198,7 @@ pub(super) fn starving(
         fmt_s(idle_s),
         ctx.until()
     );
+    s.push_str(&super::newer::ttl_note(a, queue, registered));
     let certainty = if idle_s >= ctx.t {
         Certainty::Certain
     } else {
