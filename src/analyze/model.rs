@@ -31,6 +31,12 @@ pub enum VerdictKind {
     ConsumerCancelledByBroker,
     RedeliveryLoop,
     CaptureIncomplete,
+    // Issue 15, the publisher side and consumers not restored (h15pub).
+    PublishReturned,
+    PublishUnroutable,
+    PublishNacked,
+    PublishUnconfirmed,
+    ConsumerNotRestored,
 }
 
 impl VerdictKind {
@@ -52,6 +58,12 @@ impl VerdictKind {
         VerdictKind::ConsumerCancelledByBroker,
         VerdictKind::RedeliveryLoop,
         VerdictKind::CaptureIncomplete,
+        // Issue 15, the publisher side and consumers not restored (h15pub).
+        VerdictKind::PublishReturned,
+        VerdictKind::PublishUnroutable,
+        VerdictKind::PublishNacked,
+        VerdictKind::PublishUnconfirmed,
+        VerdictKind::ConsumerNotRestored,
     ];
 
     /// The name as written in output and documentation, e.g. `prefetch_exhausted`.
@@ -74,6 +86,12 @@ impl VerdictKind {
             VerdictKind::ConsumerCancelledByBroker => "consumer_cancelled_by_broker",
             VerdictKind::RedeliveryLoop => "redelivery_loop",
             VerdictKind::CaptureIncomplete => "capture_incomplete",
+            // Issue 15, the publisher side and consumers not restored (h15pub).
+            VerdictKind::PublishReturned => "publish_returned",
+            VerdictKind::PublishUnroutable => "publish_unroutable",
+            VerdictKind::PublishNacked => "publish_nacked",
+            VerdictKind::PublishUnconfirmed => "publish_unconfirmed",
+            VerdictKind::ConsumerNotRestored => "consumer_not_restored",
         }
     }
 
@@ -105,6 +123,14 @@ impl VerdictKind {
             VerdictKind::ConnectionClosedByBroker
             | VerdictKind::HeartbeatTimeout
             | VerdictKind::ConnectionLost => 9,
+            // Issue 15, the publisher side and consumers not restored (h15pub):
+            // messages that never reached a queue rank with misrouted ones; a
+            // reconnect that left its queues unconsumed with a consumer stopped.
+            VerdictKind::PublishUnconfirmed => 5,
+            VerdictKind::PublishReturned
+            | VerdictKind::PublishUnroutable
+            | VerdictKind::PublishNacked => 6,
+            VerdictKind::ConsumerNotRestored => 7,
         }
     }
 }

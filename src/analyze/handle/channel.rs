@@ -15,6 +15,7 @@ impl Analyzer {
             (Dir::C2S, MethodKind::ChannelOpen) => {
                 let c = &mut self.conns[ci as usize];
                 c.channels_opened += 1;
+                c.publisher.channel_ended(ch, mark, true);
                 let old = c.channels.insert(ch, ChannelState::default());
                 if old.is_some() {
                     // Reopened without a close we saw: its consumers are gone.
@@ -32,13 +33,17 @@ impl Analyzer {
                 }
             }
             (dir, MethodKind::ChannelClose) => self.close_channel(ci, ch, mark, dir, a),
-            (Dir::C2S, MethodKind::ConfirmSelect) => self.channel_mut(ci, ch).confirm = true,
+            (Dir::C2S, MethodKind::ConfirmSelect) => {
+                self.channel_mut(ci, ch).confirm = true;
+                self.conns[ci as usize].publisher.confirm_select(ch, mark);
+            }
             _ => {}
         }
     }
 
     fn close_channel(&mut self, ci: u32, ch: u16, mark: Mark, dir: Dir, a: &MethodArgs) {
         let st = self.conns[ci as usize].channels.remove(&ch);
+        self.conns[ci as usize].publisher.channel_ended(ch, mark, false);
         let mut close_idx = None;
         if dir == Dir::S2C {
             let oldest = st.as_ref().and_then(|st| {

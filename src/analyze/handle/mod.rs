@@ -73,8 +73,10 @@ impl Analyzer {
                 match frame {
                     Frame::Method(m) => self.on_method(ci, ev.dir, mark, *channel, m),
                     Frame::ContentHeader(h) if ev.dir == Dir::S2C => {
-                        self.on_content_header(ci, *channel, h)
+                        self.on_content_header(ci, *channel, h);
+                        self.on_return_header(ci, *channel, h);
                     }
+                    Frame::ContentHeader(h) => self.on_publish_header(ci, *channel, h),
                     _ => {}
                 }
             }

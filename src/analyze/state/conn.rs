@@ -9,7 +9,7 @@ use crate::event::{Conn, Dir, Event, EventKind, Frame, MethodKind, Text};
 use super::super::model::Handshake;
 
 use super::{
-    dir_index, event_name, ChannelCloseRec, ChannelState, CloseRec, FlowRec, GapRec, Mark, TcpEnd,
+    dir_index, event_name, ChannelCloseRec, PublisherState, ChannelState, CloseRec, FlowRec, GapRec, Mark, TcpEnd,
 };
 
 #[derive(Debug)]
@@ -58,6 +58,8 @@ pub(crate) struct ConnState {
     /// Lookups the hot methods repeat, remembered by the identity of the decoder's
     /// shared strings (see `event::Text`): same string objects, same answer.
     pub(crate) memo: Memo,
+    /// Confirms, nacks and returns of its publishers.
+    pub(crate) publisher: Box<PublisherState>,
 }
 
 /// The last answers of the lookups every publish and delivery makes. A hit is
@@ -120,6 +122,7 @@ impl ConnState {
             declared_queues: Vec::new(),
             consumers: Vec::new(),
             memo: Memo::default(),
+            publisher: Box::default(),
         }
     }
 

@@ -7,10 +7,12 @@
 mod channel;
 mod conn;
 mod consumer;
+mod publisher;
 
 pub(crate) use channel::{ChannelState, PendingContent, Unacked};
 pub(crate) use conn::ConnState;
 pub(crate) use consumer::{ConsumerMarks, ConsumerState};
+pub(crate) use publisher::{ConfirmChannel, PublishRec, PublisherState, ReturnsOnChannel};
 
 use crate::event::{Conn, Dir, Event, EventKind, GapReason, MethodKind, Timestamp};
 

@@ -15,7 +15,7 @@ fn every_verdict_name_is_snake_case_and_severity_orders_the_block() {
             )
         );
     }
-    assert_eq!(VerdictKind::ALL.len(), 17);
+    assert_eq!(VerdictKind::ALL.len(), 22);
     assert!(VerdictKind::ConnectionLost.severity() > VerdictKind::PrefetchExhausted.severity());
 }
 
