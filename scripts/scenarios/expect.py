@@ -28,6 +28,8 @@ import statistics
 import subprocess
 import sys
 
+import expect_publisher
+
 BROKER_PORT = 5672
 
 # (class, method) -> name, as in the AMQP 0-9-1 spec.
@@ -781,6 +783,7 @@ EXPECT = {
     "celery-wrong-queue": lambda m, meta: x_celery(m, meta, True),
     "celery-healthy": lambda m, meta: x_celery(m, meta, False),
 }
+EXPECT.update(expect_publisher.EXPECT)
 
 SEVERITY_LAST = ("healthy", "idle", "slow_but_healthy")
 
