@@ -26,7 +26,6 @@ WORKDIR/meta.json (deleted by the shell), `done` when the evidence is captured.
 """
 
 import argparse
-import json
 import os
 import subprocess
 import time
@@ -120,7 +119,10 @@ NO_BLOCKED_CAPABILITY = {
 
 def publish_unconfirmed(s):
     q = s.queue("published_to", f"unconfirmed-{s.run}")
-    params = s.params("publisher")
+    # Heartbeats every second keep packets on the wire while the broker reads nothing
+    # (RabbitMQ pauses its heartbeat monitor of a blocked connection), so the capture
+    # shows how long the confirms stay away.
+    params = s.params("publisher", heartbeat=2)
     params.client_properties = dict(params.client_properties, capabilities=NO_BLOCKED_CAPABILITY)
     pub = pika.BlockingConnection(params)
     from common import local_port
@@ -157,10 +159,12 @@ def publish_unconfirmed(s):
 
 def close_connection_named(name, reason):
     """rabbitmqctl close_connection for the connection whose client_properties carry `name`."""
-    out = subprocess.run(["rabbitmqctl", "-q", "list_connections", "pid", "client_properties",
-                          "--formatter", "json"], check=True, capture_output=True, text=True,
+    # One line a connection: its pid (<rabbit@host.N.M>, as close_connection takes it), a
+    # tab, its client_properties as an Erlang term.
+    out = subprocess.run(["rabbitmqctl", "-q", "--no-table-headers", "list_connections", "pid",
+                          "client_properties"], check=True, capture_output=True, text=True,
                          timeout=60).stdout
-    pids = [c["pid"] for c in json.loads(out) if name in json.dumps(c["client_properties"])]
+    pids = [line.split("\t", 1)[0] for line in out.splitlines() if f'"{name}"' in line]
     if len(pids) != 1:
         raise SystemExit(f"expected one connection named {name}, found {len(pids)}")
     subprocess.run(["rabbitmqctl", "-q", "close_connection", pids[0], reason], check=True, timeout=60)
@@ -192,7 +196,8 @@ def consumer_not_restored(s):
         log("worker connection closed by the broker:", e.reply_code, e.reply_text)
         s.note("close", [e.reply_code, e.reply_text])
     # The reconnect: same connection_name, channel, declare, qos, and no basic.consume.
-    worker = s.connect("worker")
+    # Heartbeats every second keep packets on the wire while nothing else happens.
+    worker = s.connect("worker", heartbeat=2)
     wch = worker.channel()
     wch.queue_declare(q)
     wch.basic_qos(prefetch_count=10)

@@ -28,6 +28,7 @@ mod channel;
 mod connection;
 mod consumer;
 mod document;
+mod publisher;
 mod routing;
 
 const BROKER: &str = "127.0.0.1:5672";

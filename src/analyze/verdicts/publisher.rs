@@ -205,18 +205,25 @@ fn unconfirmed_verdict(ctx: &Ctx, c: &ConnState, cc: &ConfirmChannel) -> Option<
         let _ = write!(
             s,
             "; the broker confirmed {n} publish(es) on this channel before, p95 {} (max {})",
-            fmt_s(p95),
-            fmt_s(max)
+            fmt_short(p95),
+            fmt_short(max)
         );
     } else {
         s.push_str("; the broker confirmed none on this channel");
     }
-    if let Some((since, reason)) = &c.blocked {
-        let _ = write!(
-            s,
-            "; the connection is blocked (connection.blocked \"{reason}\" at frame {})",
-            since.frame
-        );
+    match &c.blocked {
+        Some((since, reason)) => {
+            let _ = write!(
+                s,
+                "; the connection is blocked (connection.blocked \"{reason}\" at frame {})",
+                since.frame
+            );
+        }
+        None => s.push_str(
+            "; no connection.blocked came: a broker under a memory or disk alarm stops reading \
+             a publishing connection, and says so only to clients that announce the \
+             connection.blocked capability",
+        ),
     }
     set(&mut v, VerdictKind::PublishUnconfirmed, oldest.at, s);
     if !certain {
@@ -239,6 +246,15 @@ fn unconfirmed_verdict(ctx: &Ctx, c: &ConnState, cc: &ConfirmChannel) -> Option<
     v.evidence
         .push(publish_ev(oldest, cc.channel, "oldest publish not confirmed"));
     Some(v)
+}
+
+/// [`fmt_s`], with "under 1 ms" for what rounds to 0 ms.
+fn fmt_short(v: f64) -> String {
+    if v < 0.0005 {
+        "under 1 ms".to_string()
+    } else {
+        fmt_s(v)
+    }
 }
 
 /// `publish_unroutable`: destinations (exchange, routing key) published to

@@ -146,19 +146,19 @@ fn not_restored(ctx: &Ctx, ci: u32, c: &ConnState) -> Option<Verdict> {
         v.queue = queues.first().cloned();
     }
     let mut s = format!(
-        "connection{} is a reconnect ({same}) of {}, whose consumer(s) {} on queue(s) {} ended \
-         with it: {end_words}; this connection opened {} channel(s) from frame {} but never \
-         consumed {} again",
+        "connection{} reconnected ({same}) after {} ended at frame {} with consumer(s) {}, and \
+         never consumed queue(s) {} again; the earlier connection ended because {end_words}; this \
+         one opened {} channel(s) from frame {}",
         describe_client(c),
         old.conn,
+        end_at.frame,
         name_list(&tags),
         name_list(&queues),
         c.channels_opened,
         c.first.frame,
-        name_list(&queues)
     );
     if ended {
-        s.push_str(" before it ended too");
+        s.push_str(" and ended too without consuming them");
     } else {
         let _ = write!(
             s,
