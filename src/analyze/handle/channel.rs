@@ -43,7 +43,9 @@ impl Analyzer {
 
     fn close_channel(&mut self, ci: u32, ch: u16, mark: Mark, dir: Dir, a: &MethodArgs) {
         let st = self.conns[ci as usize].channels.remove(&ch);
-        self.conns[ci as usize].publisher.channel_ended(ch, mark, false);
+        self.conns[ci as usize]
+            .publisher
+            .channel_ended(ch, mark, false);
         let mut close_idx = None;
         if dir == Dir::S2C {
             let oldest = st.as_ref().and_then(|st| {

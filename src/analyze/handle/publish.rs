@@ -56,13 +56,9 @@ impl Analyzer {
             }
             d.first_channel.get_or_insert(ch);
         }
-        self.conns[ci as usize].publisher.publish(
-            ch,
-            mark,
-            &a.exchange,
-            &a.routing_key,
-            mandatory,
-        );
+        self.conns[ci as usize]
+            .publisher
+            .publish(ch, mark, &a.exchange, &a.routing_key, mandatory);
     }
 
     /// The content header of a publish: its message_id.

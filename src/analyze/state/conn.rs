@@ -9,7 +9,8 @@ use crate::event::{Conn, Dir, Event, EventKind, Frame, MethodKind, Text};
 use super::super::model::Handshake;
 
 use super::{
-    dir_index, event_name, ChannelCloseRec, PublisherState, ChannelState, CloseRec, FlowRec, GapRec, Mark, TcpEnd,
+    dir_index, event_name, ChannelCloseRec, ChannelState, CloseRec, FlowRec, GapRec, Mark,
+    PublisherState, TcpEnd,
 };
 
 #[derive(Debug)]

@@ -216,7 +216,9 @@ impl PublisherState {
                     self.set_confirm_message_id(ch, seq, message_id);
                 }
             }
-            Awaiting::Confirm(c, seq) if c == ch => self.set_confirm_message_id(ch, seq, message_id),
+            Awaiting::Confirm(c, seq) if c == ch => {
+                self.set_confirm_message_id(ch, seq, message_id)
+            }
             _ => {}
         }
     }
@@ -259,10 +261,7 @@ impl PublisherState {
                     settle(p, &mut cc.latency);
                 }
             }
-        } else if let Ok(i) = cc
-            .pending
-            .binary_search_by_key(&tag, |p| p.publish.seq)
-        {
+        } else if let Ok(i) = cc.pending.binary_search_by_key(&tag, |p| p.publish.seq) {
             if let Some(p) = cc.pending.get_mut(i).filter(|p| !p.done) {
                 settle(p, &mut cc.latency);
             }

@@ -69,7 +69,11 @@ fn publishes_no_binding_seen_matches_are_unroutable_and_uncertain() {
     assert_eq!(v.frame, Some(first));
     assert_says(
         v,
-        &["2 publish(es)", "'order.created'", "before the capture are unknown"],
+        &[
+            "2 publish(es)",
+            "'order.created'",
+            "before the capture are unknown",
+        ],
     );
 }
 
@@ -200,7 +204,13 @@ fn a_reconnect_that_never_consumes_again_is_consumer_not_restored() {
     named_worker(&mut s, first, "worker", "tasks", "w1");
     named_worker(&mut s, other, "reporter", "reports", "r1");
     s.at(1.0);
-    let close = s.close(first, Dir::S2C, 0, 320, "CONNECTION_FORCED - closed by admin");
+    let close = s.close(
+        first,
+        Dir::S2C,
+        0,
+        320,
+        "CONNECTION_FORCED - closed by admin",
+    );
     s.event(first, Dir::S2C, EventKind::TcpClose);
     s.at(1.1);
     named_worker(&mut s, again, "worker", "tasks", "");
@@ -217,7 +227,10 @@ fn a_reconnect_that_never_consumes_again_is_consumer_not_restored() {
     assert_kind_certainty(&v, VerdictKind::ConsumerNotRestored, Certainty::Certain);
     assert_eq!(v.frame, Some(close));
     assert_eq!(v.queue.as_deref(), Some("tasks"));
-    assert_says(&v, &["reconnected", "'w1'", "'tasks'", "320 CONNECTION_FORCED"]);
+    assert_says(
+        &v,
+        &["reconnected", "'w1'", "'tasks'", "320 CONNECTION_FORCED"],
+    );
     // Another client is not a reconnect of it.
     assert_kind(&s.connection(other), VerdictKind::Healthy);
 }

@@ -162,7 +162,8 @@ fn nacked_verdict(c: &ConnState, cc: &ConfirmChannel) -> Verdict {
     );
     set(&mut v, VerdictKind::PublishNacked, *at, s);
     if let Some(p) = first {
-        v.evidence.push(publish_ev(p, cc.channel, "first publish nacked"));
+        v.evidence
+            .push(publish_ev(p, cc.channel, "first publish nacked"));
     }
     v.evidence
         .push(ev_on(*at, "basic.nack", Dir::S2C, cc.channel));
@@ -243,8 +244,11 @@ fn unconfirmed_verdict(ctx: &Ctx, c: &ConnState, cc: &ConfirmChannel) -> Option<
         v.evidence
             .push(ev_on(m, "confirm.select", Dir::C2S, cc.channel));
     }
-    v.evidence
-        .push(publish_ev(oldest, cc.channel, "oldest publish not confirmed"));
+    v.evidence.push(publish_ev(
+        oldest,
+        cc.channel,
+        "oldest publish not confirmed",
+    ));
     Some(v)
 }
 

@@ -105,7 +105,8 @@ fn not_restored(ctx: &Ctx, ci: u32, c: &ConnState) -> Option<Verdict> {
         .filter(|cs| {
             matches!(
                 cs.end,
-                Some(ConsumerEnd::TcpEnded(_)) | Some(ConsumerEnd::ConnectionClosed { by: Dir::S2C, .. })
+                Some(ConsumerEnd::TcpEnded(_))
+                    | Some(ConsumerEnd::ConnectionClosed { by: Dir::S2C, .. })
             )
         })
         .collect();
