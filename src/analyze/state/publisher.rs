@@ -162,6 +162,10 @@ impl PublisherState {
         mandatory: bool,
     ) {
         self.awaiting[0] = None;
+        if !mandatory && self.confirms.is_empty() {
+            // The common publish: nothing to follow.
+            return;
+        }
         let confirm = self.confirms.get_mut(&ch).filter(|c| c.closed.is_none());
         if confirm.is_none() && !mandatory {
             return;

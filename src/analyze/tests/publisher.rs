@@ -254,3 +254,30 @@ fn a_reconnect_that_consumes_again_or_a_client_close_is_not_consumer_not_restore
         an.verdicts
     );
 }
+
+#[test]
+fn without_connection_names_only_a_connection_that_declares_the_lost_queue_is_a_reconnect() {
+    let mut s = Sim::new();
+    let (worker, publisher, again) = (conn(4030), conn(4031), conn(4032));
+    // test-client, no connection_name (see Sim::handshake).
+    s.handshake(worker, 60);
+    s.channel(worker, 1);
+    s.declare(worker, 1, "jobs");
+    s.consume(worker, 1, "jobs", "w");
+    s.event(worker, Dir::S2C, EventKind::TcpReset);
+    s.at(0.5);
+    // Another process of the same library on the host: it only publishes.
+    s.handshake(publisher, 60);
+    s.channel(publisher, 1);
+    s.publish(publisher, 1, "", "jobs");
+    s.at(10.0);
+    assert_kind(&s.connection(publisher), VerdictKind::Healthy);
+    // The worker's reconnect declares its queue and never consumes it.
+    s.handshake(again, 60);
+    s.channel(again, 1);
+    s.declare(again, 1, "jobs");
+    s.at(20.0);
+    let v = s.connection(again);
+    assert_kind_certainty(&v, VerdictKind::ConsumerNotRestored, Certainty::Certain);
+    assert_says(&v, &["the same client library, version and host", "'jobs'"]);
+}

@@ -2,8 +2,8 @@
 //! with it (the broker closed it, or its TCP connection ended without
 //! connection.close: a RST, a heartbeat timeout) and a later connection of the
 //! same client (same connection_name; without one on either, the same client
-//! library, version and host) that opens channels but never consumes those
-//! queues again. The reconnect is named, with the queues it left unconsumed.
+//! library, version and host, and it declares one of those queues) that opens
+//! channels but never consumes those queues again. The reconnect is named, with the queues it left unconsumed.
 //! `docs/verdicts.md` ("Consumers not restored") is its prose.
 
 use super::super::routing::name_list;
@@ -90,12 +90,12 @@ fn not_restored(ctx: &Ctx, ci: u32, c: &ConnState) -> Option<Verdict> {
         return None;
     }
     // The latest earlier connection of the same client that ended before this one began.
-    let (_, old) = a
+    let (old_i, old) = a
         .conns
         .iter()
         .enumerate()
-        .filter(|(i, e)| *i as u32 != ci && same_client(e, c))
-        .filter(|(_, e)| e.ended.is_some_and(|m| m.ts <= c.first.ts))
+        .filter(|(i, e)| *i as u32 != ci && e.ended.is_some_and(|m| m.ts <= c.first.ts))
+        .filter(|(_, e)| same_client(e, c))
         .max_by_key(|(_, e)| e.ended.map(|m| m.ts))?;
     let (end_at, end_words, end_ev) = lost_end(old)?;
     // Its consumers that were registered and ended with the connection.
@@ -117,13 +117,20 @@ fn not_restored(ctx: &Ctx, ci: u32, c: &ConnState) -> Option<Verdict> {
     let since = old.ended.map_or(c.first.ts, |m| m.ts);
     queues.retain(|q| {
         !a.consumers.iter().any(|cs| {
-            cs.queue.as_deref() == Some(q.as_str()) && {
-                let on = &a.conns[cs.conn as usize];
-                same_client(on, c) && on.first.ts >= since
-            }
+            cs.queue.as_deref() == Some(q.as_str())
+                && cs.conn as usize != old_i
+                && a.conns
+                    .get(cs.conn as usize)
+                    .is_some_and(|on| on.first.ts >= since && same_client(on, c))
         })
     });
-    if queues.is_empty() {
+    // Known only by library, version and host, a later connection is a reconnect
+    // when it declares a queue the lost consumers read: another process of the same
+    // library on the host (a publisher, a worker of other queues) does not.
+    if queues.is_empty()
+        || (c.handshake.connection_name.is_none()
+            && !queues.iter().any(|q| c.declared_queues.contains(q)))
+    {
         return None;
     }
     let last = c.last_client_method.map(|(m, _)| m).unwrap_or(c.first);
