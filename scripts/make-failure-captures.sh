@@ -27,7 +27,7 @@ ALL=(healthy slow-but-healthy prefetch-exhausted wrong-queue missing-queue-404 b
     amqplib-prefetch-quiet bunny-prefetch-quiet amqplib-wrong-queue-quiet bunny-wrong-queue-quiet
     peers-settle-prefetch aio-pika-wrong-queue dramatiq-helpers-idle slow-mid-message
     celery-wrong-queue celery-healthy
-    publish-returned publish-unroutable publish-nacked publish-unconfirmed consumer-not-restored)
+    publish-returned publish-unroutable publish-nacked publish-unconfirmed consumer-not-restored blocked-unannounced)
 AMQPLIB_VERSION=0.10.9
 
 if [ "${1:-}" = --list ]; then printf '%s\n' "${ALL[@]}"; exit 0; fi
@@ -101,7 +101,7 @@ run_scenario() {
     case $name in
     dramatiq-*) prog=dramatiq_scenario.py ;;
     celery-*) prog=celery_scenario.py ;;
-    publish-* | consumer-not-restored) prog=publisher_scenarios.py ;;
+    publish-* | consumer-not-restored | blocked-unannounced) prog=publisher_scenarios.py ;;
     lapin-*) prog=lapin_scenario.py ;;
     amqplib-* | bunny-* | aio-pika-*) prog=foreign_scenario.py ;;
     ack-timeout) limit=200 ;; # the broker notices on its channel tick, up to a minute or two

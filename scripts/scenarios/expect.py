@@ -869,6 +869,7 @@ def main():
     roles = {ports[old_port[s]]: r for s, r in roles.items()}
     m = Model(streams, events, roles)
     m.last_packet = LAST_PACKET.get(tmp_pcap, 0.0)
+    m.path = tmp_pcap  # the file the frame numbers refer to
     write(a.scenario, m, meta, a.out, tmp_pcap)
 
 
@@ -907,6 +908,7 @@ def rederive(scenario, out):
     need(all(roles.values()), f"a role for every connection of the committed {scenario}")
     m = Model(streams, events, roles)
     m.last_packet = LAST_PACKET.get(pcap, 0.0)
+    m.path = pcap
     write(scenario, m, meta, out)
 
 

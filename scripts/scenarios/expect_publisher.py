@@ -154,3 +154,35 @@ EXPECT = {
     "publish-unconfirmed": x_publish_unconfirmed,
     "consumer-not-restored": x_consumer_not_restored,
 }
+
+
+def zero_windows(path, port):
+    """Frames where the broker (src port 5672) advertises a zero window to client `port`,
+    by tshark's own analysis (tcp.analysis.zero_window)."""
+    import subprocess
+    x = _x()
+    out = subprocess.run(["tshark", "-r", path, "-Y",
+                          f"tcp.analysis.zero_window && tcp.srcport == {x.BROKER_PORT} && tcp.dstport == {port}",
+                          "-T", "fields", "-e", "frame.number", "-e", "frame.time_epoch"], check=True,
+                         capture_output=True, text=True).stdout
+    return [(int(f), float(t)) for f, t in (line.split("\t") for line in out.splitlines())]
+
+
+def x_blocked_unannounced(m, meta):
+    s = m.stream_of("publisher")
+    need(not m.find("connection.blocked", s), "no connection.blocked (the capability is not announced)")
+    path = getattr(m, "path", None)
+    need(path, "the capture's path")
+    frames = zero_windows(path, m.streams[s]["client_port"])
+    need(frames, "a zero window from the broker")
+    # The capture ends at its last packet (heartbeats included).
+    held = round(max(m.last_packet, m.last_ts) - frames[0][1], 3)
+    need(held >= 5.0, f"5 s of capture after the first zero window, got {held}")
+    v = m.all_healthy()
+    v[("connection", s)] = m.connection_verdict(
+        s, "connection_blocked", frame=frames[0][0], contains=["zero window", "no connection.blocked"],
+        facts={"zero_window_frames": len(frames), "held_s": held})
+    return v
+
+
+EXPECT["blocked-unannounced"] = x_blocked_unannounced

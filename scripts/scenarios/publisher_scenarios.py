@@ -15,6 +15,10 @@ publish-unconfirmed: a publisher in confirm mode whose client_properties do not
   watermark is lowered (restored in `finally` and by the shell's trap) and 20 more
   are sent without waiting: the broker stops reading the connection without a
   connection.blocked, and no confirm comes for 6 s until the capture ends.
+blocked-unannounced: the same publisher without confirm mode: 5 publishes, the
+  watermark lowered, then 256 publishes of 16 KiB: the broker stops reading the
+  connection (no connection.blocked), its TCP window towards the client drops to
+  zero, and the capture runs 6.5 s more.
 consumer-not-restored: a consumer on tasks-RUN (connection amqptrace-RUN-worker)
   acks 5 messages; `rabbitmqctl close_connection` closes it (320 CONNECTION_FORCED, a
   real broker action); the worker reconnects with the same connection_name, opens a
@@ -157,6 +161,58 @@ def publish_unconfirmed(s):
         log("publisher close after the capture:", e)
 
 
+def blocked_unannounced(s):
+    q = s.queue("published_to", f"unannounced-{s.run}")
+    params = s.params("publisher", heartbeat=2)
+    params.client_properties = dict(params.client_properties, capabilities=NO_BLOCKED_CAPABILITY)
+    pub = pika.BlockingConnection(params)
+    from common import local_port
+
+    s.meta["connections"]["publisher"] = s.conn_name("publisher")
+    s.meta["ports"]["publisher"] = local_port(pub)
+    s.save()
+    ch = pub.channel()
+    ch.queue_declare(q)
+    for i in range(5):
+        ch.basic_publish("", q, BODY, props(i, s.run))
+    serve_for([pub], 0.2)
+    saved = broker.load(os.environ["AMQPTRACE_BROKER_STATE"])
+    big = b"x" * 16384
+    failed = []
+
+    def publish_all():
+        # 4 MiB, more than the broker's socket buffers hold once it stops reading:
+        # BlockingChannel.basic_publish waits for its bytes to leave, so this thread
+        # blocks until the alarm is over (pika's I/O loop keeps heartbeating meanwhile).
+        try:
+            for i in range(5, 261):
+                ch.basic_publish("", q, big, props(i, s.run))
+        except Exception as e:  # reported by the main thread
+            failed.append(e)
+
+    import threading
+
+    t = threading.Thread(target=publish_all, daemon=True)
+    try:
+        broker.set_watermark("0.0000001")
+        time.sleep(1.0)  # the alarm is raised on the node's next memory check
+        t.start()
+        time.sleep(7.5)
+        if not t.is_alive():
+            raise SystemExit(f"all publishes went through: the broker did not stop reading ({failed})")
+        s.done()
+        stop = os.path.join(s.dir, "stop")
+        end = time.monotonic() + 60
+        while not os.path.exists(stop) and time.monotonic() < end:
+            time.sleep(0.1)
+    finally:
+        broker.set_watermark(saved["watermark"])
+    t.join(timeout=60)
+    if failed:
+        raise SystemExit(f"publishing failed: {failed[0]}")
+    pub.close()
+
+
 def close_connection_named(name, reason):
     """rabbitmqctl close_connection for the connection whose client_properties carry `name`."""
     # One line a connection: its pid (<rabbit@host.N.M>, as close_connection takes it), a
@@ -216,6 +272,7 @@ SCENARIOS = {
     "publish-nacked": publish_nacked,
     "publish-unconfirmed": publish_unconfirmed,
     "consumer-not-restored": consumer_not_restored,
+    "blocked-unannounced": blocked_unannounced,
 }
 
 

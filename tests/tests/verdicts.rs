@@ -41,6 +41,7 @@ captures! {
     amqplib_prefetch_quiet,
     amqplib_wrong_queue_quiet,
     blocked,
+    blocked_unannounced,
     bunny_prefetch_quiet,
     bunny_wrong_queue_quiet,
     celery_healthy,

@@ -48,6 +48,10 @@ impl Analyzer {
         match &ev.kind {
             EventKind::TcpOpen => self.conns[ci as usize].saw_open = true,
             EventKind::TcpClose | EventKind::TcpReset => self.on_tcp_end(ci, ev, mark),
+            EventKind::TcpZeroWindow | EventKind::TcpWindowOpen => {
+                let zero = matches!(ev.kind, EventKind::TcpZeroWindow);
+                self.conns[ci as usize].publisher.window(ev.dir, mark, zero);
+            }
             EventKind::Gap { bytes, reason } => self.on_gap(ci, ev.dir, mark, *bytes, *reason),
             EventKind::Error { error, .. } => {
                 let c = &mut self.conns[ci as usize];

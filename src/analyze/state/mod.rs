@@ -221,6 +221,8 @@ fn event_name(k: &EventKind) -> &'static str {
         EventKind::TcpOpen => "tcp.open",
         EventKind::TcpClose => "tcp.close",
         EventKind::TcpReset => "tcp.reset",
+        EventKind::TcpZeroWindow => "tcp.zero-window",
+        EventKind::TcpWindowOpen => "tcp.window-open",
         EventKind::Gap { .. } => "gap",
         EventKind::Error { .. } => "error",
         EventKind::ProtocolHeader { .. } => "protocol-header",

@@ -126,9 +126,25 @@ pub(crate) struct PublisherState {
     pub returns: Vec<ReturnsOnChannel>,
     /// Content header awaited from the client ([0]) and from the broker ([1]).
     awaiting: [Option<Awaiting>; 2],
+    /// Since when the broker advertises a zero TCP window (it stopped reading), and
+    /// the first such episode's start and end once it reopened.
+    pub broker_zero_window: Option<Mark>,
+    pub broker_window_reopened: Option<(Mark, Mark)>,
 }
 
 impl PublisherState {
+    /// A zero window (`zero`) or a window open again advertised by `dir`'s sender.
+    pub(crate) fn window(&mut self, dir: crate::event::Dir, at: Mark, zero: bool) {
+        if dir != crate::event::Dir::S2C {
+            return;
+        }
+        if zero {
+            self.broker_zero_window.get_or_insert(at);
+        } else if let Some(since) = self.broker_zero_window.take() {
+            self.broker_window_reopened.get_or_insert((since, at));
+        }
+    }
+
     /// confirm.select on `ch`: publishes are numbered from 1 from here on.
     pub(crate) fn confirm_select(&mut self, ch: u16, at: Mark) {
         let cc = self.confirms.entry(ch).or_default();

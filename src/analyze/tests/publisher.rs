@@ -281,3 +281,36 @@ fn without_connection_names_only_a_connection_that_declares_the_lost_queue_is_a_
     assert_kind_certainty(&v, VerdictKind::ConsumerNotRestored, Certainty::Certain);
     assert_says(&v, &["the same client library, version and host", "'jobs'"]);
 }
+
+#[test]
+fn a_broker_that_stops_reading_without_connection_blocked_is_connection_blocked() {
+    let (mut s, p) = Sim::with_publisher(4040);
+    s.publish(p, 1, "", "q");
+    s.at(1.0);
+    let zero = s.event(p, Dir::S2C, EventKind::TcpZeroWindow);
+    s.at(1.5);
+    s.heartbeat(p, Dir::S2C);
+    assert_kind(&s.connection(p), VerdictKind::Healthy);
+    s.at(3.0);
+    s.heartbeat(p, Dir::S2C);
+    let v = s.connection(p);
+    assert_kind_certainty(&v, VerdictKind::ConnectionBlocked, Certainty::Uncertain);
+    assert_eq!(v.frame, Some(zero));
+    s.at(7.0);
+    s.heartbeat(p, Dir::S2C);
+    let v = s.connection(p);
+    assert_kind_certainty(&v, VerdictKind::ConnectionBlocked, Certainty::Certain);
+    assert_says(&v, &["zero", "no connection.blocked came"]);
+    // Open again after 6 s: still reported; a short one is not.
+    s.event(p, Dir::S2C, EventKind::TcpWindowOpen);
+    s.at(20.0);
+    assert_kind(&s.connection(p), VerdictKind::ConnectionBlocked);
+    let (mut s, p) = Sim::with_publisher(4041);
+    s.event(p, Dir::S2C, EventKind::TcpZeroWindow);
+    s.at(0.5);
+    s.event(p, Dir::S2C, EventKind::TcpWindowOpen);
+    // The client's own zero window says nothing of the broker.
+    s.event(p, Dir::C2S, EventKind::TcpZeroWindow);
+    s.at(20.0);
+    assert_kind(&s.connection(p), VerdictKind::Healthy);
+}

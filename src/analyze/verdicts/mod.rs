@@ -138,6 +138,7 @@ fn collect(ctx: &Ctx, wanted: &dyn Fn(u32) -> bool) -> Vec<(Verdict, Option<Caus
         let ci = ci as u32;
         let mut v = connection_verdict(ctx, ci, c);
         reconnect::check_restored(ctx, ci, c, &mut v);
+        publisher::silent_block(ctx, c, &mut v);
         conn_verdicts.push(v.0.clone());
         if wanted(ci) {
             out.push(v);

@@ -212,6 +212,13 @@ fn unconfirmed_verdict(ctx: &Ctx, c: &ConnState, cc: &ConfirmChannel) -> Option<
     } else {
         s.push_str("; the broker confirmed none on this channel");
     }
+    if let Some(zero) = c.publisher.broker_zero_window {
+        let _ = write!(
+            s,
+            "; the broker's TCP window towards the client is zero since frame {}: it stopped reading",
+            zero.frame
+        );
+    }
     match &c.blocked {
         Some((since, reason)) => {
             let _ = write!(
@@ -250,6 +257,79 @@ fn unconfirmed_verdict(ctx: &Ctx, c: &ConnState, cc: &ConfirmChannel) -> Option<
         "oldest publish not confirmed",
     ));
     Some(v)
+}
+
+/// A connection the broker stopped reading without connection.blocked: the
+/// broker's TCP window towards the client stays zero (its receive buffer is
+/// full), which RabbitMQ does to a publishing connection under a memory or disk
+/// alarm when the client did not announce the `connection.blocked` capability.
+/// Replaces a `healthy` verdict with `connection_blocked`: uncertain from 1 s
+/// of zero window, certain at the time threshold; a window that opened again
+/// counts when it was zero that long.
+pub(super) fn silent_block(ctx: &Ctx, c: &ConnState, v: &mut (Verdict, Option<CauseSeed>)) {
+    if v.0.verdict != VerdictKind::Healthy || c.blocked.is_some() || c.last_unblock.is_some() {
+        return;
+    }
+    let p = &c.publisher;
+    let (since, until) = match (p.broker_zero_window, p.broker_window_reopened) {
+        (Some(since), _) => (since, None),
+        (None, Some((since, until))) => (since, Some(until)),
+        (None, None) => return,
+    };
+    let end = until.map_or(ctx.now, |m| m.ts);
+    let held = end.secs_since(since.ts);
+    if held < UNCERTAIN_AFTER_S || (until.is_some() && held < ctx.t) {
+        return;
+    }
+    let who = super::connection::describe_client(c);
+    let mut s = format!(
+        "the broker stopped reading the connection{who}: its TCP window towards the client is zero \
+         from frame {}",
+        since.frame
+    );
+    match until {
+        Some(u) => {
+            let _ = write!(s, " to frame {} ({})", u.frame, fmt_s(held));
+        }
+        None => {
+            let _ = write!(s, ", for {} {}", fmt_s(held), ctx.until());
+        }
+    }
+    let _ = write!(
+        s,
+        ", and no connection.blocked came (RabbitMQ under a memory or disk alarm stops reading a \
+         publishing connection, and says so only to clients that announce the \
+         connection.blocked capability): {} publish(es) on it; what the client sends meanwhile \
+         waits in the socket buffers",
+        c.publishes
+    );
+    let mut nv = base(Scope::Connection, c);
+    set(&mut nv, VerdictKind::ConnectionBlocked, since, s);
+    if until.is_none() && held < ctx.t {
+        nv.certainty = Certainty::Uncertain;
+        let _ = write!(
+            nv.explanation,
+            "; uncertain: a busy broker may reopen its window (certain once it stays zero for {})",
+            fmt_s(ctx.t)
+        );
+    }
+    let mut e = ev(since, "tcp.zero-window");
+    e.dir = Some(Dir::S2C);
+    e.note = Some("the broker's receive window is zero".into());
+    nv.evidence.push(e);
+    if let Some(u) = until {
+        let mut e = ev(u, "tcp.window-open");
+        e.dir = Some(Dir::S2C);
+        nv.evidence.push(e);
+    }
+    let seed = own_seed(
+        CauseKey::Event {
+            conn: c.serial,
+            frame: since.frame,
+        },
+        &nv,
+    );
+    *v = (nv, seed);
 }
 
 /// [`fmt_s`], with "under 1 ms" for what rounds to 0 ms.
