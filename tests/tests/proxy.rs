@@ -996,5 +996,8 @@ fn writes_to_an_upstream_that_stops_reading_are_recorded_as_its_zero_window() {
     };
     // The upstream's window on the back leg, the proxy's own on the client's leg.
     assert!(zero(upstream_port) >= 1, "no zero window from the upstream");
-    assert!(zero(listen_port) >= 1, "no zero window from the proxy to the client");
+    assert!(
+        zero(listen_port) >= 1,
+        "no zero window from the proxy to the client"
+    );
 }
