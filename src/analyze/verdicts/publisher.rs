@@ -215,7 +215,7 @@ fn unconfirmed_verdict(ctx: &Ctx, c: &ConnState, cc: &ConfirmChannel) -> Option<
     if let Some(zero) = c.publisher.broker_zero_window {
         let _ = write!(
             s,
-            "; the broker's TCP window towards the client is zero since frame {}: it stopped reading",
+            "; the broker advertised a zero window at frame {}: it stopped reading",
             zero.frame
         );
     }
@@ -283,13 +283,13 @@ pub(super) fn silent_block(ctx: &Ctx, c: &ConnState, v: &mut (Verdict, Option<Ca
     }
     let who = super::connection::describe_client(c);
     let mut s = format!(
-        "the broker stopped reading the connection{who}: its TCP window towards the client is zero \
-         from frame {}",
+        "the broker stopped reading the connection{who}: it advertised a zero window (its TCP \
+         receive buffer is full) at frame {}",
         since.frame
     );
     match until {
         Some(u) => {
-            let _ = write!(s, " to frame {} ({})", u.frame, fmt_s(held));
+            let _ = write!(s, ", open again at frame {} ({})", u.frame, fmt_s(held));
         }
         None => {
             let _ = write!(s, ", for {} {}", fmt_s(held), ctx.until());
