@@ -29,6 +29,7 @@ ALL=(healthy slow-but-healthy prefetch-exhausted wrong-queue missing-queue-404 b
     celery-wrong-queue celery-healthy
     unknown-tag-double-ack unknown-tag-wrong-channel unknown-tag-after-reconnect exclusive-consumer-403 exclusive-queue-405 inequivalent-args-406 vhost-not-allowed-530 fork-interleaved channel-max-530 frame-too-large-501 unexpected-frame-505 amqp-1-0-header amqp-1-0-sasl-header amqp-0-10-header)
 ALL+=(sac-standby quorum-delivery-limit stream-no-qos stream-window-full celery-eta consumer-timeout-near dead-letter-ttl) # issue 15, items 4-5
+ALL+=(publish-returned publish-unroutable publish-nacked publish-unconfirmed consumer-not-restored blocked-unannounced) # issue 15, items 1-2
 AMQPLIB_VERSION=0.10.9
 
 if [ "${1:-}" = --list ]; then printf '%s\n' "${ALL[@]}"; exit 0; fi
@@ -105,6 +106,7 @@ run_scenario() {
     consumer-timeout-near) prog=queue_scenarios.py limit=200 ;;
     celery-eta) prog=celery_eta_scenario.py ;;
     celery-*) prog=celery_scenario.py ;;
+    publish-* | consumer-not-restored | blocked-unannounced) prog=publisher_scenarios.py ;;
     lapin-*) prog=lapin_scenario.py ;;
     amqplib-* | bunny-* | aio-pika-*) prog=foreign_scenario.py ;;
     unknown-tag-* | exclusive-* | inequivalent-* | *-530 | *-501 | *-505 | fork-* | amqp-*-header) prog=error_scenarios.py ;;

@@ -199,6 +199,13 @@ pub enum EventKind {
     /// An RST from `dir`'s sender.
     #[serde(rename = "tcp.reset")]
     TcpReset,
+    /// `dir`'s sender advertised a zero TCP receive window: it stopped reading
+    /// (a broker under a memory alarm stops reading a publisher's connection).
+    #[serde(rename = "tcp.zero-window")]
+    TcpZeroWindow,
+    /// `dir`'s sender's window opened again after a zero window.
+    #[serde(rename = "tcp.window-open")]
+    TcpWindowOpen,
     /// A hole in the byte stream; `bytes` is its size when known.
     #[serde(rename = "gap")]
     Gap {

@@ -74,6 +74,8 @@ pub struct TcpSegment<'a> {
     pub payload: &'a [u8],
     /// Payload bytes that were on the wire but not captured (snaplen).
     pub missing: u32,
+    /// The window field as sent (unscaled): 0 says the sender's receive buffer is full.
+    pub window: u16,
 }
 
 /// Why a packet yields no TCP segment.
@@ -229,5 +231,6 @@ fn ip_tcp(ip: &[u8]) -> Result<TcpSegment<'_>, LinkError> {
         },
         payload,
         missing,
+        window: t.window_size(),
     })
 }

@@ -94,6 +94,8 @@ enum OwnedTcpEvent {
     },
     Fin,
     Reset,
+    ZeroWindow,
+    WindowOpen,
 }
 
 impl OwnedTcpEvent {
@@ -104,6 +106,8 @@ impl OwnedTcpEvent {
             TcpEvent::Gap { bytes, reason } => OwnedTcpEvent::Gap { bytes, reason },
             TcpEvent::Fin => OwnedTcpEvent::Fin,
             TcpEvent::Reset => OwnedTcpEvent::Reset,
+            TcpEvent::ZeroWindow => OwnedTcpEvent::ZeroWindow,
+            TcpEvent::WindowOpen => OwnedTcpEvent::WindowOpen,
         }
     }
     fn borrow(&self) -> TcpEvent<'_> {
@@ -116,6 +120,8 @@ impl OwnedTcpEvent {
             },
             OwnedTcpEvent::Fin => TcpEvent::Fin,
             OwnedTcpEvent::Reset => TcpEvent::Reset,
+            OwnedTcpEvent::ZeroWindow => TcpEvent::ZeroWindow,
+            OwnedTcpEvent::WindowOpen => TcpEvent::WindowOpen,
         }
     }
 }
@@ -421,6 +427,8 @@ fn amqp_event<F: FnMut(Event)>(
             out(mk(EventKind::TcpReset));
             return true;
         }
+        TcpEvent::ZeroWindow => out(mk(EventKind::TcpZeroWindow)),
+        TcpEvent::WindowOpen => out(mk(EventKind::TcpWindowOpen)),
     }
     false
 }

@@ -66,6 +66,10 @@ pub enum TcpEvent<'a> {
     /// FIN, in stream order.
     Fin,
     Reset,
+    /// The sender advertised a zero receive window: it is not reading what it is sent.
+    ZeroWindow,
+    /// The sender's window opened again after a zero window.
+    WindowOpen,
 }
 
 /// One output of the reassembler.
@@ -94,6 +98,8 @@ struct Direction {
     /// Sequence number of the FIN, once seen.
     fin: Option<u32>,
     fin_done: bool,
+    /// This direction's sender last advertised a zero window.
+    zero_window: bool,
 }
 
 #[derive(Debug)]
@@ -251,6 +257,20 @@ impl Reassembler {
         }
         if seg.flags.ack {
             Side::new(flow, 1 - d, key, p).acked_hole(seg.ack, out);
+        }
+        // A receiver that stops reading advertises window 0 (RFC 9293 3.8.6.2); a
+        // SYN's window is before any scaling and a FIN's is the closing side's.
+        if seg.flags.ack && !seg.flags.syn && !seg.flags.fin {
+            let zero = seg.window == 0;
+            if zero != flow.dirs[d].zero_window {
+                flow.dirs[d].zero_window = zero;
+                let ev = if zero {
+                    TcpEvent::ZeroWindow
+                } else {
+                    TcpEvent::WindowOpen
+                };
+                emit(out, flow, ev);
+            }
         }
         Side::new(flow, d, key, p).maybe_fin(out);
         if flow.dirs[0].fin_done && flow.dirs[1].fin_done {
@@ -508,6 +528,7 @@ mod tests {
             flags,
             payload,
             missing: 0,
+            window: 512,
         }
     }
 
@@ -562,6 +583,23 @@ mod tests {
         ]);
         assert_eq!(data, b"abcdefghi");
         assert_eq!(evs, vec!["Open"]);
+    }
+
+    /// A receiver that stops reading: one ZeroWindow per episode, WindowOpen when it reads again.
+    #[test]
+    fn a_zero_window_is_reported_once_per_episode() {
+        let window = |w: u16, s: TcpSegment<'static>| TcpSegment { window: w, ..s };
+        let (_, evs) = run(&[
+            seg(true, 100, b"", SYN),
+            seg(false, 500, b"", flags(true, true, false, false)),
+            seg(true, 101, b"abc", ACK),
+            window(0, seg(false, 501, b"", ACK)),
+            window(0, seg(false, 501, b"", ACK)),
+            window(64, seg(false, 501, b"", ACK)),
+            // A FIN's window is the closing side's, not a sign of a full buffer.
+            window(0, seg(false, 501, b"", FIN_ACK)),
+        ]);
+        assert_eq!(evs, vec!["Open", "ZeroWindow", "WindowOpen", "Fin"]);
     }
 
     #[test]

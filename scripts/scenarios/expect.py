@@ -29,6 +29,7 @@ import subprocess
 import sys
 
 import expect_errors
+import expect_publisher
 
 BROKER_PORT = int(os.environ.get("AMQPTRACE_BROKER_PORT", "5672"))
 # AMQP over TLS (scripts/make-tls-captures.sh): tshark decrypts with this key log.
@@ -816,6 +817,7 @@ EXPECT = {
 }
 EXPECT.update(expect_errors.EXPECT)
 EXPECT.update(__import__("expect_queue").EXPECT)  # issue 15, items 4-5: newer queues, client hints
+EXPECT.update(expect_publisher.EXPECT)
 
 SEVERITY_LAST = ("healthy", "idle", "slow_but_healthy")
 
@@ -898,6 +900,7 @@ def main():
     m = Model(streams, events, roles)
     m.pcap = tmp_pcap  # the committed file, for expectations that read more of it
     m.last_packet = LAST_PACKET.get(tmp_pcap, 0.0)
+    m.path = tmp_pcap  # the file the frame numbers refer to
     write(a.scenario, m, meta, a.out, tmp_pcap)
 
 
@@ -937,6 +940,7 @@ def rederive(scenario, out):
     m = Model(streams, events, roles)
     m.pcap = pcap
     m.last_packet = LAST_PACKET.get(pcap, 0.0)
+    m.path = pcap
     write(scenario, m, meta, out)
 
 

@@ -35,6 +35,12 @@ pub enum VerdictKind {
     OtherProtocol,
     // Issue 15, newer queues (h15queue): a single-active-consumer queue's waiting consumer.
     Standby,
+    // Issue 15, the publisher side and consumers not restored (h15pub).
+    PublishReturned,
+    PublishUnroutable,
+    PublishNacked,
+    PublishUnconfirmed,
+    ConsumerNotRestored,
 }
 
 impl VerdictKind {
@@ -59,6 +65,12 @@ impl VerdictKind {
         // Issue 15, broker errors explained and other protocols on the port (h15err).
         VerdictKind::OtherProtocol,
         VerdictKind::Standby,
+        // Issue 15, the publisher side and consumers not restored (h15pub).
+        VerdictKind::PublishReturned,
+        VerdictKind::PublishUnroutable,
+        VerdictKind::PublishNacked,
+        VerdictKind::PublishUnconfirmed,
+        VerdictKind::ConsumerNotRestored,
     ];
 
     /// The name as written in output and documentation, e.g. `prefetch_exhausted`.
@@ -84,6 +96,12 @@ impl VerdictKind {
             // Issue 15 (h15err).
             VerdictKind::OtherProtocol => "other_protocol",
             VerdictKind::Standby => "standby",
+            // Issue 15, the publisher side and consumers not restored (h15pub).
+            VerdictKind::PublishReturned => "publish_returned",
+            VerdictKind::PublishUnroutable => "publish_unroutable",
+            VerdictKind::PublishNacked => "publish_nacked",
+            VerdictKind::PublishUnconfirmed => "publish_unconfirmed",
+            VerdictKind::ConsumerNotRestored => "consumer_not_restored",
         }
     }
 
@@ -120,6 +138,14 @@ impl VerdictKind {
             | VerdictKind::ConnectionLost => 9,
             // Issue 15 (h15err): the client cannot talk to the broker at all.
             VerdictKind::OtherProtocol => 9,
+            // Issue 15, the publisher side and consumers not restored (h15pub):
+            // messages that never reached a queue rank with misrouted ones; a
+            // reconnect that left its queues unconsumed with a consumer stopped.
+            VerdictKind::PublishUnconfirmed => 5,
+            VerdictKind::PublishReturned
+            | VerdictKind::PublishUnroutable
+            | VerdictKind::PublishNacked => 6,
+            VerdictKind::ConsumerNotRestored => 7,
         }
     }
 }

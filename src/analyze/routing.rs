@@ -30,6 +30,10 @@ pub(crate) struct Destination {
     pub after: Vec<(u64, Mark, u32)>,
     pub returned: u64,
     pub first_return: Option<(Mark, u16, String)>,
+    /// Publishes with `mandatory` set (the broker returns them when unroutable).
+    pub mandatory: u64,
+    /// The channel of the first publish.
+    pub first_channel: Option<u16>,
 }
 
 /// Exchanges, bindings and the destinations publishes went to.
@@ -96,6 +100,8 @@ impl Routing {
             after: Vec::new(),
             returned: 0,
             first_return: None,
+            mandatory: 0,
+            first_channel: None,
         });
         self.dest_index
             .entry(x.to_string())

@@ -184,6 +184,8 @@ impl ReportBuilder {
             EventKind::TcpOpen => ("tcp.open", None),
             EventKind::TcpClose => ("tcp.close", None),
             EventKind::TcpReset => ("tcp.reset", None),
+            EventKind::TcpZeroWindow => ("tcp.zero-window", None),
+            EventKind::TcpWindowOpen => ("tcp.window-open", None),
             EventKind::Gap { .. } => ("gap", None),
             EventKind::Error { .. } => ("error", None),
             EventKind::ProtocolHeader { .. } => ("protocol-header", None),

@@ -37,6 +37,8 @@ pub fn event_name(ev: &Event) -> &'static str {
         EventKind::TcpOpen => "tcp.open",
         EventKind::TcpClose => "tcp.close",
         EventKind::TcpReset => "tcp.reset",
+        EventKind::TcpZeroWindow => "tcp.zero-window",
+        EventKind::TcpWindowOpen => "tcp.window-open",
         EventKind::Gap { .. } => "gap",
         EventKind::Error { .. } => "error",
     }

@@ -140,6 +140,14 @@ impl<W: Write> PcapRecorder<W> {
                 self.w.reset(first, c2s, ts)?;
                 self.w.reset(second, c2s, ts)?;
             }
+            TraceKind::WriteStalled | TraceKind::WriteResumed => {
+                // The receiver of `dir` stopped reading (or reads again): its zero
+                // window on the leg it receives on, and the proxy's on the leg it
+                // stopped reading from.
+                let zero = matches!(msg.kind, TraceKind::WriteStalled);
+                self.w.window(front, !c2s, zero, ts)?;
+                self.w.window(back, !c2s, zero, ts)?;
+            }
             TraceKind::Closed => {
                 // As in the timeline: no FIN the peers did not send.
                 self.w.forget(front);

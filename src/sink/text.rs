@@ -135,6 +135,8 @@ impl<W: Write> Sink for TextSink<W> {
             EventKind::TcpOpen => paint(line, DIM, "     tcp.open (SYN)"),
             EventKind::TcpClose => paint(line, YELLOW, "     tcp.close (FIN)"),
             EventKind::TcpReset => paint(line, RED, "     tcp.reset (RST)"),
+            EventKind::TcpZeroWindow => paint(line, YELLOW, "     tcp.zero-window (window 0)"),
+            EventKind::TcpWindowOpen => paint(line, DIM, "     tcp.window-open"),
             EventKind::Gap { bytes, reason } => {
                 let what = match bytes {
                     Some(n) => format!("     gap: {n} bytes missing ({})", gap_reason(*reason)),

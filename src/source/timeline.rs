@@ -90,6 +90,8 @@ pub fn event_from_value(v: Value) -> Result<Event, String> {
         "tcp.open" => EventKind::TcpOpen,
         "tcp.close" => EventKind::TcpClose,
         "tcp.reset" => EventKind::TcpReset,
+        "tcp.zero-window" => EventKind::TcpZeroWindow,
+        "tcp.window-open" => EventKind::TcpWindowOpen,
         "gap" => EventKind::Gap {
             bytes: get(&o, "bytes"),
             reason: match o.get("reason").and_then(Value::as_str) {

@@ -954,3 +954,50 @@ async fn full_window_beside_a_settling_peer_reported_live_within_5_s() {
         .unwrap();
     assert!(s.code.is_some(), "{}", s.stderr);
 }
+
+/// A TCP server (not AMQP) that accepts, reads nothing for `hold`, then reads
+/// everything: a receiver that stops reading, as RabbitMQ does to a publisher
+/// under a memory alarm (at the TCP level, which is all this test looks at).
+fn server_that_stops_reading(hold: Duration) -> (SocketAddr, std::thread::JoinHandle<Vec<u8>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let h = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        std::thread::sleep(hold);
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        got
+    });
+    (addr, h)
+}
+
+#[test]
+fn writes_to_an_upstream_that_stops_reading_are_recorded_as_its_zero_window() {
+    let (server, h) = server_that_stops_reading(Duration::from_secs(3));
+    let proxy = traced(&server.to_string(), &["--format", "jsonl", "--pcap", PCAP]);
+    let upstream_port = server.port();
+    let listen_port = proxy.addr.port();
+    // More than the socket buffers on the way hold: the proxy's write blocks.
+    let to_server = random_bytes(4, 32 << 20);
+    let mut c = TcpStream::connect(proxy.addr).unwrap();
+    c.write_all(&to_server).unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    assert!(h.join().unwrap() == to_server, "client→server bytes differ");
+    let s = proxy.stop();
+    let zero = |port: u16| {
+        tshark_fields(
+            &s.pcap,
+            None,
+            &format!("tcp.analysis.zero_window && tcp.srcport == {port}"),
+            &["frame.number"],
+        )
+        .lines()
+        .count()
+    };
+    // The upstream's window on the back leg, the proxy's own on the client's leg.
+    assert!(zero(upstream_port) >= 1, "no zero window from the upstream");
+    assert!(
+        zero(listen_port) >= 1,
+        "no zero window from the proxy to the client"
+    );
+}

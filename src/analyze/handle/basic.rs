@@ -17,8 +17,18 @@ impl Analyzer {
             (Dir::S2C, MethodKind::BasicConsumeOk) => self.on_consume_ok(ci, ch, mark, a),
             (dir, MethodKind::BasicCancel) => self.on_cancel(ci, ch, mark, dir, a),
             (Dir::S2C, MethodKind::BasicCancelOk) => self.on_cancel_ok(ci, ch, mark, a),
-            (Dir::C2S, MethodKind::BasicPublish) => self.on_publish(ci, mark, a),
-            (Dir::S2C, MethodKind::BasicReturn) => self.on_return(mark, a),
+            (Dir::C2S, MethodKind::BasicPublish) => {
+                let dest = self.on_publish(ci, mark, a);
+                self.on_publisher_publish(ci, ch, mark, a, dest);
+            }
+            (Dir::S2C, MethodKind::BasicReturn) => {
+                self.on_return(mark, a);
+                self.on_publisher_return(ci, ch, mark, a);
+            }
+            // Broker->client ack/nack: publisher confirms.
+            (Dir::S2C, MethodKind::BasicAck | MethodKind::BasicNack) => {
+                self.on_publisher_confirm(ci, ch, mark, m)
+            }
             (Dir::S2C, MethodKind::BasicDeliver) => self.on_deliver(ci, ch, mark, a),
             (Dir::C2S, MethodKind::BasicGet) => {
                 self.conns[ci as usize].counts.gets += 1;

@@ -15,6 +15,7 @@ impl Analyzer {
             (Dir::C2S, MethodKind::ChannelOpen) => {
                 let c = &mut self.conns[ci as usize];
                 c.counts.channels_opened += 1;
+                c.publisher.channel_ended(ch, mark, true);
                 let old = c.channels.insert(ch, ChannelState::default());
                 if old.is_some() {
                     // Reopened without a close we saw: its consumers are gone.
@@ -32,7 +33,10 @@ impl Analyzer {
                 }
             }
             (dir, MethodKind::ChannelClose) => self.close_channel(ci, ch, mark, dir, a),
-            (Dir::C2S, MethodKind::ConfirmSelect) => self.channel_mut(ci, ch).confirm = true,
+            (Dir::C2S, MethodKind::ConfirmSelect) => {
+                self.channel_mut(ci, ch).confirm = true;
+                self.conns[ci as usize].publisher.confirm_select(ch, mark);
+            }
             _ => {}
         }
     }
@@ -42,6 +46,9 @@ impl Analyzer {
         if let Some(st) = &st {
             self.trail_channel_end(ci, ch, st, mark);
         }
+        self.conns[ci as usize]
+            .publisher
+            .channel_ended(ch, mark, false);
         let mut close_idx = None;
         if dir == Dir::S2C {
             let oldest = st.as_ref().and_then(|st| {

@@ -49,6 +49,10 @@ impl Analyzer {
         match &ev.kind {
             EventKind::TcpOpen => self.conns[ci as usize].saw_open = true,
             EventKind::TcpClose | EventKind::TcpReset => self.on_tcp_end(ci, ev, mark),
+            EventKind::TcpZeroWindow | EventKind::TcpWindowOpen => {
+                let zero = matches!(ev.kind, EventKind::TcpZeroWindow);
+                self.conns[ci as usize].publisher.window(ev.dir, mark, zero);
+            }
             EventKind::Gap { bytes, reason } => self.on_gap(ci, ev.dir, mark, *bytes, *reason),
             EventKind::Error { error, .. } => {
                 self.trail_error(ci, ev.dir, mark, error);
@@ -79,8 +83,10 @@ impl Analyzer {
                 match frame {
                     Frame::Method(m) => self.on_method(ci, ev.dir, mark, *channel, m),
                     Frame::ContentHeader(h) if ev.dir == Dir::S2C => {
-                        self.on_content_header(ci, *channel, h)
+                        self.on_content_header(ci, *channel, h);
+                        self.on_return_header(ci, *channel, h);
                     }
+                    Frame::ContentHeader(h) => self.on_publish_header(ci, *channel, h),
                     _ => {}
                 }
             }

@@ -9,7 +9,8 @@ use crate::event::{Conn, Dir, Event, EventKind, Frame, MethodKind, Text};
 use super::super::model::{ConnectionCounts, Handshake};
 
 use super::{
-    dir_index, event_name, ChannelCloseRec, ChannelState, CloseRec, FlowRec, GapRec, Mark, TcpEnd,
+    dir_index, event_name, ChannelCloseRec, ChannelState, CloseRec, FlowRec, GapRec, Mark,
+    PublisherState, TcpEnd,
 };
 
 #[derive(Debug)]
@@ -55,6 +56,8 @@ pub(crate) struct ConnState {
     /// Lookups the hot methods repeat, remembered by the identity of the decoder's
     /// shared strings (see `event::Text`): same string objects, same answer.
     pub(crate) memo: Memo,
+    /// Confirms, nacks and returns of its publishers.
+    pub(crate) publisher: Box<PublisherState>,
 }
 
 /// The last answers of the lookups every publish and delivery makes. A hit is
@@ -114,6 +117,7 @@ impl ConnState {
             consumers: Vec::new(),
             trail: Default::default(),
             memo: Memo::default(),
+            publisher: Box::default(),
         }
     }
 

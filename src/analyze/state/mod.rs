@@ -8,12 +8,14 @@ mod channel;
 mod conn;
 mod consumer;
 pub(crate) mod errors;
+mod publisher;
 mod queue;
 pub(crate) mod queue_args;
 
 pub(crate) use channel::{ChannelState, PendingContent, Unacked};
 pub(crate) use conn::ConnState;
 pub(crate) use consumer::{ConsumerMarks, ConsumerState, Step};
+pub(crate) use publisher::{ConfirmChannel, PublishRec, PublisherState, ReturnsOnChannel};
 pub(crate) use queue::{ConsumeArgs, DeliveryHints, QueueArgs, QueueType};
 
 use crate::event::{Conn, Dir, Event, EventKind, GapReason, MethodKind, Timestamp};
@@ -239,6 +241,8 @@ fn event_name(k: &EventKind) -> &'static str {
         EventKind::TcpOpen => "tcp.open",
         EventKind::TcpClose => "tcp.close",
         EventKind::TcpReset => "tcp.reset",
+        EventKind::TcpZeroWindow => "tcp.zero-window",
+        EventKind::TcpWindowOpen => "tcp.window-open",
         EventKind::Gap { .. } => "gap",
         EventKind::Error { .. } => "error",
         EventKind::ProtocolHeader { .. } => "protocol-header",

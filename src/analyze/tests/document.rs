@@ -39,8 +39,10 @@ fn the_vocabulary_table_lists_every_verdict() {
             }
         }
     }
-    let known: std::collections::BTreeSet<String> =
-        VerdictKind::ALL.iter().map(|k| k.name().to_string()).collect();
+    let known: std::collections::BTreeSet<String> = VerdictKind::ALL
+        .iter()
+        .map(|k| k.name().to_string())
+        .collect();
     let missing: Vec<_> = known.difference(&listed).collect();
     let unknown: Vec<_> = listed.difference(&known).collect();
     assert!(

@@ -30,6 +30,7 @@ mod consumer;
 mod document;
 mod errors;
 mod newer;
+mod publisher;
 mod routing;
 
 const BROKER: &str = "127.0.0.1:5672";

@@ -312,7 +312,7 @@ fn suffix_who(who: &str) -> String {
     }
 }
 
-fn describe_client(c: &ConnState) -> String {
+pub(super) fn describe_client(c: &ConnState) -> String {
     let mut s = String::new();
     if let Some(n) = &c.handshake.connection_name {
         let _ = write!(s, " \"{n}\"");

@@ -16,7 +16,9 @@ mod connection;
 mod consumer;
 mod errors;
 mod newer;
+mod publisher;
 mod queue;
+mod reconnect;
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -136,13 +138,17 @@ fn collect(ctx: &Ctx, wanted: &dyn Fn(u32) -> bool) -> Vec<(Verdict, Option<Caus
     let mut conn_verdicts = Vec::with_capacity(a.conns.len());
     for (ci, c) in a.conns.iter().enumerate() {
         let ci = ci as u32;
-        let v = connection_verdict(ctx, ci, c);
+        let mut v = connection_verdict(ctx, ci, c);
+        reconnect::check_restored(ctx, ci, c, &mut v);
+        publisher::silent_block(ctx, c, &mut v);
         conn_verdicts.push(v.0.clone());
         if wanted(ci) {
             out.push(v);
             channel_verdicts(ctx, ci, c, &mut out);
+            publisher::publisher_verdicts(ctx, c, &mut out);
         }
     }
+    publisher::unroutable_verdicts(ctx, wanted, &mut out);
     for (i, cs) in a.consumers.iter().enumerate() {
         if wanted(cs.conn) {
             let cv = &conn_verdicts[cs.conn as usize];

@@ -49,6 +49,11 @@ pub enum TraceKind {
     Reset { error: String },
     /// The upstream could not be reached; the client was closed.
     UpstreamFailed { error: String },
+    /// Bytes in `dir` read at `ts` could not be written for [`super::forward::WRITE_STALL`]:
+    /// their receiver stopped reading (a broker under a memory alarm does).
+    WriteStalled,
+    /// The stalled write went through.
+    WriteResumed,
     /// Both sockets are closed; the connection's state can be released.
     Closed,
 }

@@ -28,6 +28,9 @@ pub const BUF_SIZE: usize = 32 * 1024;
 /// How long an upstream connect may take before the client is closed; and
 /// a TLS handshake, on either side.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A write that makes no progress for this long is reported (`TraceKind::WriteStalled`):
+/// peers on a working connection take bytes within milliseconds.
+pub const WRITE_STALL: Duration = Duration::from_secs(1);
 /// How long the accept loop waits after a failed accept (EMFILE: out of descriptors).
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// The largest `max_connections` honoured (two 32 KiB buffers each, so 64 GiB
@@ -383,12 +386,29 @@ where
         };
         let ts = Timestamp::now();
         // TLS holds written bytes in its session until flushed (a no-op on TCP).
-        if let Err(e) = async {
+        let write = async {
             wr.write_all(&buf[..n]).await?;
             wr.flush().await
-        }
-        .await
-        {
+        };
+        tokio::pin!(write);
+        let written = match tokio::time::timeout(WRITE_STALL, &mut write).await {
+            Ok(r) => r,
+            Err(_) => {
+                // The receiver stopped reading: said at the moment the bytes came,
+                // and again when they go through.
+                let stalled = TraceMsg {
+                    ts,
+                    ..TraceMsg::now(info, dir, TraceKind::WriteStalled)
+                };
+                trace.try_control(stalled);
+                let r = write.await;
+                if r.is_ok() {
+                    trace.try_control(TraceMsg::now(info, dir, TraceKind::WriteResumed));
+                }
+                r
+            }
+        };
+        if let Err(e) = written {
             return Outcome::WriteFailed(e);
         }
         trace

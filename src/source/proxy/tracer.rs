@@ -127,6 +127,9 @@ impl Tracer {
                 track.over = true;
                 feed(msg.dir, TcpEvent::Reset);
             }
+            // The receiver of `dir` is the one not reading: as its zero window.
+            TraceKind::WriteStalled => feed(msg.dir.reverse(), TcpEvent::ZeroWindow),
+            TraceKind::WriteResumed => feed(msg.dir.reverse(), TcpEvent::WindowOpen),
             TraceKind::Closed => {
                 // A side without FIN here was closed by the proxy's own shutdown
                 // (after --drain): that is not the peers' doing, so the timeline
