@@ -350,25 +350,20 @@ fn amqp_event<F: FnMut(Event)>(
     };
     match ev {
         TcpEvent::Open => out(mk(EventKind::TcpOpen)),
-        TcpEvent::Data(b) => {
-            dec.feed(b, &mut |d| {
-                let kind = match d.item {
-                    DecodedItem::Frame { channel, frame } => EventKind::Frame { channel, frame },
-                    DecodedItem::ProtocolHeader {
-                        protocol,
-                        supported,
-                    } => EventKind::ProtocolHeader {
-                        method: ProtocolHeaderTag,
-                        protocol,
-                        supported,
-                    },
-                    DecodedItem::Error(error) => EventKind::Error {
-                        offset: d.offset,
-                        error,
-                    },
-                };
-                out(mk(kind));
-            });
+        TcpEvent::Data(b) => dec.feed(b, &mut |d| out(mk(decoded_kind(d)))),
+        TcpEvent::Gap {
+            bytes: Some(missing),
+            reason: GapReason::Truncated,
+        } => {
+            // The snaplen cut the segment: the frame cut there comes out
+            // marked, and only bytes whose frames are unknown remain a gap.
+            let unknown = dec.cut(missing, &mut |d| out(mk(decoded_kind(d))));
+            if unknown > 0 {
+                out(mk(EventKind::Gap {
+                    bytes: Some(unknown),
+                    reason: GapReason::Truncated,
+                }));
+            }
         }
         TcpEvent::Gap { bytes, reason } => {
             dec.gap(bytes);
@@ -385,6 +380,26 @@ fn amqp_event<F: FnMut(Event)>(
         }
     }
     false
+}
+
+/// The timeline event of one decoded item.
+#[inline]
+fn decoded_kind(d: crate::amqp::Decoded) -> EventKind {
+    match d.item {
+        DecodedItem::Frame { channel, frame } => EventKind::Frame { channel, frame },
+        DecodedItem::ProtocolHeader {
+            protocol,
+            supported,
+        } => EventKind::ProtocolHeader {
+            method: ProtocolHeaderTag,
+            protocol,
+            supported,
+        },
+        DecodedItem::Error(error) => EventKind::Error {
+            offset: d.offset,
+            error,
+        },
+    }
 }
 
 enum Decision {

@@ -12,6 +12,7 @@
 //! packets or timestamps: the caller stamps what comes out.
 
 pub mod convert;
+mod cut;
 pub mod fast;
 
 use amq_protocol::frame::parsing::parse_content_header;
@@ -91,6 +92,9 @@ enum State {
     Frames,
     /// After a hole or a framing error: looking for the next plausible frame.
     Resync,
+    /// Inside a frame already reported cut by the snaplen: the bytes before
+    /// this stream offset are the rest of it, and a frame starts there.
+    Skip { until: u64 },
     /// The peer speaks something else; further bytes are dropped.
     Dead,
 }
@@ -110,6 +114,10 @@ pub struct FrameDecoder {
     state: State,
     /// Strings this stream repeats (consumer tags, exchanges, routing keys).
     strings: fast::Strings,
+    /// The last content header decoded: the stream offset where it ends, its
+    /// channel and body size. A snaplen hole that starts there and is exactly
+    /// one body frame of that size long holds that body and nothing else.
+    last_header: (u64, u16, u64),
 }
 
 impl FrameDecoder {
@@ -122,6 +130,7 @@ impl FrameDecoder {
             base: 0,
             state: State::Start,
             strings: fast::Strings::default(),
+            last_header: (u64::MAX, 0, 0),
         }
     }
 
@@ -141,7 +150,8 @@ impl FrameDecoder {
     }
 
     /// Appends bytes of the stream.
-    pub fn push(&mut self, data: &[u8]) {
+    pub fn push(&mut self, mut data: &[u8]) {
+        self.skip_cut_rest(&mut data);
         if self.state == State::Dead {
             self.base += data.len() as u64;
             return;
@@ -156,6 +166,7 @@ impl FrameDecoder {
     /// through the buffer first (the common case: most segments carry whole
     /// frames).
     pub fn feed<F: FnMut(Decoded)>(&mut self, mut data: &[u8], out: &mut F) {
+        self.skip_cut_rest(&mut data);
         if self.state == State::Frames && self.pos == self.buf.len() {
             self.compact();
             self.clear_buf();
@@ -176,10 +187,11 @@ impl FrameDecoder {
                     &self.cfg,
                     &mut self.strings,
                 );
-                out(Decoded {
-                    offset: self.base + p as u64,
-                    item,
-                });
+                let offset = self.base + p as u64;
+                if frame_type == FRAME_HEADER {
+                    self.note_header(&item, offset + total as u64);
+                }
+                out(Decoded { offset, item });
                 p += total;
             }
             self.base += p as u64;
@@ -202,6 +214,33 @@ impl FrameDecoder {
         self.buf.clear();
         self.pos = 0;
         self.state = State::Resync;
+    }
+
+    /// Drops the start of `data` that is the rest of a frame reported cut
+    /// (see [`State::Skip`]), and resumes framing where that frame ends.
+    #[inline]
+    fn skip_cut_rest(&mut self, data: &mut &[u8]) {
+        if let State::Skip { until } = self.state {
+            // The buffer is empty while skipping: the stream is at `base`.
+            let n = (until - self.base).min(data.len() as u64);
+            self.base += n;
+            *data = &data[n as usize..];
+            if self.base == until {
+                self.state = State::Frames;
+            }
+        }
+    }
+
+    /// Remembers where a content header ends and the body it announces (see `last_header`).
+    #[inline]
+    fn note_header(&mut self, item: &DecodedItem, end: u64) {
+        if let DecodedItem::Frame {
+            channel,
+            frame: Frame::ContentHeader(h),
+        } = item
+        {
+            self.last_header = (end, *channel, h.body_size);
+        }
     }
 
     /// Empties the buffer; one grown by a large frame is given back, so that an
@@ -261,6 +300,8 @@ impl FrameDecoder {
                     });
                 }
                 State::Frames => return self.next_frame(),
+                // `push` ends the skip before any byte reaches the buffer.
+                State::Skip { .. } => return None,
                 State::Resync => {
                     if !self.resync() {
                         return None;
@@ -333,6 +374,9 @@ impl FrameDecoder {
         }
         let payload = &avail[FRAME_HEADER_LEN..total - 1];
         let item = decode_payload(frame_type, channel, payload, &self.cfg, &mut self.strings);
+        if frame_type == FRAME_HEADER {
+            self.note_header(&item, offset + total as u64);
+        }
         self.pos += total;
         if self.pos == self.buf.len() {
             self.clear_buf();
@@ -517,6 +561,8 @@ fn decode_payload(
             body: (body_prefix > 0).then(|| {
                 String::from_utf8_lossy(&payload[..payload.len().min(body_prefix)]).into_owned()
             }),
+            truncated: None,
+            missing_bytes: None,
         }),
         _ => Frame::Heartbeat(Heartbeat),
     };

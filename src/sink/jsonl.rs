@@ -202,6 +202,8 @@ fn write_frame(line: &mut Vec<u8>, kind: &EventKind) -> bool {
         Frame::ContentBody(b) => {
             w.field("size", &b.size);
             w.optional("body", &b.body);
+            w.optional("truncated", &b.truncated);
+            w.optional("missing_bytes", &b.missing_bytes);
         }
         Frame::Heartbeat(_) => {}
     }
@@ -353,6 +355,8 @@ mod tests {
                     method: ContentBodyTag,
                     size: 3,
                     body: Some("a\u{0}\\".into()),
+                    truncated: Some(true),
+                    missing_bytes: Some(2),
                 }),
             },
         ];

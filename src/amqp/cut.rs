@@ -1,0 +1,219 @@
+//! Frames cut short by the capture's snaplen: what the decoder reads of a
+//! frame that starts in the bytes a packet kept and ends after them, and how
+//! framing goes on past the hole.
+//!
+//! A frame's 7-byte header gives its type, channel and size, so a frame cut
+//! anywhere after it is still a frame: it comes out with what the kept bytes
+//! hold (the kind of a method, each argument or property that is there whole,
+//! a body's size) and the cut marker ([`Cut`]), never a guessed value. Its
+//! size says where the next frame starts: at the end of the hole (framing
+//! goes on with the next segment), past it (the next segment's first bytes
+//! are the rest of this frame and are skipped), or inside it (the frames
+//! there are unknown, and decoding resynchronises at the next segment, whose
+//! first bytes open a frame as often as not). One inference only: a hole that
+//! starts right after a content header and is exactly one body frame of the
+//! header's body size long is that body frame.
+//!
+//! amq-protocol parses whole methods only: a method other than the hot ones
+//! of [`super::fast`] keeps its kind and, when only its frame-end octet is
+//! missing, all its arguments through amq-protocol; cut inside its
+//! arguments, it keeps its kind alone.
+
+use crate::event::{ContentBody, ContentBodyTag, Cut, Frame, Method, MethodArgs, MethodKind};
+
+use super::{
+    decode_payload, fast, frame_header, Decoded, DecodedItem, DecoderConfig, FrameDecoder, State, FRAME_BODY,
+    FRAME_HEADER, FRAME_HEADER_LEN, FRAME_HEARTBEAT, FRAME_METHOD,
+};
+
+impl FrameDecoder {
+    /// The snaplen cut the segment whose bytes were pushed last: `missing`
+    /// bytes of the stream follow that the capture does not have. Hands the
+    /// frame cut there to `out` (see the module doc) and returns how many of
+    /// the missing bytes hold frames nobody can know (0 when the cut frame,
+    /// or the body frame after a content header, accounts for all of them).
+    pub fn cut<F: FnMut(Decoded)>(&mut self, missing: u64, out: &mut F) -> u64 {
+        let hole_start = self.stream_offset();
+        let hole_end = hole_start + missing;
+        // Where the bytes nobody knows begin: at the end of the frame cut here.
+        let unknown_from = match self.state {
+            State::Dead => return missing,
+            State::Start => {
+                self.lose_framing(hole_end);
+                return missing;
+            }
+            State::Skip { until } => until,
+            State::Resync => match self.cut_candidate() {
+                Some(()) => self.cut_frame(out),
+                None => {
+                    self.lose_framing(hole_end);
+                    return missing;
+                }
+            },
+            State::Frames => self.cut_frame(out),
+        };
+        self.clear_buf();
+        self.pos = 0;
+        self.base = hole_end;
+        if unknown_from >= hole_end {
+            self.state = if unknown_from == hole_end {
+                State::Frames
+            } else {
+                State::Skip {
+                    until: unknown_from,
+                }
+            };
+            return 0;
+        }
+        let rest = hole_end - unknown_from;
+        let (header_end, channel, body_size) = self.last_header;
+        if header_end == unknown_from && body_size > 0 && rest == body_size + 8 {
+            // Exactly the body the content header announced, in one frame.
+            let body = Frame::ContentBody(ContentBody {
+                method: ContentBodyTag,
+                size: body_size as u32,
+                body: None,
+                truncated: Some(true),
+                missing_bytes: Some(rest),
+            });
+            out(Decoded {
+                offset: unknown_from,
+                item: DecodedItem::Frame {
+                    channel,
+                    frame: body,
+                },
+            });
+            self.state = State::Frames;
+            return 0;
+        }
+        self.state = State::Resync;
+        rest.min(missing)
+    }
+
+    /// Drops what is buffered: the next frame boundary is unknown.
+    fn lose_framing(&mut self, hole_end: u64) {
+        self.clear_buf();
+        self.pos = 0;
+        self.base = hole_end;
+        self.state = State::Resync;
+    }
+
+    /// While resynchronising, whether the bytes the scan stopped at open a
+    /// frame that the cut ends: a method frame whose ids name a method, a
+    /// content header of class basic, or a heartbeat — what
+    /// `plausible_frame_at` checks short of the frame-end octet, which the
+    /// snaplen took.
+    fn cut_candidate(&self) -> Option<()> {
+        let b = &self.buf[self.pos..];
+        let (frame_type, channel, size) = frame_header(b)?;
+        if channel > self.cfg.max_resync_channel || size > self.cfg.max_frame_size.min(1 << 20) {
+            return None;
+        }
+        if b.len() >= FRAME_HEADER_LEN + size as usize + 1 {
+            return None; // whole: the scan would have judged it
+        }
+        let ids = || {
+            let p = b.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + 4)?;
+            Some((
+                u16::from_be_bytes([p[0], p[1]]),
+                u16::from_be_bytes([p[2], p[3]]),
+            ))
+        };
+        let plausible = match frame_type {
+            FRAME_METHOD => ids().is_some_and(|(c, m)| MethodKind::from_ids(c, m).is_some()),
+            FRAME_HEADER => ids() == Some((60, 0)),
+            FRAME_HEARTBEAT => channel == 0 && size == 0,
+            _ => false,
+        };
+        plausible.then_some(())
+    }
+
+    /// Decodes the frame at `pos` that the hole after the buffer cuts, hands
+    /// it to `out`, and returns the stream offset where it ends (where it
+    /// starts when its header itself is cut: nothing is known past that).
+    fn cut_frame<F: FnMut(Decoded)>(&mut self, out: &mut F) -> u64 {
+        let offset = self.base + self.pos as u64;
+        let kept = &self.buf[self.pos..];
+        let Some((frame_type, channel, size)) = frame_header(kept) else {
+            return offset;
+        };
+        let total = FRAME_HEADER_LEN as u64 + size as u64 + 1;
+        let end = offset + total;
+        let cut = Cut {
+            missing_bytes: total - kept.len() as u64,
+        };
+        let payload = &kept[FRAME_HEADER_LEN..kept.len().min(FRAME_HEADER_LEN + size as usize)];
+        let whole = payload.len() == size as usize;
+        let frame = match frame_type {
+            FRAME_METHOD => cut_method(payload, whole, channel, &self.cfg, &mut self.strings),
+            FRAME_HEADER => {
+                let h = if whole {
+                    match decode_payload(frame_type, channel, payload, &self.cfg, &mut self.strings)
+                    {
+                        DecodedItem::Frame { frame, .. } => Some(frame),
+                        _ => None,
+                    }
+                } else {
+                    fast::content_header_prefix(payload, self.cfg.headers, &mut self.strings)
+                        .map(Frame::ContentHeader)
+                };
+                if let Some(Frame::ContentHeader(h)) = &h {
+                    self.last_header = (end, channel, h.body_size);
+                }
+                h
+            }
+            FRAME_BODY => Some(Frame::ContentBody(ContentBody {
+                method: ContentBodyTag,
+                size,
+                body: (self.cfg.body_prefix > 0).then(|| {
+                    String::from_utf8_lossy(&payload[..payload.len().min(self.cfg.body_prefix)])
+                        .into_owned()
+                }),
+                truncated: None,
+                missing_bytes: None,
+            })),
+            FRAME_HEARTBEAT => Some(Frame::Heartbeat(crate::event::Heartbeat)),
+            _ => None,
+        };
+        if let Some(mut frame) = frame {
+            frame.set_cut(cut);
+            out(Decoded {
+                offset,
+                item: DecodedItem::Frame { channel, frame },
+            });
+        }
+        end
+    }
+}
+
+/// A method frame of which `payload` is what the capture kept (`whole` when
+/// only the frame-end octet is missing): a hot method field by field, any
+/// other whole through amq-protocol, or by its kind alone. None when the ids
+/// are cut or name no method.
+fn cut_method(
+    payload: &[u8],
+    whole: bool,
+    channel: u16,
+    cfg: &DecoderConfig,
+    strings: &mut fast::Strings,
+) -> Option<Frame> {
+    if let Some(m) = fast::method_prefix(payload, strings) {
+        return Some(Frame::Method(m));
+    }
+    if whole {
+        if let DecodedItem::Frame { frame, .. } =
+            decode_payload(FRAME_METHOD, channel, payload, cfg, strings)
+        {
+            return Some(frame);
+        }
+    }
+    let ids = payload.get(..4)?;
+    let kind = MethodKind::from_ids(
+        u16::from_be_bytes([ids[0], ids[1]]),
+        u16::from_be_bytes([ids[2], ids[3]]),
+    )?;
+    Some(Frame::Method(Box::new(Method {
+        method: kind,
+        args: MethodArgs::default(),
+    })))
+}
