@@ -55,6 +55,8 @@ pub(crate) struct ConnState {
     pub deliveries: u64,
     pub declared_queues: Vec<String>,
     pub consumers: Vec<u32>,
+    /// What the frames the snaplen cut showed (see `handle::cut`).
+    pub(crate) cut: super::super::handle::CutSeen,
     /// Lookups the hot methods repeat, remembered by the identity of the decoder's
     /// shared strings (see `event::Text`): same string objects, same answer.
     pub(crate) memo: Memo,
@@ -119,6 +121,7 @@ impl ConnState {
             deliveries: 0,
             declared_queues: Vec::new(),
             consumers: Vec::new(),
+            cut: Default::default(),
             memo: Memo::default(),
         }
     }

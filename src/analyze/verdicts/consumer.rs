@@ -25,6 +25,9 @@ pub(crate) fn consumer_name(cs: &ConsumerState) -> String {
         Some(q) => {
             let _ = write!(s, " on queue '{q}'");
         }
+        None if cs.marks.consume.is_some() => {
+            s.push_str(" (queue unknown: its basic.consume was cut by the capture's snaplen)")
+        }
         None => s.push_str(" (queue unknown: its basic.consume precedes the capture)"),
     }
     s
@@ -170,6 +173,13 @@ pub(super) fn consumer_verdict(
         ),
         None => String::new(),
     };
+
+    if let Some((at, s, evidence)) = super::cut::consumer_cut(c, cs, &name) {
+        set(&mut v, VerdictKind::CaptureIncomplete, at, s);
+        v.evidence = evidence;
+        let seed = own(&v);
+        return (v, seed);
+    }
 
     if let Some((at, s, evidence)) = redelivery_loop(a, cs, &name) {
         set(&mut v, VerdictKind::RedeliveryLoop, at, s);

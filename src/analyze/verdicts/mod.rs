@@ -14,6 +14,7 @@
 mod channel;
 mod connection;
 mod consumer;
+mod cut;
 mod queue;
 
 use std::fmt::Write as _;
