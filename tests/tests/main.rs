@@ -19,4 +19,5 @@ mod proxy;
 mod recording;
 mod report;
 mod run;
+mod snaplen;
 mod verdicts;
