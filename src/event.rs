@@ -314,10 +314,9 @@ impl Frame {
     pub fn set_cut(&mut self, cut: Cut) {
         let (t, m) = match self {
             Frame::Method(m) => (&mut m.args.truncated, &mut m.args.missing_bytes),
-            Frame::ContentHeader(h) => (
-                &mut h.properties.truncated,
-                &mut h.properties.missing_bytes,
-            ),
+            Frame::ContentHeader(h) => {
+                (&mut h.properties.truncated, &mut h.properties.missing_bytes)
+            }
             Frame::ContentBody(b) => (&mut b.truncated, &mut b.missing_bytes),
             Frame::Heartbeat(_) => return,
         };

@@ -22,8 +22,8 @@
 use crate::event::{ContentBody, ContentBodyTag, Cut, Frame, Method, MethodArgs, MethodKind};
 
 use super::{
-    decode_payload, fast, frame_header, Decoded, DecodedItem, DecoderConfig, FrameDecoder, State, FRAME_BODY,
-    FRAME_HEADER, FRAME_HEADER_LEN, FRAME_HEARTBEAT, FRAME_METHOD,
+    decode_payload, fast, frame_header, Decoded, DecodedItem, DecoderConfig, FrameDecoder, State,
+    FRAME_BODY, FRAME_HEADER, FRAME_HEADER_LEN, FRAME_HEARTBEAT, FRAME_METHOD,
 };
 
 impl FrameDecoder {

@@ -136,7 +136,9 @@ fn frames_by_direction(events: &[Event]) -> BTreeMap<(String, &'static str), Vec
                 o.remove("frame");
                 o.remove("ts");
             }
-            out.entry((e.conn.to_string(), e.dir.as_str())).or_default().push(v);
+            out.entry((e.conn.to_string(), e.dir.as_str()))
+                .or_default()
+                .push(v);
         }
     }
     out

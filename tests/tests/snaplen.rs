@@ -120,7 +120,9 @@ fn tshark_methods(file: &Path, conns: &[String]) -> Tshark {
                 None
             }
         });
-        let key = key.unwrap_or_else(|| panic!("{}: packet {packet} on no known connection", file.display()));
+        let key = key.unwrap_or_else(|| {
+            panic!("{}: packet {packet} on no known connection", file.display())
+        });
         t.first_decoded.entry(key.0.clone()).or_insert(packet);
         let list = |s: &str| -> Vec<u16> { s.split(',').filter_map(|x| x.parse().ok()).collect() };
         let (types, classes, ids) = (list(f[3]), list(f[4]), list(f[5]));
@@ -131,7 +133,10 @@ fn tshark_methods(file: &Path, conns: &[String]) -> Tshark {
                     let name = amqptrace::event::MethodKind::from_ids(c, m)
                         .map(|k| k.name().to_string())
                         .unwrap_or_else(|| format!("unknown({c}.{m})"));
-                    t.methods.entry(key.clone()).or_default().push((packet, name));
+                    t.methods
+                        .entry(key.clone())
+                        .or_default()
+                        .push((packet, name));
                 }
                 _ => t.unnamed += 1,
             }
@@ -171,7 +176,11 @@ fn compare_with_tshark(file: &Path) -> (String, u64) {
         let o = ours.get(key).unwrap_or(&none);
         let t = theirs.methods.get(key).unwrap_or(&none);
         // tshark decodes nothing on the connection before this packet (module doc).
-        let from = theirs.first_decoded.get(&key.0).copied().unwrap_or(u64::MAX);
+        let from = theirs
+            .first_decoded
+            .get(&key.0)
+            .copied()
+            .unwrap_or(u64::MAX);
         let (before, after): (Vec<_>, Vec<_>) = o.iter().partition(|(p, _)| *p < from);
         let (ca, ct) = (counts(after.into_iter()), counts(t.iter()));
         if ca != ct {
@@ -228,7 +237,12 @@ pub(crate) fn compared_here() -> Vec<PathBuf> {
 fn the_captures_are_there() {
     let cut = cut_captures();
     let names: Vec<String> = cut.iter().map(|p| util::short(p)).collect();
-    for want in ["healthy-s80", "healthy-s128", "prefetch-s80", "prefetch-s128"] {
+    for want in [
+        "healthy-s80",
+        "healthy-s128",
+        "prefetch-s80",
+        "prefetch-s128",
+    ] {
         assert!(
             names.iter().any(|n| n.contains(want)),
             "captures/snaplen/{want}.pcap is missing (scripts/make-snaplen-captures.sh): {names:?}"
@@ -243,10 +257,17 @@ fn method_counts_equal_tsharks() {
     let mut failures = String::new();
     for f in &files {
         let (fail, compared) = compare_with_tshark(f);
-        assert!(compared > 20, "{}: only {compared} methods compared", util::short(f));
+        assert!(
+            compared > 20,
+            "{}: only {compared} methods compared",
+            util::short(f)
+        );
         failures += &fail;
     }
-    assert!(failures.is_empty(), "amqptrace and tshark disagree:{failures}");
+    assert!(
+        failures.is_empty(),
+        "amqptrace and tshark disagree:{failures}"
+    );
 }
 
 /// The verdicts of a capture, without what is the capture's own (none is: the
@@ -287,7 +308,10 @@ fn at_128_bytes_the_verdicts_are_the_whole_captures() {
             v["explanation"] = Value::String(e);
         }
         let cut = verdicts(&snaplen_dir().join(format!("{name}-s128.pcap")));
-        assert!(whole.as_array().is_some_and(|v| v.len() >= 3), "{name}: {whole}");
+        assert!(
+            whole.as_array().is_some_and(|v| v.len() >= 3),
+            "{name}: {whole}"
+        );
         assert_eq!(
             serde_json::to_string_pretty(&cut).unwrap(),
             serde_json::to_string_pretty(&whole).unwrap(),
@@ -329,13 +353,19 @@ fn at_80_bytes_the_verdicts_say_what_is_known() {
         let whole = tshark_methods(&whole_file, &conns);
         let deliveries = whole_count(&whole, "s2c", "basic.deliver");
         let acks = whole_count(&whole, "c2s", "basic.ack");
-        assert!(deliveries >= 5, "{name}: {deliveries} deliveries in the whole capture");
+        assert!(
+            deliveries >= 5,
+            "{name}: {deliveries} deliveries in the whole capture"
+        );
         let doc = util::analyze_json(&cut);
         let vs = doc["verdicts"].as_array().cloned().unwrap_or_default();
         // Tags cut: no window can be judged, so no stall is claimed.
         for v in vs.iter().filter(|v| v["scope"] == "consumer") {
             assert!(
-                !matches!(v["verdict"].as_str(), Some("prefetch_exhausted") | Some("healthy")),
+                !matches!(
+                    v["verdict"].as_str(),
+                    Some("prefetch_exhausted") | Some("healthy")
+                ),
                 "{name}-s80: a consumer judged by a window whose tags were cut: {v}"
             );
         }
@@ -359,9 +389,7 @@ fn at_80_bytes_the_verdicts_say_what_is_known() {
                         .as_str()
                         .is_some_and(|e| e.contains(&known))
             })
-            .unwrap_or_else(|| {
-                panic!("{name}-s80: no connection verdict says {known:?}: {vs:?}")
-            });
+            .unwrap_or_else(|| panic!("{name}-s80: no connection verdict says {known:?}: {vs:?}"));
         assert_eq!(conn["verdict"], "capture_incomplete", "{conn}");
         let text = conn["explanation"].as_str().unwrap_or_default();
         assert!(text.contains("cut by the capture's snaplen"), "{text}");
@@ -390,6 +418,9 @@ fn cut_frames_are_marked_in_the_timeline() {
         assert_eq!(e["truncated"], true, "{e}");
         assert!(e["missing_bytes"].as_u64().is_some_and(|n| n > 0), "{e}");
         // 14 bytes of payload kept: the ids, not the consumer tag's whole.
-        assert!(e.get("delivery_tag").is_none(), "an invented delivery tag: {e}");
+        assert!(
+            e.get("delivery_tag").is_none(),
+            "an invented delivery tag: {e}"
+        );
     }
 }

@@ -50,7 +50,14 @@ impl Analyzer {
     /// here (its arguments too incomplete for the ordinary handlers), false
     /// when the ordinary handlers should see it (what it lacks changes nothing
     /// they decide).
-    pub(super) fn on_cut_method(&mut self, ci: u32, dir: Dir, mark: Mark, ch: u16, m: &Method) -> bool {
+    pub(super) fn on_cut_method(
+        &mut self,
+        ci: u32,
+        dir: Dir,
+        mark: Mark,
+        ch: u16,
+        m: &Method,
+    ) -> bool {
         let a = &m.args;
         let c = &mut self.conns[ci as usize];
         c.cut.frames += 1;
