@@ -277,10 +277,26 @@ pub struct ContentBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
     /// Set when the snaplen cut the frame: `body` then holds only the captured bytes.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub truncated: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub missing_bytes: Option<u64>,
+    #[serde(flatten)]
+    pub cut: BodyCut,
+}
+
+/// The cut marker of a content body, `"truncated": true` and `"missing_bytes"`
+/// when set. Four bytes, so that a body frame, and with it every [`Event`],
+/// is no bigger for it (the timeline moves events by value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BodyCut(pub Option<std::num::NonZeroU32>);
+
+impl Serialize for BodyCut {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        if let Some(n) = self.0 {
+            m.serialize_entry("truncated", &true)?;
+            m.serialize_entry("missing_bytes", &n.get())?;
+        }
+        m.end()
+    }
 }
 
 /// How much of a frame the capture lacks: a frame that starts in the bytes a
@@ -301,7 +317,7 @@ impl Frame {
         let (truncated, missing) = match self {
             Frame::Method(m) => (m.args.truncated, m.args.missing_bytes),
             Frame::ContentHeader(h) => (h.properties.truncated, h.properties.missing_bytes),
-            Frame::ContentBody(b) => (b.truncated, b.missing_bytes),
+            Frame::ContentBody(b) => (b.cut.0.map(|_| true), b.cut.0.map(|n| n.get() as u64)),
             Frame::Heartbeat(_) => (None, None),
         };
         truncated.filter(|t| *t).map(|_| Cut {
@@ -317,7 +333,12 @@ impl Frame {
             Frame::ContentHeader(h) => {
                 (&mut h.properties.truncated, &mut h.properties.missing_bytes)
             }
-            Frame::ContentBody(b) => (&mut b.truncated, &mut b.missing_bytes),
+            Frame::ContentBody(b) => {
+                // A body frame's size is a u32, and its frame is 8 bytes more.
+                let n = cut.missing_bytes.clamp(1, u32::MAX as u64) as u32;
+                b.cut = BodyCut(std::num::NonZeroU32::new(n));
+                return;
+            }
             Frame::Heartbeat(_) => return,
         };
         *t = Some(true);

@@ -32,6 +32,7 @@ impl FrameDecoder {
     /// frame cut there to `out` (see the module doc) and returns how many of
     /// the missing bytes hold frames nobody can know (0 when the cut frame,
     /// or the body frame after a content header, accounts for all of them).
+    #[inline(never)] // cold: keeps the caller's hot `feed` path small
     pub fn cut<F: FnMut(Decoded)>(&mut self, missing: u64, out: &mut F) -> u64 {
         let hole_start = self.stream_offset();
         let hole_end = hole_start + missing;
@@ -69,12 +70,14 @@ impl FrameDecoder {
         let (header_end, channel, body_size) = self.last_header;
         if header_end == unknown_from && body_size > 0 && rest == body_size + 8 {
             // Exactly the body the content header announced, in one frame.
-            let body = Frame::ContentBody(ContentBody {
+            let mut body = Frame::ContentBody(ContentBody {
                 method: ContentBodyTag,
                 size: body_size as u32,
                 body: None,
-                truncated: Some(true),
-                missing_bytes: Some(rest),
+                cut: Default::default(),
+            });
+            body.set_cut(Cut {
+                missing_bytes: rest,
             });
             out(Decoded {
                 offset: unknown_from,
@@ -154,8 +157,13 @@ impl FrameDecoder {
                         _ => None,
                     }
                 } else {
-                    fast::content_header_prefix(payload, self.cfg.headers, &mut self.strings)
-                        .map(Frame::ContentHeader)
+                    fast::content_header(
+                        payload,
+                        self.cfg.headers,
+                        &mut self.strings,
+                        fast::Extent::Prefix,
+                    )
+                    .map(Frame::ContentHeader)
                 };
                 if let Some(Frame::ContentHeader(h)) = &h {
                     self.last_header = (end, channel, h.body_size);
@@ -169,8 +177,7 @@ impl FrameDecoder {
                     String::from_utf8_lossy(&payload[..payload.len().min(self.cfg.body_prefix)])
                         .into_owned()
                 }),
-                truncated: None,
-                missing_bytes: None,
+                cut: Default::default(),
             })),
             FRAME_HEARTBEAT => Some(Frame::Heartbeat(crate::event::Heartbeat)),
             _ => None,

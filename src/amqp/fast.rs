@@ -12,7 +12,7 @@
 //!
 //! The same field-by-field reads give the arguments of a hot method or content
 //! header that the capture's snaplen cut short ([`method_prefix`],
-//! [`content_header_prefix`]): there amq-protocol, which parses whole methods
+//! [`content_header`] with [`Extent::Prefix`]): there amq-protocol, which parses whole methods
 //! only, cannot say which arguments the kept bytes hold whole.
 
 use crate::event::{
@@ -339,64 +339,53 @@ macro_rules! read_properties {
     };
 }
 
+/// How much of a frame's payload the decoder holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extent {
+    /// All of it.
+    Whole,
+    /// Its first bytes only: the snaplen cut the frame.
+    Prefix,
+}
+
 /// A content header of class basic, if it reads cleanly. `with_headers`
 /// converts the headers table (through amq-protocol's table parser); without
 /// it the table is skipped by its length, for outputs that do not show it.
+/// Of a [`Extent::Prefix`]: the class id and body size (None when they are
+/// not there), and each property held whole, in flag order; the first that
+/// does not fit and all after it stay unset.
 pub fn content_header(
     payload: &[u8],
     with_headers: bool,
     strings: &mut Strings,
+    extent: Extent,
 ) -> Option<Box<ContentHeader>> {
-    let mut r = Reader { b: payload, pos: 0 };
-    let (mut h, flags) = header_start(&mut r)?;
-    read_properties(&mut r, &mut h, flags, with_headers, strings)?;
-    if !r.at_end() {
-        return None;
-    }
-    Some(h)
-}
-
-/// A content header of which the snaplen kept only `kept`: class id and body
-/// size (None when `kept` lacks them), and each property `kept` holds whole,
-/// in flag order; the first that does not fit and all after it stay unset.
-pub fn content_header_prefix(
-    kept: &[u8],
-    with_headers: bool,
-    strings: &mut Strings,
-) -> Option<Box<ContentHeader>> {
-    let mut r = Reader { b: kept, pos: 0 };
-    let class_id = r.u16()?;
-    let _weight = r.u16()?;
-    let body_size = r.u64()?;
-    let mut h = spare_header();
-    h.class_id = class_id;
-    h.body_size = body_size;
-    if class_id != 60 {
-        return Some(h);
-    }
-    let Some(flags) = r.u16().filter(|f| f & 1 == 0) else {
-        return Some(h);
-    };
-    // Stopping at the first property that is not all there is the point.
-    let _ = read_properties(&mut r, &mut h, flags, with_headers, strings);
-    Some(h)
-}
-
-/// Class id, body size and property flags: a spare box with the first two set, and the flags.
-#[inline(always)]
-fn header_start(r: &mut Reader<'_>) -> Option<(Box<ContentHeader>, u16)> {
-    let class_id = r.u16()?;
-    let _weight = r.u16()?;
-    let body_size = r.u64()?;
-    let flags = r.u16()?;
+    let (mut r, mut h) = header_open(payload)?;
     // A set bit 0 announces more flag words; no broker or client sends them.
-    if class_id != 60 || flags & 1 != 0 {
-        return None;
+    let flags = r.u16().filter(|f| h.class_id == 60 && f & 1 == 0);
+    if extent == Extent::Prefix {
+        if let Some(flags) = flags {
+            // Stopping at the first property that is not all there is the point.
+            let _ = read_properties(&mut r, &mut h, flags, with_headers, strings);
+        }
+        return Some(h);
     }
+    read_properties(&mut r, &mut h, flags?, with_headers, strings)?;
+    r.at_end().then_some(h)
+}
+
+/// A reader past the class id, weight and body size that open `payload`, and
+/// a spare box with the class id and body size set; None when they are not there.
+#[inline(always)]
+fn header_open(payload: &[u8]) -> Option<(Reader<'_>, Box<ContentHeader>)> {
+    let mut r = Reader { b: payload, pos: 0 };
+    let class_id = r.u16()?;
+    let _weight = r.u16()?;
+    let body_size = r.u64()?;
     let mut h = spare_header();
     h.class_id = class_id;
     h.body_size = body_size;
-    Some((h, flags))
+    Some((r, h))
 }
 
 /// Reads each property whose flag bit is set, in flag order, each set only

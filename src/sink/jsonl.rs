@@ -202,8 +202,10 @@ fn write_frame(line: &mut Vec<u8>, kind: &EventKind) -> bool {
         Frame::ContentBody(b) => {
             w.field("size", &b.size);
             w.optional("body", &b.body);
-            w.optional("truncated", &b.truncated);
-            w.optional("missing_bytes", &b.missing_bytes);
+            if let Some(n) = b.cut.0 {
+                w.field("truncated", &true);
+                w.field("missing_bytes", &n.get());
+            }
         }
         Frame::Heartbeat(_) => {}
     }
@@ -355,8 +357,7 @@ mod tests {
                     method: ContentBodyTag,
                     size: 3,
                     body: Some("a\u{0}\\".into()),
-                    truncated: Some(true),
-                    missing_bytes: Some(2),
+                    cut: BodyCut(std::num::NonZeroU32::new(2)),
                 }),
             },
         ];

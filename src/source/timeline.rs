@@ -235,8 +235,7 @@ fn frame_kind(o: &Map<String, Value>) -> Result<EventKind, String> {
             method: ContentBodyTag,
             size: get(o, "size").unwrap_or(0),
             body: get(o, "body"),
-            truncated: get(o, "truncated"),
-            missing_bytes: get(o, "missing_bytes"),
+            cut: event::BodyCut(get(o, "missing_bytes")),
         }),
         "content-header" => Frame::ContentHeader(Box::new(ContentHeader {
             method: ContentHeaderTag,
