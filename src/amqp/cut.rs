@@ -224,3 +224,183 @@ fn cut_method(
         args: MethodArgs::default(),
     })))
 }
+
+#[cfg(test)]
+mod tests {
+    //! Cut frames on bytes: frames built by amq-protocol's generator, each
+    //! segment fed as the capture kept it, then its missing bytes.
+
+    use super::super::*;
+    use crate::event::MethodKind;
+    use amq_protocol::frame::{gen_frame, AMQPContentHeader, AMQPFrame, WriteContext};
+    use amq_protocol::protocol::{basic, channel, AMQPClass};
+
+    fn wire(frame: &AMQPFrame) -> Vec<u8> {
+        gen_frame(frame)(WriteContext::from(Vec::new()))
+            .expect("generating into a Vec cannot run out of space")
+            .write
+    }
+
+    fn deliver(tag: u64) -> Vec<u8> {
+        wire(&AMQPFrame::Method(
+            1,
+            AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+                consumer_tag: "w1".into(),
+                delivery_tag: tag,
+                redelivered: false,
+                exchange: "".into(),
+                routing_key: "tasks".into(),
+            })),
+        ))
+    }
+
+    fn header(body_size: u64) -> Vec<u8> {
+        wire(&AMQPFrame::Header(
+            1,
+            AMQPContentHeader {
+                class_id: 60,
+                body_size,
+                properties: basic::AMQPProperties::default().with_message_id("m-1".into()),
+            },
+        ))
+    }
+
+    fn body(n: usize) -> Vec<u8> {
+        wire(&AMQPFrame::Body(1, vec![b'x'; n]))
+    }
+
+    /// Feeds each segment's first `keep` bytes and cuts the rest; returns the
+    /// items and the unknown bytes of each cut.
+    fn run(segments: &[(Vec<u8>, usize)]) -> (Vec<DecodedItem>, Vec<u64>) {
+        let mut d = FrameDecoder::new(DecoderConfig::default());
+        let (mut items, mut unknown) = (Vec::new(), Vec::new());
+        for (seg, keep) in segments {
+            let keep = (*keep).min(seg.len());
+            d.feed(&seg[..keep], &mut |x| items.push(x.item));
+            if keep < seg.len() {
+                unknown.push(d.cut((seg.len() - keep) as u64, &mut |x| items.push(x.item)));
+            }
+        }
+        (items, unknown)
+    }
+
+    fn method(item: &DecodedItem) -> &crate::event::Method {
+        match item {
+            DecodedItem::Frame {
+                frame: Frame::Method(m),
+                ..
+            } => m,
+            other => panic!("not a method: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_deliver_keeps_the_arguments_that_fit_and_framing_goes_on() {
+        let d = deliver(7);
+        // 7 header + 4 ids + 3 ("w1") + 8 (tag) = 22 bytes: the tag fits, the rest does not.
+        let (items, unknown) = run(&[(d.clone(), 22), (deliver(8), usize::MAX)]);
+        assert_eq!(unknown, [0], "the deliver ends where the segment does");
+        let m = method(&items[0]);
+        assert_eq!(m.method, MethodKind::BasicDeliver);
+        assert_eq!(m.args.consumer_tag.as_deref(), Some("w1"));
+        assert_eq!(m.args.delivery_tag, Some(7));
+        assert_eq!(
+            (&m.args.redelivered, &m.args.exchange, &m.args.routing_key),
+            (&None, &None, &None),
+            "nothing past the cut is guessed"
+        );
+        assert_eq!(m.args.truncated, Some(true));
+        assert_eq!(m.args.missing_bytes, Some(d.len() as u64 - 22));
+        let next = method(&items[1]);
+        assert_eq!(next.args.delivery_tag, Some(8));
+        assert_eq!(next.args.truncated, None);
+    }
+
+    #[test]
+    fn a_frame_longer_than_the_hole_is_skipped_to_its_end() {
+        let big = body(300);
+        // The body frame spans two segments, both cut: the second's kept bytes
+        // are the rest of the body, then the deliver after it is whole.
+        let (first, rest) = big.split_at(100);
+        let second = [rest, &deliver(3)].concat();
+        let (items, unknown) = run(&[(first.to_vec(), 20), (second, rest.len() + 200)]);
+        assert_eq!(unknown, [0]);
+        assert!(
+            matches!(&items[0], DecodedItem::Frame { frame: Frame::ContentBody(b), .. }
+                if b.size == 300 && b.cut.0.is_some()),
+            "{items:?}"
+        );
+        assert_eq!(method(&items[1]).args.delivery_tag, Some(3));
+        assert_eq!(items.len(), 2);
+    }
+
+    #[test]
+    fn frames_inside_the_hole_are_unknown_and_the_next_segment_resyncs() {
+        // deliver + header + body in one segment, 14 bytes kept (`tcpdump -s 80`).
+        let seg = [deliver(1), header(500), body(500)].concat();
+        let next = [deliver(2), header(500), body(500)].concat();
+        let d_len = deliver(1).len() as u64;
+        let (items, unknown) = run(&[(seg.clone(), 14), (next, 14)]);
+        assert_eq!(unknown, [seg.len() as u64 - d_len, seg.len() as u64 - d_len]);
+        assert_eq!(items.len(), 2, "{items:?}");
+        for it in &items {
+            let m = method(it);
+            assert_eq!(m.method, MethodKind::BasicDeliver);
+            assert_eq!(m.args.delivery_tag, None);
+            assert_eq!(m.args.truncated, Some(true));
+        }
+    }
+
+    #[test]
+    fn the_hole_after_a_content_header_can_be_its_body() {
+        let seg = [deliver(1), header(500), body(500)].concat();
+        let keep = deliver(1).len() + header(500).len();
+        let (items, unknown) = run(&[(seg.clone(), keep), (deliver(2), usize::MAX)]);
+        assert_eq!(unknown, [0], "the body accounts for the hole");
+        assert!(
+            matches!(&items[2], DecodedItem::Frame { frame: Frame::ContentBody(b), .. }
+                if b.size == 500 && b.cut.0.map(|n| n.get()) == Some(508)),
+            "{items:?}"
+        );
+        assert_eq!(method(&items[3]).args.delivery_tag, Some(2));
+        // One byte more or less in the hole: not one body frame, so unknown.
+        let (_, unknown) = run(&[(seg, keep + 1)]);
+        assert_eq!(unknown, [507]);
+    }
+
+    #[test]
+    fn another_method_keeps_all_its_arguments_when_only_the_frame_end_is_cut() {
+        let close = wire(&AMQPFrame::Method(
+            1,
+            AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
+                reply_code: 404,
+                reply_text: "NOT_FOUND".into(),
+                class_id: 60,
+                method_id: 20,
+            })),
+        ));
+        let (items, _) = run(&[(close.clone(), close.len() - 1)]);
+        let m = method(&items[0]);
+        assert_eq!(m.args.reply_code, Some(404));
+        assert_eq!(m.args.failing_method, Some(MethodKind::BasicConsume));
+        assert_eq!(m.args.missing_bytes, Some(1));
+        // Cut inside its arguments: its kind alone.
+        let (items, _) = run(&[(close, 14)]);
+        let m = method(&items[0]);
+        assert_eq!(m.method, MethodKind::ChannelClose);
+        assert_eq!(m.args.reply_code, None);
+        assert_eq!(m.args.truncated, Some(true));
+    }
+
+    #[test]
+    fn a_frame_cut_inside_its_header_or_ids_gives_nothing_invented() {
+        for keep in [0, 3, 7, 10] {
+            let (items, unknown) = run(&[(deliver(1), keep), (deliver(2), usize::MAX)]);
+            // The ids are not all there: nothing is said of this frame, and
+            // the next segment's deliver comes out whole.
+            assert_eq!(items.len(), 1, "{keep}: {items:?}");
+            assert_eq!(method(&items[0]).args.delivery_tag, Some(2), "{keep}");
+            assert_eq!(unknown.len(), 1, "{keep}");
+        }
+    }
+}
