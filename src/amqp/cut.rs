@@ -341,7 +341,10 @@ mod tests {
         let next = [deliver(2), header(500), body(500)].concat();
         let d_len = deliver(1).len() as u64;
         let (items, unknown) = run(&[(seg.clone(), 14), (next, 14)]);
-        assert_eq!(unknown, [seg.len() as u64 - d_len, seg.len() as u64 - d_len]);
+        assert_eq!(
+            unknown,
+            [seg.len() as u64 - d_len, seg.len() as u64 - d_len]
+        );
         assert_eq!(items.len(), 2, "{items:?}");
         for it in &items {
             let m = method(it);
