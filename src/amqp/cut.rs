@@ -53,6 +53,22 @@ impl FrameDecoder {
             },
             State::Frames => self.cut_frame(out),
         };
+        let (header_end, channel, body_size) = self.last_header;
+        // What the capture kept of the frame at `unknown_from` (its header was
+        // cut): for the body inference it must be the start of that body's header.
+        let kept_from = self.base + self.pos as u64;
+        let kept = if unknown_from == kept_from {
+            &self.buf[self.pos..]
+        } else {
+            &[][..]
+        };
+        let mut body_header = [FRAME_BODY, 0, 0, 0, 0, 0, 0];
+        body_header[1..3].copy_from_slice(&channel.to_be_bytes());
+        body_header[3..7].copy_from_slice(&(body_size as u32).to_be_bytes());
+        let body_fits = header_end == unknown_from
+            && body_size > 0
+            && body_size <= u32::MAX as u64
+            && body_header.starts_with(kept);
         self.clear_buf();
         self.pos = 0;
         self.base = hole_end;
@@ -67,8 +83,7 @@ impl FrameDecoder {
             return 0;
         }
         let rest = hole_end - unknown_from;
-        let (header_end, channel, body_size) = self.last_header;
-        if header_end == unknown_from && body_size > 0 && rest == body_size + 8 {
+        if body_fits && rest == body_size + 8 {
             // Exactly the body the content header announced, in one frame.
             let mut body = Frame::ContentBody(ContentBody {
                 method: ContentBodyTag,
@@ -323,15 +338,19 @@ mod tests {
         // are the rest of the body, then the deliver after it is whole.
         let (first, rest) = big.split_at(100);
         let second = [rest, &deliver(3)].concat();
-        let (items, unknown) = run(&[(first.to_vec(), 20), (second, rest.len() + 200)]);
+        let (items, unknown) = run(&[
+            (deliver(2), usize::MAX),
+            (first.to_vec(), 20),
+            (second, rest.len() + 200),
+        ]);
         assert_eq!(unknown, [0]);
         assert!(
-            matches!(&items[0], DecodedItem::Frame { frame: Frame::ContentBody(b), .. }
+            matches!(&items[1], DecodedItem::Frame { frame: Frame::ContentBody(b), .. }
                 if b.size == 300 && b.cut.0.is_some()),
             "{items:?}"
         );
-        assert_eq!(method(&items[1]).args.delivery_tag, Some(3));
-        assert_eq!(items.len(), 2);
+        assert_eq!(method(&items[2]).args.delivery_tag, Some(3));
+        assert_eq!(items.len(), 3);
     }
 
     #[test]
@@ -366,9 +385,20 @@ mod tests {
             "{items:?}"
         );
         assert_eq!(method(&items[3]).args.delivery_tag, Some(2));
-        // One byte more or less in the hole: not one body frame, so unknown.
-        let (_, unknown) = run(&[(seg, keep + 1)]);
-        assert_eq!(unknown, [507]);
+        // The body's first bytes kept: still that body, if they are its header's.
+        let (items, unknown) = run(&[(seg.clone(), keep + 5)]);
+        assert_eq!(
+            (unknown.as_slice(), items.len()),
+            (&[0][..], 3),
+            "{items:?}"
+        );
+        let mut odd = seg.clone();
+        odd[keep + 4] ^= 1; // a size byte that is not the body size
+        let (_, unknown) = run(&[(odd, keep + 5)]);
+        assert_eq!(unknown, [503]);
+        // A hole one byte longer than the body: not one body frame, so unknown.
+        let (_, unknown) = run(&[([seg, vec![8]].concat(), keep)]);
+        assert_eq!(unknown, [509]);
     }
 
     #[test]
