@@ -127,7 +127,8 @@ impl FrameDecoder {
         if channel > self.cfg.max_resync_channel || size > self.cfg.max_frame_size.min(1 << 20) {
             return None;
         }
-        if b.len() >= FRAME_HEADER_LEN + size as usize + 1 {
+        let total = FRAME_HEADER_LEN + size as usize + 1;
+        if b.len() >= total {
             return None; // whole: the scan would have judged it
         }
         let ids = || {
