@@ -192,6 +192,7 @@ proptest! {
                 prop_assert!(false, "{} cut at {} payload bytes: {}", path.display(), snap, what);
             }
         }
-        prop_assert!(snap == 0 || cut_frames > 0, "no frame was cut at {} bytes", snap);
+        // Below a frame header and a method's ids nothing can be read of a cut frame.
+        prop_assert!(snap < 11 || cut_frames > 0, "no frame was cut at {} bytes", snap);
     }
 }
