@@ -283,6 +283,74 @@ pub struct ContentBody {
     pub size: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
+    /// Set when the snaplen cut the frame: `body` then holds only the captured bytes.
+    #[serde(flatten)]
+    pub cut: BodyCut,
+}
+
+/// The cut marker of a content body, `"truncated": true` and `"missing_bytes"`
+/// when set. Four bytes, so that a body frame, and with it every [`Event`],
+/// is no bigger for it (the timeline moves events by value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BodyCut(pub Option<std::num::NonZeroU32>);
+
+impl Serialize for BodyCut {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        if let Some(n) = self.0 {
+            m.serialize_entry("truncated", &true)?;
+            m.serialize_entry("missing_bytes", &n.get())?;
+        }
+        m.end()
+    }
+}
+
+/// How much of a frame the capture lacks: a frame that starts in the bytes a
+/// snaplen kept but ends after them. Its type, channel and size come from
+/// its 7-byte header; what follows is read as far as the kept bytes go, each
+/// argument or property only when it is there whole (none is ever guessed).
+/// In the timeline it is `"truncated": true` with `"missing_bytes"`, on the
+/// method's arguments, the content header's properties or the content body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cut {
+    /// Bytes of the frame after the last one captured (frame-end octet included).
+    pub missing_bytes: u64,
+}
+
+impl Frame {
+    /// The cut marker of a frame the snaplen cut, `None` for a whole frame.
+    pub fn cut(&self) -> Option<Cut> {
+        let (truncated, missing) = match self {
+            Frame::Method(m) => (m.args.truncated, m.args.missing_bytes),
+            Frame::ContentHeader(h) => (h.properties.truncated, h.properties.missing_bytes),
+            Frame::ContentBody(b) => (b.cut.0.map(|_| true), b.cut.0.map(|n| n.get() as u64)),
+            Frame::Heartbeat(_) => (None, None),
+        };
+        truncated.filter(|t| *t).map(|_| Cut {
+            missing_bytes: missing.unwrap_or(0),
+        })
+    }
+
+    /// Marks the frame as cut (a heartbeat has nothing to mark: its 7-byte
+    /// header says all there is).
+    pub fn set_cut(&mut self, cut: Cut) {
+        let (t, m) = match self {
+            Frame::Method(m) => (&mut m.args.truncated, &mut m.args.missing_bytes),
+            Frame::ContentHeader(h) => {
+                (&mut h.properties.truncated, &mut h.properties.missing_bytes)
+            }
+            Frame::ContentBody(b) => {
+                // A body frame's size is a u32, and its frame is 8 bytes more.
+                let n = cut.missing_bytes.clamp(1, u32::MAX as u64) as u32;
+                b.cut = BodyCut(std::num::NonZeroU32::new(n));
+                return;
+            }
+            Frame::Heartbeat(_) => return,
+        };
+        *t = Some(true);
+        *m = Some(cut.missing_bytes);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -503,6 +571,11 @@ macro_rules! method_args {
                 platform: String,
                 connection_name: String,
                 realm: String,
+                /// The frame was cut by the capture's snaplen (see [`Cut`]): the
+                /// arguments after the last one it kept whole are absent.
+                truncated: bool,
+                /// Bytes of the frame the capture lacks (its size field says how many).
+                missing_bytes: u64,
             }
         }
     };
@@ -528,6 +601,9 @@ macro_rules! properties {
                 kind as "type": $crate::event::Text,
                 user_id: $crate::event::Text,
                 app_id: $crate::event::Text,
+                /// The content header was cut by the snaplen: the properties after the last whole one are absent.
+                truncated: bool,
+                missing_bytes: u64,
             }
         }
     };

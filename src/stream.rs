@@ -411,6 +411,20 @@ fn amqp_event<F: FnMut(Event)>(
                 out(tls_problem(p));
             }
         }
+        TcpEvent::Gap {
+            bytes: Some(missing),
+            reason: GapReason::Truncated,
+        } if c.tls.is_none() => {
+            // The snaplen cut the segment: the frame cut there comes out
+            // marked, and only bytes whose frames are unknown remain a gap.
+            let unknown = dec.cut(missing, &mut |d| out(mk(decoded_kind(d))));
+            if unknown > 0 {
+                out(mk(EventKind::Gap {
+                    bytes: Some(unknown),
+                    reason: GapReason::Truncated,
+                }));
+            }
+        }
         TcpEvent::Gap { bytes, reason } => {
             if let Some(p) = c.tls.as_deref_mut().and_then(|s| s.gap(dir == Dir::C2S)) {
                 out(tls_problem(p));
@@ -440,24 +454,27 @@ fn decode<F: FnMut(Event)>(
     mk: impl Fn(EventKind) -> Event,
     out: &mut F,
 ) {
-    dec.feed(b, &mut |d| {
-        let kind = match d.item {
-            DecodedItem::Frame { channel, frame } => EventKind::Frame { channel, frame },
-            DecodedItem::ProtocolHeader {
-                protocol,
-                supported,
-            } => EventKind::ProtocolHeader {
-                method: ProtocolHeaderTag,
-                protocol,
-                supported,
-            },
-            DecodedItem::Error(error) => EventKind::Error {
-                offset: d.offset,
-                error,
-            },
-        };
-        out(mk(kind));
-    });
+    dec.feed(b, &mut |d| out(mk(decoded_kind(d))));
+}
+
+/// The timeline event of one decoded item.
+#[inline]
+fn decoded_kind(d: crate::amqp::Decoded) -> EventKind {
+    match d.item {
+        DecodedItem::Frame { channel, frame } => EventKind::Frame { channel, frame },
+        DecodedItem::ProtocolHeader {
+            protocol,
+            supported,
+        } => EventKind::ProtocolHeader {
+            method: ProtocolHeaderTag,
+            protocol,
+            supported,
+        },
+        DecodedItem::Error(error) => EventKind::Error {
+            offset: d.offset,
+            error,
+        },
+    }
 }
 
 enum Decision {

@@ -1,7 +1,8 @@
 //! Fuzz target: the sans-IO frame decoder on arbitrary bytes.
 //!
 //! The first input byte steers the run: bits 0-4 the chunk size (1..=32
-//! bytes per push), bit 5 a body prefix, bit 6 gap() calls between chunks,
+//! bytes per push), bit 5 a body prefix, bit 6 gap() and cut() (a snaplen
+//! hole after the chunk) calls between chunks,
 //! bit 7 a small frame limit (so oversize frames are reachable within
 //! libFuzzer's input lengths). The rest is the stream. Checks: no panic,
 //! buffering bounded by the frame limit, every item serialises.
@@ -30,13 +31,21 @@ fuzz_target!(|data: &[u8]| {
             decoder.gap(len);
         }
         decoder.push(piece);
-        while let Some(decoded) = decoder.poll() {
+        let mut check = |decoded: amqptrace::amqp::Decoded| {
             assert!(decoded.offset >= last_offset, "offsets go backwards");
             last_offset = decoded.offset;
             if let DecodedItem::Frame { frame, .. } = &decoded.item {
                 let json = serde_json::to_string(frame);
                 assert!(json.is_ok(), "{json:?}");
             }
+        };
+        while let Some(decoded) = decoder.poll() {
+            check(decoded);
+        }
+        if steer & 0x40 != 0 && i % 5 == 2 {
+            let missing = piece.last().map_or(1, |&b| u64::from(b) * 7);
+            let unknown = decoder.cut(missing, &mut check);
+            assert!(unknown <= missing, "{unknown} unknown of {missing} missing");
         }
         assert!(decoder.buffered() <= bound, "{} buffered", decoder.buffered());
     }

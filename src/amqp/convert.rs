@@ -345,6 +345,7 @@ pub fn content_header(h: AMQPContentHeader) -> ContentHeader {
             kind: s(p.kind()),
             user_id: s(p.user_id()),
             app_id: s(p.app_id()),
+            ..Properties::default()
         },
     }
 }

@@ -202,6 +202,10 @@ fn write_frame(line: &mut Vec<u8>, kind: &EventKind) -> bool {
         Frame::ContentBody(b) => {
             w.field("size", &b.size);
             w.optional("body", &b.body);
+            if let Some(n) = b.cut.0 {
+                w.field("truncated", &true);
+                w.field("missing_bytes", &n.get());
+            }
         }
         Frame::Heartbeat(_) => {}
     }
@@ -353,6 +357,7 @@ mod tests {
                     method: ContentBodyTag,
                     size: 3,
                     body: Some("a\u{0}\\".into()),
+                    cut: BodyCut(std::num::NonZeroU32::new(2)),
                 }),
             },
         ];

@@ -4,7 +4,8 @@
 //!
 //! Time is relative to the first event. `→` is client to broker, `←` broker
 //! to client. Heartbeats and content frames are folded (counted, not shown)
-//! unless `verbose`. Colour only when asked (the CLI decides: tty, NO_COLOR).
+//! unless `verbose`. A frame the snaplen cut ends with `[cut: N bytes]`, the
+//! bytes of it the capture lacks. Colour only when asked (the CLI decides: tty, NO_COLOR).
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
@@ -111,7 +112,8 @@ impl<W: Write> Sink for TextSink<W> {
                 };
                 if let Ok(serde_json::Value::Object(map)) = fields {
                     for (k, v) in map {
-                        if k == "method" {
+                        // The cut marker is said once, after the fields.
+                        if matches!(k.as_str(), "method" | "truncated" | "missing_bytes") {
                             continue;
                         }
                         line.push(' ');
@@ -126,6 +128,9 @@ impl<W: Write> Sink for TextSink<W> {
                             other => line.push_str(&other.to_string()),
                         }
                     }
+                }
+                if let Some(cut) = frame.cut() {
+                    let _ = write!(line, " [cut: {} bytes]", cut.missing_bytes);
                 }
             }
             EventKind::ProtocolHeader { protocol, .. } => {

@@ -241,6 +241,7 @@ fn frame_kind(o: &Map<String, Value>) -> Result<EventKind, String> {
             method: ContentBodyTag,
             size: get(o, "size").unwrap_or(0),
             body: get(o, "body"),
+            cut: event::BodyCut(get(o, "missing_bytes")),
         }),
         "content-header" => Frame::ContentHeader(Box::new(ContentHeader {
             method: ContentHeaderTag,

@@ -38,7 +38,9 @@ fn check(frame_type: u8, payload: &[u8], ctx: &str, strings: &mut fast::Strings)
         2 => {
             let mut n = 0;
             for with_headers in [true, false] {
-                let Some(f) = fast::content_header(payload, with_headers, strings) else {
+                let Some(f) =
+                    fast::content_header(payload, with_headers, strings, fast::Extent::Whole)
+                else {
                     continue;
                 };
                 let (_, h) =

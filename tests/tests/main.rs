@@ -19,6 +19,7 @@ mod proxy;
 mod recording;
 mod report;
 mod run;
+mod snaplen;
 mod tls_offline;
 mod tls_proxy;
 mod verdicts;

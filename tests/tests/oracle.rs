@@ -22,6 +22,13 @@
 //! [`Exception`]): snaplen-truncated packets, lost segments, and a capture
 //! that begins inside a frame. The last two are also exercised on synthesised
 //! captures, since no committed capture has them today.
+//!
+//! Captures cut by a snaplen throughout (`captures/snaplen-80.pcap`,
+//! `captures/snaplen/*-sN.pcap`) are compared with tshark by
+//! `tests/tests/snaplen.rs` instead: amqptrace reads each cut frame as far as
+//! it goes and frames on past the hole, while tshark decodes nothing on a
+//! connection until a packet with one whole frame tells it the version (see
+//! there), so the two agree method for method only from that packet on.
 
 use crate::util;
 
@@ -729,7 +736,15 @@ fn method_frames_equal_tsharks_on_every_capture() {
     util::require_tshark();
     let mut failures = String::new();
     let mut compared = 0usize;
+    let cut = crate::snaplen::compared_here();
     for capture in &captures {
+        if cut.contains(capture) {
+            eprintln!(
+                "oracle: {}: cut by its snaplen, compared with tshark by snaplen::",
+                util::short(capture)
+            );
+            continue;
+        }
         let checked = check_capture(capture);
         compared += checked.trace.methods.values().map(Vec::len).sum::<usize>();
         failures.push_str(&checked.failures);

@@ -9,6 +9,7 @@ mod basic;
 mod channel;
 mod connection;
 mod consume;
+mod cut;
 mod delivery;
 mod errors;
 mod publish;
@@ -23,6 +24,8 @@ use crate::event::{Dir, Event, EventKind, Frame, Method, MethodArgs, MethodKind,
 
 use super::state::{dir_index, ChannelState, ConnState, Mark};
 use super::Analyzer;
+
+pub(crate) use cut::CutSeen;
 
 /// FxHash of a small key (a route, a message fingerprint): SipHash's DoS
 /// resistance buys nothing for a tool reading a capture, at 3-5x the cost.
@@ -142,6 +145,9 @@ impl Analyzer {
             ) {
                 c.last_client_method = Some((mark, m.method));
             }
+        }
+        if m.args.truncated.is_some() && self.on_cut_method(ci, dir, mark, ch, m) {
+            return;
         }
         // The AMQP class: connection 10, channel 20, exchange 40, queue 50,
         // basic 60, confirm 85 (RabbitMQ's); tx (90) changes nothing here.

@@ -53,6 +53,8 @@ pub(crate) struct ConnState {
     pub consumers: Vec<u32>,
     /// What explains a broker's close of this connection (see `errors`).
     pub trail: super::errors::ConnTrail,
+    /// What the frames the snaplen cut showed (see `handle::cut`).
+    pub(crate) cut: super::super::handle::CutSeen,
     /// Lookups the hot methods repeat, remembered by the identity of the decoder's
     /// shared strings (see `event::Text`): same string objects, same answer.
     pub(crate) memo: Memo,
@@ -116,6 +118,7 @@ impl ConnState {
             declared_queues: Vec::new(),
             consumers: Vec::new(),
             trail: Default::default(),
+            cut: Default::default(),
             memo: Memo::default(),
             publisher: Box::default(),
         }

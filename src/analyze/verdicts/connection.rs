@@ -85,6 +85,9 @@ fn incompleteness(c: &ConnState) -> Option<(Mark, String, Vec<EvidenceRef>)> {
     if let Some(p) = &c.unsupported_protocol {
         parts.push(format!("the client asked for {p}, which is not decoded"));
     }
+    if let Some(known) = super::cut::known_despite_cut(c) {
+        parts.push(known);
+    }
     Some((at.unwrap_or(c.first), parts.join("; "), evidence))
 }
 

@@ -26,6 +26,9 @@ pub(crate) fn consumer_name(cs: &ConsumerState) -> String {
         Some(q) => {
             let _ = write!(s, " on queue '{q}'");
         }
+        None if cs.marks[Step::Consume].is_some() => {
+            s.push_str(" (queue unknown: its basic.consume was cut by the capture's snaplen)")
+        }
         None => s.push_str(" (queue unknown: its basic.consume precedes the capture)"),
     }
     s
@@ -174,6 +177,13 @@ pub(super) fn consumer_verdict(
         ),
         None => String::new(),
     };
+
+    if let Some((at, s, evidence)) = super::cut::consumer_cut(c, cs, &name) {
+        set(&mut v, VerdictKind::CaptureIncomplete, at, s);
+        v.evidence = evidence;
+        let seed = own(&v);
+        return (v, seed);
+    }
 
     if let Some((at, mut s, evidence)) = redelivery_loop(a, cs, &name) {
         let track = cs.loop_fp.and_then(|f| a.requeue_track(f));

@@ -14,6 +14,7 @@
 mod channel;
 mod connection;
 mod consumer;
+mod cut;
 mod errors;
 mod newer;
 mod publisher;
