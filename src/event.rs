@@ -231,6 +231,26 @@ pub enum EventKind {
     },
 }
 
+impl EventKind {
+    /// The event's timeline name: its method (`basic.deliver`, `content-header`, …)
+    /// for a frame, else `tcp.open`, `tcp.close`, `tcp.reset`, `tcp.zero-window`,
+    /// `tcp.window-open`, `gap`, `error` or `protocol-header`.
+    #[inline]
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Frame { frame, .. } => frame.name(),
+            EventKind::ProtocolHeader { .. } => "protocol-header",
+            EventKind::TcpOpen => "tcp.open",
+            EventKind::TcpClose => "tcp.close",
+            EventKind::TcpReset => "tcp.reset",
+            EventKind::TcpZeroWindow => "tcp.zero-window",
+            EventKind::TcpWindowOpen => "tcp.window-open",
+            EventKind::Gap { .. } => "gap",
+            EventKind::Error { .. } => "error",
+        }
+    }
+}
+
 /// Serialises as `"method": "protocol-header"` so every frame object has a `method`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ProtocolHeaderTag;

@@ -37,7 +37,7 @@ use crate::amqp::{
 use crate::event::{
     Conn, DecodeError, Dir, Event, EventKind, GapReason, MethodKind, ProtocolHeaderTag, Timestamp,
 };
-use crate::tcp::{PacketRef, TcpEvent, TcpOutput};
+use crate::tcp::{PacketRef, StreamEvent, TcpEvent, TcpOutput};
 use crate::tls::{self, ClientStart, KeyLog};
 
 /// Input held per unclassified connection before it is declared not AMQP:
@@ -85,54 +85,12 @@ pub struct StreamStats {
 }
 
 #[derive(Debug)]
-enum OwnedTcpEvent {
-    Open,
-    Data(Vec<u8>),
-    Gap {
-        bytes: Option<u64>,
-        reason: GapReason,
-    },
-    Fin,
-    Reset,
-    ZeroWindow,
-    WindowOpen,
-}
-
-impl OwnedTcpEvent {
-    fn from(e: TcpEvent<'_>) -> Self {
-        match e {
-            TcpEvent::Open => OwnedTcpEvent::Open,
-            TcpEvent::Data(b) => OwnedTcpEvent::Data(b.to_vec()),
-            TcpEvent::Gap { bytes, reason } => OwnedTcpEvent::Gap { bytes, reason },
-            TcpEvent::Fin => OwnedTcpEvent::Fin,
-            TcpEvent::Reset => OwnedTcpEvent::Reset,
-            TcpEvent::ZeroWindow => OwnedTcpEvent::ZeroWindow,
-            TcpEvent::WindowOpen => OwnedTcpEvent::WindowOpen,
-        }
-    }
-    fn borrow(&self) -> TcpEvent<'_> {
-        match self {
-            OwnedTcpEvent::Open => TcpEvent::Open,
-            OwnedTcpEvent::Data(b) => TcpEvent::Data(b),
-            OwnedTcpEvent::Gap { bytes, reason } => TcpEvent::Gap {
-                bytes: *bytes,
-                reason: *reason,
-            },
-            OwnedTcpEvent::Fin => TcpEvent::Fin,
-            OwnedTcpEvent::Reset => TcpEvent::Reset,
-            OwnedTcpEvent::ZeroWindow => TcpEvent::ZeroWindow,
-            OwnedTcpEvent::WindowOpen => TcpEvent::WindowOpen,
-        }
-    }
-}
-
-#[derive(Debug)]
 struct Held {
     packet: PacketRef,
     src: SocketAddr,
     dst: SocketAddr,
     initiator: Option<SocketAddr>,
-    event: OwnedTcpEvent,
+    event: StreamEvent<Vec<u8>>,
 }
 
 #[derive(Debug)]
@@ -276,7 +234,7 @@ impl Tracker {
                     src: o.src,
                     dst: o.dst,
                     initiator: o.initiator,
-                    event: OwnedTcpEvent::from(o.event),
+                    event: o.event.to_owned(),
                 });
                 let decision = classify(&self.cfg, &self.keylog, held, *bytes);
                 if !matches!(decision, Decision::Wait) {
@@ -313,10 +271,10 @@ impl Tracker {
                 self.stats.tls_connections += 1;
                 // The SYN, then the error at the ClientHello that names the
                 // server: the connection's start is seen, its content is not.
-                let open = held.iter().find(|h| matches!(h.event, OwnedTcpEvent::Open));
+                let open = held.iter().find(|h| matches!(h.event, StreamEvent::Open));
                 let data = held
                     .iter()
-                    .find(|h| matches!(h.event, OwnedTcpEvent::Data(_)));
+                    .find(|h| matches!(h.event, StreamEvent::Data(_)));
                 let error = EventKind::Error {
                     offset: 0,
                     error: DecodeError::Tls { port, server_name },
@@ -351,8 +309,8 @@ impl Tracker {
                     tls,
                 });
                 let mut done = false;
-                for h in &held {
-                    done = amqp_event(&mut c, h.packet, h.src, h.event.borrow(), out);
+                for h in held {
+                    done = amqp_event(&mut c, h.packet, h.src, h.event, out);
                 }
                 if done {
                     return;
@@ -366,11 +324,11 @@ impl Tracker {
 
 /// Decodes one event of a classified connection. Returns true when the
 /// connection is over (reset, or both FINs) and its state can be released.
-fn amqp_event<F: FnMut(Event)>(
+fn amqp_event<D: AsRef<[u8]>, F: FnMut(Event)>(
     c: &mut AmqpConn,
     p: PacketRef,
     src: SocketAddr,
-    ev: TcpEvent<'_>,
+    ev: StreamEvent<D>,
     out: &mut F,
 ) -> bool {
     let dir = if src == c.conn.client {
@@ -400,8 +358,9 @@ fn amqp_event<F: FnMut(Event)>(
         })
     };
     match ev {
-        TcpEvent::Open => out(mk(EventKind::TcpOpen)),
-        TcpEvent::Data(b) => {
+        StreamEvent::Open => out(mk(EventKind::TcpOpen)),
+        StreamEvent::Data(b) => {
+            let b = b.as_ref();
             let Some(session) = c.tls.as_deref_mut() else {
                 decode(dec, b, mk, out);
                 return false;
@@ -411,7 +370,7 @@ fn amqp_event<F: FnMut(Event)>(
                 out(tls_problem(p));
             }
         }
-        TcpEvent::Gap {
+        StreamEvent::Gap {
             bytes: Some(missing),
             reason: GapReason::Truncated,
         } if c.tls.is_none() => {
@@ -425,24 +384,24 @@ fn amqp_event<F: FnMut(Event)>(
                 }));
             }
         }
-        TcpEvent::Gap { bytes, reason } => {
+        StreamEvent::Gap { bytes, reason } => {
             if let Some(p) = c.tls.as_deref_mut().and_then(|s| s.gap(dir == Dir::C2S)) {
                 out(tls_problem(p));
             }
             dec.gap(bytes);
             out(mk(EventKind::Gap { bytes, reason }));
         }
-        TcpEvent::Fin => {
+        StreamEvent::Fin => {
             out(mk(EventKind::TcpClose));
             c.fin[dir as usize] = true;
             return c.fin[0] && c.fin[1];
         }
-        TcpEvent::Reset => {
+        StreamEvent::Reset => {
             out(mk(EventKind::TcpReset));
             return true;
         }
-        TcpEvent::ZeroWindow => out(mk(EventKind::TcpZeroWindow)),
-        TcpEvent::WindowOpen => out(mk(EventKind::TcpWindowOpen)),
+        StreamEvent::ZeroWindow => out(mk(EventKind::TcpZeroWindow)),
+        StreamEvent::WindowOpen => out(mk(EventKind::TcpWindowOpen)),
     }
     false
 }
@@ -514,7 +473,7 @@ fn classify(cfg: &StreamConfig, keylog: &KeyLog, held: &[Held], bytes: usize) ->
         .filter(|h| {
             matches!(
                 h.event,
-                OwnedTcpEvent::Gap {
+                StreamEvent::Gap {
                     reason: GapReason::MidConnection,
                     ..
                 }
@@ -524,7 +483,7 @@ fn classify(cfg: &StreamConfig, keylog: &KeyLog, held: &[Held], bytes: usize) ->
         .collect();
     let first_data = held
         .iter()
-        .find(|h| matches!(h.event, OwnedTcpEvent::Data(_)));
+        .find(|h| matches!(h.event, StreamEvent::Data(_)));
     // The start of the conversation is in the capture.
     let start = first_data.filter(|h| !mid.contains(&h.src) && initiator.is_some());
     // TLS: a ClientHello, decrypted when the key log has its secrets.
@@ -591,7 +550,7 @@ fn classify(cfg: &StreamConfig, keylog: &KeyLog, held: &[Held], bytes: usize) ->
     }
     // (c) consecutive well-formed frames in a connection caught mid-way.
     let framed = held.iter().any(|h| match &h.event {
-        OwnedTcpEvent::Data(d) => looks_like_frames(d),
+        StreamEvent::Data(d) => looks_like_frames(d),
         _ => false,
     });
     if framed {
@@ -613,7 +572,7 @@ fn classify(cfg: &StreamConfig, keylog: &KeyLog, held: &[Held], bytes: usize) ->
 fn stream_head(held: &[Held], src: SocketAddr, max: usize) -> Vec<u8> {
     let mut head = Vec::new();
     for d in held.iter().filter(|x| x.src == src) {
-        if let OwnedTcpEvent::Data(d) = &d.event {
+        if let StreamEvent::Data(d) = &d.event {
             let max = if head.first().or(d.first()) == Some(&tls::HANDSHAKE) {
                 max
             } else {
@@ -633,14 +592,14 @@ fn stream_head(held: &[Held], src: SocketAddr, max: usize) -> Vec<u8> {
 fn bounded_wait(held: &[Held], bytes: usize) -> Decision {
     let chunks = held
         .iter()
-        .filter(|h| matches!(h.event, OwnedTcpEvent::Data(_)))
+        .filter(|h| matches!(h.event, StreamEvent::Data(_)))
         .count();
     if bytes > MAX_PENDING_BYTES || chunks > MAX_PENDING_CHUNKS || held.len() > MAX_PENDING_EVENTS {
         return Decision::NotAmqp;
     }
     if held
         .iter()
-        .any(|h| matches!(h.event, OwnedTcpEvent::Fin | OwnedTcpEvent::Reset))
+        .any(|h| matches!(h.event, StreamEvent::Fin | StreamEvent::Reset))
     {
         return Decision::NotAmqp;
     }
@@ -691,7 +650,7 @@ fn looks_like_frames(d: &[u8]) -> bool {
 /// The broker, told by methods only a broker (or only a client) sends.
 fn broker_by_methods(held: &[Held]) -> Option<SocketAddr> {
     for h in held {
-        let OwnedTcpEvent::Data(d) = &h.event else {
+        let StreamEvent::Data(d) = &h.event else {
             continue;
         };
         let mut pos = 0;

@@ -51,13 +51,13 @@ impl FlowKey {
     }
 }
 
-/// What happened on one direction of a connection.
+/// What happened on one direction of a connection, its bytes of type `D`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TcpEvent<'a> {
+pub enum StreamEvent<D> {
     /// The SYN of the connection was seen.
     Open,
     /// The next bytes of the stream, in order.
-    Data(&'a [u8]),
+    Data(D),
     /// A hole in the stream before the next data.
     Gap {
         bytes: Option<u64>,
@@ -70,6 +70,24 @@ pub enum TcpEvent<'a> {
     ZeroWindow,
     /// The sender's window opened again after a zero window.
     WindowOpen,
+}
+
+/// A [`StreamEvent`] whose bytes are borrowed from the packet.
+pub type TcpEvent<'a> = StreamEvent<&'a [u8]>;
+
+impl TcpEvent<'_> {
+    /// The same event with a copy of its bytes, to keep past the packet.
+    pub fn to_owned(self) -> StreamEvent<Vec<u8>> {
+        match self {
+            StreamEvent::Data(b) => StreamEvent::Data(b.to_vec()),
+            StreamEvent::Open => StreamEvent::Open,
+            StreamEvent::Gap { bytes, reason } => StreamEvent::Gap { bytes, reason },
+            StreamEvent::Fin => StreamEvent::Fin,
+            StreamEvent::Reset => StreamEvent::Reset,
+            StreamEvent::ZeroWindow => StreamEvent::ZeroWindow,
+            StreamEvent::WindowOpen => StreamEvent::WindowOpen,
+        }
+    }
 }
 
 /// One output of the reassembler.

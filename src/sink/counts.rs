@@ -5,7 +5,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use std::io::{self, Write};
 
 use super::Sink;
-use crate::event::{Conn, Event, EventKind};
+use crate::event::{Conn, Event};
 
 pub struct CountsSink<W: Write> {
     out: W,
@@ -29,24 +29,9 @@ impl<W: Write> CountsSink<W> {
     }
 }
 
-/// The name an event is counted under: its method, or its connection event.
-pub fn event_name(ev: &Event) -> &'static str {
-    match &ev.kind {
-        EventKind::Frame { frame, .. } => frame.name(),
-        EventKind::ProtocolHeader { .. } => "protocol-header",
-        EventKind::TcpOpen => "tcp.open",
-        EventKind::TcpClose => "tcp.close",
-        EventKind::TcpReset => "tcp.reset",
-        EventKind::TcpZeroWindow => "tcp.zero-window",
-        EventKind::TcpWindowOpen => "tcp.window-open",
-        EventKind::Gap { .. } => "gap",
-        EventKind::Error { .. } => "error",
-    }
-}
-
 impl<W: Write> Sink for CountsSink<W> {
     fn event(&mut self, ev: &Event) -> io::Result<()> {
-        let name = event_name(ev);
+        let name = ev.kind.name();
         self.total
             .entry(name.as_ptr() as usize)
             .or_insert((name, 0))

@@ -9,8 +9,8 @@ use crate::event::{Conn, Dir, Event, EventKind, Frame, MethodKind, Text};
 use super::super::model::{ConnectionCounts, Handshake};
 
 use super::{
-    dir_index, event_name, ChannelCloseRec, ChannelState, CloseRec, FlowRec, GapRec, Mark,
-    PublisherState, TcpEnd,
+    dir_index, ChannelCloseRec, ChannelState, CloseRec, FlowRec, GapRec, Mark, PublisherState,
+    TcpEnd,
 };
 
 #[derive(Debug)]
@@ -102,7 +102,7 @@ impl ConnState {
             unsupported_protocol: None,
             handshake: Handshake::default(),
             last_frame: [None, None],
-            first_name: event_name(&ev.kind),
+            first_name: ev.kind.name(),
             blocked: None,
             last_unblock: None,
             close: None,

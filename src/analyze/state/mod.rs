@@ -18,7 +18,7 @@ pub(crate) use consumer::{ConsumerMarks, ConsumerState, Step};
 pub(crate) use publisher::{ConfirmChannel, PublishRec, PublisherState, ReturnsOnChannel};
 pub(crate) use queue::{ConsumeArgs, DeliveryHints, QueueArgs, QueueType};
 
-use crate::event::{Conn, Dir, Event, EventKind, GapReason, MethodKind, Timestamp};
+use crate::event::{Conn, Dir, Event, GapReason, MethodKind, Timestamp};
 
 use super::Analyzer;
 
@@ -232,21 +232,6 @@ pub(crate) fn dir_index(d: Dir) -> usize {
     match d {
         Dir::C2S => 0,
         Dir::S2C => 1,
-    }
-}
-
-/// The timeline name of an event (`tcp.open`, a method, `gap`...).
-fn event_name(k: &EventKind) -> &'static str {
-    match k {
-        EventKind::TcpOpen => "tcp.open",
-        EventKind::TcpClose => "tcp.close",
-        EventKind::TcpReset => "tcp.reset",
-        EventKind::TcpZeroWindow => "tcp.zero-window",
-        EventKind::TcpWindowOpen => "tcp.window-open",
-        EventKind::Gap { .. } => "gap",
-        EventKind::Error { .. } => "error",
-        EventKind::ProtocolHeader { .. } => "protocol-header",
-        EventKind::Frame { frame, .. } => frame.name(),
     }
 }
 

@@ -36,6 +36,7 @@ fn message(s: &mut Sim, c: Conn, size: u32) -> u64 {
         method: ContentBodyTag,
         size,
         body: None,
+        cut: Default::default(),
     });
     s.event(
         c,
