@@ -59,13 +59,21 @@ fn method_frame(ch: u16, m: MethodKind, args: MethodArgs) -> EventKind {
 
 /// The content header of a 10-byte message with this message_id.
 fn content_header(ch: u16, message_id: Option<&str>) -> EventKind {
-    let header = ContentHeader {
-        class_id: 60,
-        body_size: 10,
-        properties: Properties {
+    content_header_with(
+        ch,
+        Properties {
             message_id: message_id.map(Into::into),
             ..Default::default()
         },
+    )
+}
+
+/// The content header of a 10-byte message with these properties.
+fn content_header_with(ch: u16, properties: Properties) -> EventKind {
+    let header = ContentHeader {
+        class_id: 60,
+        body_size: 10,
+        properties,
         ..Default::default()
     };
     EventKind::Frame {
@@ -205,6 +213,21 @@ impl Sim {
         redelivered: bool,
         id: Option<&str>,
     ) -> u64 {
+        let properties = Properties {
+            message_id: id.map(Into::into),
+            ..Default::default()
+        };
+        self.deliver_with(c, ch, (tag, dtag, redelivered), properties)
+    }
+    /// basic.deliver of delivery tag `dtag` to consumer `tag` (routing key
+    /// `q`), and its content header with these properties.
+    fn deliver_with(
+        &mut self,
+        c: Conn,
+        ch: u16,
+        (tag, dtag, redelivered): (&str, u64, bool),
+        properties: Properties,
+    ) -> u64 {
         let deliver = args!(
             consumer_tag: tag,
             delivery_tag: dtag,
@@ -213,7 +236,7 @@ impl Sim {
             routing_key: "q",
         );
         let f = self.s2c(c, ch, MethodKind::BasicDeliver, deliver);
-        self.event(c, Dir::S2C, content_header(ch, id));
+        self.event(c, Dir::S2C, content_header_with(ch, properties));
         f
     }
     fn ack(&mut self, c: Conn, ch: u16, dtag: u64, multiple: bool) -> u64 {

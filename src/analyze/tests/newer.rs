@@ -38,31 +38,16 @@ fn rabbitmq(s: &mut Sim, c: Conn, version: &str, client: &str) {
 fn deliver_with(
     s: &mut Sim,
     c: Conn,
-    (tag, dtag, redelivered): (&str, u64, bool),
+    delivery: (&str, u64, bool),
     id: &str,
     headers: serde_json::Value,
 ) -> u64 {
-    let deliver = args!(
-        consumer_tag: tag,
-        delivery_tag: dtag,
-        redelivered: redelivered,
-        exchange: "",
-        routing_key: "q",
-    );
-    let f = s.s2c(c, 1, MethodKind::BasicDeliver, deliver);
-    let header = ContentHeader {
-        class_id: 60,
-        body_size: 10,
-        properties: Properties {
-            message_id: Some(id.into()),
-            headers: Some(headers),
-            ..Default::default()
-        },
+    let properties = Properties {
+        message_id: Some(id.into()),
+        headers: Some(headers),
         ..Default::default()
     };
-    let frame = Frame::ContentHeader(Box::new(header));
-    s.event(c, Dir::S2C, EventKind::Frame { channel: 1, frame });
-    f
+    s.deliver_with(c, 1, delivery, properties)
 }
 
 fn consumer_on(s: &mut Sim, c: Conn, q: &str, tag: &str, prefetch: u16) -> u64 {
