@@ -5,7 +5,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::ValueEnum;
+use clap::{Args, ValueEnum};
 
 use amqptrace::amqp::DecoderConfig;
 use amqptrace::analyze::{write_verdict_block, Analyzer};
@@ -34,22 +34,8 @@ pub struct AnalyzeArgs {
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
 
-    /// Broker port (repeatable). Connections on other ports are still found by their
-    /// protocol header or their frames.
-    #[arg(short, long = "port", value_name = "PORT", default_values_t = [5672])]
-    ports: Vec<u16>,
-
-    /// Port of AMQP over TLS (repeatable): noted with the server name, decoded only
-    /// with the session's secrets (--tls-keylog).
-    #[arg(long = "tls-port", value_name = "PORT", default_values_t = [5671])]
-    tls_ports: Vec<u16>,
-
-    /// NSS key log (what SSLKEYLOGFILE makes Python, curl, Firefox and Node write): the TLS
-    /// sessions it has secrets for are decrypted and decoded as AMQP, on any port (TLS 1.2
-    /// AES-GCM and ChaCha20-Poly1305, TLS 1.3). A pcapng's own decryption secrets
-    /// (editcap --inject-secrets) are used without it. Secrets never reach any output.
-    #[arg(long, value_name = "FILE")]
-    tls_keylog: Option<PathBuf>,
+    #[command(flatten)]
+    capture: CaptureOptions,
 
     /// Show heartbeats and content header/body frames (folded by default).
     #[arg(short, long)]
@@ -72,6 +58,43 @@ pub struct AnalyzeArgs {
     color: ColorChoice,
 }
 
+/// Where AMQP is in a capture: the ports, and the TLS secrets (`analyze`, `report`).
+#[derive(Args, Debug)]
+pub struct CaptureOptions {
+    /// Broker port (repeatable). Connections on other ports are still found by their
+    /// protocol header or their frames.
+    #[arg(short, long = "port", value_name = "PORT", default_values_t = [5672])]
+    pub ports: Vec<u16>,
+
+    /// Port of AMQP over TLS (repeatable): noted with the server name, decoded only
+    /// with the session's secrets (--tls-keylog).
+    #[arg(long = "tls-port", value_name = "PORT", default_values_t = [5671])]
+    pub tls_ports: Vec<u16>,
+
+    /// NSS key log (what SSLKEYLOGFILE makes Python, curl, Firefox and Node write): the TLS
+    /// sessions it has secrets for are decrypted and decoded as AMQP, on any port (TLS 1.2
+    /// AES-GCM and ChaCha20-Poly1305, TLS 1.3). A pcapng's own decryption secrets
+    /// (editcap --inject-secrets) are used without it. Secrets never reach any output.
+    #[arg(long, value_name = "FILE")]
+    pub tls_keylog: Option<PathBuf>,
+}
+
+impl CaptureOptions {
+    /// The stream stage's configuration for these ports, with this decoder.
+    pub fn stream_config(&self, decoder: DecoderConfig) -> StreamConfig {
+        StreamConfig {
+            ports: self.ports.clone(),
+            tls_ports: self.tls_ports.clone(),
+            decoder,
+        }
+    }
+
+    /// The key log's secrets (none without `--tls-keylog`).
+    pub fn keylog(&self) -> anyhow::Result<KeyLog> {
+        tls_keylog(self.tls_keylog.as_deref())
+    }
+}
+
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Text,
@@ -90,21 +113,17 @@ pub enum ColorChoice {
 }
 
 pub fn run(args: AnalyzeArgs) -> anyhow::Result<u8> {
-    let stream_cfg = StreamConfig {
-        ports: args.ports.clone(),
-        tls_ports: args.tls_ports.clone(),
-        decoder: DecoderConfig {
-            body_prefix: args.bodies,
-            // The analyzer reads a few headers (x-delivery-count, x-death, Celery's task
-            // and eta) into bounded facts; only `counts`, which runs no analyzer, skips them.
-            headers: args.format != Format::Counts,
-            ..DecoderConfig::default()
-        },
-    };
+    let stream_cfg = args.capture.stream_config(DecoderConfig {
+        body_prefix: args.bodies,
+        // The analyzer reads a few headers (x-delivery-count, x-death, Celery's task
+        // and eta) into bounded facts; only `counts`, which runs no analyzer, skips them.
+        headers: args.format != Format::Counts,
+        ..DecoderConfig::default()
+    });
     let input = Input {
         captures: &args.captures,
         cfg: &stream_cfg,
-        keylog: tls_keylog(args.tls_keylog.as_deref())?,
+        keylog: args.capture.keylog()?,
     };
     let analyzer_cfg = crate::cli::analyzer_config(args.stall_after)?;
     let color = crate::cli::use_color(args.color, args.output.is_none());

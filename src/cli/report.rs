@@ -12,7 +12,6 @@ use amqptrace::event::{Event, Timestamp};
 use amqptrace::pipeline;
 use amqptrace::report::ReportBuilder;
 use amqptrace::source::{file, timeline};
-use amqptrace::stream::StreamConfig;
 
 use crate::exit;
 
@@ -28,17 +27,9 @@ pub struct ReportArgs {
     #[arg(short, long, value_name = "FILE", default_value = "report.html")]
     output: PathBuf,
 
-    /// Broker port (repeatable), for a capture; as in `amqptrace analyze`.
-    #[arg(short, long = "port", value_name = "PORT", default_values_t = [5672])]
-    ports: Vec<u16>,
-
-    /// Port of AMQP over TLS (repeatable): noted, decoded only with its secrets.
-    #[arg(long = "tls-port", value_name = "PORT", default_values_t = [5671])]
-    tls_ports: Vec<u16>,
-
-    /// NSS key log (SSLKEYLOGFILE) for a capture of AMQP over TLS; as in `amqptrace analyze`.
-    #[arg(long, value_name = "FILE")]
-    tls_keylog: Option<PathBuf>,
+    /// For a capture: as in `amqptrace analyze`.
+    #[command(flatten)]
+    capture: crate::cli::analyze::CaptureOptions,
 
     /// Time threshold, for what only time can prove (a connection that never consumes, a
     /// consume never confirmed, a full prefetch window with nothing in the traffic to compare
@@ -86,12 +77,12 @@ pub fn run(args: ReportArgs) -> anyhow::Result<u8> {
     };
     match input_kind(&args.input)? {
         InputKind::Capture => {
-            let stream_cfg = StreamConfig {
-                ports: args.ports.clone(),
-                tls_ports: args.tls_ports.clone(),
-                decoder: DecoderConfig::default(),
-            };
-            let keylog = crate::cli::analyze::tls_keylog(args.tls_keylog.as_deref())?;
+            // Headers too: the analyzer reads a few (x-delivery-count, x-death, Celery's).
+            let stream_cfg = args.capture.stream_config(DecoderConfig {
+                headers: true,
+                ..DecoderConfig::default()
+            });
+            let keylog = args.capture.keylog()?;
             let input = std::slice::from_ref(&args.input);
             let summary = pipeline::run_files_with_keylog(input, &stream_cfg, keylog, |ev| {
                 take(ev);
