@@ -82,6 +82,66 @@ impl Timestamp {
     }
 }
 
+impl Timestamp {
+    /// `2026-12-01T15:20:00.123456789+01:00`: RFC 3339 (`T`, `t` or a space
+    /// between date and time; a fraction of up to 9 digits; `Z`, `z` or an
+    /// offset), or the same with no zone, taken as UTC (Celery's `eta`).
+    pub fn parse_iso8601(s: &str) -> Option<Timestamp> {
+        let b = s.as_bytes();
+        let num = |r: std::ops::Range<usize>| -> Option<i64> {
+            std::str::from_utf8(b.get(r)?).ok()?.parse().ok()
+        };
+        if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
+            return None;
+        }
+        if !matches!(b.get(10), Some(b'T' | b't' | b' ')) {
+            return None;
+        }
+        let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+        let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+        let mut i = 19;
+        let mut nanos = 0i64;
+        if b.get(i) == Some(&b'.') {
+            i += 1;
+            let mut digits = 0;
+            while let Some(c) = b.get(i).filter(|c| c.is_ascii_digit()) {
+                if digits < 9 {
+                    nanos = nanos * 10 + i64::from(c - b'0');
+                    digits += 1;
+                }
+                i += 1;
+            }
+            nanos *= 10i64.pow(9 - digits);
+        }
+        let offset = match b.get(i) {
+            None | Some(b'Z' | b'z') => 0,
+            Some(&sign @ (b'+' | b'-')) => {
+                let o = (num(i + 1..i + 3)? * 60 + num(i + 4..i + 6)?) * 60;
+                if sign == b'+' {
+                    o
+                } else {
+                    -o
+                }
+            }
+            _ => return None,
+        };
+        let secs = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec - offset;
+        Some(Timestamp(secs * 1_000_000_000 + nanos))
+    }
+}
+
+/// A proleptic Gregorian (year, month, day) to days since 1970-01-01:
+/// Howard Hinnant's `days_from_civil`, the inverse of [`civil_from_days`].
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day).
 /// Howard Hinnant's `civil_from_days`, valid for the whole i64 day range we use.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {

@@ -283,59 +283,11 @@ fn parse_conn(s: &str) -> Result<Conn, String> {
 /// `2026-11-25T13:24:32.123456Z` (what [`Timestamp::to_rfc3339`] writes; any
 /// number of fraction digits, `Z` or a numeric offset).
 pub fn parse_rfc3339(s: &str) -> Result<Timestamp, String> {
-    let bad = || format!("ts {s:?} is not RFC 3339");
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return Err(bad());
-    }
-    let num = |r: std::ops::Range<usize>| -> Result<i64, String> {
-        s.get(r).and_then(|x| x.parse::<i64>().ok()).ok_or_else(bad)
-    };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut i = 19;
-    let mut nanos = 0i64;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            if i - start < 9 {
-                nanos = nanos * 10 + (b[i] - b'0') as i64;
-            }
-            i += 1;
-        }
-        for _ in (i - start).min(9)..9 {
-            nanos *= 10;
-        }
-    }
-    let offset = match b.get(i) {
-        Some(b'Z' | b'z') => 0,
-        Some(sign @ (b'+' | b'-')) => {
-            let oh = num(i + 1..i + 3)?;
-            let om = num(i + 4..i + 6)?;
-            let o = (oh * 60 + om) * 60;
-            if *sign == b'+' {
-                o
-            } else {
-                -o
-            }
-        }
-        _ => return Err(bad()),
-    };
-    let days = days_from_civil(y, mo, d);
-    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset;
-    Ok(Timestamp(secs * 1_000_000_000 + nanos))
-}
-
-/// Howard Hinnant's `days_from_civil`: the inverse of the writer's `civil_from_days`.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    // A zone (`Z` or an offset) is required: 19 characters are a bare local time.
+    Some(s)
+        .filter(|s| s.len() >= 20)
+        .and_then(Timestamp::parse_iso8601)
+        .ok_or_else(|| format!("ts {s:?} is not RFC 3339"))
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 use serde_json::Value;
 
 use super::Mark;
+use crate::event::Timestamp;
 
 /// Most delivery tags of Celery ETA tasks kept per consumer.
 pub(crate) const MAX_ETA_TAGS: usize = 4096;
@@ -239,52 +240,7 @@ impl DeliveryHints {
 /// `2026-12-01T15:20:00.123456+00:00` (or `Z`, or no zone: UTC) as nanoseconds
 /// since the Unix epoch.
 pub(crate) fn iso8601_nanos(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        std::str::from_utf8(b.get(r)?).ok()?.parse().ok()
-    };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if b.get(4) != Some(&b'-') || !matches!(b.get(10), Some(b'T' | b' ')) {
-        return None;
-    }
-    let mut i = 19;
-    let mut nanos = 0i64;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        let mut digits = 0;
-        while let Some(c) = b.get(i).filter(|c| c.is_ascii_digit()) {
-            if digits < 9 {
-                nanos = nanos * 10 + i64::from(c - b'0');
-                digits += 1;
-            }
-            i += 1;
-        }
-        nanos *= 10i64.pow(9 - digits);
-    }
-    let offset_s = match b.get(i) {
-        None | Some(b'Z') => 0,
-        Some(&sign @ (b'+' | b'-')) => {
-            let (oh, om) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
-            let o = oh * 3600 + om * 60;
-            if sign == b'+' {
-                o
-            } else {
-                -o
-            }
-        }
-        _ => return None,
-    };
-    // Howard Hinnant's days_from_civil.
-    let yy = if mo <= 2 { y - 1 } else { y };
-    let era = yy.div_euclid(400);
-    let yoe = yy - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset_s;
-    Some(secs * 1_000_000_000 + nanos)
+    Timestamp::parse_iso8601(s).map(|t| t.0)
 }
 
 #[cfg(test)]
