@@ -277,6 +277,24 @@ pub(crate) fn topic_match_counted(pattern: &str, key: &str) -> (bool, u64) {
     (next[0], steps)
 }
 
+/// Why a publish to exchange `x` (of type `kind`) may reach no queue by
+/// design, or None for an exchange that carries work: a broadcast (fanout)
+/// reaches whoever listens, Celery's remote control and its replies
+/// (`celery.pidbox`, `reply.celery.pidbox`) and its events (`celeryev`) are
+/// published whether anyone listens or not.
+pub(crate) fn lossy_by_design(x: &str, kind: &str) -> Option<&'static str> {
+    if x.ends_with(".pidbox") {
+        return Some("Celery's remote-control exchange");
+    }
+    if x == "celeryev" {
+        return Some("Celery's event exchange");
+    }
+    if kind == "fanout" {
+        return Some("a broadcast");
+    }
+    None
+}
+
 /// Why a consumer idles by design and is never blamed for publishes that went
 /// elsewhere, or None for a work consumer. Judged from the queue's name, the
 /// way it was declared and the exchanges it is bound to.

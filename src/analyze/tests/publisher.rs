@@ -96,6 +96,25 @@ fn what_the_capture_cannot_judge_is_not_unroutable() {
     publish_msg(&mut s, p, "audit", "y", true, "m");
     // The default exchange to a queue the capture knows nothing of.
     s.publish(p, 1, "", "somewhere");
+    // Exchanges that drop publishes by design: a reply to a requester whose
+    // reply queue is gone, a broadcast, an event nobody listens for.
+    s.exchange(p, 1, "reply.celery.pidbox", "direct");
+    s.bind(
+        p,
+        1,
+        "mine.reply.celery.pidbox",
+        "reply.celery.pidbox",
+        "mine",
+    );
+    s.publish(p, 1, "reply.celery.pidbox", "theirs");
+    s.exchange(p, 1, "news", "fanout");
+    s.bind(p, 1, "q4", "news", "");
+    let unbind = args!(queue: "q4", exchange: "news", routing_key: "");
+    s.c2s(p, 1, MethodKind::QueueUnbind, unbind);
+    s.publish(p, 1, "news", "");
+    s.exchange(p, 1, "celeryev", "topic");
+    s.bind(p, 1, "celeryev.mon", "celeryev", "task.#");
+    s.publish(p, 1, "celeryev", "worker.heartbeat");
     let an = s.analysis();
     assert!(
         an.verdicts.iter().all(|v| !v.verdict.is_stall()),

@@ -5,7 +5,7 @@
 //! with the other confirms of the channel (`publish_unconfirmed`).
 //! `docs/verdicts.md` ("Publishers") is their prose.
 
-use super::super::routing::{name_list, Reach};
+use super::super::routing::{lossy_by_design, name_list, Reach};
 use super::super::state::{ConfirmChannel, PublishRec, ReturnsOnChannel};
 use super::*;
 
@@ -422,6 +422,9 @@ fn unroutable(
         return Some((after, why, true));
     }
     let kind = a.routing.exchange_types.get(&d.exchange)?;
+    if lossy_by_design(&d.exchange, kind).is_some() {
+        return None;
+    }
     let mut bound: Vec<&String> = a
         .routing
         .bindings
