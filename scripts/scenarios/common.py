@@ -7,6 +7,7 @@ the connection lives) calls `Scenario.hold()`: it writes `done`, the shell stops
 the capture and writes `stop`, and only then does the scenario close anything.
 """
 
+import argparse
 import json
 import os
 import sys
@@ -123,3 +124,18 @@ def serve_until(conns, cond, limit, what):
 
 def log(*a):
     print(f"[{time.strftime('%H:%M:%S')}]", *a, file=sys.stderr, flush=True)
+
+
+def run_scenario(scenarios):
+    """The command line of a scenario module: `MODULE NAME --dir DIR --run RUN` runs
+    scenarios[NAME] with a Scenario whose meta.json is saved before and after."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("scenario", choices=sorted(scenarios))
+    ap.add_argument("--dir", required=True)
+    ap.add_argument("--run", required=True)
+    a = ap.parse_args()
+    s = Scenario(a.scenario, a.dir, a.run)
+    s.save()
+    scenarios[a.scenario](s)
+    s.save()
+    s.done()

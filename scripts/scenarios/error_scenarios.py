@@ -33,7 +33,6 @@ client sends that connection_name in connection.start-ok too), queues recorded i
 WORKDIR/meta.json for the shell to delete, client ports recorded for expect.py.
 """
 
-import argparse
 import os
 import socket
 import struct
@@ -41,7 +40,7 @@ import time
 
 import pika
 
-from common import HOST, PORT, Scenario, log
+from common import HOST, PORT, log, run_scenario
 
 BODY = b'{"task": "resize", "image": 42}'
 
@@ -418,18 +417,5 @@ SCENARIOS = {
 }
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("scenario", choices=sorted(SCENARIOS))
-    ap.add_argument("--dir", required=True)
-    ap.add_argument("--run", required=True)
-    a = ap.parse_args()
-    s = Scenario(a.scenario, a.dir, a.run)
-    s.save()
-    SCENARIOS[a.scenario](s)
-    s.save()
-    s.done()
-
-
 if __name__ == "__main__":
-    main()
+    run_scenario(SCENARIOS)

@@ -19,13 +19,12 @@ connections left open until the shell creates WORKDIR/stop. AMQPTRACE_NODE_MODUL
 names the folder with amqplib (make-failure-captures.sh installs it).
 """
 
-import argparse
 import asyncio
 import os
 import subprocess
 import time
 
-from common import HOST, PORT, Scenario, log
+from common import HOST, PORT, log, run_scenario
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLIENTS = os.path.join(os.path.dirname(HERE), "clients")
@@ -135,18 +134,5 @@ SCENARIOS = {
 }
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("scenario", choices=sorted(SCENARIOS))
-    ap.add_argument("--dir", required=True)
-    ap.add_argument("--run", required=True)
-    a = ap.parse_args()
-    s = Scenario(a.scenario, a.dir, a.run)
-    s.save()
-    SCENARIOS[a.scenario](s)
-    s.save()
-    s.done()
-
-
 if __name__ == "__main__":
-    main()
+    run_scenario(SCENARIOS)

@@ -8,12 +8,11 @@ and the held connection is released when the shell creates WORKDIR/stop.
 LAPIN_CLIENT names the built client (make-failure-captures.sh builds it).
 """
 
-import argparse
 import os
 import subprocess
 import time
 
-from common import Scenario, serve_for
+from common import run_scenario, serve_for
 from pika_scenarios import publish
 
 
@@ -54,18 +53,5 @@ def lapin_prefetch_exhausted(s):
 SCENARIOS = {"lapin-prefetch-exhausted": lapin_prefetch_exhausted}
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("scenario", choices=sorted(SCENARIOS))
-    ap.add_argument("--dir", required=True)
-    ap.add_argument("--run", required=True)
-    a = ap.parse_args()
-    s = Scenario(a.scenario, a.dir, a.run)
-    s.save()
-    SCENARIOS[a.scenario](s)
-    s.save()
-    s.done()
-
-
 if __name__ == "__main__":
-    main()
+    run_scenario(SCENARIOS)

@@ -29,7 +29,6 @@ Same contract as pika_scenarios.py: connections named amqptrace-RUN-ROLE, queues
 WORKDIR/meta.json (deleted by the shell), `done` when the evidence is captured.
 """
 
-import argparse
 import os
 import subprocess
 import time
@@ -37,7 +36,7 @@ import time
 import pika
 
 import broker
-from common import Scenario, log, serve_for, serve_until
+from common import log, run_scenario, serve_for, serve_until
 
 BODY = b'{"order": 42}'
 
@@ -276,18 +275,5 @@ SCENARIOS = {
 }
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("scenario", choices=sorted(SCENARIOS))
-    ap.add_argument("--dir", required=True)
-    ap.add_argument("--run", required=True)
-    a = ap.parse_args()
-    s = Scenario(a.scenario, a.dir, a.run)
-    s.save()
-    SCENARIOS[a.scenario](s)
-    s.save()
-    s.done()
-
-
 if __name__ == "__main__":
-    main()
+    run_scenario(SCENARIOS)

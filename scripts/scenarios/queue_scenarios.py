@@ -30,14 +30,13 @@ dead-letter-ttl: a queue with x-message-ttl 300 ms dead-lettering to a second qu
   twice, so that it cycles, and acks it the third time (x-death counts 1, 2, 3).
 """
 
-import argparse
 import os
 import time
 
 import pika
 
 import broker
-from common import Scenario, log, serve_for, serve_until
+from common import log, run_scenario, serve_for, serve_until
 from pika_scenarios import BODY, Counter, props, publish
 
 
@@ -218,18 +217,5 @@ SCENARIOS = {
 }
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("scenario", choices=sorted(SCENARIOS))
-    ap.add_argument("--dir", required=True)
-    ap.add_argument("--run", required=True)
-    a = ap.parse_args()
-    s = Scenario(a.scenario, a.dir, a.run)
-    s.save()
-    SCENARIOS[a.scenario](s)
-    s.save()
-    s.done()
-
-
 if __name__ == "__main__":
-    main()
+    run_scenario(SCENARIOS)
