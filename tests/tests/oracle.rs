@@ -255,22 +255,7 @@ fn tshark_methods(capture: &Path, trace: &Trace, out_of_order: bool) -> Oracle {
         args.push("-d".into());
         args.push(format!("tcp.port=={port},amqp"));
     }
-    args.extend(
-        [
-            "-Y",
-            "amqp",
-            "-T",
-            "fields",
-            "-E",
-            "occurrence=a",
-            "-E",
-            "aggregator=,",
-            "-E",
-            "separator=/t",
-        ]
-        .map(String::from),
-    );
-    for field in [
+    let fields = [
         "frame.number",
         "frame.len",
         "frame.cap_len",
@@ -288,11 +273,8 @@ fn tshark_methods(capture: &Path, trace: &Trace, out_of_order: bool) -> Oracle {
         "amqp.track-number",
         // Last: it may contain commas.
         "_ws.col.Info",
-    ] {
-        args.push("-e".into());
-        args.push(field.into());
-    }
-    let out = util::tshark(capture, &args);
+    ];
+    let out = util::tshark_amqp_frames(capture, &args, &fields);
     let mut oracle = Oracle::default();
     for line in out.lines() {
         let f: Vec<&str> = line.splitn(15, '\t').collect();

@@ -71,35 +71,24 @@ struct Tshark {
 }
 
 fn tshark_methods(file: &Path, conns: &[String]) -> Tshark {
-    let out = util::tshark(
+    let decode = [
+        "-o",
+        "tcp.reassemble_out_of_order:FALSE",
+        "-d",
+        "tcp.port==5672,amqp",
+    ]
+    .map(String::from);
+    let out = util::tshark_amqp_frames(
         file,
+        &decode,
         &[
-            "-o",
-            "tcp.reassemble_out_of_order:FALSE",
-            "-d",
-            "tcp.port==5672,amqp",
-            "-Y",
-            "amqp",
-            "-T",
-            "fields",
-            "-E",
-            "occurrence=a",
-            "-E",
-            "aggregator=,",
-            "-e",
             "frame.number",
-            "-e",
             "tcp.srcport",
-            "-e",
             "tcp.dstport",
-            "-e",
             "amqp.type",
-            "-e",
             "amqp.method.class",
-            "-e",
             "amqp.method.method",
-        ]
-        .map(String::from),
+        ],
     );
     let mut t = Tshark {
         methods: BTreeMap::new(),

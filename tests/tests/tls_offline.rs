@@ -112,43 +112,24 @@ fn ours(timeline: &str) -> (Methods, u16) {
 /// tshark's method frames, decrypted with the key log, the broker port decoded as TLS then AMQP.
 fn tsharks(name: &str, broker_port: u16) -> Methods {
     let keylog = file(name, "keylog");
-    let args: Vec<String> = [
+    let decode = [
         "-o".to_string(),
         format!("tls.keylog_file:{}", keylog.display()),
         "-d".into(),
         format!("tcp.port=={broker_port},tls"),
         "-d".into(),
         format!("tls.port=={broker_port},amqp"),
-    ]
-    .into_iter()
-    .chain(
-        [
-            "-Y",
-            "amqp",
-            "-T",
-            "fields",
-            "-E",
-            "occurrence=a",
-            "-E",
-            "aggregator=,",
-        ]
-        .map(String::from),
-    )
-    .chain(
-        [
-            "frame.number",
-            "tcp.srcport",
-            "tcp.dstport",
-            "amqp.type",
-            "amqp.channel",
-            "amqp.method.class",
-            "amqp.method.method",
-        ]
-        .into_iter()
-        .flat_map(|f| ["-e".to_string(), f.to_string()]),
-    )
-    .collect();
-    let out = util::tshark(&file(name, "pcapng"), &args);
+    ];
+    let fields = [
+        "frame.number",
+        "tcp.srcport",
+        "tcp.dstport",
+        "amqp.type",
+        "amqp.channel",
+        "amqp.method.class",
+        "amqp.method.method",
+    ];
+    let out = util::tshark_amqp_frames(&file(name, "pcapng"), &decode, &fields);
     let mut methods = Methods::new();
     for line in out.lines() {
         let f: Vec<&str> = line.split('\t').collect();

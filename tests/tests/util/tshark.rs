@@ -59,3 +59,28 @@ pub fn tshark_fields(file: &Path, amqp_port: Option<u16>, filter: &str, fields: 
     }
     tshark(file, &args)
 }
+
+/// `tshark -r FILE DECODE... -Y amqp -T fields -E occurrence=a -E aggregator=, -e F...`:
+/// one line per packet with AMQP, fields separated by tabs, every frame's value of a
+/// field (a packet may carry several frames) joined by commas. `decode` holds the
+/// options that make tshark see AMQP (`-d tcp.port==P,amqp`, a key log, …).
+pub fn tshark_amqp_frames(file: &Path, decode: &[String], fields: &[&str]) -> String {
+    let mut args = decode.to_vec();
+    args.extend(
+        [
+            "-Y",
+            "amqp",
+            "-T",
+            "fields",
+            "-E",
+            "occurrence=a",
+            "-E",
+            "aggregator=,",
+        ]
+        .map(String::from),
+    );
+    for f in fields {
+        args.extend(["-e".to_string(), f.to_string()]);
+    }
+    tshark(file, &args)
+}
