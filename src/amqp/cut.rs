@@ -246,16 +246,11 @@ mod tests {
     //! Cut frames on bytes: frames built by amq-protocol's generator, each
     //! segment fed as the capture kept it, then its missing bytes.
 
+    use super::super::tests::wire;
     use super::super::*;
     use crate::event::MethodKind;
-    use amq_protocol::frame::{gen_frame, AMQPContentHeader, AMQPFrame, WriteContext};
+    use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
     use amq_protocol::protocol::{basic, channel, AMQPClass};
-
-    fn wire(frame: &AMQPFrame) -> Vec<u8> {
-        gen_frame(frame)(WriteContext::from(Vec::new()))
-            .expect("generating into a Vec cannot run out of space")
-            .write
-    }
 
     fn deliver(tag: u64) -> Vec<u8> {
         wire(&AMQPFrame::Method(

@@ -14,7 +14,7 @@ const PASSWORD: &str = "secretpw";
 const NEW_SECRET: &str = "fresh-oauth-token-XYZ";
 
 /// The wire bytes of one frame, as amq-protocol writes them.
-fn wire(frame: &AMQPFrame) -> Vec<u8> {
+pub(super) fn wire(frame: &AMQPFrame) -> Vec<u8> {
     gen_frame(frame)(WriteContext::from(Vec::new()))
         .expect("generating into a Vec cannot run out of space")
         .write
