@@ -93,7 +93,7 @@ pub(crate) fn dramatiq_queue(a: &Analyzer, q: &str) -> Option<String> {
          (retries exhausted) and the worker rejects them"
     );
     let args = a.queue(base).and_then(|i| i.args.as_ref());
-    if let Some(args) = args.filter(|x| x.dead_letter_routing_key.as_deref() == Some(q)) {
+    if let Some(args) = args.filter(|x| x.dead_letter.routing_key.as_deref() == Some(q)) {
         let at = args
             .declared
             .map(|m| format!(" at frame {}", m.frame))

@@ -14,8 +14,15 @@ use std::fmt::Write as _;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::state::ConsumerState;
-use super::state::{Mark, MAX_BINDINGS_PER_QUEUE, MAX_DESTINATIONS, MAX_MARKS_PER_DESTINATION};
+use super::state::Mark;
 use super::Analyzer;
+
+/// Publish destinations, and exchanges and queues whose bindings, are tracked at most.
+pub(crate) const MAX_DESTINATIONS: usize = 10_000;
+/// First-publish-after-registration marks kept per destination.
+const MAX_MARKS_PER_DESTINATION: usize = 256;
+/// Bindings kept per queue (and queue.declares pending per channel).
+pub(crate) const MAX_BINDINGS_PER_QUEUE: usize = 64;
 
 /// Where publishes went: one exchange and routing key.
 #[derive(Debug)]

@@ -122,7 +122,7 @@ impl ListenTlsArgs {
     pub fn open(&self, keylog: Option<Arc<KeyLogFile>>) -> anyhow::Result<Option<Arc<ListenTls>>> {
         match (&self.cert, &self.key) {
             (Some(cert), Some(key)) if self.listen_tls => {
-                Ok(Some(Arc::new(ListenTls::new(cert, key, keylog)?)))
+                Ok(Some(Arc::new(ListenTls::new((cert, key), keylog)?)))
             }
             _ => Ok(None),
         }

@@ -152,7 +152,6 @@ impl Analyzer {
             marks: ConsumerMarks::default(),
             latency: LatencyHistogram::default(),
             end: None,
-            loop_fp: None,
             args: ConsumeArgs::default(),
             hints: Box::default(),
         });

@@ -196,12 +196,12 @@ impl Analyzer {
                 let cs = &mut self.consumers[i as usize];
                 cs.marks[Step::LoopSince].get_or_insert(p.delivery.at);
                 // Name the message delivered most often to this consumer.
-                let more = match cs.loop_fp.and_then(|f| self.requeued.get(&f)) {
+                let more = match cs.hints.loop_fp.and_then(|f| self.requeued.get(&f)) {
                     Some(t) => rounds > t.rounds,
                     None => true,
                 };
-                if more || cs.loop_fp == Some(fingerprint) {
-                    cs.loop_fp = Some(fingerprint);
+                if more || cs.hints.loop_fp == Some(fingerprint) {
+                    cs.hints.loop_fp = Some(fingerprint);
                 }
             }
         }

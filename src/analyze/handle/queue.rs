@@ -4,7 +4,8 @@
 
 use crate::event::{Dir, Method, MethodKind};
 
-use super::super::state::{Mark, QueueArgs, QueueInfo, MAX_BINDINGS_PER_QUEUE};
+use super::super::routing::MAX_BINDINGS_PER_QUEUE;
+use super::super::state::{Mark, QueueArgs, QueueInfo};
 use super::super::Analyzer;
 
 impl Analyzer {

@@ -18,6 +18,8 @@ pub(crate) struct ConsumerState {
     pub queue: Option<String>,
     pub no_ack: bool,
     pub nowait: bool,
+    /// Its other basic.consume arguments (x-stream-offset, x-priority).
+    pub args: ConsumeArgs,
     /// Seen first through a delivery: its basic.consume precedes the capture.
     pub discovered: bool,
     /// Publish-epoch at registration (see `Destination::after`).
@@ -27,16 +29,13 @@ pub(crate) struct ConsumerState {
     /// so that it outlives the channel and a later one is not credited to a
     /// consumer already gone.
     pub qos: Prefetch,
-    pub counts: ConsumerCounts,
     pub marks: ConsumerMarks,
+    pub counts: ConsumerCounts,
     pub latency: LatencyHistogram,
-    pub end: Option<ConsumerEnd>,
-    /// Fingerprint of the looping message with the most deliveries to this consumer.
-    pub loop_fp: Option<u64>,
-    /// Its basic.consume arguments (x-stream-offset, x-priority).
-    pub args: ConsumeArgs,
     /// What the headers of its deliveries said (x-delivery-count, x-death, Celery's eta).
     pub hints: Box<DeliveryHints>,
+    /// How it ended, once it has: basic.cancel, or its channel or connection gone.
+    pub end: Option<ConsumerEnd>,
 }
 
 /// The steps of a consumer's life whose frame and time its verdicts point at.

@@ -7,7 +7,7 @@
 //! connection left unacknowledged when it ended and the exclusive consumers.
 //! When the broker closes, the handlers (`handle/errors.rs`) turn these into
 //! [`CloseFacts`], kept with the close; `verdicts/errors.rs` words them. All of
-//! it is bounded (the `MAX_*` caps below), and none of it decides a verdict.
+//! it is bounded (the `MAX_*` caps, each beside what it bounds), and none of it decides a verdict.
 
 use std::collections::VecDeque;
 
@@ -17,19 +17,6 @@ use crate::event::{Conn, MethodKind};
 
 use super::queue_args::DeclaredQueue;
 use super::Mark;
-
-/// Settles remembered per channel (ranges: one basic.ack multiple=true is one).
-pub(crate) const MAX_SETTLES_KEPT: usize = 64;
-/// queue.declare awaiting declare-ok remembered per channel.
-pub(crate) const MAX_DECLARES_PENDING: usize = 16;
-/// Ended connections whose unacknowledged deliveries are remembered.
-pub(crate) const MAX_ENDED_KEPT: usize = 64;
-/// Unacknowledged deliveries remembered per ended connection.
-pub(crate) const MAX_ENDED_TAGS: usize = 16;
-/// Channels per connection whose content sequence is followed.
-pub(crate) const MAX_CONTENT_CHANNELS: usize = 64;
-/// Exclusive consumers remembered (by queue).
-pub(crate) const MAX_EXCLUSIVE_KEPT: usize = 4096;
 
 /// Delivery tags `from..=to` of a channel, settled by one client method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +68,11 @@ pub(crate) struct ContentAnomaly {
     pub body_size: u64,
 }
 
+/// Settles remembered per channel (ranges: one basic.ack multiple=true is one).
+pub(crate) const MAX_SETTLES_KEPT: usize = 64;
+/// queue.declare awaiting declare-ok remembered per channel.
+pub(crate) const MAX_DECLARES_PENDING: usize = 16;
+
 /// What a channel keeps for the explanations.
 #[derive(Debug, Default)]
 pub(crate) struct ChannelTrail {
@@ -124,6 +116,9 @@ pub(crate) struct OtherProtocol {
     pub answer: Option<(Mark, String)>,
 }
 
+/// Channels per connection whose content sequence is followed.
+pub(crate) const MAX_CONTENT_CHANNELS: usize = 64;
+
 /// What a connection keeps for the explanations.
 #[derive(Debug, Default)]
 pub(crate) struct ConnTrail {
@@ -155,6 +150,11 @@ pub(crate) struct EndedTag {
     pub delivered: Mark,
 }
 
+/// Ended connections whose unacknowledged deliveries are remembered.
+pub(crate) const MAX_ENDED_KEPT: usize = 64;
+/// Unacknowledged deliveries remembered per ended connection.
+pub(crate) const MAX_ENDED_TAGS: usize = 16;
+
 /// A connection or channel that ended with deliveries unacknowledged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct EndedConn {
@@ -164,6 +164,9 @@ pub(crate) struct EndedConn {
     pub ended: Mark,
     pub tags: Vec<EndedTag>,
 }
+
+/// Exclusive consumers remembered (by queue).
+pub(crate) const MAX_EXCLUSIVE_KEPT: usize = 4096;
 
 /// A basic.consume with exclusive=true.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -38,15 +38,11 @@ impl Mark {
     }
 }
 
-/// Caps on state that would otherwise grow with the capture rather than with what is in flight.
+// Every `MAX_*` below caps state that would otherwise grow with the capture
+// rather than with what is in flight; each stands beside what it bounds.
+
+/// Gaps remembered per connection.
 pub(crate) const MAX_GAPS_KEPT: usize = 8;
-pub(crate) const MAX_DESTINATIONS: usize = 10_000;
-pub(crate) const MAX_MARKS_PER_DESTINATION: usize = 256;
-pub(crate) const MAX_BINDINGS_PER_QUEUE: usize = 64;
-pub(crate) const MAX_REQUEUED_TRACKED: usize = 10_000;
-pub(crate) const MAX_LOOP_EVIDENCE: usize = 8;
-/// Rounds of delivery after which a requeued message is in a redelivery loop.
-pub(crate) const LOOP_ROUNDS: u32 = 3;
 
 #[derive(Debug, Clone)]
 pub(crate) struct GapRec {
@@ -161,6 +157,11 @@ pub(crate) struct LoopEvent {
     pub channel: u16,
 }
 
+/// Requeued messages followed at once.
+pub(crate) const MAX_REQUEUED_TRACKED: usize = 10_000;
+/// Rounds of delivery after which a requeued message is in a redelivery loop.
+pub(crate) const LOOP_ROUNDS: u32 = 3;
+
 /// A message requeued by a nack/reject, followed through its redeliveries.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RequeueTrack {
@@ -190,6 +191,9 @@ impl RequeueTrack {
         self.evidence.push(e);
     }
 }
+
+/// Deliveries and settles kept as evidence of one loop.
+pub(crate) const MAX_LOOP_EVIDENCE: usize = 8;
 
 /// The deliveries and settles of one looping message kept as evidence: the
 /// first [`MAX_LOOP_EVIDENCE`], the latest always in the last slot, and how

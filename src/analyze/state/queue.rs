@@ -46,15 +46,30 @@ pub(crate) struct QueueArgs {
     /// None: no `x-queue-type` (a classic queue unless a policy says otherwise).
     pub queue_type: Option<QueueType>,
     pub single_active_consumer: bool,
+    // What ends a message's stay: a quorum queue's delivery limit, a length
+    // limit; and where the broker then sends it.
     pub delivery_limit: Option<u64>,
+    pub length_limit: LengthLimit,
+    pub dead_letter: DeadLetter,
+    // The clocks: a message's time to live and, for the consumer,
+    // `x-consumer-timeout` (RabbitMQ 3.12 and later; 3.10 ignores it).
     pub message_ttl_ms: Option<u64>,
+    pub consumer_timeout_ms: Option<u64>,
+}
+
+/// Where a queue sends the messages it drops (`x-dead-letter-*`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct DeadLetter {
     /// Some("") is the default exchange.
-    pub dead_letter_exchange: Option<String>,
-    pub dead_letter_routing_key: Option<String>,
+    pub exchange: Option<String>,
+    pub routing_key: Option<String>,
+}
+
+/// How long a queue may grow and what it does past that (`x-max-length`, `x-overflow`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct LengthLimit {
     pub max_length: Option<u64>,
     pub overflow: Option<String>,
-    /// `x-consumer-timeout` (RabbitMQ 3.12 and later; 3.10 ignores it).
-    pub consumer_timeout_ms: Option<u64>,
 }
 
 fn number(v: &Value) -> Option<u64> {
@@ -93,10 +108,10 @@ impl QueueArgs {
                 "x-single-active-consumer" => q.single_active_consumer = v.as_bool() == Some(true),
                 "x-delivery-limit" => q.delivery_limit = number(v),
                 "x-message-ttl" => q.message_ttl_ms = number(v),
-                "x-dead-letter-exchange" => q.dead_letter_exchange = short(v),
-                "x-dead-letter-routing-key" => q.dead_letter_routing_key = short(v),
-                "x-max-length" => q.max_length = number(v),
-                "x-overflow" => q.overflow = short(v),
+                "x-dead-letter-exchange" => q.dead_letter.exchange = short(v),
+                "x-dead-letter-routing-key" => q.dead_letter.routing_key = short(v),
+                "x-max-length" => q.length_limit.max_length = number(v),
+                "x-overflow" => q.length_limit.overflow = short(v),
                 "x-consumer-timeout" => q.consumer_timeout_ms = number(v),
                 _ => {}
             }
@@ -111,14 +126,14 @@ impl QueueArgs {
     /// Where the broker sends a message this queue drops, in words:
     /// "dead-letters it to exchange '' with routing key 'dlq'" or "drops it".
     pub(crate) fn dead_letter_words(&self) -> String {
-        match &self.dead_letter_exchange {
+        match &self.dead_letter.exchange {
             Some(x) => {
                 let x = if x.is_empty() {
                     "the default exchange ''".to_string()
                 } else {
                     format!("exchange '{x}'")
                 };
-                match &self.dead_letter_routing_key {
+                match &self.dead_letter.routing_key {
                     Some(rk) => format!(
                         "dead-letters it to {x} with routing key '{rk}' (x-dead-letter-exchange, \
                          x-dead-letter-routing-key)"
@@ -165,9 +180,10 @@ pub(crate) struct Death {
     pub count: u64,
 }
 
-/// What a delivery's headers say, kept per consumer: the highest
-/// `x-delivery-count` seen, the `x-death` entry with the highest count, and
-/// the delivery tags that carry a Celery ETA.
+/// What a consumer's deliveries say, kept per consumer: from their headers,
+/// the highest `x-delivery-count` seen, the `x-death` entry with the highest
+/// count and the delivery tags that carry a Celery ETA; from their
+/// redeliveries, the message looping the most.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct DeliveryHints {
     /// The highest x-delivery-count (quorum queues), with the delivery that carried it.
@@ -183,6 +199,8 @@ pub(crate) struct DeliveryHints {
     pub latest_eta: Option<i64>,
     /// The name of the first Celery task seen (`task` header).
     pub celery_task: Option<String>,
+    /// Fingerprint of the looping message with the most deliveries to this consumer.
+    pub loop_fp: Option<u64>,
 }
 
 impl DeliveryHints {

@@ -128,16 +128,7 @@ fn helper_connection_declaring_queues_consumed_elsewhere_is_healthy() {
     // A connection that set a prefetch and never consumed meant to: no_consume.
     let (mut s, lone) = Sim::with_publisher(3052);
     s.qos(lone, 1, 5, false);
-    s.at(2.0);
-    s.heartbeat(lone, Dir::C2S);
-    let v = s.connection(lone);
-    assert_kind_certainty(&v, VerdictKind::NoConsume, Certainty::Uncertain);
-    s.at(8.0);
-    s.heartbeat(lone, Dir::C2S);
-    assert_eq!(
-        conn_verdict(&s.analysis(), lone).certainty,
-        Certainty::Certain
-    );
+    s.connection_settles(lone, Dir::C2S, VerdictKind::NoConsume, (2.0, 8.0));
 }
 
 #[test]

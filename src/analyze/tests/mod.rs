@@ -295,6 +295,23 @@ impl Sim {
     fn consumer(&self, tag: &str) -> Verdict {
         consumer_verdict(&self.analysis(), tag).clone()
     }
+    /// Asserts that connection `c`'s verdict is `kind`, uncertain at `uncertain`
+    /// seconds and certain at `certain` (a heartbeat from `dir` at each moves
+    /// the capture on); returns the certain verdict.
+    fn connection_settles(
+        &mut self,
+        c: Conn,
+        dir: Dir,
+        kind: VerdictKind,
+        (uncertain, certain): (f64, f64),
+    ) -> Verdict {
+        self.at(uncertain).heartbeat(c, dir);
+        assert_kind_certainty(&self.connection(c), kind, Certainty::Uncertain);
+        self.at(certain).heartbeat(c, dir);
+        let v = self.connection(c);
+        assert_kind_certainty(&v, kind, Certainty::Certain);
+        v
+    }
     /// The verdict on connection `c` now.
     fn connection(&self, c: Conn) -> Verdict {
         conn_verdict(&self.analysis(), c).clone()

@@ -33,6 +33,19 @@ fn rabbitmq(s: &mut Sim, c: Conn, version: &str, client: &str) {
     s.channel(c, 1);
 }
 
+/// A Celery worker (py-amqp) on RabbitMQ 3.10.8 on port `port`: consumer 'w'
+/// on queue 'celery', with a channel-wide window of 2, and deliveries 1 and 2
+/// of ETA tasks due `eta_s` seconds after T0 not yet acknowledged.
+fn celery_worker_holding_eta_tasks(port: u16, eta_s: i64) -> (Sim, Conn) {
+    let (mut s, c) = Sim::on(port);
+    rabbitmq(&mut s, c, "3.10.8", "py-amqp");
+    s.qos(c, 1, 2, true);
+    s.consume(c, 1, "celery", "w");
+    deliver_with(&mut s, c, ("w", 1, false), "t1", celery_task(eta_s));
+    deliver_with(&mut s, c, ("w", 2, false), "t2", celery_task(eta_s));
+    (s, c)
+}
+
 /// basic.deliver to `tag` of delivery tag `dtag`, with a content header
 /// carrying message_id `id` and these headers.
 fn deliver_with(
@@ -97,8 +110,7 @@ fn without_single_active_consumer_the_second_consumer_is_not_standby() {
 /// 'm1' nacked with requeue at every delivery; deliveries with
 /// x-delivery-count 1..=`last` after the first.
 fn quorum_loop(last: u64, port: u16) -> (Sim, Conn) {
-    let (mut s, c) = Sim::on(port);
-    publisher(&mut s, c);
+    let (mut s, c) = Sim::with_publisher(port);
     let arguments = json!({"x-queue-type": "quorum", "x-delivery-limit": 3,
         "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dlq"});
     declare_with(&mut s, c, "qq", arguments);
@@ -175,8 +187,7 @@ fn past_its_delivery_limit_the_message_is_dead_lettered_and_its_reader_named() {
 
 #[test]
 fn a_quorum_queue_without_a_limit_requeues_forever_on_rabbitmq_3() {
-    let (mut s, c) = Sim::on(3005);
-    publisher(&mut s, c);
+    let (mut s, c) = Sim::with_publisher(3005);
     declare_with(&mut s, c, "qq", json!({"x-queue-type": "quorum"}));
     consumer_on(&mut s, c, "qq", "nacker", 1);
     for i in 1..=4u64 {
@@ -224,8 +235,7 @@ fn a_cycle_through_the_consumer_s_own_queue_is_named_beside_the_ttl() {
 
 #[test]
 fn messages_ready_in_a_ttl_queue_that_never_come_are_said_to_expire() {
-    let (mut s, c) = Sim::on(3017);
-    publisher(&mut s, c);
+    let (mut s, c) = Sim::with_publisher(3017);
     let declare = args!(queue: "ttl", arguments: json!({"x-message-ttl": 1000}));
     s.c2s(c, 1, MethodKind::QueueDeclare, declare);
     let ok = args!(queue: "ttl", message_count: 4u32, consumer_count: 0u32);
@@ -246,8 +256,7 @@ fn messages_ready_in_a_ttl_queue_that_never_come_are_said_to_expire() {
 
 #[test]
 fn a_stream_consumer_without_basic_qos_is_refused_and_told_why() {
-    let (mut s, c) = Sim::on(3007);
-    publisher(&mut s, c);
+    let (mut s, c) = Sim::with_publisher(3007);
     declare_with(&mut s, c, "st", json!({"x-queue-type": "stream"}));
     s.consume_only(c, 1, "st", "reader");
     let close = args!(reply_code: 406u16,
@@ -270,8 +279,7 @@ fn a_stream_consumer_without_basic_qos_is_refused_and_told_why() {
 
 #[test]
 fn a_stream_consumer_window_full_says_acks_give_credit() {
-    let (mut s, c) = Sim::on(3008);
-    publisher(&mut s, c);
+    let (mut s, c) = Sim::with_publisher(3008);
     declare_with(&mut s, c, "st", json!({"x-queue-type": "stream"}));
     s.qos(c, 1, 2, false);
     let consume = args!(queue: "st", consumer_tag: "reader", no_ack: false,
@@ -301,12 +309,7 @@ fn celery_task(eta_s: i64) -> serde_json::Value {
 
 #[test]
 fn a_celery_worker_raising_its_prefetch_for_eta_tasks_is_not_stalled() {
-    let (mut s, c) = Sim::on(3009);
-    rabbitmq(&mut s, c, "3.10.8", "py-amqp");
-    s.qos(c, 1, 2, true);
-    s.consume(c, 1, "celery", "w");
-    deliver_with(&mut s, c, ("w", 1, false), "t1", celery_task(3600));
-    deliver_with(&mut s, c, ("w", 2, false), "t2", celery_task(3600));
+    let (mut s, c) = celery_worker_holding_eta_tasks(3009, 3600);
     // kombu raises the channel-wide window by one for each ETA task it holds.
     s.qos(c, 1, 3, true);
     deliver_with(&mut s, c, ("w", 3, false), "t3", celery_task(3600));
@@ -328,12 +331,7 @@ fn a_celery_worker_raising_its_prefetch_for_eta_tasks_is_not_stalled() {
 
 #[test]
 fn a_window_full_of_eta_tasks_not_yet_due_is_not_a_stall() {
-    let (mut s, c) = Sim::on(3010);
-    rabbitmq(&mut s, c, "3.10.8", "py-amqp");
-    s.qos(c, 1, 2, true);
-    s.consume(c, 1, "celery", "w");
-    deliver_with(&mut s, c, ("w", 1, false), "t1", celery_task(60));
-    deliver_with(&mut s, c, ("w", 2, false), "t2", celery_task(60));
+    let (mut s, c) = celery_worker_holding_eta_tasks(3010, 60);
     let v = s.at(20.0).consumer("w");
     assert_verdict(
         &v,
@@ -347,8 +345,7 @@ fn a_window_full_of_eta_tasks_not_yet_due_is_not_a_stall() {
 
 #[test]
 fn a_raised_channel_wide_window_is_full_only_when_its_deliveries_fill_it() {
-    let (mut s, c) = Sim::on(3011);
-    publisher(&mut s, c);
+    let (mut s, c) = Sim::with_publisher(3011);
     s.qos(c, 1, 2, true);
     s.consume(c, 1, "jobs", "w");
     s.deliver(c, 1, "w", 1, false, None);
@@ -363,8 +360,7 @@ fn a_raised_channel_wide_window_is_full_only_when_its_deliveries_fill_it() {
         filled,
     );
     // Lowered to what is already held: full from that basic.qos on.
-    let (mut s, c) = Sim::on(3012);
-    publisher(&mut s, c);
+    let (mut s, c) = Sim::with_publisher(3012);
     s.qos(c, 1, 4, true);
     s.consume(c, 1, "jobs", "w");
     s.deliver(c, 1, "w", 1, false, None);
@@ -403,19 +399,19 @@ fn a_delivery_held_close_to_the_consumer_timeout_says_when_the_channel_closes() 
 
 #[test]
 fn x_consumer_timeout_is_ignored_before_rabbitmq_3_12() {
-    let (mut s, c) = Sim::on(3014);
-    rabbitmq(&mut s, c, "3.10.8", "pika");
-    declare_with(&mut s, c, "jobs", json!({"x-consumer-timeout": 60000}));
-    consumer_on(&mut s, c, "jobs", "w", 1);
-    s.deliver(c, 1, "w", 1, false, None);
-    let v = s.at(1000.0).consumer("w");
+    // A pika consumer of a queue declared with x-consumer-timeout=60000, one
+    // delivery held, on RabbitMQ `version`.
+    let held_on = |port: u16, version: &str| {
+        let (mut s, c) = Sim::on(port);
+        rabbitmq(&mut s, c, version, "pika");
+        declare_with(&mut s, c, "jobs", json!({"x-consumer-timeout": 60000}));
+        consumer_on(&mut s, c, "jobs", "w", 1);
+        s.deliver(c, 1, "w", 1, false, None);
+        s
+    };
+    let v = held_on(3014, "3.10.8").at(1000.0).consumer("w");
     assert_says(&v, &["30 min", "needs RabbitMQ 3.12 or later"]);
-    let (mut s, c) = Sim::on(3015);
-    rabbitmq(&mut s, c, "3.12.1", "pika");
-    declare_with(&mut s, c, "jobs", json!({"x-consumer-timeout": 60000}));
-    consumer_on(&mut s, c, "jobs", "w", 1);
-    s.deliver(c, 1, "w", 1, false, None);
-    let v = s.at(40.0).consumer("w");
+    let v = held_on(3015, "3.12.1").at(40.0).consumer("w");
     assert_says(
         &v,
         &[
@@ -427,8 +423,7 @@ fn x_consumer_timeout_is_ignored_before_rabbitmq_3_12() {
 
 #[test]
 fn dramatiq_s_dead_letter_queue_is_named_with_its_declared_routing_key() {
-    let (mut s, c) = Sim::on(3016);
-    publisher(&mut s, c);
+    let (mut s, c) = Sim::with_publisher(3016);
     let arguments =
         json!({"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "default.XQ"});
     let at = declare_with(&mut s, c, "default", arguments);

@@ -236,14 +236,8 @@ fn a_reconnect_that_never_consumes_again_is_consumer_not_restored() {
     s.at(1.5);
     // Not even a second: the reconnect may still consume.
     assert_kind(&s.connection(again), VerdictKind::Healthy);
-    s.at(3.0);
-    s.heartbeat(again, Dir::S2C);
-    let v = s.connection(again);
-    assert_kind_certainty(&v, VerdictKind::ConsumerNotRestored, Certainty::Uncertain);
-    s.at(8.0);
-    s.heartbeat(again, Dir::S2C);
-    let v = s.connection(again);
-    assert_kind_certainty(&v, VerdictKind::ConsumerNotRestored, Certainty::Certain);
+    let kind = VerdictKind::ConsumerNotRestored;
+    let v = s.connection_settles(again, Dir::S2C, kind, (3.0, 8.0));
     assert_eq!(v.frame, Some(close));
     assert_eq!(v.queue.as_deref(), Some("tasks"));
     assert_says(
@@ -310,15 +304,8 @@ fn a_broker_that_stops_reading_without_connection_blocked_is_connection_blocked(
     s.at(1.5);
     s.heartbeat(p, Dir::S2C);
     assert_kind(&s.connection(p), VerdictKind::Healthy);
-    s.at(3.0);
-    s.heartbeat(p, Dir::S2C);
-    let v = s.connection(p);
-    assert_kind_certainty(&v, VerdictKind::ConnectionBlocked, Certainty::Uncertain);
+    let v = s.connection_settles(p, Dir::S2C, VerdictKind::ConnectionBlocked, (3.0, 7.0));
     assert_eq!(v.frame, Some(zero));
-    s.at(7.0);
-    s.heartbeat(p, Dir::S2C);
-    let v = s.connection(p);
-    assert_kind_certainty(&v, VerdictKind::ConnectionBlocked, Certainty::Certain);
     assert_says(&v, &["zero", "no connection.blocked came"]);
     // Open again after 6 s: still reported; a short one is not.
     s.event(p, Dir::S2C, EventKind::TcpWindowOpen);

@@ -186,7 +186,7 @@ pub(super) fn consumer_verdict(
     }
 
     if let Some((at, mut s, evidence)) = redelivery_loop(a, cs, &name) {
-        let track = cs.loop_fp.and_then(|f| a.requeue_track(f));
+        let track = cs.hints.loop_fp.and_then(|f| a.requeue_track(f));
         s.push_str(&newer::delivery_limit_note(ctx, cs, track));
         set(&mut v, VerdictKind::RedeliveryLoop, at, s);
         v.evidence = evidence;
@@ -580,7 +580,7 @@ fn redelivery_loop(
     cs: &ConsumerState,
     name: &str,
 ) -> Option<(Mark, String, Vec<EvidenceRef>)> {
-    let fp = cs.loop_fp?;
+    let fp = cs.hints.loop_fp?;
     let tr = a.requeue_track(fp)?;
     let became = tr.became_loop?;
     // The earliest third delivery of any looping message to this consumer.

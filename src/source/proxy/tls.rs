@@ -147,6 +147,23 @@ fn private_key(option: &'static str, path: &Path) -> Result<PrivateKeyDer<'stati
     PrivateKeyDer::from_pem_file(path).map_err(|e| pem_error(option, path, e))
 }
 
+/// `build` given the certificate chain in `cert` and its private key in `key`
+/// (PEM files, which the command-line `options` named, for the errors).
+fn with_identity<C>(
+    options: (&'static str, &'static str),
+    cert: &Path,
+    key: &Path,
+    build: impl FnOnce(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) -> Result<C, rustls::Error>,
+) -> Result<C, TlsError> {
+    let chain = certificates(options.0, cert)?;
+    let key_der = private_key(options.1, key)?;
+    build(chain, key_der).map_err(|source| TlsError::Rejected {
+        option: options.1,
+        path: key.display().to_string(),
+        source,
+    })
+}
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -183,15 +200,10 @@ impl UpstreamTls {
         };
         let mut config = match (&opts.files.cert, &opts.files.key) {
             (Some(cert), Some(key)) => {
-                let chain = certificates("--upstream-cert", cert)?;
-                let key_der = private_key("--upstream-key", key)?;
-                builder
-                    .with_client_auth_cert(chain, key_der)
-                    .map_err(|source| TlsError::Rejected {
-                        option: "--upstream-key",
-                        path: key.display().to_string(),
-                        source,
-                    })?
+                let options = ("--upstream-cert", "--upstream-key");
+                with_identity(options, cert, key, |chain, key_der| {
+                    builder.with_client_auth_cert(chain, key_der)
+                })?
             }
             (None, None) => builder.with_no_client_auth(),
             _ => return Err(TlsError::CertWithoutKey),
@@ -312,24 +324,18 @@ pub struct ListenTls {
 }
 
 impl ListenTls {
-    /// The certificate chain in `cert` (PEM) and its private key in `key`.
+    /// The proxy's identity: a certificate chain and its private key, PEM files.
     pub fn new(
-        cert: &Path,
-        key: &Path,
+        (cert, key): (&Path, &Path),
         keylog: Option<Arc<KeyLogFile>>,
-    ) -> Result<ListenTls, TlsError> {
-        let chain = certificates("--cert", cert)?;
-        let key_der = private_key("--key", key)?;
-        let mut config = ServerConfig::builder_with_provider(provider())
+    ) -> Result<Self, TlsError> {
+        let builder = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(TlsError::Config)?
-            .with_no_client_auth()
-            .with_single_cert(chain, key_der)
-            .map_err(|source| TlsError::Rejected {
-                option: "--key",
-                path: key.display().to_string(),
-                source,
-            })?;
+            .with_no_client_auth();
+        let mut config = with_identity(("--cert", "--key"), cert, key, |chain, key_der| {
+            builder.with_single_cert(chain, key_der)
+        })?;
         if let Some(k) = keylog {
             config.key_log = k;
         }
@@ -418,7 +424,7 @@ mod tests {
         std::fs::write(&key, "-----BEGIN PRIVATE KEY----- s3cretline\nAAAA\n").unwrap();
         let cert = dir.join("none.pem");
         std::fs::write(&cert, "not pem at all s3cretline\n").unwrap();
-        let e = ListenTls::new(&cert, &key, None).unwrap_err().to_string();
+        let e = ListenTls::new((&cert, &key), None).unwrap_err().to_string();
         assert!(e.starts_with("--cert "), "{e}");
         assert!(!e.contains("s3cret"), "{e}");
         let e = private_key("--key", &key).unwrap_err().to_string();
