@@ -331,7 +331,7 @@ fn a_celery_worker_raising_its_prefetch_for_eta_tasks_is_not_stalled() {
 
 #[test]
 fn a_window_full_of_eta_tasks_not_yet_due_is_not_a_stall() {
-    let (mut s, c) = celery_worker_holding_eta_tasks(3010, 60);
+    let (mut s, _) = celery_worker_holding_eta_tasks(3010, 60);
     let v = s.at(20.0).consumer("w");
     assert_verdict(
         &v,
