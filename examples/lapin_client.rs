@@ -17,13 +17,18 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use lapin::message::{Delivery, DeliveryResult};
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
-    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-    ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicCancelOptions, BasicNackOptions, BasicPublishOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
 use tokio::sync::mpsc;
+
+// Only its `consume` is used here; `open` serves the load generators.
+#[allow(dead_code)]
+#[path = "load/mod.rs"]
+mod load;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Result<T, E = BoxError> = std::result::Result<T, E>;
@@ -303,18 +308,8 @@ async fn basic(uri: &str, queue: &str, messages: u32) -> Result<()> {
         )
         .await?;
 
-    consumer_ch
-        .basic_qos(10, BasicQosOptions::default())
-        .await?;
     let consumer_tag = format!("{queue}-ctag");
-    let consumer = consumer_ch
-        .basic_consume(
-            queue.into(),
-            consumer_tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let consumer = load::consume(&consumer_ch, queue, &consumer_tag, 10).await?;
     let mut rx = deliveries(&consumer);
 
     // Half through the default exchange, half through the bound direct exchange.
@@ -384,18 +379,8 @@ async fn publish_consume(
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     declare_queue(&publisher, queue).await?;
-    consumer_ch
-        .basic_qos(50, BasicQosOptions::default())
-        .await?;
     let tag = format!("{queue}-ctag-{first}");
-    let consumer = consumer_ch
-        .basic_consume(
-            queue.into(),
-            tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let consumer = load::consume(&consumer_ch, queue, &tag, 50).await?;
     let mut rx = deliveries(&consumer);
     let consume = async {
         for _ in 0..messages {
@@ -450,15 +435,7 @@ async fn stall(
 ) -> Result<()> {
     let conn = connect(uri, name).await?;
     let ch = conn.create_channel().await?;
-    ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
-    let consumer = ch
-        .basic_consume(
-            queue.into(),
-            tag.into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let consumer = load::consume(&ch, queue, tag, prefetch).await?;
     let mut rx = deliveries(&consumer);
     let mut held = Vec::new();
     while held.len() < usize::from(prefetch) {
@@ -485,18 +462,8 @@ async fn wait_then_run(
     let publisher = conn.create_channel().await?;
     let consumer_ch = conn.create_channel().await?;
     declare_queue(&publisher, queue).await?;
-    consumer_ch
-        .basic_qos(20, BasicQosOptions::default())
-        .await?;
     let tag = format!("{queue}-ctag");
-    let consumer = consumer_ch
-        .basic_consume(
-            queue.into(),
-            tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let consumer = load::consume(&consumer_ch, queue, &tag, 20).await?;
     let mut rx = deliveries(&consumer);
     // Some traffic before the capture starts, so delivery tags do not start at 1.
     for n in 1..=5 {
@@ -666,18 +633,8 @@ async fn load_connection(
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     declare_queue(&publisher, queue).await?;
-    consumer_ch
-        .basic_qos(shape.batch as u16 * 2, BasicQosOptions::default())
-        .await?;
     let tag = format!("{queue}-ctag");
-    let consumer = consumer_ch
-        .basic_consume(
-            queue.into(),
-            tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let consumer = load::consume(&consumer_ch, queue, &tag, shape.batch as u16 * 2).await?;
     let mut rx = deliveries(&consumer);
     let small = body_of(0, shape.size);
     let large = body_of(0, shape.large_size);

@@ -1,6 +1,7 @@
-//! What `bench_load` and `soak_client` share: one publisher connection and one
-//! consumer connection on an auto-delete queue, the consumer's prefetch window
-//! set, the consume started.
+//! What `bench_load`, `soak_client` and `lapin_client` share: one publisher
+//! connection and one consumer connection on an auto-delete queue, the
+//! consumer's prefetch window set, the consume started ([`open`]); a consumer
+//! with its window ([`consume`]).
 
 use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
@@ -28,20 +29,28 @@ pub async fn open(uri: &str, queue: &str, window: usize, tag: &str) -> lapin::Re
     publisher
         .queue_declare(queue.into(), qopts, FieldTable::default())
         .await?;
-    cch.basic_qos(window.min(65535) as u16, BasicQosOptions::default())
-        .await?;
-    let consumer = cch
-        .basic_consume(
-            queue.into(),
-            tag.into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let consumer = consume(&cch, queue, tag, window.min(65535) as u16).await?;
     Ok(LoadPair {
         pub_conn,
         con_conn,
         publisher,
         consumer,
     })
+}
+
+/// basic.qos `prefetch` (per consumer) on `ch`, then basic.consume of `queue` as `tag`.
+pub async fn consume(
+    ch: &Channel,
+    queue: &str,
+    tag: &str,
+    prefetch: u16,
+) -> lapin::Result<Consumer> {
+    ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+    ch.basic_consume(
+        queue.into(),
+        tag.into(),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    )
+    .await
 }
