@@ -241,6 +241,9 @@ pub fn clear_for_reuse(m: &mut Method) -> bool {
 
 /// Takes back the box an event carries, once every consumer has seen the
 /// event, for the decoder to fill again (see [`Spares`]).
+// Inlined: called out of line, the event (~150 bytes) was copied into the
+// call with a memcpy, once an event (1.9 % of json's instructions, callgrind).
+#[inline(always)]
 pub fn recycle(ev: Event) {
     if let EventKind::Frame { frame, .. } = ev.kind {
         recycle_frame(frame);
