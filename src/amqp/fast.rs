@@ -98,7 +98,7 @@ impl Ids {
 
     fn get(&mut self, bytes: &[u8]) -> Option<Text> {
         self.seen = self.seen.wrapping_add(1);
-        if self.misses >= Self::MISSES && self.seen % Self::PROBE != 0 {
+        if self.misses >= Self::MISSES && !self.seen.is_multiple_of(Self::PROBE) {
             return text(bytes);
         }
         let before = self.recent.hits;

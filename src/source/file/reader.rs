@@ -329,7 +329,11 @@ impl<'r> CaptureReader<'r> {
             self.frame += 1;
             self.pending = p.len;
             self.last_ts = self.last_ts.max(p.ts);
-            let data = self.inner.data().get(p.at..p.at + p.caplen).unwrap_or_default();
+            let data = self
+                .inner
+                .data()
+                .get(p.at..p.at + p.caplen)
+                .unwrap_or_default();
             return Ok(Some(Packet {
                 frame: self.frame,
                 ts: p.ts,
