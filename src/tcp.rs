@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap as HashMap;
+use std::collections::hash_map::Entry;
 use std::net::SocketAddr;
 
 use crate::event::{GapReason, Timestamp};
@@ -193,28 +194,31 @@ impl Reassembler {
         let key = FlowKey::new(seg.src, seg.dst);
         let d = usize::from(seg.src != key.lo);
         let starts_new = seg.flags.syn && !seg.flags.ack;
-        let create = match self.flows.get(&key).map(|f| f.closed_at.is_some()) {
-            None => true,
-            // A new SYN on a closed 4-tuple starts a new connection; anything else
-            // is a late packet of the closed one.
-            Some(true) if starts_new => true,
-            Some(true) => return,
-            Some(false) => false,
+        // One hash and probe a segment: the entry is found, or made, once.
+        let next_id = &mut self.next_id;
+        let new_flow = |next_id: &mut u64| {
+            *next_id += 1;
+            Flow {
+                id: *next_id,
+                initiator: None,
+                dirs: Default::default(),
+                closed_at: None,
+            }
         };
-        if create {
-            self.next_id += 1;
-            self.flows.insert(
-                key,
-                Flow {
-                    id: self.next_id,
-                    initiator: None,
-                    dirs: Default::default(),
-                    closed_at: None,
-                },
-            );
-        }
-        let Some(flow) = self.flows.get_mut(&key) else {
-            return;
+        let flow = match self.flows.entry(key) {
+            Entry::Vacant(v) => v.insert(new_flow(next_id)),
+            Entry::Occupied(o) => {
+                let flow = o.into_mut();
+                if flow.closed_at.is_some() {
+                    // A new SYN on a closed 4-tuple starts a new connection; anything else
+                    // is a late packet of the closed one.
+                    if !starts_new {
+                        return;
+                    }
+                    *flow = new_flow(next_id);
+                }
+                flow
+            }
         };
         let emit =
             |out: &mut F, flow: &Flow, ev: TcpEvent<'_>| out(Origin::of(flow, key, d, p).with(ev));

@@ -145,28 +145,32 @@ impl Analyzer {
                 channel: ch,
             };
             if kind != SettleKind::Ack && requeue {
-                if !self.requeued.contains_key(&e.fingerprint) {
-                    if self.requeued.len() >= MAX_REQUEUED_TRACKED {
-                        // Forget messages that are not looping to make room.
-                        self.requeued.retain(|_, t| t.became_loop.is_some());
-                        if self.requeued.len() >= MAX_REQUEUED_TRACKED {
-                            continue;
-                        }
-                    }
-                    let t = RequeueTrack::new(LoopEvent {
-                        at: e.at,
-                        method: MethodKind::BasicDeliver,
-                        delivery_tag: e.tag,
-                        conn: ci,
-                        channel: ch,
-                    });
-                    self.requeued.insert(e.fingerprint, t);
-                }
+                // The message's track, found with one lookup when it has one (every
+                // requeue after its first).
                 if let Some(t) = self.requeued.get_mut(&e.fingerprint) {
                     t.outstanding = false;
                     t.requeues += 1;
                     t.push(ev);
+                    continue;
                 }
+                if self.requeued.len() >= MAX_REQUEUED_TRACKED {
+                    // Forget messages that are not looping to make room.
+                    self.requeued.retain(|_, t| t.became_loop.is_some());
+                    if self.requeued.len() >= MAX_REQUEUED_TRACKED {
+                        continue;
+                    }
+                }
+                let mut t = RequeueTrack::new(LoopEvent {
+                    at: e.at,
+                    method: MethodKind::BasicDeliver,
+                    delivery_tag: e.tag,
+                    conn: ci,
+                    channel: ch,
+                });
+                t.outstanding = false;
+                t.requeues += 1;
+                t.push(ev);
+                self.requeued.insert(e.fingerprint, t);
             } else if let Some(t) = self.requeued.get_mut(&e.fingerprint) {
                 // Acked, or dropped/dead-lettered: the message left the queue.
                 if t.became_loop.is_some() {
