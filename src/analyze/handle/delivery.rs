@@ -85,29 +85,27 @@ impl Analyzer {
             consumer, at: mark, ..
         } = p.delivery;
         let redelivered = p.redelivered;
-        self.conns[ci as usize].counts.deliveries += 1;
+        let c = &mut self.conns[ci as usize];
+        c.counts.deliveries += 1;
+        // One lookup of the channel for the whole delivery.
+        let st = c.channels.entry(ch).or_default();
         let settled_on_delivery = match consumer {
             Some(i) => self.consumers[i as usize].no_ack,
-            None => self.channel_mut(ci, ch).get_no_ack,
+            None => st.get_no_ack,
         };
-        let (live_unacked, global_limit) = {
-            let st = self.channel_mut(ci, ch);
-            st.pending_content = Some(p);
-            if !settled_on_delivery {
-                st.unacked.push_back(p.delivery);
-                st.live_unacked += 1;
-            }
-            let limit = st
-                .qos
-                .global
-                .as_ref()
-                .filter(|q| q.prefetch_count > 0)
-                .map(|q| q.prefetch_count as u32);
-            (st.live_unacked, limit)
-        };
+        st.pending_content = Some(p);
+        if !settled_on_delivery {
+            st.unacked.push_back(p.delivery);
+            st.live_unacked += 1;
+        }
+        let global_limit = st
+            .qos
+            .global
+            .as_ref()
+            .filter(|q| q.prefetch_count > 0)
+            .map(|q| q.prefetch_count as u32);
         if let Some(limit) = global_limit {
-            let st = self.channel_mut(ci, ch);
-            if !settled_on_delivery && live_unacked >= limit && st.global_full_since.is_none() {
+            if !settled_on_delivery && st.live_unacked >= limit && st.global_full_since.is_none() {
                 st.global_full_since = Some(mark);
             }
         }

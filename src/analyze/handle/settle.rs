@@ -2,9 +2,13 @@
 //! unacknowledged list, the consumer's counters and latency, and the requeue
 //! tracks that reveal a redelivery loop.
 
+use std::collections::VecDeque;
+
 use crate::event::{Method, MethodKind};
 
-use super::super::state::{LoopEvent, Mark, RequeueTrack, Step, LOOP_ROUNDS, MAX_REQUEUED_TRACKED};
+use super::super::state::{
+    LoopEvent, Mark, RequeueTrack, Step, Unacked, LOOP_ROUNDS, MAX_REQUEUED_TRACKED,
+};
 use super::super::Analyzer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +60,18 @@ impl Settle {
     }
 }
 
+/// Where `tag` is in the unacknowledged list (sorted by tag), as its binary
+/// search finds it. The oldest delivery is looked at first: a consumer settles
+/// in order (a requeue storm's every nack), and the search is then not needed.
+/// The second entry's tag is looked at too because the search, among equal
+/// tags, may find another than the first.
+fn position_of(unacked: &VecDeque<Unacked>, tag: u64) -> Option<usize> {
+    match (unacked.front(), unacked.get(1)) {
+        (Some(f), next) if f.tag == tag && next.is_none_or(|n| n.tag != tag) => Some(0),
+        _ => unacked.binary_search_by_key(&tag, |u| u.tag).ok(),
+    }
+}
+
 impl Analyzer {
     pub(super) fn settle(&mut self, ci: u32, ch: u16, mark: Mark, s: Settle) {
         let Settle {
@@ -85,7 +101,7 @@ impl Analyzer {
             if tag == 0 {
                 st.tombstones = 0;
             }
-        } else if let Ok(pos) = st.unacked.binary_search_by_key(&tag, |u| u.tag) {
+        } else if let Some(pos) = position_of(&st.unacked, tag) {
             let e = &mut st.unacked[pos];
             if !e.settled {
                 e.settled = true;
