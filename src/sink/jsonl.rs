@@ -21,7 +21,12 @@ pub struct JsonlSink<W: Write> {
     /// Second of the last timestamp, and its `"YYYY-MM-DDTHH:MM:SS.` text.
     ts_second: Option<i64>,
     ts_prefix: String,
-    conns: Vec<Option<(Conn, String)>>,
+    /// Per connection, per direction: everything from the timestamp's `Z` to
+    /// the end of `dir`, `Z","conn":"...","dir":"c2s"`, written with one copy.
+    conns: Vec<Option<(Conn, [String; 2])>>,
+    /// The slot of the last connection written: consecutive events mostly share
+    /// one, and a compare is cheaper than the hash.
+    last_slot: Option<usize>,
 }
 
 impl<W: Write> JsonlSink<W> {
@@ -32,22 +37,36 @@ impl<W: Write> JsonlSink<W> {
             ts_second: None,
             ts_prefix: String::new(),
             conns: vec![None; CONN_SLOTS],
+            last_slot: None,
         }
     }
 
-    fn conn_text(&mut self, conn: Conn) -> &str {
+    /// `Z","conn":"...","dir":"..."` of an event of `conn` travelling `dir`.
+    fn conn_text(&mut self, conn: Conn, dir: event::Dir) -> &str {
+        let d = usize::from(dir == event::Dir::S2C);
+        let slot = match self.last_slot {
+            Some(slot) if matches!(&self.conns[slot], Some((c, _)) if *c == conn) => slot,
+            _ => self.conn_slot(conn),
+        };
+        match &self.conns[slot] {
+            Some((_, texts)) => &texts[d],
+            None => "",
+        }
+    }
+
+    /// The cache slot of `conn`, its texts made when it is not there.
+    fn conn_slot(&mut self, conn: Conn) -> usize {
         let mut h = rustc_hash::FxHasher::default();
         conn.hash(&mut h);
         let slot = (h.finish() as usize) % CONN_SLOTS;
         let fresh = !matches!(&self.conns[slot], Some((c, _)) if *c == conn);
         if fresh {
             // Conn's Display has no character JSON must escape (digits, dots, colons, brackets, '-', '>').
-            self.conns[slot] = Some((conn, conn.to_string()));
+            let text = |dir: event::Dir| format!("Z\",\"conn\":\"{conn}\",\"dir\":\"{}\"", dir.as_str());
+            self.conns[slot] = Some((conn, [text(event::Dir::C2S), text(event::Dir::S2C)]));
         }
-        match &self.conns[slot] {
-            Some((_, text)) => text,
-            None => "",
-        }
+        self.last_slot = Some(slot);
+        slot
     }
 }
 
@@ -73,15 +92,16 @@ impl<W: Write> Sink for JsonlSink<W> {
             self.ts_second = Some(second);
         }
         line.extend_from_slice(self.ts_prefix.as_bytes());
-        let micros = nanos.rem_euclid(1_000_000_000) / 1000;
-        let digits = n.format(micros);
-        line.extend(std::iter::repeat_n(b'0', 6 - digits.len()));
-        line.extend_from_slice(digits.as_bytes());
-        line.extend_from_slice(b"Z\",\"conn\":\"");
-        line.extend_from_slice(self.conn_text(ev.conn).as_bytes());
-        line.extend_from_slice(b"\",\"dir\":\"");
-        line.extend_from_slice(ev.dir.as_str().as_bytes());
-        line.extend_from_slice(b"\"");
+        // The microseconds, six digits with leading zeros, by hand: a copy of
+        // constant length, where itoa and the zero padding were three.
+        let mut micros = (nanos.rem_euclid(1_000_000_000) / 1000) as u32;
+        let mut digits = [b'0'; 6];
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (micros % 10) as u8;
+            micros /= 10;
+        }
+        line.extend_from_slice(&digits);
+        line.extend_from_slice(self.conn_text(ev.conn, ev.dir).as_bytes());
         if write_frame(&mut line, &ev.kind) {
             line.push(b'}');
         } else {
