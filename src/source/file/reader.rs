@@ -580,21 +580,31 @@ impl<'r> CaptureReader<'r> {
         let d = self.inner.data();
         if let Some(layout) = self.legacy_layout {
             let iface = self.legacy?;
-            let h = d.get(..layout.header_len)?;
-            let u32_at = |i: usize| {
-                let b = [h[i], h[i + 1], h[i + 2], h[i + 3]];
-                if layout.big_endian {
-                    u32::from_be_bytes(b)
-                } else {
-                    u32::from_le_bytes(b)
-                }
+            if d.len() < layout.header_len {
+                return None;
+            }
+            // The four fields every record header starts with (a modified
+            // pcap's 8 more bytes are not read), the byte order decided once.
+            let h: &[u8; 16] = d.get(..16)?.try_into().ok()?;
+            let w = |i: usize| [h[i], h[i + 1], h[i + 2], h[i + 3]];
+            let (ts_sec, ts_frac, caplen, orig_len) = if layout.big_endian {
+                let f = |i| u32::from_be_bytes(w(i));
+                (f(0), f(4), f(8), f(12))
+            } else {
+                let f = |i| u32::from_le_bytes(w(i));
+                (f(0), f(4), f(8), f(12))
             };
-            let (ts_sec, ts_frac, caplen, orig_len) = (u32_at(0), u32_at(4), u32_at(8), u32_at(12));
             let len = layout.header_len.checked_add(caplen as usize)?;
             if len > d.len() {
                 return None;
             }
-            let frac = u64::from(ts_frac) * 1_000_000_000 / iface.ts_resolution;
+            // The two resolutions pcap has, without a division a packet (the
+            // same values: ts_frac * 10^9 fits in a u64).
+            let frac = match iface.ts_resolution {
+                1_000_000_000 => u64::from(ts_frac),
+                1_000_000 => u64::from(ts_frac) * 1000,
+                r => u64::from(ts_frac) * 1_000_000_000 / r,
+            };
             let ts = Timestamp::from_secs_nanos(
                 i64::from(ts_sec) + iface.ts_offset_secs,
                 frac.min(999_999_999) as u32,
