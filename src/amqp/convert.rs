@@ -94,10 +94,7 @@ pub fn method_from_class(class: AMQPClass, payload: &[u8]) -> Method {
             confirm::AMQPMethod::SelectOk(_) => K::ConfirmSelectOk,
         },
     };
-    Method {
-        method: kind,
-        args: a,
-    }
+    Method::new(kind, a)
 }
 
 fn connection_method(a: &mut MethodArgs, m: connection::AMQPMethod) -> MethodKind {

@@ -235,10 +235,10 @@ fn cut_method(
         u16::from_be_bytes([ids[0], ids[1]]),
         u16::from_be_bytes([ids[2], ids[3]]),
     )?;
-    Some(Frame::Method(Box::new(Method {
-        method: kind,
-        args: MethodArgs::default(),
-    })))
+    Some(Frame::Method(Box::new(Method::new(
+        kind,
+        MethodArgs::default(),
+    ))))
 }
 
 #[cfg(test)]

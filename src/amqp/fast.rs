@@ -196,10 +196,7 @@ fn spare<T>(list: fn(&mut Spares) -> &mut Vec<Box<T>>, new: fn() -> T) -> Box<T>
 fn spare_method() -> Box<Method> {
     spare(
         |s| &mut s.methods,
-        || Method {
-            method: MethodKind::BasicAck,
-            args: MethodArgs::default(),
-        },
+        || Method::new(MethodKind::BasicAck, MethodArgs::default()),
     )
 }
 
@@ -289,6 +286,8 @@ pub fn method(payload: &[u8], strings: &mut Strings) -> Option<Box<Method>> {
     if !r.at_end() {
         return None;
     }
+    // Every argument of the method read, nothing else set (`read_method_args`).
+    m.wire_args_only = true;
     Some(m)
 }
 
@@ -319,6 +318,7 @@ fn hot_method(r: &mut Reader<'_>) -> Option<Box<Method>> {
     };
     let mut m = spare_method();
     m.method = kind;
+    m.wire_args_only = false;
     Some(m)
 }
 

@@ -304,7 +304,7 @@ mod tests {
             dir,
             kind: EventKind::Frame {
                 channel: 1,
-                frame: Frame::Method(Box::new(Method { method: m, args })),
+                frame: Frame::Method(Box::new(Method::new(m, args))),
             },
         }
     }

@@ -62,7 +62,8 @@ impl<W: Write> JsonlSink<W> {
         let fresh = !matches!(&self.conns[slot], Some((c, _)) if *c == conn);
         if fresh {
             // Conn's Display has no character JSON must escape (digits, dots, colons, brackets, '-', '>').
-            let text = |dir: event::Dir| format!("Z\",\"conn\":\"{conn}\",\"dir\":\"{}\"", dir.as_str());
+            let text =
+                |dir: event::Dir| format!("Z\",\"conn\":\"{conn}\",\"dir\":\"{}\"", dir.as_str());
             self.conns[slot] = Some((conn, [text(event::Dir::C2S), text(event::Dir::S2C)]));
         }
         self.last_slot = Some(slot);
@@ -244,6 +245,36 @@ macro_rules! write_fields {
 event::method_args!(write_fields);
 event::properties!(write_fields);
 
+/// The arguments of a hot method the decoder's fast path read whole
+/// ([`crate::event::Method::wire_args_only`]): the ones it carries on the wire,
+/// in the schema's order (that of [`event::method_args`]), the same text as
+/// [`WriteFields`] gives without testing the other ~60 fields one by one.
+fn write_wire_args(m: &event::Method, w: &mut Fields<'_>) {
+    let a = &m.args;
+    match m.method {
+        MethodKind::BasicDeliver => {
+            w.optional(key!("exchange"), &a.exchange);
+            w.optional(key!("routing_key"), &a.routing_key);
+            w.optional(key!("consumer_tag"), &a.consumer_tag);
+            w.optional(key!("delivery_tag"), &a.delivery_tag);
+            w.optional(key!("redelivered"), &a.redelivered);
+        }
+        MethodKind::BasicAck | MethodKind::BasicNack | MethodKind::BasicReject => {
+            w.optional(key!("delivery_tag"), &a.delivery_tag);
+            w.optional(key!("multiple"), &a.multiple);
+            w.optional(key!("requeue"), &a.requeue);
+        }
+        MethodKind::BasicPublish => {
+            w.optional(key!("exchange"), &a.exchange);
+            w.optional(key!("routing_key"), &a.routing_key);
+            w.optional(key!("mandatory"), &a.mandatory);
+            w.optional(key!("immediate"), &a.immediate);
+        }
+        // Not a hot method: the flag is never set on one; write them all.
+        _ => a.write_fields(w),
+    }
+}
+
 /// The frame kinds that make up nearly all of a busy capture, written by hand;
 /// false for anything else (serde writes those).
 fn write_frame(line: &mut Vec<u8>, kind: &EventKind) -> bool {
@@ -258,6 +289,7 @@ fn write_frame(line: &mut Vec<u8>, kind: &EventKind) -> bool {
     line.push(b'"');
     let mut w = Fields(line);
     match frame {
+        Frame::Method(m) if m.wire_args_only => write_wire_args(m, &mut w),
         Frame::Method(m) => m.args.write_fields(&mut w),
         Frame::ContentHeader(h) => {
             w.field(key!("class_id"), &h.class_id);
@@ -319,10 +351,7 @@ mod tests {
             },
             EventKind::Frame {
                 channel: 1,
-                frame: Frame::Method(Box::new(Method {
-                    method: MethodKind::BasicConsume,
-                    args,
-                })),
+                frame: Frame::Method(Box::new(Method::new(MethodKind::BasicConsume, args))),
             },
             EventKind::Frame {
                 channel: 0,

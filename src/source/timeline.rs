@@ -252,7 +252,7 @@ fn frame_kind(o: &Map<String, Value>) -> Result<EventKind, String> {
         name => {
             let kind = method_by_name(name).ok_or_else(|| format!("unknown method {name:?}"))?;
             let args = MethodArgs::read_fields(o);
-            Frame::Method(Box::new(Method { method: kind, args }))
+            Frame::Method(Box::new(Method::new(kind, args)))
         }
     };
     Ok(EventKind::Frame { channel, frame })

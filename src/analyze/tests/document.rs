@@ -107,7 +107,7 @@ fn analyzer_throughput() {
     let (mut s, p, w) = Sim::with_worker_and_publisher((3000, 3001), "jobs", "w1", 100);
     let m = |k: MethodKind, args: MethodArgs| EventKind::Frame {
         channel: 1,
-        frame: Frame::Method(Box::new(Method { method: k, args })),
+        frame: Frame::Method(Box::new(Method::new(k, args))),
     };
     let ev = |c: Conn, dir: Dir, kind: EventKind| Event {
         frame: 0,

@@ -53,7 +53,7 @@ const T0: i64 = 1_764_000_000_000_000_000;
 
 /// A method frame on channel `ch`.
 fn method_frame(ch: u16, m: MethodKind, args: MethodArgs) -> EventKind {
-    let frame = Frame::Method(Box::new(Method { method: m, args }));
+    let frame = Frame::Method(Box::new(Method::new(m, args)));
     EventKind::Frame { channel: ch, frame }
 }
 
