@@ -27,6 +27,7 @@ pub struct JsonlSink<W: Write> {
     /// The slot of the last connection written: consecutive events mostly share
     /// one, and a compare is cheaper than the hash.
     last_slot: Option<usize>,
+    routes: Routes,
 }
 
 impl<W: Write> JsonlSink<W> {
@@ -38,6 +39,7 @@ impl<W: Write> JsonlSink<W> {
             ts_prefix: String::new(),
             conns: vec![None; CONN_SLOTS],
             last_slot: None,
+            routes: Routes::new(),
         }
     }
 
@@ -103,7 +105,7 @@ impl<W: Write> Sink for JsonlSink<W> {
         }
         line.extend_from_slice(&digits);
         line.extend_from_slice(self.conn_text(ev.conn, ev.dir).as_bytes());
-        if write_frame(&mut line, &ev.kind) {
+        if write_frame(&mut line, &ev.kind, &mut self.routes) {
             line.push(b'}');
         } else {
             // The kind serialises as a map ({"event":...,...}): splice its fields in.
@@ -245,17 +247,70 @@ macro_rules! write_fields {
 event::method_args!(write_fields);
 event::properties!(write_fields);
 
+/// Slots of the direct-mapped cache of basic.deliver routes.
+const ROUTE_SLOTS: usize = 64;
+
+/// The text of a basic.deliver's exchange, routing key and consumer tag,
+/// `,"exchange":"…","routing_key":"…","consumer_tag":"…"`, and the decoder's
+/// shared strings it was written from. Held, the strings cannot be freed, so
+/// another string at the same address is the same string: the text is reused
+/// when all three are the same objects (three escape tests and copies less a
+/// delivery; a consumer's deliveries mostly repeat all three).
+struct Route {
+    exchange: Text,
+    routing_key: Text,
+    consumer_tag: Text,
+    text: Vec<u8>,
+}
+
+/// The cache of [`Route`]s, by consumer tag.
+struct Routes(Vec<Option<Route>>);
+
+impl Routes {
+    fn new() -> Self {
+        Routes((0..ROUTE_SLOTS).map(|_| None).collect())
+    }
+
+    /// Writes the three fields of `a`, a basic.deliver's arguments (all set).
+    fn write(&mut self, a: &event::MethodArgs, w: &mut Fields<'_>) {
+        let (Some(x), Some(rk), Some(ct)) = (&a.exchange, &a.routing_key, &a.consumer_tag) else {
+            w.optional(key!("exchange"), &a.exchange);
+            w.optional(key!("routing_key"), &a.routing_key);
+            w.optional(key!("consumer_tag"), &a.consumer_tag);
+            return;
+        };
+        let slot = (std::sync::Arc::as_ptr(ct).cast::<u8>() as usize >> 4) % ROUTE_SLOTS;
+        if let Some(r) = &self.0[slot] {
+            if std::sync::Arc::ptr_eq(&r.consumer_tag, ct)
+                && std::sync::Arc::ptr_eq(&r.exchange, x)
+                && std::sync::Arc::ptr_eq(&r.routing_key, rk)
+            {
+                w.0.extend_from_slice(&r.text);
+                return;
+            }
+        }
+        let start = w.0.len();
+        w.field(key!("exchange"), x);
+        w.field(key!("routing_key"), rk);
+        w.field(key!("consumer_tag"), ct);
+        self.0[slot] = Some(Route {
+            exchange: x.clone(),
+            routing_key: rk.clone(),
+            consumer_tag: ct.clone(),
+            text: w.0[start..].to_vec(),
+        });
+    }
+}
+
 /// The arguments of a hot method the decoder's fast path read whole
 /// ([`crate::event::Method::wire_args_only`]): the ones it carries on the wire,
 /// in the schema's order (that of [`event::method_args`]), the same text as
 /// [`WriteFields`] gives without testing the other ~60 fields one by one.
-fn write_wire_args(m: &event::Method, w: &mut Fields<'_>) {
+fn write_wire_args(m: &event::Method, w: &mut Fields<'_>, routes: &mut Routes) {
     let a = &m.args;
     match m.method {
         MethodKind::BasicDeliver => {
-            w.optional(key!("exchange"), &a.exchange);
-            w.optional(key!("routing_key"), &a.routing_key);
-            w.optional(key!("consumer_tag"), &a.consumer_tag);
+            routes.write(a, w);
             w.optional(key!("delivery_tag"), &a.delivery_tag);
             w.optional(key!("redelivered"), &a.redelivered);
         }
@@ -277,7 +332,7 @@ fn write_wire_args(m: &event::Method, w: &mut Fields<'_>) {
 
 /// The frame kinds that make up nearly all of a busy capture, written by hand;
 /// false for anything else (serde writes those).
-fn write_frame(line: &mut Vec<u8>, kind: &EventKind) -> bool {
+fn write_frame(line: &mut Vec<u8>, kind: &EventKind, routes: &mut Routes) -> bool {
     let EventKind::Frame { channel, frame } = kind else {
         return false;
     };
@@ -289,7 +344,7 @@ fn write_frame(line: &mut Vec<u8>, kind: &EventKind) -> bool {
     line.push(b'"');
     let mut w = Fields(line);
     match frame {
-        Frame::Method(m) if m.wire_args_only => write_wire_args(m, &mut w),
+        Frame::Method(m) if m.wire_args_only => write_wire_args(m, &mut w, routes),
         Frame::Method(m) => m.args.write_fields(&mut w),
         Frame::ContentHeader(h) => {
             w.field(key!("class_id"), &h.class_id);
@@ -377,6 +432,55 @@ mod tests {
                 expected.push_str(&serde_json::to_string(&ev).unwrap());
                 expected.push('\n');
             }
+        }
+        assert_eq!(String::from_utf8(sink.out).unwrap(), expected);
+    }
+
+    /// Deliveries decoded by the fast path, whose route text is cached: a
+    /// changed exchange or routing key under the same consumer tag, a string
+    /// that needs escaping, and the same three strings again.
+    #[test]
+    fn cached_delivery_routes_are_what_serde_gives() {
+        let deliver = |ct: &str, x: &str, rk: &str, tag: u64| {
+            let mut p = vec![0, 60, 0, 60];
+            p.push(ct.len() as u8);
+            p.extend_from_slice(ct.as_bytes());
+            p.extend_from_slice(&tag.to_be_bytes());
+            p.push(1);
+            for s in [x, rk] {
+                p.push(s.len() as u8);
+                p.extend_from_slice(s.as_bytes());
+            }
+            p
+        };
+        let mut strings = crate::amqp::fast::Strings::default();
+        let mut sink = JsonlSink::new(Vec::new());
+        let mut expected = String::new();
+        let routes = [
+            ("ctag-1", "jobs", "work"),
+            ("ctag-1", "jobs", "work"),
+            ("ctag-1", "other", "work"),
+            ("ctag-1", "other", "r\"k"),
+            ("ctag-2", "jobs", "work"),
+            ("ctag-1", "jobs", "work"),
+        ];
+        for (i, (ct, x, rk)) in routes.into_iter().enumerate() {
+            let m = crate::amqp::fast::method(&deliver(ct, x, rk, i as u64 + 1), &mut strings)
+                .expect("a basic.deliver");
+            assert!(m.wire_args_only);
+            let ev = event(
+                i as u64 + 1,
+                0,
+                1_700_000_000_000_000_000,
+                ("10.0.0.1:40000", "10.0.0.2:5672"),
+                EventKind::Frame {
+                    channel: 1,
+                    frame: Frame::Method(m),
+                },
+            );
+            sink.event(&ev).unwrap();
+            expected.push_str(&serde_json::to_string(&ev).unwrap());
+            expected.push('\n');
         }
         assert_eq!(String::from_utf8(sink.out).unwrap(), expected);
     }
