@@ -27,7 +27,7 @@ pub struct JsonlSink<W: Write> {
     /// The slot of the last connection written: consecutive events mostly share
     /// one, and a compare is cheaper than the hash.
     last_slot: Option<usize>,
-    routes: Routes,
+    routes: RouteCaches,
 }
 
 impl<W: Write> JsonlSink<W> {
@@ -39,7 +39,10 @@ impl<W: Write> JsonlSink<W> {
             ts_prefix: String::new(),
             conns: vec![None; CONN_SLOTS],
             last_slot: None,
-            routes: Routes::new(),
+            routes: RouteCaches {
+                deliveries: Routes::new(),
+                publishes: Routes::new(),
+            },
         }
     }
 
@@ -247,23 +250,30 @@ macro_rules! write_fields {
 event::method_args!(write_fields);
 event::properties!(write_fields);
 
-/// Slots of the direct-mapped cache of basic.deliver routes.
+/// Slots of each direct-mapped cache of routes.
 const ROUTE_SLOTS: usize = 64;
 
 /// The text of a basic.deliver's exchange, routing key and consumer tag,
-/// `,"exchange":"…","routing_key":"…","consumer_tag":"…"`, and the decoder's
-/// shared strings it was written from. Held, the strings cannot be freed, so
-/// another string at the same address is the same string: the text is reused
-/// when all three are the same objects (three escape tests and copies less a
-/// delivery; a consumer's deliveries mostly repeat all three).
+/// `,"exchange":"…","routing_key":"…","consumer_tag":"…"` (a basic.publish's
+/// first two), and the decoder's shared strings it was written from. Held, the
+/// strings cannot be freed, so another string at the same address is the same
+/// string: the text is reused when all are the same objects (the escape tests
+/// and copies of each less a method; a consumer's deliveries and a publisher's
+/// publishes mostly repeat them).
 struct Route {
     exchange: Text,
     routing_key: Text,
-    consumer_tag: Text,
+    consumer_tag: Option<Text>,
     text: Vec<u8>,
 }
 
-/// The cache of [`Route`]s, by consumer tag.
+/// The route texts of deliveries and of publishes.
+struct RouteCaches {
+    deliveries: Routes,
+    publishes: Routes,
+}
+
+/// A cache of [`Route`]s, by consumer tag (deliveries) or routing key (publishes).
 struct Routes(Vec<Option<Route>>);
 
 impl Routes {
@@ -271,20 +281,33 @@ impl Routes {
         Routes((0..ROUTE_SLOTS).map(|_| None).collect())
     }
 
-    /// Writes the three fields of `a`, a basic.deliver's arguments (all set).
-    fn write(&mut self, a: &event::MethodArgs, w: &mut Fields<'_>) {
-        let (Some(x), Some(rk), Some(ct)) = (&a.exchange, &a.routing_key, &a.consumer_tag) else {
+    /// Writes `exchange`, `routing_key` and, for a delivery, `consumer_tag` of `a`.
+    fn write<const DELIVERY: bool>(&mut self, a: &event::MethodArgs, w: &mut Fields<'_>) {
+        use std::sync::Arc;
+        let delivery = DELIVERY;
+        let ct = if delivery {
+            a.consumer_tag.as_ref()
+        } else {
+            None
+        };
+        let (Some(x), Some(rk), true) = (&a.exchange, &a.routing_key, ct.is_some() == delivery)
+        else {
             w.optional(key!("exchange"), &a.exchange);
             w.optional(key!("routing_key"), &a.routing_key);
-            w.optional(key!("consumer_tag"), &a.consumer_tag);
+            if delivery {
+                w.optional(key!("consumer_tag"), &a.consumer_tag);
+            }
             return;
         };
-        let slot = (std::sync::Arc::as_ptr(ct).cast::<u8>() as usize >> 4) % ROUTE_SLOTS;
+        let by = ct.unwrap_or(rk);
+        let slot = (Arc::as_ptr(by).cast::<u8>() as usize >> 4) % ROUTE_SLOTS;
         if let Some(r) = &self.0[slot] {
-            if std::sync::Arc::ptr_eq(&r.consumer_tag, ct)
-                && std::sync::Arc::ptr_eq(&r.exchange, x)
-                && std::sync::Arc::ptr_eq(&r.routing_key, rk)
-            {
+            let same_tag = match (&r.consumer_tag, ct) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+            if same_tag && Arc::ptr_eq(&r.exchange, x) && Arc::ptr_eq(&r.routing_key, rk) {
                 w.0.extend_from_slice(&r.text);
                 return;
             }
@@ -292,11 +315,13 @@ impl Routes {
         let start = w.0.len();
         w.field(key!("exchange"), x);
         w.field(key!("routing_key"), rk);
-        w.field(key!("consumer_tag"), ct);
+        if let Some(ct) = ct {
+            w.field(key!("consumer_tag"), ct);
+        }
         self.0[slot] = Some(Route {
             exchange: x.clone(),
             routing_key: rk.clone(),
-            consumer_tag: ct.clone(),
+            consumer_tag: ct.cloned(),
             text: w.0[start..].to_vec(),
         });
     }
@@ -306,11 +331,11 @@ impl Routes {
 /// ([`crate::event::Method::wire_args_only`]): the ones it carries on the wire,
 /// in the schema's order (that of [`event::method_args`]), the same text as
 /// [`WriteFields`] gives without testing the other ~60 fields one by one.
-fn write_wire_args(m: &event::Method, w: &mut Fields<'_>, routes: &mut Routes) {
+fn write_wire_args(m: &event::Method, w: &mut Fields<'_>, routes: &mut RouteCaches) {
     let a = &m.args;
     match m.method {
         MethodKind::BasicDeliver => {
-            routes.write(a, w);
+            routes.deliveries.write::<true>(a, w);
             w.optional(key!("delivery_tag"), &a.delivery_tag);
             w.optional(key!("redelivered"), &a.redelivered);
         }
@@ -320,8 +345,7 @@ fn write_wire_args(m: &event::Method, w: &mut Fields<'_>, routes: &mut Routes) {
             w.optional(key!("requeue"), &a.requeue);
         }
         MethodKind::BasicPublish => {
-            w.optional(key!("exchange"), &a.exchange);
-            w.optional(key!("routing_key"), &a.routing_key);
+            routes.publishes.write::<false>(a, w);
             w.optional(key!("mandatory"), &a.mandatory);
             w.optional(key!("immediate"), &a.immediate);
         }
@@ -332,7 +356,7 @@ fn write_wire_args(m: &event::Method, w: &mut Fields<'_>, routes: &mut Routes) {
 
 /// The frame kinds that make up nearly all of a busy capture, written by hand;
 /// false for anything else (serde writes those).
-fn write_frame(line: &mut Vec<u8>, kind: &EventKind, routes: &mut Routes) -> bool {
+fn write_frame(line: &mut Vec<u8>, kind: &EventKind, routes: &mut RouteCaches) -> bool {
     let EventKind::Frame { channel, frame } = kind else {
         return false;
     };
