@@ -169,12 +169,27 @@ impl Origin {
 pub struct Reassembler {
     flows: HashMap<FlowKey, Flow>,
     next_id: u64,
+    /// Connection ids are the sequence number of the packet that opened them
+    /// (see [`Reassembler::with_packet_seq_ids`]).
+    seq_ids: bool,
     last_sweep: Timestamp,
 }
 
 impl Reassembler {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A reassembler whose connection ids ([`TcpOutput::flow`]) are the
+    /// [`PacketRef::seq`] of the packet that opened each connection, instead
+    /// of a count of its own: the connections that several reassemblers fed
+    /// disjoint packets of one input ([`crate::pipeline::shard`]) open are
+    /// then ordered as one reassembler would number them.
+    pub fn with_packet_seq_ids() -> Self {
+        Reassembler {
+            seq_ids: true,
+            ..Self::default()
+        }
     }
 
     /// Connections currently tracked (open, or remembered after close).
@@ -202,7 +217,11 @@ impl Reassembler {
             Some(false) => false,
         };
         if create {
-            self.next_id += 1;
+            self.next_id = if self.seq_ids {
+                p.seq
+            } else {
+                self.next_id + 1
+            };
             self.flows.insert(
                 key,
                 Flow {
@@ -312,8 +331,11 @@ impl Reassembler {
         self.flows.clear();
     }
 
-    /// Releases connections closed long ago (capture time).
-    fn sweep(&mut self, now: Timestamp) {
+    /// Releases connections closed long ago (capture time). [`Self::handle`]
+    /// calls it with each segment's time; a reassembler that sees only some
+    /// of an input's segments is given the others' times here, so that it
+    /// forgets closed connections when one reassembler of all would.
+    pub fn sweep(&mut self, now: Timestamp) {
         if now.0 - self.last_sweep.0 < TOMBSTONE_NANOS / 4 {
             return;
         }
