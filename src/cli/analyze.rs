@@ -78,12 +78,13 @@ pub struct CaptureOptions {
     #[arg(long, value_name = "FILE")]
     pub tls_keylog: Option<PathBuf>,
 
-    /// Worker threads: connections are spread over N threads for TCP reassembly, AMQP
-    /// detection and frame decoding (both directions of a connection on one thread), and
-    /// their events merged back in time order into the one analysis and output. The output
-    /// is the same, byte for byte, with any N (see README "Performance" for the one
-    /// exception: a connection left unclassified behind heavy traffic). 1 runs everything
-    /// on one thread; a pipe as input always does. Default: the number of cores.
+    /// Worker threads for TCP reassembly, AMQP detection and frame decoding: connections
+    /// are spread over N threads (both directions of a connection on one), a further thread
+    /// reads the capture, and their events are merged back in time order into the one
+    /// analysis and output on the main thread. The output is the same, byte for byte, with
+    /// any N; the one exception (a connection left unclassified behind tens of thousands of
+    /// other events) is in README "Performance". 1 runs everything on one thread, as before
+    /// there were threads. Default: the number of cores.
     #[arg(long, value_name = "N")]
     pub threads: Option<std::num::NonZeroUsize>,
 }

@@ -3,18 +3,16 @@
 //! merged back on the caller's thread into the one order
 //! [`super::run_files_with_keylog`] gives them.
 //!
-//! This module owns the workers, the batches they hand over and the merge; it
-//! never touches what the stages do with a packet. Every worker reads every
-//! input itself (each file mapped once per worker, its pages dropped behind
-//! it), in the same order, through the same read loop as the one-thread run
-//! ([`super::read_inputs`], [`super::Front`]): the run's counters, the TLS
-//! secrets of pcapng blocks, the proxy legs' address aliases and the capture
-//! time are then the same in every worker without a dispatcher to send them.
-//! A worker reassembles and decodes only the connections of its shard (the
-//! unordered address pair, hashed: both directions on one worker); for the
-//! others' packets it only lets time pass (the classification window, the
-//! reassembler's memory of closed connections), as the one reassembler and
-//! tracker of a one-thread run would.
+//! This module owns the threads, the batches they hand over and the merge;
+//! it never touches what the stages do with a packet. One reading thread
+//! reads the inputs through the same read loop and [`super::Front`] as the
+//! one-thread run (the run's counters, the proxy legs' address aliases, the
+//! link layer), and hands each TCP segment, copied into the worker's batch,
+//! to the worker of its connection (the unordered address pair, hashed: both
+//! directions on one worker). Every other worker is told the packet's time
+//! only, so that time passes for it as for the one reassembler and tracker
+//! of a one-thread run (the classification window, the memory of closed
+//! connections), and gets the TLS secrets of pcapng blocks where they come.
 //!
 //! Order. The one-thread [`super::Driver`] emits a packet's events at once
 //! while no connection waits to be classified, and otherwise holds them,
@@ -40,11 +38,8 @@
 //! connection unclassified for a long stretch of heavy traffic (tens of
 //! thousands of events of others, or 16 MiB of its own and its peers' held
 //! bytes); `--threads 1` is the exact order then.
-//!
-//! Input that cannot be read once per worker (a pipe, a device) or a file
-//! that grew while the workers opened it runs on one thread.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::io;
 use std::net::SocketAddr;
@@ -54,21 +49,24 @@ use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 
 use super::{open_all, read_inputs, recorded_end, Feed, Front, PipelineError, RunSummary};
 use crate::event::{Event, Timestamp};
+use crate::link::TcpSegment;
 use crate::source::file::{CaptureError, CaptureReader, Packet};
 use crate::stream::{StreamConfig, StreamStats, Tracker};
 use crate::tcp::{PacketRef, Reassembler, TcpOutput};
 use crate::tls::KeyLog;
 
+/// Packets the reader hands to the workers at once.
+const WORK_PACKETS: usize = 4096;
+/// Bytes of segments the reader copies for one worker before it hands them over.
+const WORK_BYTES: usize = 256 << 10;
 /// Events a worker gathers before it hands them over.
 const BATCH_EVENTS: usize = 2048;
-/// Packets a worker reads, at most, before it says how far it has read.
-const BATCH_PACKETS: u32 = 4096;
-/// Batches handed over and not yet merged, per worker.
+/// Batches handed over and not yet taken, per channel.
 const IN_FLIGHT: usize = 4;
 
 /// [`super::run_files_with_keylog`] on `threads` workers; the same events in
-/// the same order, `on_event` called on this thread. One thread, or input
-/// that cannot be read once per worker, runs the one-thread driver itself.
+/// the same order, `on_event` called on this thread. One thread runs the
+/// one-thread driver itself.
 pub fn run_files<F>(
     paths: &[PathBuf],
     cfg: &StreamConfig,
@@ -79,69 +77,70 @@ pub fn run_files<F>(
 where
     F: FnMut(&Event) -> io::Result<()>,
 {
-    let Some(sizes) = file_sizes(paths).filter(|_| threads > 1) else {
-        return super::run_files_with_keylog(paths, cfg, keylog, on_event);
-    };
-    let mut inputs = Vec::with_capacity(threads);
-    for _ in 0..threads {
-        inputs.push(open_all(paths)?);
-    }
-    // A capture still being written: every worker must read the same packets.
-    if file_sizes(paths).as_ref() != Some(&sizes) {
-        drop(inputs);
+    if threads <= 1 {
         return super::run_files_with_keylog(paths, cfg, keylog, on_event);
     }
+    let mut readers = open_all(paths)?;
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let mut lanes = Vec::with_capacity(threads);
-        for (index, readers) in inputs.into_iter().enumerate() {
+        let mut shards = Vec::with_capacity(threads);
+        let spawn_failed = |e| {
+            stop.store(true, Ordering::Relaxed);
+            PipelineError::Thread(e)
+        };
+        for index in 0..threads {
+            let (work_tx, work_rx) = mpsc::sync_channel(IN_FLIGHT);
+            let (work_back, work_spare) = mpsc::channel();
             let (tx, rx) = mpsc::sync_channel(IN_FLIGHT);
             let (back, spare) = mpsc::channel();
             let mut tracker = Tracker::new(cfg.clone());
             tracker.set_tls_keylog(keylog.clone());
             let worker = Worker {
-                index,
-                shards: threads,
-                front: Front::default(),
                 reassembler: Reassembler::with_packet_seq_ids(),
                 tracker,
                 oldest: None,
                 batch: Batch::default(),
-                unsent: 0,
+                returned: Vec::new(),
+                last_ts: Timestamp::default(),
                 tx,
                 spare,
-                stop: &stop,
                 gone: false,
             };
-            let spawned = std::thread::Builder::new()
+            std::thread::Builder::new()
                 .name(format!("amqptrace-shard-{index}"))
-                .spawn_scoped(scope, move || worker.run(readers));
-            if let Err(e) = spawned {
-                stop.store(true, Ordering::Relaxed);
-                return Err(PipelineError::Thread(e));
-            }
+                .spawn_scoped(scope, move || worker.run(work_rx, work_back))
+                .map_err(spawn_failed)?;
             lanes.push(Lane::new(rx, back));
+            shards.push(ShardInput {
+                work: Work::default(),
+                tx: work_tx,
+                spare: work_spare,
+            });
         }
-        let result = Merger::new(on_event).run(&mut lanes);
-        // Workers still reading (the output failed) see the flag or a closed channel.
+        let dispatcher = Dispatcher {
+            front: Front::default(),
+            shards,
+            stop: &stop,
+            gone: false,
+        };
+        let reading = std::thread::Builder::new()
+            .name("amqptrace-read".into())
+            .spawn_scoped(scope, move || dispatcher.run(&mut readers))
+            .map_err(spawn_failed)?;
+        let mut merger = Merger::new(on_event);
+        let merged = merger.merge(&mut lanes);
+        // Threads still at work (the output failed) see the flag or a closed channel.
         stop.store(true, Ordering::Relaxed);
         drop(lanes);
-        result
+        let read = match reading.join() {
+            Ok(read) => read,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        let ends = merged?;
+        let (front, recorded_end) = read?;
+        merger.finish(ends, front, recorded_end)
     })
-}
-
-/// The byte lengths of `paths` when every one is a regular file (read once
-/// per worker), else None.
-fn file_sizes(paths: &[PathBuf]) -> Option<Vec<u64>> {
-    paths
-        .iter()
-        .map(|p| {
-            std::fs::metadata(p)
-                .ok()
-                .filter(|m| m.is_file())
-                .map(|m| m.len())
-        })
-        .collect()
 }
 
 /// The worker of a connection: both directions of an address pair hash alike.
@@ -160,6 +159,138 @@ fn shard_of(a: SocketAddr, b: SocketAddr, shards: usize) -> usize {
     (h % shards as u64) as usize
 }
 
+/// One packet of the input, as one worker sees it.
+enum Entry {
+    /// A segment of this worker's connections; its payload is `len` bytes at
+    /// `at` in [`Work::data`] (`seg.payload` is empty).
+    Segment {
+        p: PacketRef,
+        seg: TcpSegment<'static>,
+        at: usize,
+        len: usize,
+    },
+    /// A packet of another worker's connections (`tcp`), or of none: only its time counts here.
+    Elsewhere { seq: u64, ts: Timestamp, tcp: bool },
+    /// TLS secrets of a pcapng block, `len` bytes at `at` in [`Work::data`], before the next packet.
+    Secrets { at: usize, len: usize },
+}
+
+/// What the reader hands one worker at once; the worker sends the emptied one back.
+#[derive(Default)]
+struct Work {
+    entries: Vec<Entry>,
+    data: Vec<u8>,
+}
+
+/// The reader's end of one worker.
+struct ShardInput {
+    work: Work,
+    tx: SyncSender<Work>,
+    spare: Receiver<Work>,
+}
+
+/// The reading thread: every packet through the one [`Front`], its segment
+/// to the worker of its connection, its time to every other.
+struct Dispatcher<'s> {
+    front: Front,
+    shards: Vec<ShardInput>,
+    stop: &'s AtomicBool,
+    /// A worker is gone (the merger stopped): reading on is useless.
+    gone: bool,
+}
+
+impl Dispatcher<'_> {
+    fn run(
+        mut self,
+        readers: &mut [CaptureReader<'static>],
+    ) -> Result<(Front, Option<Timestamp>), PipelineError> {
+        let read = read_inputs(readers, &mut self);
+        self.hand_over();
+        read.map(|()| (self.front, recorded_end(readers)))
+    }
+
+    /// Hands every worker its work so far. All at once: a worker waiting for
+    /// input never waits behind another's full channel (see [`Merger::merge`]).
+    fn hand_over(&mut self) {
+        if self.stop.load(Ordering::Relaxed) {
+            self.gone = true;
+        }
+        for shard in &mut self.shards {
+            if self.gone {
+                return;
+            }
+            let mut next = shard.spare.try_recv().unwrap_or_default();
+            next.entries.clear();
+            next.data.clear();
+            let work = std::mem::replace(&mut shard.work, next);
+            if shard.tx.send(work).is_err() {
+                self.gone = true;
+            }
+        }
+    }
+}
+
+impl Feed for Dispatcher<'_> {
+    fn packet(&mut self, file: u32, source: &Path, pkt: &Packet<'_>) -> bool {
+        let (seq, ts) = (self.front.seq + 1, pkt.ts);
+        let mut full = false;
+        match self.front.admit(file, source, pkt) {
+            Some((seg, p)) => {
+                let owner = shard_of(seg.src, seg.dst, self.shards.len());
+                for (i, shard) in self.shards.iter_mut().enumerate() {
+                    let work = &mut shard.work;
+                    if i == owner {
+                        let at = work.data.len();
+                        work.data.extend_from_slice(seg.payload);
+                        work.entries.push(Entry::Segment {
+                            p,
+                            seg: TcpSegment {
+                                payload: &[],
+                                ..seg
+                            },
+                            at,
+                            len: seg.payload.len(),
+                        });
+                        full |= work.data.len() >= WORK_BYTES;
+                    } else {
+                        work.entries.push(Entry::Elsewhere { seq, ts, tcp: true });
+                    }
+                }
+            }
+            None => {
+                for shard in &mut self.shards {
+                    let e = Entry::Elsewhere {
+                        seq,
+                        ts,
+                        tcp: false,
+                    };
+                    shard.work.entries.push(e);
+                }
+            }
+        }
+        if full || self.shards[0].work.entries.len() >= WORK_PACKETS {
+            self.hand_over();
+        }
+        !self.gone
+    }
+
+    fn secrets(&mut self, text: &[u8]) {
+        for shard in &mut self.shards {
+            let work = &mut shard.work;
+            let at = work.data.len();
+            work.data.extend_from_slice(text);
+            work.entries.push(Entry::Secrets {
+                at,
+                len: text.len(),
+            });
+        }
+    }
+
+    fn damage(&mut self, e: CaptureError) {
+        self.front.summary.damage.push(e);
+    }
+}
+
 /// What happened at one packet of the input in one shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Mark {
@@ -172,82 +303,139 @@ struct Mark {
     oldest: Option<Timestamp>,
 }
 
-/// What a worker hands over at once; the merger sends the emptied batch back.
+/// What a worker hands over at once. The merger emits events in place and
+/// sends the batch back with them, so that the worker's decoder reuses their
+/// boxes (the spares of [`crate::amqp::fast`] are per thread); an event it
+/// must hold is taken out, a [`placeholder`] left behind.
 #[derive(Default)]
 struct Batch {
     marks: Vec<Mark>,
-    events: VecDeque<Event>,
+    events: Vec<Event>,
     /// The worker has read every packet up to this position.
     through: u64,
 }
 
+/// What stands in a batch for an event the merger took out to hold.
+fn placeholder() -> Event {
+    Event {
+        frame: 0,
+        file: 0,
+        ts: Timestamp::default(),
+        conn: crate::event::Conn {
+            client: SocketAddr::from(([0, 0, 0, 0], 0)),
+            broker: SocketAddr::from(([0, 0, 0, 0], 0)),
+        },
+        dir: crate::event::Dir::C2S,
+        kind: crate::event::EventKind::TcpOpen,
+    }
+}
+
 enum Message {
     Batch(Batch),
-    /// The last message: the end of input, or the error that stopped the reading.
-    End(Result<Box<End>, PipelineError>),
+    /// The last message: the end of input.
+    End(Box<End>),
 }
 
 /// A worker's end of input.
 struct End {
-    /// The run's counters (the same in every worker), its shard's stream counters.
-    front: Front,
     streams: StreamStats,
-    recorded_end: Option<Timestamp>,
     /// The reassembler's end-of-input flush: (connection id, event).
     flushed: Vec<(u64, Event)>,
 }
 
-struct Worker<'s> {
-    index: usize,
-    shards: usize,
-    front: Front,
+/// One shard's reassembly, classification and decoding.
+struct Worker {
     reassembler: Reassembler,
     tracker: Tracker,
     /// The oldest waiting time last told.
     oldest: Option<Timestamp>,
     batch: Batch,
-    /// Packets read since the last batch went.
-    unsent: u32,
+    /// Events the merger is done with, for their boxes.
+    returned: Vec<Event>,
+    /// The time of the latest packet read.
+    last_ts: Timestamp,
     tx: SyncSender<Message>,
     spare: Receiver<Batch>,
-    stop: &'s AtomicBool,
-    /// The merger stopped: reading on is useless.
+    /// The merger stopped: working on is useless.
     gone: bool,
 }
 
-impl Worker<'_> {
-    fn run(mut self, mut readers: Vec<CaptureReader<'static>>) {
-        let read = read_inputs(&mut readers, &mut self);
-        if self.gone {
-            return;
+impl Worker {
+    fn run(mut self, input: Receiver<Work>, back: Sender<Work>) {
+        let mut through = 0;
+        for work in input {
+            for entry in &work.entries {
+                through = self.entry(entry, &work.data);
+            }
+            let _ = back.send(work);
+            self.send_batch(through);
+            if self.gone {
+                return;
+            }
         }
-        self.send_batch();
-        let end = read.map(|()| {
-            let now = self.front.summary.last_ts.unwrap_or_default();
-            let p = PacketRef {
-                file: 0,
-                frame: 0,
-                ts: now,
-                seq: self.front.seq + 1,
-            };
-            let mut flushed = Vec::new();
-            let tracker = &mut self.tracker;
-            self.reassembler.finish(p, &mut |o: TcpOutput<'_>| {
-                let flow = o.flow;
-                tracker.handle(o, &mut |ev: Event| flushed.push((flow, ev)));
-            });
-            Box::new(End {
-                streams: self.tracker.stats().clone(),
-                front: std::mem::take(&mut self.front),
-                recorded_end: recorded_end(&readers),
-                flushed,
-            })
+        // The end of input: the reader is done (or stopped, and nobody listens).
+        let p = PacketRef {
+            file: 0,
+            frame: 0,
+            ts: self.last_ts,
+            seq: through + 1,
+        };
+        let mut flushed = Vec::new();
+        let tracker = &mut self.tracker;
+        self.reassembler.finish(p, &mut |o: TcpOutput<'_>| {
+            let flow = o.flow;
+            tracker.handle(o, &mut |ev: Event| flushed.push((flow, ev)));
         });
-        let _ = self.tx.send(Message::End(end));
+        let end = End {
+            streams: self.tracker.stats().clone(),
+            flushed,
+        };
+        let _ = self.tx.send(Message::End(Box::new(end)));
     }
 
-    /// After each packet: the time that passed, what changed, a batch when due.
-    fn after(&mut self, ts: Timestamp, events: u32) -> bool {
+    /// Handles one entry of the input; returns the position of the packet read last.
+    fn entry(&mut self, entry: &Entry, data: &[u8]) -> u64 {
+        match *entry {
+            Entry::Segment { p, seg, at, len } => {
+                let seg = TcpSegment {
+                    payload: &data[at..at + len],
+                    ..seg
+                };
+                let out = &mut self.batch.events;
+                let before = out.len();
+                let tracker = &mut self.tracker;
+                self.reassembler.handle(p, &seg, &mut |o: TcpOutput<'_>| {
+                    tracker.handle(o, &mut |ev: Event| out.push(ev));
+                });
+                let events = out.len() - before;
+                // Boxes back to the decoder's spares at the pace they are taken.
+                for _ in 0..=events {
+                    match self.returned.pop() {
+                        Some(ev) => crate::amqp::fast::recycle(ev),
+                        None => break,
+                    }
+                }
+                self.after(p.seq, p.ts, events as u32);
+                p.seq
+            }
+            Entry::Elsewhere { seq, ts, tcp } => {
+                if tcp {
+                    self.reassembler.sweep(ts);
+                }
+                self.after(seq, ts, 0);
+                seq
+            }
+            Entry::Secrets { at, len } => {
+                self.tracker.add_tls_keylog(&data[at..at + len]);
+                self.batch.through
+            }
+        }
+    }
+
+    /// After each packet, as the one-thread driver's `idle`: the time that
+    /// passed, a mark when something changed, a batch when due.
+    fn after(&mut self, seq: u64, ts: Timestamp, events: u32) {
+        self.last_ts = ts;
         if self.tracker.has_held() {
             self.tracker.expire(ts);
         }
@@ -255,58 +443,33 @@ impl Worker<'_> {
         if events > 0 || oldest != self.oldest {
             self.oldest = oldest;
             self.batch.marks.push(Mark {
-                seq: self.front.seq,
+                seq,
                 events,
                 oldest,
             });
         }
-        self.unsent += 1;
-        if self.batch.events.len() >= BATCH_EVENTS || self.unsent >= BATCH_PACKETS {
-            self.send_batch();
+        self.batch.through = seq;
+        if self.batch.events.len() >= BATCH_EVENTS {
+            self.send_batch(seq);
         }
-        !self.gone
     }
 
-    fn send_batch(&mut self) {
-        self.unsent = 0;
-        if self.stop.load(Ordering::Relaxed) {
-            self.gone = true;
+    fn send_batch(&mut self, through: u64) {
+        if self.gone {
             return;
         }
-        let next = self.spare.try_recv().unwrap_or_default();
+        let mut next = self.spare.try_recv().unwrap_or_default();
+        next.marks.clear();
+        // The boxes of the events the merger is done with, for the next packets;
+        // those of the last round not reused by now are simply freed.
+        self.returned.clear();
+        std::mem::swap(&mut self.returned, &mut next.events);
         let mut batch = std::mem::replace(&mut self.batch, next);
-        batch.through = self.front.seq;
+        batch.through = through;
+        self.batch.through = through;
         if self.tx.send(Message::Batch(batch)).is_err() {
             self.gone = true;
         }
-    }
-}
-
-impl Feed for Worker<'_> {
-    fn packet(&mut self, file: u32, source: &Path, pkt: &Packet<'_>) -> bool {
-        let mut events = 0;
-        if let Some((seg, p)) = self.front.admit(file, source, pkt) {
-            if shard_of(seg.src, seg.dst, self.shards) == self.index {
-                let out = &mut self.batch.events;
-                let before = out.len();
-                let tracker = &mut self.tracker;
-                self.reassembler.handle(p, &seg, &mut |o: TcpOutput<'_>| {
-                    tracker.handle(o, &mut |ev: Event| out.push_back(ev));
-                });
-                events = (out.len() - before) as u32;
-            } else {
-                self.reassembler.sweep(p.ts);
-            }
-        }
-        self.after(pkt.ts, events)
-    }
-
-    fn secrets(&mut self, text: &[u8]) {
-        self.tracker.add_tls_keylog(text);
-    }
-
-    fn damage(&mut self, e: CaptureError) {
-        self.front.summary.damage.push(e);
     }
 }
 
@@ -317,6 +480,8 @@ struct Lane {
     batch: Batch,
     /// The next mark of `batch` to merge.
     next: usize,
+    /// The first event of that mark.
+    next_event: usize,
     end: Option<Result<Box<End>, PipelineError>>,
     /// The shard's oldest waiting time, as of the marks merged.
     oldest: Option<Timestamp>,
@@ -329,6 +494,7 @@ impl Lane {
             back,
             batch: Batch::default(),
             next: 0,
+            next_event: 0,
             end: None,
             oldest: None,
         }
@@ -348,13 +514,12 @@ impl Lane {
     fn refill(&mut self) {
         match self.rx.recv() {
             Ok(Message::Batch(b)) => {
-                let mut old = std::mem::replace(&mut self.batch, b);
-                old.marks.clear();
-                old.events.clear();
+                let old = std::mem::replace(&mut self.batch, b);
                 let _ = self.back.send(old);
                 self.next = 0;
+                self.next_event = 0;
             }
-            Ok(Message::End(end)) => self.end = Some(end),
+            Ok(Message::End(end)) => self.end = Some(Ok(end)),
             Err(_) => self.end = Some(Err(PipelineError::WorkerLost)),
         }
     }
@@ -385,14 +550,25 @@ impl<F: FnMut(&Event) -> io::Result<()>> Merger<F> {
         }
     }
 
-    fn run(mut self, lanes: &mut [Lane]) -> Result<RunSummary, PipelineError> {
+    /// Merges the workers' marks in input order until every worker has ended.
+    ///
+    /// The merge waits only for a worker that has neither a mark at hand nor
+    /// said it has read past the next position, and of those for the one that
+    /// has said least. The reader hands every worker its work at once, in
+    /// turn; a worker waiting for input has done all it was given, so the
+    /// reader is not held up by a full channel of a worker the merge waits
+    /// for, nor by one behind it: no wait goes round in a circle.
+    fn merge(&mut self, lanes: &mut [Lane]) -> Result<Vec<Box<End>>, PipelineError> {
         loop {
             let seq = lanes
                 .iter()
                 .filter_map(Lane::head)
                 .min()
                 .unwrap_or(u64::MAX);
-            if let Some(lane) = lanes.iter_mut().find(|l| l.behind(seq)) {
+            // The one furthest behind: another may be held up by the reader,
+            // itself held up by this one (see above).
+            let behind = lanes.iter_mut().filter(|l| l.behind(seq));
+            if let Some(lane) = behind.min_by_key(|l| l.batch.through) {
                 lane.refill();
                 continue;
             }
@@ -408,36 +584,48 @@ impl<F: FnMut(&Event) -> io::Result<()>> Merger<F> {
                 ));
             }
         }
-        let mut ends = Vec::with_capacity(lanes.len());
-        for lane in lanes.iter_mut() {
-            match lane.end.take() {
-                Some(Ok(end)) => ends.push(end),
-                Some(Err(e)) => return Err(e),
+        lanes
+            .iter_mut()
+            .map(|lane| match lane.end.take() {
+                Some(end) => end,
                 // Every lane has ended when no mark is left (see `Lane::behind`).
-                None => return Err(PipelineError::WorkerLost),
-            }
+                None => Err(PipelineError::WorkerLost),
+            })
+            .collect()
+    }
+
+    /// The end of input: every shard's flush, in the order of the packets that
+    /// opened their connections, held with the rest, then all released; the
+    /// reader's counters with the shards' stream counters.
+    fn finish(
+        &mut self,
+        mut ends: Vec<Box<End>>,
+        front: Front,
+        recorded_end: Option<Timestamp>,
+    ) -> Result<RunSummary, PipelineError> {
+        let mut flushed: Vec<(u64, Event)> = ends
+            .iter_mut()
+            .flat_map(|e| std::mem::take(&mut e.flushed))
+            .collect();
+        // Stable: one connection's events keep their order (it is in one shard).
+        flushed.sort_by_key(|&(flow, _)| flow);
+        for (_, ev) in flushed {
+            self.events += 1;
+            self.held_n += 1;
+            self.held.insert((ev.ts, self.held_n), ev);
         }
-        self.finish(&mut ends);
-        let mut ends = ends.into_iter();
-        let Some(first) = ends.next() else {
-            return Err(PipelineError::WorkerLost);
-        };
-        let End {
-            front,
-            mut streams,
-            recorded_end,
-            ..
-        } = *first;
-        for end in ends {
-            streams.amqp_connections += end.streams.amqp_connections;
-            streams.tls_connections += end.streams.tls_connections;
-            streams.other_connections += end.streams.other_connections;
-        }
+        self.release(None);
         if let Some(e) = front.unsupported_error() {
             return Err(e);
         }
-        if let Some(e) = self.sink_error {
+        if let Some(e) = self.sink_error.take() {
             return Err(PipelineError::Output(e));
+        }
+        let mut streams = StreamStats::default();
+        for end in &ends {
+            streams.amqp_connections += end.streams.amqp_connections;
+            streams.tls_connections += end.streams.tls_connections;
+            streams.other_connections += end.streams.other_connections;
         }
         let mut summary = front.summary;
         summary.recorded_end = recorded_end;
@@ -457,11 +645,29 @@ impl<F: FnMut(&Event) -> io::Result<()>> Merger<F> {
             };
             lane.next += 1;
             lane.oldest = mark.oldest;
-            for _ in 0..mark.events {
-                let Some(ev) = lane.batch.events.pop_front() else {
-                    break;
-                };
-                self.take(ev, holding);
+            let from = lane.next_event;
+            lane.next_event += mark.events as usize;
+            let Some(events) = lane.batch.events.get_mut(from..lane.next_event) else {
+                continue;
+            };
+            if self.stopped {
+                continue;
+            }
+            self.events += events.len() as u64;
+            if holding || !self.held.is_empty() {
+                for ev in events {
+                    self.held_n += 1;
+                    let ev = std::mem::replace(ev, placeholder());
+                    self.held.insert((ev.ts, self.held_n), ev);
+                }
+            } else {
+                for ev in events.iter() {
+                    if let Err(e) = (self.on_event)(ev) {
+                        self.sink_error = Some(e);
+                        self.stopped = true;
+                        break;
+                    }
+                }
             }
         }
         self.oldest = lanes.iter().filter_map(|l| l.oldest).min();
@@ -471,20 +677,6 @@ impl<F: FnMut(&Event) -> io::Result<()>> Merger<F> {
             self.release(None);
         }
         self.release(self.oldest);
-    }
-
-    fn take(&mut self, ev: Event, holding: bool) {
-        if self.stopped {
-            crate::amqp::fast::recycle(ev);
-            return;
-        }
-        self.events += 1;
-        if holding || !self.held.is_empty() {
-            self.held_n += 1;
-            self.held.insert((ev.ts, self.held_n), ev);
-        } else {
-            self.emit(ev);
-        }
     }
 
     fn emit(&mut self, ev: Event) {
@@ -506,23 +698,6 @@ impl<F: FnMut(&Event) -> io::Result<()>> Merger<F> {
             let ev = entry.remove();
             self.emit(ev);
         }
-    }
-
-    /// The end of input: every shard's flush, in the order of the packets that
-    /// opened their connections, held with the rest, then all released.
-    fn finish(&mut self, ends: &mut [Box<End>]) {
-        let mut flushed: Vec<(u64, Event)> = ends
-            .iter_mut()
-            .flat_map(|e| std::mem::take(&mut e.flushed))
-            .collect();
-        // Stable: one connection's events keep their order (it is in one shard).
-        flushed.sort_by_key(|&(flow, _)| flow);
-        for (_, ev) in flushed {
-            self.events += 1;
-            self.held_n += 1;
-            self.held.insert((ev.ts, self.held_n), ev);
-        }
-        self.release(None);
     }
 }
 
