@@ -558,7 +558,7 @@ impl<F: FnMut(&Event) -> io::Result<()>> Merger<F> {
     /// turn; a worker waiting for input has done all it was given, so the
     /// reader is not held up by a full channel of a worker the merge waits
     /// for, nor by one behind it: no wait goes round in a circle.
-    fn merge(&mut self, lanes: &mut [Lane]) -> Result<Vec<Box<End>>, PipelineError> {
+    fn merge(&mut self, lanes: &mut [Lane]) -> Result<Vec<End>, PipelineError> {
         loop {
             let seq = lanes
                 .iter()
@@ -587,7 +587,7 @@ impl<F: FnMut(&Event) -> io::Result<()>> Merger<F> {
         lanes
             .iter_mut()
             .map(|lane| match lane.end.take() {
-                Some(end) => end,
+                Some(end) => end.map(|end| *end),
                 // Every lane has ended when no mark is left (see `Lane::behind`).
                 None => Err(PipelineError::WorkerLost),
             })
@@ -599,7 +599,7 @@ impl<F: FnMut(&Event) -> io::Result<()>> Merger<F> {
     /// reader's counters with the shards' stream counters.
     fn finish(
         &mut self,
-        mut ends: Vec<Box<End>>,
+        mut ends: Vec<End>,
         front: Front,
         recorded_end: Option<Timestamp>,
     ) -> Result<RunSummary, PipelineError> {
