@@ -56,11 +56,11 @@ use crate::tcp::{PacketRef, Reassembler, TcpOutput};
 use crate::tls::KeyLog;
 
 /// Packets the reader hands to the workers at once.
-const WORK_PACKETS: usize = 4096;
+const WORK_PACKETS: usize = 512;
 /// Bytes of segments the reader copies for one worker before it hands them over.
-const WORK_BYTES: usize = 256 << 10;
+const WORK_BYTES: usize = 32 << 10;
 /// Events a worker gathers before it hands them over.
-const BATCH_EVENTS: usize = 2048;
+const BATCH_EVENTS: usize = 256;
 /// Batches handed over and not yet taken, per channel.
 const IN_FLIGHT: usize = 4;
 
@@ -144,8 +144,10 @@ where
 }
 
 /// The worker of a connection: both directions of an address pair hash alike.
-/// The ports are added, not hashed, so that a client's connections on
-/// consecutive ports to one broker spread evenly.
+/// The ports' sum goes through Fibonacci hashing (the top bits of a product by
+/// 2^64/φ), under which any arithmetic run of keys spreads evenly: a client's
+/// connections to one broker on ports one apart, or two apart (Linux picks
+/// even ports for outgoing connections), are shared out by turns, not by lot.
 fn shard_of(a: SocketAddr, b: SocketAddr, shards: usize) -> usize {
     let (lo, hi) = if a.ip() <= b.ip() {
         (a.ip(), b.ip())
@@ -155,8 +157,11 @@ fn shard_of(a: SocketAddr, b: SocketAddr, shards: usize) -> usize {
     let mut h = rustc_hash::FxHasher::default();
     lo.hash(&mut h);
     hi.hash(&mut h);
-    let h = (h.finish() >> 8).wrapping_add(u64::from(a.port()) + u64::from(b.port()));
-    (h % shards as u64) as usize
+    let key = h
+        .finish()
+        .wrapping_add(u64::from(a.port()) + u64::from(b.port()));
+    let fraction = key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    ((fraction * shards as u64) >> 32) as usize
 }
 
 /// One packet of the input, as one worker sees it.

@@ -195,9 +195,15 @@ fn both_directions_of_a_connection_land_on_one_shard() {
     for n in 1..5 {
         assert_eq!(shard_of(a, b, n), shard_of(b, a, n));
     }
-    // A client's consecutive ports alternate between two shards.
-    let shards: Vec<usize> = (40001..40009)
-        .map(|p| shard_of(SocketAddr::new(a.ip(), p), b, 2))
-        .collect();
-    assert_eq!(shards.iter().filter(|&&s| s == 0).count(), 4);
+    // A client's connections on ports one or two apart spread evenly.
+    for step in [1, 2] {
+        for n in [2, 3, 4] {
+            let mut load = vec![0; n];
+            for k in 0..24 * n as u16 {
+                load[shard_of(SocketAddr::new(a.ip(), 51_228 + step * k), b, n)] += 1;
+            }
+            let (lo, hi) = (load.iter().min().unwrap(), load.iter().max().unwrap());
+            assert!(hi - lo <= 2, "step {step}, {n} shards: {load:?}");
+        }
+    }
 }
