@@ -107,7 +107,7 @@ run() {
 table() {
     CAPTURE=$1
     TSHARK_MBS=
-    size=$(stat -c %s "$CAPTURE")
+    size=$(stat -L -c %s "$CAPTURE")
     mb=$(awk -v s="$size" 'BEGIN { printf "%.1f", s / 1e6 }')
     cat "$CAPTURE" > /dev/null # page cache
     packets=$(capinfos -c -M "$CAPTURE" | awk -F: '/Number of packets/ { gsub(/ /, "", $2); print $2 }')
@@ -150,7 +150,7 @@ if [ "$SCALE" = 1 ]; then
             read -r wall rss user sys < <(tail -n 1 "$log")
             rm -f "$log"
             printf '  %sx  %6.0f MB  --threads %-2s wall %6ss  cpu %6ss  peak RSS %5s MB\n' "$n" \
-                "$(awk -v s="$(stat -c %s "$f")" 'BEGIN { print s / 1e6 }')" "$threads" "$wall" \
+                "$(awk -v s="$(stat -L -c %s "$f")" 'BEGIN { print s / 1e6 }')" "$threads" "$wall" \
                 "$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.2f", u + s }')" "$((rss / 1024))"
         done
     done

@@ -164,26 +164,31 @@ fn shard_of(a: SocketAddr, b: SocketAddr, shards: usize) -> usize {
     ((fraction * shards as u64) >> 32) as usize
 }
 
-/// One packet of the input, as one worker sees it.
+/// One packet of the input, as one worker sees it: small, since every
+/// worker gets one per packet.
 enum Entry {
-    /// A segment of this worker's connections; its payload is `len` bytes at
-    /// `at` in [`Work::data`] (`seg.payload` is empty).
-    Segment {
-        p: PacketRef,
-        seg: TcpSegment<'static>,
-        at: usize,
-        len: usize,
-    },
+    /// A segment of this worker's connections: [`Work::segments`]`[i]`.
+    Segment(u32),
     /// A packet of another worker's connections (`tcp`), or of none: only its time counts here.
     Elsewhere { seq: u64, ts: Timestamp, tcp: bool },
     /// TLS secrets of a pcapng block, `len` bytes at `at` in [`Work::data`], before the next packet.
-    Secrets { at: usize, len: usize },
+    Secrets { at: u32, len: u32 },
+}
+
+/// A segment handed to its worker; its payload is `len` bytes at `at` in
+/// [`Work::data`] (`seg.payload` is empty).
+struct Segment {
+    p: PacketRef,
+    seg: TcpSegment<'static>,
+    at: usize,
+    len: usize,
 }
 
 /// What the reader hands one worker at once; the worker sends the emptied one back.
 #[derive(Default)]
 struct Work {
     entries: Vec<Entry>,
+    segments: Vec<Segment>,
     data: Vec<u8>,
 }
 
@@ -226,6 +231,7 @@ impl Dispatcher<'_> {
             }
             let mut next = shard.spare.try_recv().unwrap_or_default();
             next.entries.clear();
+            next.segments.clear();
             next.data.clear();
             let work = std::mem::replace(&mut shard.work, next);
             if shard.tx.send(work).is_err() {
@@ -247,7 +253,9 @@ impl Feed for Dispatcher<'_> {
                     if i == owner {
                         let at = work.data.len();
                         work.data.extend_from_slice(seg.payload);
-                        work.entries.push(Entry::Segment {
+                        work.entries
+                            .push(Entry::Segment(work.segments.len() as u32));
+                        work.segments.push(Segment {
                             p,
                             seg: TcpSegment {
                                 payload: &[],
@@ -285,8 +293,8 @@ impl Feed for Dispatcher<'_> {
             let at = work.data.len();
             work.data.extend_from_slice(text);
             work.entries.push(Entry::Secrets {
-                at,
-                len: text.len(),
+                at: at as u32,
+                len: text.len() as u32,
             });
         }
     }
@@ -370,7 +378,7 @@ impl Worker {
         let mut through = 0;
         for work in input {
             for entry in &work.entries {
-                through = self.entry(entry, &work.data);
+                through = self.entry(entry, &work);
             }
             let _ = back.send(work);
             self.send_batch(through);
@@ -399,9 +407,13 @@ impl Worker {
     }
 
     /// Handles one entry of the input; returns the position of the packet read last.
-    fn entry(&mut self, entry: &Entry, data: &[u8]) -> u64 {
+    fn entry(&mut self, entry: &Entry, work: &Work) -> u64 {
+        let data = &work.data;
         match *entry {
-            Entry::Segment { p, seg, at, len } => {
+            Entry::Segment(i) => {
+                let Some(&Segment { p, seg, at, len }) = work.segments.get(i as usize) else {
+                    return self.batch.through;
+                };
                 let seg = TcpSegment {
                     payload: &data[at..at + len],
                     ..seg
@@ -431,6 +443,7 @@ impl Worker {
                 seq
             }
             Entry::Secrets { at, len } => {
+                let (at, len) = (at as usize, len as usize);
                 self.tracker.add_tls_keylog(&data[at..at + len]);
                 self.batch.through
             }
