@@ -100,7 +100,7 @@ where
                 reassembler: Reassembler::with_packet_seq_ids(),
                 tracker,
                 oldest: None,
-                batch: Batch::default(),
+                batch: Batch::sized(),
                 returned: Vec::new(),
                 last_ts: Timestamp::default(),
                 tx,
@@ -113,7 +113,7 @@ where
                 .map_err(spawn_failed)?;
             lanes.push(Lane::new(rx, back));
             shards.push(ShardInput {
-                work: Work::default(),
+                work: Work::sized(),
                 tx: work_tx,
                 spare: work_spare,
             });
@@ -192,6 +192,18 @@ struct Work {
     data: Vec<u8>,
 }
 
+impl Work {
+    /// A new one, its buffers at their working size (a batch that grew from
+    /// empty would copy its bytes at each doubling).
+    fn sized() -> Self {
+        Work {
+            entries: Vec::with_capacity(WORK_PACKETS + 1),
+            segments: Vec::with_capacity(WORK_PACKETS + 1),
+            data: Vec::with_capacity(2 * WORK_BYTES),
+        }
+    }
+}
+
 /// The reader's end of one worker.
 struct ShardInput {
     work: Work,
@@ -229,7 +241,7 @@ impl Dispatcher<'_> {
             if self.gone {
                 return;
             }
-            let mut next = shard.spare.try_recv().unwrap_or_default();
+            let mut next = shard.spare.try_recv().unwrap_or_else(|_| Work::sized());
             next.entries.clear();
             next.segments.clear();
             next.data.clear();
@@ -326,6 +338,17 @@ struct Batch {
     events: Vec<Event>,
     /// The worker has read every packet up to this position.
     through: u64,
+}
+
+impl Batch {
+    /// A new one, its buffers at their working size.
+    fn sized() -> Self {
+        Batch {
+            marks: Vec::with_capacity(WORK_PACKETS),
+            events: Vec::with_capacity(2 * BATCH_EVENTS),
+            through: 0,
+        }
+    }
 }
 
 /// What stands in a batch for an event the merger took out to hold.
@@ -476,7 +499,7 @@ impl Worker {
         if self.gone {
             return;
         }
-        let mut next = self.spare.try_recv().unwrap_or_default();
+        let mut next = self.spare.try_recv().unwrap_or_else(|_| Batch::sized());
         next.marks.clear();
         // The boxes of the events the merger is done with, for the next packets;
         // those of the last round not reused by now are simply freed.
