@@ -170,12 +170,27 @@ impl Origin {
 pub struct Reassembler {
     flows: HashMap<FlowKey, Flow>,
     next_id: u64,
+    /// Connection ids are the sequence number of the packet that opened them
+    /// (see [`Reassembler::with_packet_seq_ids`]).
+    seq_ids: bool,
     last_sweep: Timestamp,
 }
 
 impl Reassembler {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A reassembler whose connection ids ([`TcpOutput::flow`]) are the
+    /// [`PacketRef::seq`] of the packet that opened each connection, instead
+    /// of a count of its own: the connections that several reassemblers fed
+    /// disjoint packets of one input ([`crate::pipeline::shard`]) open are
+    /// then ordered as one reassembler would number them.
+    pub fn with_packet_seq_ids() -> Self {
+        Reassembler {
+            seq_ids: true,
+            ..Self::default()
+        }
     }
 
     /// Connections currently tracked (open, or remembered after close).
@@ -196,8 +211,9 @@ impl Reassembler {
         let starts_new = seg.flags.syn && !seg.flags.ack;
         // One hash and probe a segment: the entry is found, or made, once.
         let next_id = &mut self.next_id;
+        let seq_ids = self.seq_ids;
         let new_flow = |next_id: &mut u64| {
-            *next_id += 1;
+            *next_id = if seq_ids { p.seq } else { *next_id + 1 };
             Flow {
                 id: *next_id,
                 initiator: None,
@@ -316,8 +332,11 @@ impl Reassembler {
         self.flows.clear();
     }
 
-    /// Releases connections closed long ago (capture time).
-    fn sweep(&mut self, now: Timestamp) {
+    /// Releases connections closed long ago (capture time). [`Self::handle`]
+    /// calls it with each segment's time; a reassembler that sees only some
+    /// of an input's segments is given the others' times here, so that it
+    /// forgets closed connections when one reassembler of all would.
+    pub fn sweep(&mut self, now: Timestamp) {
         if now.0 - self.last_sweep.0 < TOMBSTONE_NANOS / 4 {
             return;
         }

@@ -84,7 +84,8 @@ pub fn run(args: ReportArgs) -> anyhow::Result<u8> {
             });
             let keylog = args.capture.keylog()?;
             let input = std::slice::from_ref(&args.input);
-            let summary = pipeline::run_files_with_keylog(input, &stream_cfg, keylog, |ev| {
+            let threads = args.capture.threads();
+            let summary = pipeline::shard::run_files(input, &stream_cfg, keylog, threads, |ev| {
                 take(ev);
                 Ok(())
             })?;

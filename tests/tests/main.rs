@@ -20,6 +20,7 @@ mod recording;
 mod report;
 mod run;
 mod snaplen;
+mod threads;
 mod tls_offline;
 mod tls_proxy;
 mod verdicts;

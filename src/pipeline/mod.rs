@@ -20,6 +20,8 @@
 //! connection) and by [`MAX_HELD_EVENTS`] here: past it, the oldest
 //! unclassified connection is declared not AMQP and the events behind it go.
 
+pub mod shard;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::SocketAddr;
@@ -27,6 +29,7 @@ use std::path::{Path, PathBuf};
 
 use crate::analyze::Horizon;
 use crate::event::{Event, Timestamp};
+use crate::link::TcpSegment;
 use crate::link::{self, LinkError};
 use crate::source::file::{CaptureError, CaptureReader, Leg, Packet};
 use crate::stream::{StreamConfig, StreamStats, Tracker};
@@ -43,6 +46,12 @@ pub enum PipelineError {
     /// The consumer of events failed (e.g. the output disk is full).
     #[error("writing output: {0}")]
     Output(#[source] io::Error),
+    /// A worker thread of a sharded run ([`shard`]) could not be started.
+    #[error("cannot start a worker thread: {0}")]
+    Thread(#[source] io::Error),
+    /// A worker thread of a sharded run ended without saying how.
+    #[error("a worker thread ended early")]
+    WorkerLost,
 }
 
 /// What a run saw, for the end-of-run summary and the exit code.
@@ -108,13 +117,9 @@ pub fn run_files_with_keylog<F>(
 where
     F: FnMut(&Event) -> io::Result<()>,
 {
-    let mut readers = Vec::with_capacity(paths.len());
-    for p in paths {
-        readers.push(CaptureReader::open(p)?);
-    }
+    let mut readers = open_all(paths)?;
     let mut driver = Driver::new(cfg.clone());
     driver.tracker.set_tls_keylog(keylog);
-    let mut secrets = Vec::new();
     let mut sink_error = None;
     let mut emit = |ev: &Event| -> bool {
         match on_event(ev) {
@@ -125,46 +130,107 @@ where
             }
         }
     };
-    if let [r] = readers.as_mut_slice() {
-        let path = r.path().to_path_buf();
-        loop {
-            match r.next_packet_with_secrets(&mut secrets) {
-                Ok(Some(pkt)) => {
-                    if !secrets.is_empty() {
-                        driver.tracker.add_tls_keylog(&secrets);
-                        secrets.clear();
-                    }
-                    if !driver.packet(0, &path, &pkt, &mut emit) {
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) if e.is_partial() => {
-                    driver.summary.damage.push(e);
-                    break;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    } else {
-        merge(&mut readers, &mut driver, &mut emit)?;
-    }
-    let end = driver.summary.last_ts.unwrap_or_default();
+    read_inputs(
+        &mut readers,
+        &mut DriverFeed {
+            driver: &mut driver,
+            emit: &mut emit,
+        },
+    )?;
+    let end = driver.front.summary.last_ts.unwrap_or_default();
     driver.finish(end, &mut emit);
-    driver.summary.recorded_end = readers
-        .iter()
-        .map(|r| r.recorded_end())
-        .try_fold(None, |acc: Option<Timestamp>, end| {
-            end.map(|e| Some(acc.map_or(e, |a| a.max(e))))
-        })
-        .flatten();
-    if let Some(e) = driver.unsupported_error() {
+    driver.front.summary.recorded_end = recorded_end(&readers);
+    if let Some(e) = driver.front.unsupported_error() {
         return Err(e);
     }
     if let Some(e) = sink_error {
         return Err(PipelineError::Output(e));
     }
     Ok(driver.into_summary())
+}
+
+/// Opens every input up front, so that a bad argument fails before any output.
+fn open_all(paths: &[PathBuf]) -> Result<Vec<CaptureReader<'static>>, PipelineError> {
+    let mut readers = Vec::with_capacity(paths.len());
+    for p in paths {
+        readers.push(CaptureReader::open(p)?);
+    }
+    Ok(readers)
+}
+
+/// The latest recorded end of the inputs, when every one records its end.
+fn recorded_end(readers: &[CaptureReader<'_>]) -> Option<Timestamp> {
+    readers
+        .iter()
+        .map(|r| r.recorded_end())
+        .try_fold(None, |acc: Option<Timestamp>, end| {
+            end.map(|e| Some(acc.map_or(e, |a| a.max(e))))
+        })
+        .flatten()
+}
+
+/// What the read loop ([`read_inputs`]) hands its packets to: the one-thread
+/// [`Driver`], or each worker of the sharded run ([`shard`]), which all read
+/// the same packets in the same order.
+trait Feed {
+    /// One packet of input `file`; false stops the reading.
+    fn packet(&mut self, file: u32, source: &Path, pkt: &Packet<'_>) -> bool;
+    /// TLS secrets a pcapng carries (a Decryption Secrets Block), in file order.
+    fn secrets(&mut self, text: &[u8]);
+    /// Damage after some packets were read: what came before stands.
+    fn damage(&mut self, e: CaptureError);
+}
+
+/// The one-thread driver and the caller's event closure, as a [`Feed`].
+struct DriverFeed<'a, E> {
+    driver: &'a mut Driver,
+    emit: &'a mut E,
+}
+
+impl<E: FnMut(&Event) -> bool> Feed for DriverFeed<'_, E> {
+    fn packet(&mut self, file: u32, source: &Path, pkt: &Packet<'_>) -> bool {
+        self.driver.packet(file, source, pkt, self.emit)
+    }
+    fn secrets(&mut self, text: &[u8]) {
+        self.driver.tracker.add_tls_keylog(text);
+    }
+    fn damage(&mut self, e: CaptureError) {
+        self.driver.front.summary.damage.push(e);
+    }
+}
+
+/// Reads every packet of `readers` into `feed`: one file in its own order,
+/// several merged by packet time. Stops early when `feed` says so.
+fn read_inputs<F: Feed>(
+    readers: &mut [CaptureReader<'static>],
+    feed: &mut F,
+) -> Result<(), PipelineError> {
+    let mut secrets = Vec::new();
+    if let [r] = readers {
+        let path = r.path().to_path_buf();
+        loop {
+            match r.next_packet_with_secrets(&mut secrets) {
+                Ok(Some(pkt)) => {
+                    if !secrets.is_empty() {
+                        feed.secrets(&secrets);
+                        secrets.clear();
+                    }
+                    if !feed.packet(0, &path, &pkt) {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) if e.is_partial() => {
+                    feed.damage(e);
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    } else {
+        merge(readers, feed)
+    }
 }
 
 /// An owned copy of a packet, for the time-ordered merge of several files.
@@ -178,15 +244,14 @@ struct Owned {
     alias: Option<crate::source::file::LegAlias>,
 }
 
-fn merge<E: FnMut(&Event) -> bool>(
+fn merge<F: Feed>(
     readers: &mut [CaptureReader<'static>],
-    driver: &mut Driver,
-    emit: &mut E,
+    feed: &mut F,
 ) -> Result<(), PipelineError> {
     let mut heads: Vec<Option<Owned>> = Vec::with_capacity(readers.len());
     let fill = |r: &mut CaptureReader<'static>,
                 slot: &mut Option<Owned>,
-                driver: &mut Driver|
+                feed: &mut F|
      -> Result<(), PipelineError> {
         let mut buf = slot.take().map(|o| o.data).unwrap_or_default();
         let mut secrets = Vec::new();
@@ -194,9 +259,8 @@ fn merge<E: FnMut(&Event) -> bool>(
         // Secrets are keyed by the session they open: adding them a packet
         // early (this packet waits for the merge) changes nothing else.
         if !secrets.is_empty() {
-            driver.tracker.add_tls_keylog(&secrets);
+            feed.secrets(&secrets);
         }
-        let damage = &mut driver.summary.damage;
         match next {
             Ok(Some(p)) => {
                 buf.clear();
@@ -212,14 +276,14 @@ fn merge<E: FnMut(&Event) -> bool>(
                 });
             }
             Ok(None) => {}
-            Err(e) if e.is_partial() => damage.push(e),
+            Err(e) if e.is_partial() => feed.damage(e),
             Err(e) => return Err(e.into()),
         }
         Ok(())
     };
     for r in readers.iter_mut() {
         let mut slot = None;
-        fill(r, &mut slot, driver)?;
+        fill(r, &mut slot, feed)?;
         heads.push(slot);
     }
     loop {
@@ -241,11 +305,11 @@ fn merge<E: FnMut(&Event) -> bool>(
                 alias: o.alias,
             };
             let path = readers[i].path().to_path_buf();
-            if !driver.packet(i as u32, &path, &pkt, emit) {
+            if !feed.packet(i as u32, &path, &pkt) {
                 return Ok(());
             }
         }
-        fill(&mut readers[i], &mut heads[i], driver)?;
+        fill(&mut readers[i], &mut heads[i], feed)?;
     }
     Ok(())
 }
@@ -255,50 +319,124 @@ fn merge<E: FnMut(&Event) -> bool>(
 /// itself in its first segments, long before this many events of others).
 pub const MAX_HELD_EVENTS: usize = 65_536;
 
+/// What every packet goes through before reassembly, in input order: the
+/// run's counters, the proxy legs of amqptrace's recordings, the link layer.
+/// The one-thread [`Driver`] and every worker of a sharded run ([`shard`]) own one each.
+#[derive(Default)]
+struct Front {
+    summary: RunSummary,
+    seq: u64,
+    warned_linktypes: Vec<i32>,
+    unsupported: Option<(PathBuf, i32)>,
+    /// amqptrace recordings: (file, the proxy's address on a broker leg) → the client's address.
+    leg_aliases: HashMap<(u32, SocketAddr), SocketAddr>,
+}
+
+impl Front {
+    /// Counts one packet of input `file` and returns its TCP segment (addresses
+    /// of a recording's broker leg named as the live proxy names them) with
+    /// its identity, or None when it carries no TCP to reassemble.
+    fn admit<'p>(
+        &mut self,
+        file: u32,
+        source: &Path,
+        pkt: &Packet<'p>,
+    ) -> Option<(TcpSegment<'p>, PacketRef)> {
+        self.seq += 1;
+        self.summary.packets += 1;
+        self.summary.last_ts = Some(pkt.ts);
+        // An amqptrace recording holds each proxied connection twice, once per
+        // leg: read it once, on the broker leg, named as the live proxy names
+        // it (the client's address, the broker's).
+        if pkt.leg == Some(Leg::Client) {
+            return None;
+        }
+        if let Some(a) = pkt.alias {
+            self.leg_aliases.insert((file, a.via), a.client);
+        }
+        let mut seg = match link::tcp_segment(pkt.linktype, pkt.data) {
+            Ok(s) => s,
+            Err(LinkError::UnsupportedLinkType(lt)) => {
+                if !self.warned_linktypes.contains(&lt) {
+                    self.warned_linktypes.push(lt);
+                    self.unsupported.get_or_insert((source.to_path_buf(), lt));
+                    self.summary.warnings.push(format!(
+                        "{}: packets of unsupported link type {} skipped (first: packet {})",
+                        source.display(),
+                        link::linktype_name(lt),
+                        pkt.frame
+                    ));
+                }
+                return None;
+            }
+            Err(_) => return None,
+        };
+        if pkt.leg == Some(Leg::Broker) {
+            for addr in [&mut seg.src, &mut seg.dst] {
+                if let Some(client) = self.leg_aliases.get(&(file, *addr)) {
+                    *addr = *client;
+                }
+            }
+        }
+        self.summary.tcp_packets += 1;
+        let p = PacketRef {
+            file,
+            frame: pkt.frame,
+            ts: pkt.ts,
+            seq: self.seq,
+        };
+        Some((seg, p))
+    }
+
+    /// The run read no TCP at all because its link type is unknown: an error, not a warning.
+    fn unsupported_error(&self) -> Option<PipelineError> {
+        if self.summary.tcp_packets > 0 {
+            return None;
+        }
+        self.unsupported
+            .as_ref()
+            .map(|(path, lt)| PipelineError::UnsupportedLinkType {
+                path: path.clone(),
+                name: link::linktype_name(*lt),
+            })
+    }
+}
+
 /// The stages of one run (files or a live interface), fed packet by packet;
 /// emits events in capture time order.
 pub struct Driver {
+    front: Front,
     reassembler: Reassembler,
     tracker: Tracker,
-    summary: RunSummary,
-    seq: u64,
     /// Events waiting behind a connection that is not yet classified.
     held: BTreeMap<(Timestamp, u64), Event>,
     held_n: u64,
     /// The most events `held` ever had (for tests and the curious).
     held_max: usize,
-    warned_linktypes: Vec<i32>,
-    unsupported: Option<(PathBuf, i32)>,
     stopped: bool,
-    /// amqptrace recordings: (file, the proxy's address on a broker leg) → the client's address.
-    leg_aliases: HashMap<(u32, SocketAddr), SocketAddr>,
 }
 
 impl Driver {
     pub fn new(cfg: StreamConfig) -> Self {
         Driver {
+            front: Front::default(),
             reassembler: Reassembler::new(),
             tracker: Tracker::new(cfg),
-            summary: RunSummary::default(),
-            seq: 0,
             held: BTreeMap::new(),
             held_n: 0,
             held_max: 0,
-            warned_linktypes: Vec::new(),
-            unsupported: None,
             stopped: false,
-            leg_aliases: HashMap::new(),
         }
     }
 
     /// What the run saw so far.
     pub fn summary(&self) -> &RunSummary {
-        &self.summary
+        &self.front.summary
     }
 
     /// The summary, with the stream counters, at the end of the run.
     pub fn into_summary(self) -> RunSummary {
-        let mut summary = self.summary;
+        let mut summary = self.front.summary;
         summary.streams = self.tracker.stats().clone();
         summary
     }
@@ -332,53 +470,13 @@ impl Driver {
         pkt: &Packet<'_>,
         emit: &mut E,
     ) -> bool {
-        self.seq += 1;
-        self.summary.packets += 1;
-        self.summary.last_ts = Some(pkt.ts);
-        // An amqptrace recording holds each proxied connection twice, once per
-        // leg: read it once, on the broker leg, named as the live proxy names
-        // it (the client's address, the broker's).
-        if pkt.leg == Some(Leg::Client) {
+        let Some((seg, p)) = self.front.admit(file, source, pkt) else {
             return self.idle(pkt.ts, emit);
-        }
-        if let Some(a) = pkt.alias {
-            self.leg_aliases.insert((file, a.via), a.client);
-        }
-        let mut seg = match link::tcp_segment(pkt.linktype, pkt.data) {
-            Ok(s) => s,
-            Err(LinkError::UnsupportedLinkType(lt)) => {
-                if !self.warned_linktypes.contains(&lt) {
-                    self.warned_linktypes.push(lt);
-                    self.unsupported.get_or_insert((source.to_path_buf(), lt));
-                    self.summary.warnings.push(format!(
-                        "{}: packets of unsupported link type {} skipped (first: packet {})",
-                        source.display(),
-                        link::linktype_name(lt),
-                        pkt.frame
-                    ));
-                }
-                return self.idle(pkt.ts, emit);
-            }
-            Err(_) => return self.idle(pkt.ts, emit),
-        };
-        if pkt.leg == Some(Leg::Broker) {
-            for addr in [&mut seg.src, &mut seg.dst] {
-                if let Some(client) = self.leg_aliases.get(&(file, *addr)) {
-                    *addr = *client;
-                }
-            }
-        }
-        self.summary.tcp_packets += 1;
-        let p = PacketRef {
-            file,
-            frame: pkt.frame,
-            ts: pkt.ts,
-            seq: self.seq,
         };
         let tracker = &mut self.tracker;
         let held = &mut self.held;
         let held_n = &mut self.held_n;
-        let summary = &mut self.summary;
+        let summary = &mut self.front.summary;
         let stopped = &mut self.stopped;
         let holding = tracker.has_held();
         let mut forward = |ev: Event| {
@@ -449,12 +547,12 @@ impl Driver {
             file: 0,
             frame: 0,
             ts: now,
-            seq: self.seq + 1,
+            seq: self.front.seq + 1,
         };
         let tracker = &mut self.tracker;
         let held = &mut self.held;
         let held_n = &mut self.held_n;
-        let events = &mut self.summary.events;
+        let events = &mut self.front.summary.events;
         self.reassembler.finish(p, &mut |o: TcpOutput<'_>| {
             tracker.handle(o, &mut |ev: Event| {
                 *events += 1;
@@ -463,18 +561,5 @@ impl Driver {
             });
         });
         self.release(emit, true);
-    }
-
-    /// The run read no TCP at all because its link type is unknown: an error, not a warning.
-    fn unsupported_error(&self) -> Option<PipelineError> {
-        if self.summary.tcp_packets > 0 {
-            return None;
-        }
-        self.unsupported
-            .as_ref()
-            .map(|(path, lt)| PipelineError::UnsupportedLinkType {
-                path: path.clone(),
-                name: link::linktype_name(*lt),
-            })
     }
 }
