@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use amqptrace::amqp::DecoderConfig;
 use amqptrace::analyze::{write_verdict_block, Analyzer};
 use amqptrace::event::Event;
-use amqptrace::pipeline::{self, RunSummary};
+use amqptrace::pipeline::{Input, RunSummary};
 use amqptrace::sink::{ChromeTraceSink, CountsSink, JsonlSink, Sink, TextOptions, TextSink};
 use amqptrace::stream::StreamConfig;
 use amqptrace::tls::KeyLog;
@@ -84,9 +84,12 @@ pub struct CaptureOptions {
     /// analysis and output on the main thread. The output is the same, byte for byte, with
     /// any N; the one exception (a connection left unclassified behind tens of thousands of
     /// other events) is in README "Performance". 1 runs everything on one thread, as before
-    /// there were threads. Default: the number of cores.
-    #[arg(long, value_name = "N")]
-    pub threads: Option<std::num::NonZeroUsize>,
+    /// there were threads, and is the default: on the 2-core machine amqptrace is measured
+    /// on, 2 threads take about 1.4x the time and 2.5x the CPU of one (the segments and
+    /// events crossing cores cost more than the decoding they share out; README
+    /// "Performance" has the figures).
+    #[arg(long, value_name = "N", default_value = "1")]
+    pub threads: std::num::NonZeroUsize,
 }
 
 impl CaptureOptions {
@@ -99,11 +102,9 @@ impl CaptureOptions {
         }
     }
 
-    /// Worker threads to use: `--threads`, else one per core.
+    /// Worker threads to use (`--threads`).
     pub fn threads(&self) -> usize {
-        self.threads
-            .or_else(|| std::thread::available_parallelism().ok())
-            .map_or(1, |n| n.get())
+        self.threads.get()
     }
 
     /// The key log's secrets (none without `--tls-keylog`).
@@ -164,7 +165,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<u8> {
                 },
             );
             let summary = drive(input, &mut analyzer, Some(&mut sink))?;
-            (summary, into_writer_text(sink))
+            (summary, Some(sink.into_inner()))
         }
         Format::Jsonl => {
             let sink = &mut JsonlSink::new(out);
@@ -173,15 +174,9 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<u8> {
         Format::Counts => {
             // Decode only: no analyzer, so this is also the baseline the analysis cost is measured against.
             let mut sink = CountsSink::new(out);
-            let summary = pipeline::shard::run_files(
-                input.captures,
-                input.cfg,
-                input.keylog,
-                input.threads,
-                |ev| sink.event(ev),
-            )?;
+            let summary = input.run(|ev| sink.event(ev))?;
             sink.finish()?;
-            return Ok(damage_or_ok(&summary));
+            return Ok(crate::cli::warnings_then_code(&summary));
         }
         Format::ChromeTrace => {
             let sink = &mut ChromeTraceSink::new(out);
@@ -208,7 +203,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<u8> {
         }
         w.flush()?;
     }
-    let code = damage_or_ok(&summary);
+    let code = crate::cli::warnings_then_code(&summary);
     Ok(if stall { exit::STALL } else { code })
 }
 
@@ -220,46 +215,13 @@ pub fn tls_keylog(path: Option<&std::path::Path>) -> anyhow::Result<KeyLog> {
     })
 }
 
-/// Prints the run's warnings and returns DAMAGED or OK.
-fn damage_or_ok(summary: &RunSummary) -> u8 {
-    for warning in &summary.warnings {
-        eprintln!("amqptrace: warning: {warning}");
-    }
-    for damage in &summary.damage {
-        eprintln!("amqptrace: warning: {damage}");
-    }
-    if summary.damage.is_empty() {
-        exit::OK
-    } else {
-        exit::DAMAGED
-    }
-}
-
-fn into_writer_text(sink: TextSink<Box<dyn Write>>) -> Option<Box<dyn Write>> {
-    Some(sink.into_inner())
-}
-
-/// What a run reads: the captures, where AMQP is in them, the TLS secrets.
-struct Input<'a> {
-    captures: &'a [PathBuf],
-    cfg: &'a StreamConfig,
-    keylog: KeyLog,
-    threads: usize,
-}
-
 /// Runs the pipeline, feeding every event to the analyzer and the sink, then finishes the sink.
 fn drive<S: Sink>(
     input: Input<'_>,
     analyzer: &mut Analyzer,
     mut sink: Option<&mut S>,
 ) -> anyhow::Result<RunSummary> {
-    let Input {
-        captures,
-        cfg,
-        keylog,
-        threads,
-    } = input;
-    let summary = pipeline::shard::run_files(captures, cfg, keylog, threads, |ev: &Event| {
+    let summary = input.run(|ev: &Event| {
         analyzer.handle(ev);
         match sink.as_mut() {
             Some(s) => s.event(ev),

@@ -62,3 +62,19 @@ pub fn exit_code(analysis: &Analysis) -> u8 {
         crate::exit::OK
     }
 }
+
+/// Prints an offline run's warnings and damage to standard error; DAMAGED when
+/// the input was damaged (everything before the damage was read), else OK.
+pub fn warnings_then_code(summary: &amqptrace::pipeline::RunSummary) -> u8 {
+    for warning in &summary.warnings {
+        eprintln!("amqptrace: warning: {warning}");
+    }
+    for damage in &summary.damage {
+        eprintln!("amqptrace: warning: {damage}");
+    }
+    if summary.damage.is_empty() {
+        crate::exit::OK
+    } else {
+        crate::exit::DAMAGED
+    }
+}

@@ -82,21 +82,18 @@ pub fn run(args: ReportArgs) -> anyhow::Result<u8> {
                 headers: true,
                 ..DecoderConfig::default()
             });
-            let keylog = args.capture.keylog()?;
-            let input = std::slice::from_ref(&args.input);
-            let threads = args.capture.threads();
-            let summary = pipeline::shard::run_files(input, &stream_cfg, keylog, threads, |ev| {
+            let input = pipeline::Input {
+                captures: std::slice::from_ref(&args.input),
+                cfg: &stream_cfg,
+                keylog: args.capture.keylog()?,
+                threads: args.capture.threads(),
+            };
+            let summary = input.run(|ev| {
                 take(ev);
                 Ok(())
             })?;
-            for w in &summary.warnings {
-                eprintln!("amqptrace: warning: {w}");
-            }
             recorded_end = summary.recorded_end;
-            for d in &summary.damage {
-                eprintln!("amqptrace: warning: {d}");
-                code = exit::DAMAGED;
-            }
+            code = crate::cli::warnings_then_code(&summary);
         }
         InputKind::Jsonl => {
             let f = File::open(&args.input)

@@ -94,6 +94,27 @@ pub fn horizon_of(recorded_end: Option<Timestamp>, last: Option<Timestamp>) -> H
     }
 }
 
+/// What an offline run reads: the capture files (merged by packet time), where
+/// AMQP is in them, the TLS secrets beside those the files carry, and how
+/// many worker threads decode them ([`shard`]; 1: this module's driver alone).
+pub struct Input<'a> {
+    pub captures: &'a [PathBuf],
+    pub cfg: &'a StreamConfig,
+    pub keylog: KeyLog,
+    pub threads: usize,
+}
+
+impl Input<'_> {
+    /// Runs the pipeline, calling `on_event` on this thread for each event in
+    /// time order; the same events in the same order with any thread count.
+    pub fn run<F>(self, on_event: F) -> Result<RunSummary, PipelineError>
+    where
+        F: FnMut(&Event) -> io::Result<()>,
+    {
+        shard::run_files(self.captures, self.cfg, self.keylog, self.threads, on_event)
+    }
+}
+
 /// Runs the decode pipeline over `paths`, calling `on_event` for each event in time order.
 pub fn run_files<F>(
     paths: &[PathBuf],
