@@ -9,7 +9,7 @@
 # one table each. For each tool/mode it prints wall time, MB/s, packets/s,
 # AMQP frames/s, peak RSS, CPU seconds (user + system, every thread) and the ratio of
 # amqptrace's MB/s to tshark's in the same table. Each amqptrace format runs twice: with
-# --threads 1 (everything on one thread) and with the default (one worker per core).
+# --threads 1 (everything on one thread, the default) and with one worker per core.
 # The file is read once beforehand so every run finds it in the page cache. Each figure is
 # the median of RUNS runs (default 3). With --scale it also runs amqptrace at 1x, 2x and 4x
 # the length of the first capture (examples/scale_capture.rs), with one thread and with all,
@@ -49,7 +49,7 @@ done
 cargo build --release --quiet
 cargo build --release --quiet --example scale_capture
 BIN=target/release/amqptrace
-# What `analyze` takes without --threads: one worker per core.
+# The sharded rows: one worker per core (`analyze` itself defaults to --threads 1).
 THREADS=$(nproc)
 TIME=/usr/bin/time
 [ -x "$TIME" ] || { echo "needs GNU time (apt-get install time)" >&2; exit 1; }
@@ -124,7 +124,7 @@ table() {
         run 600 "amqptrace --format $format -t1" "$BIN" analyze --port "$port" \
             --format "${format%% *}" -o /dev/null --threads 1 "$CAPTURE"
         run 600 "amqptrace --format $format -t$THREADS" "$BIN" analyze --port "$port" \
-            --format "${format%% *}" -o /dev/null "$CAPTURE"
+            --format "${format%% *}" -o /dev/null --threads "$THREADS" "$CAPTURE"
         if [ -n "${BASELINE:-}" ]; then
             # An older binary may not know --threads: its own default.
             run 600 "baseline --format $format" "$BASELINE" analyze --port "$port" \
