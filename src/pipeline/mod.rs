@@ -357,6 +357,10 @@ impl Front {
     /// Counts one packet of input `file` and returns its TCP segment (addresses
     /// of a recording's broker leg named as the live proxy names them) with
     /// its identity, or None when it carries no TCP to reassemble.
+    // Always inlined: called once a packet from the two drivers, it returns a
+    // segment and its identity that a call would pass through memory
+    // (2.4 M instructions of 200.5 M on the storm slice, when it was a call).
+    #[inline(always)]
     fn admit<'p>(
         &mut self,
         file: u32,
