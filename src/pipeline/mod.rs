@@ -46,12 +46,17 @@ pub enum PipelineError {
     /// The consumer of events failed (e.g. the output disk is full).
     #[error("writing output: {0}")]
     Output(#[source] io::Error),
-    /// A worker thread of a sharded run ([`shard`]) could not be started.
-    #[error("cannot start a worker thread: {0}")]
-    Thread(#[source] io::Error),
-    /// A worker thread of a sharded run ended without saying how.
-    #[error("a worker thread ended early")]
-    WorkerLost,
+    /// A worker thread of a sharded run ([`shard`]) failed: `Some` the reason
+    /// it could not be started, `None` when it ended without saying how.
+    #[error("{}", worker_failure(.0.as_ref()))]
+    Worker(Option<io::Error>),
+}
+
+fn worker_failure(start: Option<&io::Error>) -> String {
+    match start {
+        Some(e) => format!("cannot start a worker thread: {e}"),
+        None => "a worker thread ended early".to_string(),
+    }
 }
 
 /// What a run saw, for the end-of-run summary and the exit code.

@@ -87,7 +87,7 @@ where
         let mut shards = Vec::with_capacity(threads);
         let spawn_failed = |e| {
             stop.store(true, Ordering::Relaxed);
-            PipelineError::Thread(e)
+            PipelineError::Worker(Some(e))
         };
         for index in 0..threads {
             let (work_tx, work_rx) = mpsc::sync_channel(IN_FLIGHT);
@@ -561,7 +561,7 @@ impl Lane {
                 self.next_event = 0;
             }
             Ok(Message::End(end)) => self.end = Some(Ok(end)),
-            Err(_) => self.end = Some(Err(PipelineError::WorkerLost)),
+            Err(_) => self.end = Some(Err(PipelineError::Worker(None))),
         }
     }
 }
@@ -630,7 +630,7 @@ impl<F: FnMut(&Event) -> io::Result<()>> Merger<F> {
             .map(|lane| match lane.end.take() {
                 Some(end) => end.map(|end| *end),
                 // Every lane has ended when no mark is left (see `Lane::behind`).
-                None => Err(PipelineError::WorkerLost),
+                None => Err(PipelineError::Worker(None)),
             })
             .collect()
     }

@@ -437,25 +437,28 @@ mod tests {
                 frame: Frame::Heartbeat(Heartbeat),
             },
         ];
-        let mut sink = JsonlSink::new(Vec::new());
-        let mut expected = String::new();
+        let mut events = Vec::new();
         for (i, kind) in kinds.into_iter().enumerate() {
             for (file, ts) in [
                 (0u32, 1_795_614_716_000_001_000i64),
                 (2, 1_795_614_716_999_999_999),
                 (0, 5),
             ] {
-                let ev = event(
-                    i as u64 + 1,
-                    file,
-                    ts,
-                    ("[::1]:40000", "[::1]:5682"),
-                    kind.clone(),
-                );
-                sink.event(&ev).unwrap();
-                expected.push_str(&serde_json::to_string(&ev).unwrap());
-                expected.push('\n');
+                let conn = ("[::1]:40000", "[::1]:5682");
+                events.push(event(i as u64 + 1, file, ts, conn, kind.clone()));
             }
+        }
+        assert_written_as_serde(events);
+    }
+
+    /// Asserts that the sink writes `events` as serde_json writes them, a line each.
+    fn assert_written_as_serde(events: impl IntoIterator<Item = Event>) {
+        let mut sink = JsonlSink::new(Vec::new());
+        let mut expected = String::new();
+        for ev in events {
+            sink.event(&ev).unwrap();
+            expected.push_str(&serde_json::to_string(&ev).unwrap());
+            expected.push('\n');
         }
         assert_eq!(String::from_utf8(sink.out).unwrap(), expected);
     }
@@ -478,8 +481,7 @@ mod tests {
             p
         };
         let mut strings = crate::amqp::fast::Strings::default();
-        let mut sink = JsonlSink::new(Vec::new());
-        let mut expected = String::new();
+        let mut events = Vec::new();
         let routes = [
             ("ctag-1", "jobs", "work"),
             ("ctag-1", "jobs", "work"),
@@ -502,11 +504,9 @@ mod tests {
                     frame: Frame::Method(m),
                 },
             );
-            sink.event(&ev).unwrap();
-            expected.push_str(&serde_json::to_string(&ev).unwrap());
-            expected.push('\n');
+            events.push(ev);
         }
-        assert_eq!(String::from_utf8(sink.out).unwrap(), expected);
+        assert_written_as_serde(events);
     }
 
     #[test]
