@@ -603,12 +603,7 @@ mod tests {
         ];
         for kind in kinds {
             let ev = event(1, 0, 0, ("127.0.0.1:1", "127.0.0.1:5672"), kind);
-            let mut sink = JsonlSink::new(Vec::new());
-            sink.event(&ev).unwrap();
-            assert_eq!(
-                String::from_utf8(sink.out).unwrap(),
-                serde_json::to_string(&ev).unwrap() + "\n"
-            );
+            assert_written_as_serde([ev]);
         }
     }
 }
