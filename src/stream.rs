@@ -84,6 +84,15 @@ pub struct StreamStats {
     pub other_connections: u64,
 }
 
+impl StreamStats {
+    /// Adds the connections `other` counted (another shard's, in a sharded run).
+    pub fn add(&mut self, other: &StreamStats) {
+        self.amqp_connections += other.amqp_connections;
+        self.tls_connections += other.tls_connections;
+        self.other_connections += other.other_connections;
+    }
+}
+
 #[derive(Debug)]
 struct Held {
     packet: PacketRef,

@@ -432,6 +432,41 @@ impl Front {
     }
 }
 
+/// Events waiting behind a connection not yet classified, in the order they
+/// go out: by time, then by arrival. The one-thread [`Driver`] and the
+/// sharded merger ([`shard`]) both hold and release through it, so that
+/// their orders are one.
+#[derive(Default)]
+struct HeldEvents {
+    events: BTreeMap<(Timestamp, u64), Event>,
+    arrived: u64,
+}
+
+impl HeldEvents {
+    fn hold(&mut self, ev: Event) {
+        self.arrived += 1;
+        self.events.insert((ev.ts, self.arrived), ev);
+    }
+
+    fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Hands `out` every held event older than `limit` (all, without one), in order.
+    fn release(&mut self, limit: Option<Timestamp>, mut out: impl FnMut(Event)) {
+        while let Some(entry) = self.events.first_entry() {
+            if limit.is_some_and(|limit| entry.key().0 >= limit) {
+                break;
+            }
+            out(entry.remove());
+        }
+    }
+}
+
 /// The stages of one run (files or a live interface), fed packet by packet;
 /// emits events in capture time order.
 pub struct Driver {
@@ -439,8 +474,7 @@ pub struct Driver {
     reassembler: Reassembler,
     tracker: Tracker,
     /// Events waiting behind a connection that is not yet classified.
-    held: BTreeMap<(Timestamp, u64), Event>,
-    held_n: u64,
+    held: HeldEvents,
     /// The most events `held` ever had (for tests and the curious).
     held_max: usize,
     stopped: bool,
@@ -452,8 +486,7 @@ impl Driver {
             front: Front::default(),
             reassembler: Reassembler::new(),
             tracker: Tracker::new(cfg),
-            held: BTreeMap::new(),
-            held_n: 0,
+            held: HeldEvents::default(),
             held_max: 0,
             stopped: false,
         }
@@ -505,7 +538,6 @@ impl Driver {
         };
         let tracker = &mut self.tracker;
         let held = &mut self.held;
-        let held_n = &mut self.held_n;
         let summary = &mut self.front.summary;
         let stopped = &mut self.stopped;
         let holding = tracker.has_held();
@@ -515,8 +547,7 @@ impl Driver {
             }
             summary.events += 1;
             if holding || !held.is_empty() {
-                *held_n += 1;
-                held.insert((ev.ts, *held_n), ev);
+                held.hold(ev);
             } else {
                 if !emit(&ev) {
                     *stopped = true;
@@ -556,18 +587,13 @@ impl Driver {
         } else {
             self.tracker.oldest_held_ts()
         };
-        while let Some(entry) = self.held.first_entry() {
-            if let Some(limit) = limit {
-                if entry.key().0 >= limit {
-                    break;
-                }
-            }
-            let ev = entry.remove();
-            if !self.stopped && !emit(&ev) {
-                self.stopped = true;
+        let stopped = &mut self.stopped;
+        self.held.release(limit, |ev| {
+            if !*stopped && !emit(&ev) {
+                *stopped = true;
             }
             crate::amqp::fast::recycle(ev);
-        }
+        });
     }
 
     /// Ends the run at `now`: what reassembly and classification still hold
@@ -581,13 +607,11 @@ impl Driver {
         };
         let tracker = &mut self.tracker;
         let held = &mut self.held;
-        let held_n = &mut self.held_n;
         let events = &mut self.front.summary.events;
         self.reassembler.finish(p, &mut |o: TcpOutput<'_>| {
             tracker.handle(o, &mut |ev: Event| {
                 *events += 1;
-                *held_n += 1;
-                held.insert((ev.ts, *held_n), ev);
+                held.hold(ev);
             });
         });
         self.release(emit, true);

@@ -39,7 +39,6 @@
 //! thousands of events of others, or 16 MiB of its own and its peers' held
 //! bytes); `--threads 1` is the exact order then.
 
-use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::io;
 use std::net::SocketAddr;
@@ -47,7 +46,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 
-use super::{open_all, read_inputs, recorded_end, Feed, Front, PipelineError, RunSummary};
+use super::{
+    open_all, read_inputs, recorded_end, Feed, Front, HeldEvents, PipelineError, RunSummary,
+};
 use crate::event::{Event, Timestamp};
 use crate::link::TcpSegment;
 use crate::source::file::{CaptureError, CaptureReader, Packet};
@@ -569,8 +570,7 @@ impl Lane {
 /// The one-thread driver's hold-and-release, fed the workers' marks in input order.
 struct Merger<F> {
     on_event: F,
-    held: BTreeMap<(Timestamp, u64), Event>,
-    held_n: u64,
+    held: HeldEvents,
     events: u64,
     /// The oldest waiting time of all shards.
     oldest: Option<Timestamp>,
@@ -582,8 +582,7 @@ impl<F: FnMut(&Event) -> io::Result<()>> Merger<F> {
     fn new(on_event: F) -> Self {
         Merger {
             on_event,
-            held: BTreeMap::new(),
-            held_n: 0,
+            held: HeldEvents::default(),
             events: 0,
             oldest: None,
             stopped: false,
@@ -652,8 +651,7 @@ impl<F: FnMut(&Event) -> io::Result<()>> Merger<F> {
         flushed.sort_by_key(|&(flow, _)| flow);
         for (_, ev) in flushed {
             self.events += 1;
-            self.held_n += 1;
-            self.held.insert((ev.ts, self.held_n), ev);
+            self.held.hold(ev);
         }
         self.release(None);
         if let Some(e) = front.unsupported_error() {
@@ -664,9 +662,7 @@ impl<F: FnMut(&Event) -> io::Result<()>> Merger<F> {
         }
         let mut streams = StreamStats::default();
         for end in &ends {
-            streams.amqp_connections += end.streams.amqp_connections;
-            streams.tls_connections += end.streams.tls_connections;
-            streams.other_connections += end.streams.other_connections;
+            streams.add(&end.streams);
         }
         let mut summary = front.summary;
         summary.recorded_end = recorded_end;
@@ -697,9 +693,7 @@ impl<F: FnMut(&Event) -> io::Result<()>> Merger<F> {
             self.events += events.len() as u64;
             if holding || !self.held.is_empty() {
                 for ev in events {
-                    self.held_n += 1;
-                    let ev = std::mem::replace(ev, placeholder());
-                    self.held.insert((ev.ts, self.held_n), ev);
+                    self.held.hold(std::mem::replace(ev, placeholder()));
                 }
             } else {
                 for ev in events.iter() {
@@ -732,13 +726,9 @@ impl<F: FnMut(&Event) -> io::Result<()>> Merger<F> {
 
     /// Emits held events older than `limit` (all without one).
     fn release(&mut self, limit: Option<Timestamp>) {
-        while let Some(entry) = self.held.first_entry() {
-            if limit.is_some_and(|limit| entry.key().0 >= limit) {
-                break;
-            }
-            let ev = entry.remove();
-            self.emit(ev);
-        }
+        let mut held = std::mem::take(&mut self.held);
+        held.release(limit, |ev| self.emit(ev));
+        self.held = held;
     }
 }
 
