@@ -14,7 +14,7 @@ use anyhow::Context;
 use amqptrace::amqp::DecoderConfig;
 use amqptrace::live::channel::Recorder;
 use amqptrace::live::proxy::ProxySession;
-use amqptrace::live::signals::shutdown_signal;
+use amqptrace::live::signals::Signals;
 use amqptrace::source::proxy::{self, ProxyConfig};
 
 use crate::cli::live::LiveArgs;
@@ -118,6 +118,12 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<u8> {
         )?),
         None => None,
     };
+    // Handled before "listening on" is printed: a SIGINT sent as soon as that
+    // line shows (by a script, or a test) must stop the proxy, and where the
+    // shell started it with SIGINT ignored, one sent earlier would be lost.
+    let mut signals = rt
+        .block_on(async { Signals::new() })
+        .context("cannot install the signal handlers")?;
     for l in &listeners {
         if let Ok(a) = l.local_addr() {
             eprintln!(
@@ -146,7 +152,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<u8> {
     };
     let drain = args.drain;
     let analysis = rt.block_on(session.serve(listeners, async move {
-        shutdown_signal().await;
+        signals.recv().await;
         eprintln!("amqptrace: stopping: no new connections; live ones get {drain} s");
     }))?;
     rt.shutdown_timeout(Duration::from_secs(1));

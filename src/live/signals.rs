@@ -1,6 +1,6 @@
 //! The one signal handling of the live commands: SIGINT and SIGTERM, as a
-//! stream ([`Signals`], `run` passes each on to its command), as a shutdown
-//! future (`proxy`) or as a stop flag (`capture`, whose loop reads libpcap).
+//! stream ([`Signals`], `run` passes each on to its command, `proxy` stops on
+//! the first) or as a stop flag (`capture`, whose loop reads libpcap).
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,18 +52,6 @@ impl Signals {
         tokio::select! {
             _ = self.int.recv() => Sig::Int,
             _ = self.term.recv() => Sig::Term,
-        }
-    }
-}
-
-/// Resolves on the first SIGINT or SIGTERM (Ctrl-C only, where the handlers cannot be installed).
-pub async fn shutdown_signal() {
-    match Signals::new() {
-        Ok(mut s) => {
-            s.recv().await;
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }
