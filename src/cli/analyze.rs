@@ -168,7 +168,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<u8> {
             (summary, Some(sink.into_inner()))
         }
         Format::Jsonl => {
-            let sink = &mut JsonlSink::new(out);
+            let sink = &mut JsonlSink::batched(out);
             (drive(input, &mut analyzer, Some(sink))?, None)
         }
         Format::Counts => {
