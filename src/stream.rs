@@ -32,10 +32,11 @@ use nom::combinator::all_consuming;
 use nom::Parser;
 
 use crate::amqp::{
-    DecodedItem, DecoderConfig, FrameDecoder, FRAME_END, FRAME_HEARTBEAT, FRAME_METHOD,
+    DecodedItem, DecoderConfig, FrameDecoder, Items, FRAME_END, FRAME_HEARTBEAT, FRAME_METHOD,
 };
 use crate::event::{
-    Conn, DecodeError, Dir, Event, EventKind, GapReason, MethodKind, ProtocolHeaderTag, Timestamp,
+    Conn, DecodeError, Dir, Event, EventKind, Frame, GapReason, MethodKind, ProtocolHeaderTag,
+    Timestamp,
 };
 use crate::tcp::{PacketRef, StreamEvent, TcpEvent, TcpOutput};
 use crate::tls::{self, ClientStart, KeyLog};
@@ -422,7 +423,25 @@ fn decode<F: FnMut(Event)>(
     mk: impl Fn(EventKind) -> Event,
     out: &mut F,
 ) {
-    dec.feed(b, &mut |d| out(mk(decoded_kind(d))));
+    dec.feed_to(b, &mut ToEvents { mk, out });
+}
+
+/// The decoder's items as timeline events: a frame goes straight into its
+/// event, without a [`crate::amqp::Decoded`] in between.
+struct ToEvents<'a, M, F> {
+    mk: M,
+    out: &'a mut F,
+}
+
+impl<M: Fn(EventKind) -> Event, F: FnMut(Event)> Items for ToEvents<'_, M, F> {
+    #[inline(always)]
+    fn frame(&mut self, _offset: u64, channel: u16, frame: Frame) {
+        (self.out)((self.mk)(EventKind::Frame { channel, frame }))
+    }
+    #[inline(always)]
+    fn item(&mut self, d: crate::amqp::Decoded) {
+        (self.out)((self.mk)(decoded_kind(d)))
+    }
 }
 
 /// The timeline event of one decoded item.

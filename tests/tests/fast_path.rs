@@ -132,18 +132,22 @@ proptest! {
         tag in any::<u64>(), b1 in any::<bool>(), b2 in any::<bool>(),
         s1 in short(), s2 in short(), s3 in short(), which in 0u8..5,
     ) {
-        let m = match which {
+        let m = |tag: u64, b1: bool| match which {
             0 => basic::AMQPMethod::Deliver(basic::Deliver { consumer_tag: s1.clone().into(), delivery_tag: tag, redelivered: b1, exchange: s2.clone().into(), routing_key: s3.clone().into() }),
             1 => basic::AMQPMethod::Ack(basic::Ack { delivery_tag: tag, multiple: b1 }),
             2 => basic::AMQPMethod::Nack(basic::Nack { delivery_tag: tag, multiple: b1, requeue: b2 }),
             3 => basic::AMQPMethod::Reject(basic::Reject { delivery_tag: tag, requeue: b1 }),
             _ => basic::AMQPMethod::Publish(basic::Publish { exchange: s1.clone().into(), routing_key: s2.clone().into(), mandatory: b1, immediate: b2 }),
         };
-        let payload = payload_of(&AMQPFrame::Method(1, AMQPClass::Basic(m)));
+        let payload = payload_of(&AMQPFrame::Method(1, AMQPClass::Basic(m(tag, b1))));
         let mut strings = fast::Strings::default();
         // Twice: the second time the strings come out of the cache.
         prop_assert_eq!(check(1, &payload, "generated", &mut strings), 1);
         prop_assert_eq!(check(1, &payload, "generated again", &mut strings), 1);
+        // The next delivery of the same consumer: only its tag and flag differ
+        // (the fast path's repeat of the last delivery).
+        let next = payload_of(&AMQPFrame::Method(1, AMQPClass::Basic(m(tag ^ 1, !b1))));
+        prop_assert_eq!(check(1, &next, "generated next", &mut strings), 1);
     }
 
     #[test]
