@@ -580,7 +580,14 @@ impl Driver {
     /// while no packet comes): connections unclassified for too long are
     /// given up, and the events no longer behind one are emitted. Returns
     /// false when `emit` asked to stop.
+    #[inline]
     pub fn idle<E: FnMut(&Event) -> bool>(&mut self, now: Timestamp, emit: &mut E) -> bool {
+        // Nearly always: nothing waits, nothing to expire or release (one
+        // branch, where the checks below and the call to `release` cost 1.7 M
+        // instructions of 143 M on the storm slice).
+        if self.held.is_empty() && !self.tracker.has_held() {
+            return !self.stopped;
+        }
         if self.tracker.has_held() {
             self.tracker.expire(now);
         }
