@@ -628,18 +628,21 @@ impl<'f> Side<'f> {
 
     /// Emits the FIN once the stream has reached it.
     fn maybe_fin<F: FnMut(TcpOutput<'_>)>(&mut self, out: &mut F) {
-        let origin = self.origin();
+        // The origin only once there is a FIN to emit: taken first, its copy
+        // cost 2 M instructions of 140 M on the storm slice (called every segment).
         let dir = self.dir();
         if dir.fin_done {
             return;
         }
-        if let (Some(fin), Some(next)) = (dir.fin, dir.next) {
-            if seq_diff(next, fin) >= 0 {
-                dir.fin_done = true;
-                dir.next = Some(fin.wrapping_add(1));
-                out(origin.with(TcpEvent::Fin));
-            }
+        let (Some(fin), Some(next)) = (dir.fin, dir.next) else {
+            return;
+        };
+        if seq_diff(next, fin) < 0 {
+            return;
         }
+        dir.fin_done = true;
+        dir.next = Some(fin.wrapping_add(1));
+        out(self.origin().with(TcpEvent::Fin));
     }
 }
 
