@@ -9,6 +9,7 @@ mod util;
 mod cli;
 mod fast_path;
 mod faults;
+mod link_fast_path;
 mod live_session;
 mod livecap;
 mod oracle;
