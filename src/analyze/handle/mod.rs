@@ -20,7 +20,7 @@ use std::hash::{BuildHasher, Hash};
 
 use rustc_hash::FxBuildHasher;
 
-use crate::event::{Dir, Event, EventKind, Frame, Method, MethodArgs, MethodKind, Text};
+use crate::event::{Conn, Dir, Event, EventKind, Frame, Method, MethodArgs, MethodKind, Text};
 
 use super::state::{dir_index, ChannelState, ConnState, Mark};
 use super::Analyzer;
@@ -44,6 +44,15 @@ fn route_hash(a: &MethodArgs) -> u64 {
 /// Whether two of the decoder's shared strings are the same object.
 fn same(a: &Text, b: &Text) -> bool {
     std::sync::Arc::ptr_eq(a, b)
+}
+
+/// Slots of the cache of connection indices (`Analyzer::recent_conns`).
+pub(super) const CONN_SLOTS: usize = 64;
+
+/// The slot of a 4-tuple in that cache: the client's ephemeral ports differ
+/// from connection to connection (and mostly in their low bits).
+fn conn_slot(c: &Conn) -> usize {
+    (c.client.port() ^ c.broker.port().rotate_left(6)) as usize % CONN_SLOTS
 }
 
 impl Analyzer {
@@ -97,14 +106,19 @@ impl Analyzer {
     }
 
     pub(super) fn conn_index(&mut self, ev: &Event) -> Option<u32> {
-        // Consecutive events mostly share a connection: skip the hash lookup.
-        if let Some((c, i)) = self.last_conn {
-            if c == ev.conn && !matches!(ev.kind, EventKind::TcpOpen) {
-                return Some(i);
+        // The connections of a capture interleave (24 on the storm capture: a
+        // one-entry cache of the last connection missed 30 % of events, each
+        // miss hashing the 4-tuple). A direct-mapped cache by port hits nearly
+        // always, for one compare of the 4-tuple (callgrind, storm slice json:
+        // 198.0 -> 194.8 M).
+        let slot = conn_slot(&ev.conn);
+        if let Some((c, i)) = &self.recent_conns[slot] {
+            if *c == ev.conn && !matches!(ev.kind, EventKind::TcpOpen) {
+                return Some(*i);
             }
         }
         let i = self.conn_index_slow(ev)?;
-        self.last_conn = Some((ev.conn, i));
+        self.recent_conns[slot] = Some((ev.conn, i));
         Some(i)
     }
 
