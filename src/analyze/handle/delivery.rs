@@ -88,7 +88,7 @@ impl Analyzer {
         let c = &mut self.conns[ci as usize];
         c.counts.deliveries += 1;
         // One lookup of the channel for the whole delivery.
-        let st = c.channels.entry(ch).or_default();
+        let st = c.channels.get_or_insert(ch);
         let settled_on_delivery = match consumer {
             Some(i) => self.consumers[i as usize].no_ack,
             None => st.get_no_ack,

@@ -143,7 +143,7 @@ impl Analyzer {
     }
 
     fn channel_mut(&mut self, ci: u32, ch: u16) -> &mut ChannelState {
-        self.conns[ci as usize].channels.entry(ch).or_default()
+        self.conns[ci as usize].channels.get_or_insert(ch)
     }
 
     /// Counts the client's methods, then hands the method to its class's handler.

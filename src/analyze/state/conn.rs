@@ -2,15 +2,13 @@
 //! the holes in its byte stream, its open channels and its counters. A closed
 //! connection keeps only these fields; its channels are released.
 
-use rustc_hash::FxHashMap;
-
 use crate::event::{Conn, Dir, Event, EventKind, Frame, MethodKind, Text};
 
 use super::super::model::{ConnectionCounts, Handshake};
 
 use super::{
-    dir_index, ChannelCloseRec, ChannelState, CloseRec, FlowRec, GapRec, Mark, PublisherState,
-    TcpEnd,
+    dir_index, ChannelCloseRec, ChannelState, Channels, CloseRec, FlowRec, GapRec, Mark,
+    PublisherState, TcpEnd,
 };
 
 #[derive(Debug)]
@@ -42,7 +40,7 @@ pub(crate) struct ConnState {
     pub close_ok: Option<Mark>,
     pub tcp_end: Option<TcpEnd>,
     pub ended: Option<Mark>,
-    pub(crate) channels: FxHashMap<u16, ChannelState>,
+    pub(crate) channels: Channels,
     pub channel_closes: Vec<ChannelCloseRec>,
     /// Channels paused by channel.flow when the connection ended (kept for the verdict).
     pub flows_paused: Vec<(u16, FlowRec)>,
@@ -109,7 +107,7 @@ impl ConnState {
             close_ok: None,
             tcp_end: None,
             ended: None,
-            channels: FxHashMap::default(),
+            channels: Channels::default(),
             channel_closes: Vec::new(),
             flows_paused: Vec::new(),
             client_methods: vec![0; MethodKind::ALL.len()].into_boxed_slice(),

@@ -12,7 +12,7 @@ mod publisher;
 mod queue;
 pub(crate) mod queue_args;
 
-pub(crate) use channel::{ChannelState, PendingContent, Unacked};
+pub(crate) use channel::{ChannelState, Channels, PendingContent, Unacked};
 pub(crate) use conn::ConnState;
 pub(crate) use consumer::{ConsumerMarks, ConsumerState, Step};
 pub(crate) use publisher::{ConfirmChannel, PublishRec, PublisherState, ReturnsOnChannel};
