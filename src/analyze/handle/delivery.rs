@@ -80,6 +80,9 @@ impl Analyzer {
     }
 
     /// A delivery to `p.delivery.consumer` (None: basic.get-ok), whose content header comes next.
+    // Inlined into its two callers (callgrind, storm slice json: 190.9 -> 189.2 M;
+    // `on_method` and `settle` inlined the same way cost more than they saved).
+    #[inline(always)]
     fn on_delivery(&mut self, ci: u32, ch: u16, p: PendingContent) {
         let Unacked {
             consumer, at: mark, ..
