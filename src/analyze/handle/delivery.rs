@@ -196,13 +196,17 @@ impl Analyzer {
             if let Some(i) = p.delivery.consumer {
                 let cs = &mut self.consumers[i as usize];
                 cs.marks[Step::LoopSince].get_or_insert(p.delivery.at);
-                // Name the message delivered most often to this consumer.
-                let more = match cs.hints.loop_fp.and_then(|f| self.requeued.get(&f)) {
-                    Some(t) => rounds > t.rounds,
-                    None => true,
-                };
-                if more || cs.hints.loop_fp == Some(fingerprint) {
-                    cs.hints.loop_fp = Some(fingerprint);
+                // Name the message delivered most often to this consumer (the
+                // one named already needs no lookup of its track).
+                let named = cs.hints.loop_fp == Some(fingerprint);
+                if !named {
+                    let more = match cs.hints.loop_fp.and_then(|f| self.requeued.get(&f)) {
+                        Some(t) => rounds > t.rounds,
+                        None => true,
+                    };
+                    if more {
+                        cs.hints.loop_fp = Some(fingerprint);
+                    }
                 }
             }
         }
