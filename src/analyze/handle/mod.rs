@@ -22,7 +22,7 @@ use rustc_hash::FxBuildHasher;
 
 use crate::event::{Conn, Dir, Event, EventKind, Frame, Method, MethodArgs, MethodKind, Text};
 
-use super::state::{dir_index, ChannelState, ConnState, Mark};
+use super::state::{dir_index, ChannelState, ConnState, FrameName, Mark};
 use super::Analyzer;
 
 pub(crate) use cut::CutSeen;
@@ -92,7 +92,7 @@ impl Analyzer {
                     self.trail_client_frame(ci, *channel, mark, frame);
                 }
                 let c = &mut self.conns[ci as usize];
-                c.last_frame[dir_index(ev.dir)] = Some((mark, frame.name()));
+                c.last_frame[dir_index(ev.dir)] = Some((mark, FrameName::of(frame)));
                 match frame {
                     Frame::Method(m) => self.on_method(ci, ev.dir, mark, *channel, m),
                     Frame::ContentHeader(h) if ev.dir == Dir::S2C => {
