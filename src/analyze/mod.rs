@@ -142,7 +142,8 @@ pub struct Analyzer {
     pub(crate) requeued: FxHashMap<u64, RequeueTrack>,
     pub(crate) last: Option<Mark>,
     settle_scratch: Vec<Unacked>,
-    last_conn: Option<(Conn, u32)>,
+    /// The connection index of recent 4-tuples, by `handle::conn_slot`.
+    recent_conns: Box<[Option<(Conn, u32)>; handle::CONN_SLOTS]>,
     next_serial: u64,
     /// Ended connections whose verdicts are final, kept as bounded summaries.
     pub(crate) retired: retire::Retired,
@@ -167,7 +168,7 @@ impl Analyzer {
             requeued: FxHashMap::default(),
             last: None,
             settle_scratch: Vec::new(),
-            last_conn: None,
+            recent_conns: Box::new([None; handle::CONN_SLOTS]),
             next_serial: 0,
             retired: retire::Retired::default(),
             since_retire_check: 0,

@@ -237,7 +237,7 @@ impl Analyzer {
         for (i, c) in self.conns.iter().enumerate() {
             self.by_conn.insert(c.conn, i as u32);
         }
-        self.last_conn = None;
+        self.recent_conns.fill(None);
     }
 }
 

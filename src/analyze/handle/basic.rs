@@ -9,6 +9,9 @@ use super::super::Analyzer;
 use super::settle::Settle;
 
 impl Analyzer {
+    // Inlined into `on_method`: one call less for every hot method (callgrind,
+    // storm slice json: 192.0 -> 190.9 M).
+    #[inline(always)]
     pub(super) fn on_basic(&mut self, ci: u32, dir: Dir, mark: Mark, ch: u16, m: &Method) {
         let a = &m.args;
         match (dir, m.method) {

@@ -80,6 +80,9 @@ impl Analyzer {
     }
 
     /// A delivery to `p.delivery.consumer` (None: basic.get-ok), whose content header comes next.
+    // Inlined into its two callers (callgrind, storm slice json: 190.9 -> 189.2 M;
+    // `on_method` and `settle` inlined the same way cost more than they saved).
+    #[inline(always)]
     fn on_delivery(&mut self, ci: u32, ch: u16, p: PendingContent) {
         let Unacked {
             consumer, at: mark, ..
@@ -88,7 +91,7 @@ impl Analyzer {
         let c = &mut self.conns[ci as usize];
         c.counts.deliveries += 1;
         // One lookup of the channel for the whole delivery.
-        let st = c.channels.entry(ch).or_default();
+        let st = c.channels.get_or_insert(ch);
         let settled_on_delivery = match consumer {
             Some(i) => self.consumers[i as usize].no_ack,
             None => st.get_no_ack,
@@ -193,13 +196,17 @@ impl Analyzer {
             if let Some(i) = p.delivery.consumer {
                 let cs = &mut self.consumers[i as usize];
                 cs.marks[Step::LoopSince].get_or_insert(p.delivery.at);
-                // Name the message delivered most often to this consumer.
-                let more = match cs.hints.loop_fp.and_then(|f| self.requeued.get(&f)) {
-                    Some(t) => rounds > t.rounds,
-                    None => true,
-                };
-                if more || cs.hints.loop_fp == Some(fingerprint) {
-                    cs.hints.loop_fp = Some(fingerprint);
+                // Name the message delivered most often to this consumer (the
+                // one named already needs no lookup of its track).
+                let named = cs.hints.loop_fp == Some(fingerprint);
+                if !named {
+                    let more = match cs.hints.loop_fp.and_then(|f| self.requeued.get(&f)) {
+                        Some(t) => rounds > t.rounds,
+                        None => true,
+                    };
+                    if more {
+                        cs.hints.loop_fp = Some(fingerprint);
+                    }
                 }
             }
         }

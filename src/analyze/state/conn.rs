@@ -2,15 +2,13 @@
 //! the holes in its byte stream, its open channels and its counters. A closed
 //! connection keeps only these fields; its channels are released.
 
-use rustc_hash::FxHashMap;
-
 use crate::event::{Conn, Dir, Event, EventKind, Frame, MethodKind, Text};
 
 use super::super::model::{ConnectionCounts, Handshake};
 
 use super::{
-    dir_index, ChannelCloseRec, ChannelState, CloseRec, FlowRec, GapRec, Mark, PublisherState,
-    TcpEnd,
+    dir_index, ChannelCloseRec, ChannelState, Channels, CloseRec, FlowRec, GapRec, Mark,
+    PublisherState, TcpEnd,
 };
 
 #[derive(Debug)]
@@ -32,8 +30,8 @@ pub(crate) struct ConnState {
     pub first_error: Option<(Mark, Dir, String)>,
     pub unsupported_protocol: Option<String>,
     pub handshake: Handshake,
-    /// Last frame from each direction and its name: [c2s, s2c].
-    pub last_frame: [Option<(Mark, &'static str)>; 2],
+    /// Last frame from each direction and which frame it was: [c2s, s2c].
+    pub last_frame: [Option<(Mark, FrameName)>; 2],
     /// Name of the first event seen on the connection (`tcp.open`, a method, `gap`...).
     pub first_name: &'static str,
     pub blocked: Option<(Mark, String)>,
@@ -42,7 +40,7 @@ pub(crate) struct ConnState {
     pub close_ok: Option<Mark>,
     pub tcp_end: Option<TcpEnd>,
     pub ended: Option<Mark>,
-    pub(crate) channels: FxHashMap<u16, ChannelState>,
+    pub(crate) channels: Channels,
     pub channel_closes: Vec<ChannelCloseRec>,
     /// Channels paused by channel.flow when the connection ended (kept for the verdict).
     pub flows_paused: Vec<(u16, FlowRec)>,
@@ -60,6 +58,38 @@ pub(crate) struct ConnState {
     pub(crate) memo: Memo,
     /// Confirms, nacks and returns of its publishers.
     pub(crate) publisher: Box<PublisherState>,
+}
+
+/// Which frame a frame was, noted for every frame: its method, or its type
+/// (the name is looked up only when a verdict shows it; callgrind, storm slice
+/// json: 188.2 -> 187.1 M).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FrameName {
+    Method(MethodKind),
+    ContentHeader,
+    ContentBody,
+    Heartbeat,
+}
+
+impl FrameName {
+    pub(crate) fn of(f: &Frame) -> FrameName {
+        match f {
+            Frame::Method(m) => FrameName::Method(m.method),
+            Frame::ContentHeader(_) => FrameName::ContentHeader,
+            Frame::ContentBody(_) => FrameName::ContentBody,
+            Frame::Heartbeat(_) => FrameName::Heartbeat,
+        }
+    }
+
+    /// The frame's timeline name, as [`Frame::name`] gives it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            FrameName::Method(m) => m.name(),
+            FrameName::ContentHeader => "content-header",
+            FrameName::ContentBody => "content-body",
+            FrameName::Heartbeat => "heartbeat",
+        }
+    }
 }
 
 /// The last answers of the lookups every publish and delivery makes. A hit is
@@ -109,7 +139,7 @@ impl ConnState {
             close_ok: None,
             tcp_end: None,
             ended: None,
-            channels: FxHashMap::default(),
+            channels: Channels::default(),
             channel_closes: Vec::new(),
             flows_paused: Vec::new(),
             client_methods: vec![0; MethodKind::ALL.len()].into_boxed_slice(),
@@ -141,6 +171,36 @@ impl ConnState {
 
     /// The last frame from `dir` and its name, or the connection's first event.
     pub(crate) fn last_frame_from(&self, dir: Dir) -> (Mark, &'static str) {
-        self.last_frame[dir_index(dir)].unwrap_or((self.first, self.first_name))
+        self.last_frame[dir_index(dir)]
+            .map(|(m, f)| (m, f.name()))
+            .unwrap_or((self.first, self.first_name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FrameName;
+    use crate::event::{
+        BodyCut, ContentBody, ContentBodyTag, Frame, Heartbeat, Method, MethodArgs, MethodKind,
+    };
+
+    /// A frame noted as a [`FrameName`] shows the name the frame itself gives.
+    #[test]
+    fn frame_names_are_the_frames_own() {
+        let mut frames: Vec<Frame> = MethodKind::ALL
+            .iter()
+            .map(|&k| Frame::Method(Box::new(Method::new(k, MethodArgs::default()))))
+            .collect();
+        frames.push(Frame::ContentHeader(Box::default()));
+        frames.push(Frame::ContentBody(ContentBody {
+            method: ContentBodyTag,
+            size: 1,
+            body: None,
+            cut: BodyCut::default(),
+        }));
+        frames.push(Frame::Heartbeat(Heartbeat));
+        for f in &frames {
+            assert_eq!(FrameName::of(f).name(), f.name());
+        }
     }
 }

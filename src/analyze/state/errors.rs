@@ -76,7 +76,11 @@ pub(crate) const MAX_DECLARES_PENDING: usize = 16;
 /// What a channel keeps for the explanations.
 #[derive(Debug, Default)]
 pub(crate) struct ChannelTrail {
-    pub settled: VecDeque<SettledTags>,
+    /// The last [`MAX_SETTLES_KEPT`] settles, a ring: `settled[next]` is the
+    /// oldest once it is full (a write a settle, no shifting: callgrind, storm
+    /// slice json: 188.7 -> 188.2 M).
+    settled: Vec<SettledTags>,
+    next: usize,
     pub refused: Option<RefusedSettle>,
     /// The highest delivery tag delivered on the channel, and its basic.deliver.
     pub last_delivered: Option<(u64, Mark)>,
@@ -92,17 +96,22 @@ pub(crate) struct ChannelTrail {
 impl ChannelTrail {
     /// Remembers a settle of tags `from..=to`.
     pub(crate) fn settled(&mut self, s: SettledTags) {
-        if self.settled.len() >= MAX_SETTLES_KEPT {
-            self.settled.pop_front();
+        match self.settled.get_mut(self.next) {
+            Some(oldest) => *oldest = s,
+            None => self.settled.push(s),
         }
-        self.settled.push_back(s);
+        self.next = (self.next + 1) % MAX_SETTLES_KEPT;
     }
 
     /// The latest settle that covered `tag`.
     pub(crate) fn settle_of(&self, tag: u64) -> Option<&SettledTags> {
-        self.settled
+        // Newest first: those before `next`, then (once the ring is full) the
+        // older ones from its end.
+        let (newer, older) = self.settled.split_at(self.next.min(self.settled.len()));
+        newer
             .iter()
             .rev()
+            .chain(older.iter().rev())
             .find(|s| s.from <= tag && tag <= s.to)
     }
 }
@@ -279,4 +288,39 @@ pub(crate) enum CloseFacts {
         anomaly: Option<ContentAnomaly>,
         anomalies: u32,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Timestamp;
+
+    /// The ring finds the latest settle of a tag, as the list it replaced did.
+    #[test]
+    fn the_settle_ring_finds_the_latest_settle() {
+        let mut t = ChannelTrail::default();
+        let mut list: VecDeque<SettledTags> = VecDeque::new();
+        for i in 0..300u64 {
+            // Overlapping ranges, so that "latest" matters.
+            let s = SettledTags {
+                from: i / 3,
+                to: i / 3 + i % 5,
+                at: Mark {
+                    ts: Timestamp(i as i64),
+                    frame: i,
+                },
+                method: MethodKind::BasicAck,
+                delivered: None,
+            };
+            t.settled(s);
+            if list.len() >= MAX_SETTLES_KEPT {
+                list.pop_front();
+            }
+            list.push_back(s);
+            for tag in 0..110 {
+                let want = list.iter().rev().find(|s| s.from <= tag && tag <= s.to);
+                assert_eq!(t.settle_of(tag), want, "after {i} settles, tag {tag}");
+            }
+        }
+    }
 }

@@ -12,8 +12,8 @@ mod publisher;
 mod queue;
 pub(crate) mod queue_args;
 
-pub(crate) use channel::{ChannelState, PendingContent, Unacked};
-pub(crate) use conn::ConnState;
+pub(crate) use channel::{ChannelState, Channels, PendingContent, Unacked};
+pub(crate) use conn::{ConnState, FrameName};
 pub(crate) use consumer::{ConsumerMarks, ConsumerState, Step};
 pub(crate) use publisher::{ConfirmChannel, PublishRec, PublisherState, ReturnsOnChannel};
 pub(crate) use queue::{ConsumeArgs, DeliveryHints, QueueArgs, QueueType};

@@ -187,7 +187,7 @@ fn connection_verdict_of(ctx: &Ctx, ci: u32, c: &ConnState) -> Verdict {
                 v.evidence.push(e);
                 let other = silent_dir.reverse();
                 if let Some((m, name)) = c.last_frame[dir_index(other)] {
-                    let mut e = ev(m, name);
+                    let mut e = ev(m, name.name());
                     e.dir = Some(other);
                     e.note = Some(format!("the {} was still sending", peer(other)));
                     v.evidence.push(e);
