@@ -71,7 +71,7 @@ def main():
 
     sender = [sys.executable, __file__, "send", "--queue", a.send_to, "--count", str(a.count)]
     return e2e_worker.supervise(worker, ready, a.queue, sender, a.markers, a.count, 4.0, log,
-                                f"sent {a.count} tasks to {a.send_to}")
+                                f"sent {a.count} tasks to {a.send_to}", a.send_to == a.queue)
 
 
 if __name__ == "__main__":
