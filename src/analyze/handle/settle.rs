@@ -83,6 +83,42 @@ impl Analyzer {
         let Some(st) = self.conns[ci as usize].channels.get_mut(&ch) else {
             return;
         };
+        let method = match kind {
+            SettleKind::Ack => MethodKind::BasicAck,
+            SettleKind::Nack => MethodKind::BasicNack,
+            SettleKind::Reject => MethodKind::BasicReject,
+        };
+        // The settle of the oldest delivery, one at a time, with nothing settled
+        // out of order behind it (every nack of a requeue storm): it is popped
+        // and settled without the scratch list. Same effects as the general path
+        // below, which would mark it, copy it and pop it again (callgrind, storm
+        // slice json 159.3 -> 157.8 M, with `settle_one` inlined in both paths).
+        if !multiple
+            && st.tombstones == 0
+            && st
+                .unacked
+                .front()
+                .is_some_and(|f| f.tag == tag && !f.settled)
+            && st.unacked.get(1).is_none_or(|n| n.tag != tag)
+        {
+            let Some(mut e) = st.unacked.pop_front() else {
+                return;
+            };
+            e.settled = true;
+            super::errors::trail_settle(
+                &mut st.trail,
+                mark,
+                method,
+                tag,
+                multiple,
+                std::slice::from_ref(&e),
+            );
+            st.live_unacked = st.live_unacked.saturating_sub(1);
+            st.global_full_since = None;
+            let slow_us = self.cfg.slow_ack.as_micros() as u64;
+            self.settle_one(ci, ch, mark, kind, requeue, method, slow_us, &e);
+            return;
+        }
         // Reused buffer: no allocation per settle.
         let mut settled = std::mem::take(&mut self.settle_scratch);
         settled.clear();
@@ -117,11 +153,6 @@ impl Analyzer {
                 st.tombstones = 0;
             }
         }
-        let method = match kind {
-            SettleKind::Ack => MethodKind::BasicAck,
-            SettleKind::Nack => MethodKind::BasicNack,
-            SettleKind::Reject => MethodKind::BasicReject,
-        };
         // For the explanation of a broker's "unknown delivery tag" (handle/errors.rs).
         super::errors::trail_settle(&mut st.trail, mark, method, tag, multiple, &settled);
         if settled.is_empty() {
@@ -132,73 +163,93 @@ impl Analyzer {
         st.global_full_since = None;
         let slow_us = self.cfg.slow_ack.as_micros() as u64;
         for e in &settled {
-            if let Some(i) = e.consumer {
-                let cs = &mut self.consumers[i as usize];
-                cs.counts.unacked = cs.counts.unacked.saturating_sub(1);
-                cs.marks[Step::FullSince] = None;
-                cs.marks[Step::LastSettle] = Some(mark);
-                let lat_us = ((mark.ts.0 - e.at.ts.0).max(0) / 1000) as u64;
-                cs.latency.record_us(lat_us);
-                if lat_us >= slow_us && cs.marks[Step::FirstSlowSettle].is_none() {
-                    cs.marks[Step::FirstSlowSettle] = Some(mark);
-                }
-                match (kind, requeue) {
-                    (SettleKind::Ack, _) => cs.counts.acks += 1,
-                    (SettleKind::Nack, true) => cs.counts.nacks_requeue += 1,
-                    (SettleKind::Nack, false) => cs.counts.nacks_drop += 1,
-                    (SettleKind::Reject, true) => cs.counts.rejects_requeue += 1,
-                    (SettleKind::Reject, false) => cs.counts.rejects_drop += 1,
-                }
+            self.settle_one(ci, ch, mark, kind, requeue, method, slow_us, e);
+        }
+        self.settle_scratch = settled;
+    }
+
+    /// One delivery settled: its consumer's counters and latency, and the
+    /// message's requeue track. Inlined by force: called from two places, the
+    /// compiler kept it out of line, one call a settle (storm slice json
+    /// 158.8 M that way).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn settle_one(
+        &mut self,
+        ci: u32,
+        ch: u16,
+        mark: Mark,
+        kind: SettleKind,
+        requeue: bool,
+        method: MethodKind,
+        slow_us: u64,
+        e: &Unacked,
+    ) {
+        if let Some(i) = e.consumer {
+            let cs = &mut self.consumers[i as usize];
+            cs.counts.unacked = cs.counts.unacked.saturating_sub(1);
+            cs.marks[Step::FullSince] = None;
+            cs.marks[Step::LastSettle] = Some(mark);
+            let lat_us = ((mark.ts.0 - e.at.ts.0).max(0) / 1000) as u64;
+            cs.latency.record_us(lat_us);
+            if lat_us >= slow_us && cs.marks[Step::FirstSlowSettle].is_none() {
+                cs.marks[Step::FirstSlowSettle] = Some(mark);
             }
-            if e.fingerprint == 0 {
-                continue;
+            match (kind, requeue) {
+                (SettleKind::Ack, _) => cs.counts.acks += 1,
+                (SettleKind::Nack, true) => cs.counts.nacks_requeue += 1,
+                (SettleKind::Nack, false) => cs.counts.nacks_drop += 1,
+                (SettleKind::Reject, true) => cs.counts.rejects_requeue += 1,
+                (SettleKind::Reject, false) => cs.counts.rejects_drop += 1,
             }
-            let ev = LoopEvent {
-                at: mark,
-                method,
-                delivery_tag: e.tag,
-                conn: ci,
-                channel: ch,
-            };
-            if kind != SettleKind::Ack && requeue {
-                // The message's track, found with one lookup when it has one (every
-                // requeue after its first).
-                if let Some(t) = self.requeued.get_mut(&e.fingerprint) {
-                    t.outstanding = false;
-                    t.requeues += 1;
-                    t.push(ev);
-                    continue;
-                }
-                if self.requeued.len() >= MAX_REQUEUED_TRACKED {
-                    // Forget messages that are not looping to make room.
-                    self.requeued.retain(|_, t| t.became_loop.is_some());
-                    if self.requeued.len() >= MAX_REQUEUED_TRACKED {
-                        continue;
-                    }
-                }
-                let mut t = RequeueTrack::new(LoopEvent {
-                    at: e.at,
-                    method: MethodKind::BasicDeliver,
-                    delivery_tag: e.tag,
-                    conn: ci,
-                    channel: ch,
-                });
+        }
+        if e.fingerprint == 0 {
+            return;
+        }
+        let ev = LoopEvent {
+            at: mark,
+            method,
+            delivery_tag: e.tag,
+            conn: ci,
+            channel: ch,
+        };
+        if kind != SettleKind::Ack && requeue {
+            // The message's track, found with one lookup when it has one (every
+            // requeue after its first).
+            if let Some(t) = self.requeued.get_mut(&e.fingerprint) {
                 t.outstanding = false;
                 t.requeues += 1;
                 t.push(ev);
-                self.requeued.insert(e.fingerprint, t);
-            } else if let Some(t) = self.requeued.get_mut(&e.fingerprint) {
-                // Acked, or dropped/dead-lettered: the message left the queue.
-                if t.became_loop.is_some() {
-                    t.outstanding = false;
-                    t.push(ev);
-                    t.rounds = t.rounds.max(LOOP_ROUNDS);
-                    t.became_loop = None;
-                } else {
-                    self.requeued.remove(&e.fingerprint);
+                return;
+            }
+            if self.requeued.len() >= MAX_REQUEUED_TRACKED {
+                // Forget messages that are not looping to make room.
+                self.requeued.retain(|_, t| t.became_loop.is_some());
+                if self.requeued.len() >= MAX_REQUEUED_TRACKED {
+                    return;
                 }
             }
+            let mut t = RequeueTrack::new(LoopEvent {
+                at: e.at,
+                method: MethodKind::BasicDeliver,
+                delivery_tag: e.tag,
+                conn: ci,
+                channel: ch,
+            });
+            t.outstanding = false;
+            t.requeues += 1;
+            t.push(ev);
+            self.requeued.insert(e.fingerprint, t);
+        } else if let Some(t) = self.requeued.get_mut(&e.fingerprint) {
+            // Acked, or dropped/dead-lettered: the message left the queue.
+            if t.became_loop.is_some() {
+                t.outstanding = false;
+                t.push(ev);
+                t.rounds = t.rounds.max(LOOP_ROUNDS);
+                t.became_loop = None;
+            } else {
+                self.requeued.remove(&e.fingerprint);
+            }
         }
-        self.settle_scratch = settled;
     }
 }
