@@ -66,9 +66,12 @@ enum PairKey {
 impl PairKey {
     /// The key of a segment from `src` to `dst`, and the direction it travels
     /// (0: sent by the lower end, as [`Flow::dirs`] counts them).
+    // By reference: taken by value, the two 32-byte addresses were copied
+    // into a tuple to match on, 28 instructions a segment (1.7 M of 155.9 M
+    // on the storm slice, json).
     #[inline]
-    fn of(src: SocketAddr, dst: SocketAddr) -> (PairKey, usize) {
-        let pack = |a: SocketAddrV4| u64::from(a.ip().to_bits()) << 16 | u64::from(a.port());
+    fn of(src: &SocketAddr, dst: &SocketAddr) -> (PairKey, usize) {
+        let pack = |a: &SocketAddrV4| u64::from(a.ip().to_bits()) << 16 | u64::from(a.port());
         match (src, dst) {
             (SocketAddr::V4(s), SocketAddr::V4(d)) => {
                 let (s, d) = (pack(s), pack(d));
@@ -79,8 +82,8 @@ impl PairKey {
                 }
             }
             _ => {
-                let key = FlowKey::new(src, dst);
-                (PairKey::Other(key), usize::from(src != key.lo))
+                let key = FlowKey::new(*src, *dst);
+                (PairKey::Other(key), usize::from(*src != key.lo))
             }
         }
     }
@@ -276,7 +279,7 @@ impl Reassembler {
         out: &mut F,
     ) {
         self.sweep(p.ts);
-        let (pair, d) = PairKey::of(seg.src, seg.dst);
+        let (pair, d) = PairKey::of(&seg.src, &seg.dst);
         let starts_new = seg.flags.syn && !seg.flags.ack;
         // One hash and probe a segment at most: the slot is found, or made, once.
         let seq_ids = self.seq_ids;

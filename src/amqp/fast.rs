@@ -348,21 +348,30 @@ pub fn recycle(ev: Event) {
 }
 
 /// [`recycle`] for a frame on its own.
+// Inlined, with only the two boxed kinds calling out (taking the box, one
+// pointer, rather than the whole frame): a body or heartbeat frame, a third of
+// the storm's, then costs a drop in place and no call.
+#[inline(always)]
 pub fn recycle_frame(frame: Frame) {
     match frame {
-        Frame::Method(mut m) => {
-            // Other kinds may carry any field: they are simply freed.
-            let reusable = clear_for_reuse(&mut m);
-            if reusable {
-                keep(m, |s| &mut s.methods);
-            }
-        }
-        Frame::ContentHeader(mut h) => {
-            h.properties = Properties::default();
-            keep(h, |s| &mut s.headers);
-        }
+        Frame::Method(m) => recycle_method(m),
+        Frame::ContentHeader(h) => recycle_header(h),
         _ => {}
     }
+}
+
+/// Keeps a method's box, cleared, if it is of a hot kind; frees it otherwise.
+fn recycle_method(mut m: Box<Method>) {
+    // Other kinds may carry any field: they are simply freed.
+    if clear_for_reuse(&mut m) {
+        keep(m, |s| &mut s.methods);
+    }
+}
+
+/// Keeps a content header's box, its properties cleared.
+fn recycle_header(mut h: Box<ContentHeader>) {
+    h.properties = Properties::default();
+    keep(h, |s| &mut s.headers);
 }
 
 /// Keeps a cleared box in its list of spares, unless [`SPARES_MAX`] are kept already.
