@@ -337,15 +337,7 @@ impl<'r> CaptureReader<'r> {
             self.inner.consume(self.ahead);
             self.ahead = 0;
         }
-        let d = self.inner.data().get(self.ahead..).unwrap_or_default();
-        let plain = Self::plain_packet(
-            d,
-            self.legacy_layout,
-            self.legacy.as_ref(),
-            self.ng_big_endian,
-            &self.interfaces,
-        );
-        if let Some(p) = plain {
+        if let Some(p) = self.plain_packet(self.ahead) {
             self.frame += 1;
             self.pending = p.len;
             self.last_ts = self.last_ts.max(p.ts);
@@ -599,18 +591,12 @@ impl<'r> CaptureReader<'r> {
     /// (one `next` to decide, one for the bytes) and which collects options in
     /// a Vec. Anything else (None) takes the general path: other blocks,
     /// options, a block cut short or corrupt.
-    /// `d`: the parser's buffer from the block on; the rest: how the file's
-    /// records or current section's blocks are laid out.
+    /// The block is read `ahead` bytes past the parser's position.
     #[inline]
-    fn plain_packet(
-        d: &[u8],
-        legacy_layout: Option<RecordLayout>,
-        legacy: Option<&Interface>,
-        ng_big_endian: Option<bool>,
-        interfaces: &[Interface],
-    ) -> Option<PlainPacket> {
-        if let Some(layout) = legacy_layout {
-            let iface = legacy?;
+    fn plain_packet(&self, ahead: usize) -> Option<PlainPacket> {
+        let d = self.inner.data().get(ahead..)?;
+        if let Some(layout) = self.legacy_layout {
+            let iface = self.legacy?;
             if d.len() < layout.header_len {
                 return None;
             }
@@ -650,7 +636,7 @@ impl<'r> CaptureReader<'r> {
                 leg: None,
             });
         }
-        let big = ng_big_endian?;
+        let big = self.ng_big_endian?;
         let h = d.get(..EPB_HEADER_LEN)?;
         let u32_at = |b: &[u8], i: usize| {
             let b = [b[i], b[i + 1], b[i + 2], b[i + 3]];
@@ -673,7 +659,7 @@ impl<'r> CaptureReader<'r> {
         if u32_at(d, block_len - 4) as usize != block_len {
             return None;
         }
-        let iface = interfaces.get(u32_at(h, 8) as usize)?;
+        let iface = self.interfaces.get(u32_at(h, 8) as usize)?;
         Some(PlainPacket {
             len: block_len,
             at: EPB_HEADER_LEN,
