@@ -361,7 +361,8 @@ struct Front {
 impl Front {
     /// Counts one packet of input `file` and returns its TCP segment (addresses
     /// of a recording's broker leg named as the live proxy names them) with
-    /// its identity, or None when it carries no TCP to reassemble.
+    /// its identity, or None when it carries no TCP to reassemble (the sharded
+    /// reader's form, which copies the segment into a worker's batch anyway).
     #[inline(always)]
     fn admit<'p>(
         &mut self,
@@ -377,9 +378,9 @@ impl Front {
     /// driver then reassembles it in place (returned, the ~100-byte segment
     /// was copied out of its Option, 55 instructions a packet on the storm
     /// slice).
-    // Always inlined: called once a packet from the two drivers, it returns a
-    // segment and its identity that a call would pass through memory
-    // (2.4 M instructions of 200.5 M on the storm slice, when it was a call).
+    // Always inlined: called once a packet from the two drivers; as a call it
+    // passed the segment and its identity through memory (2.4 M instructions
+    // of 200.5 M on the storm slice).
     #[inline(always)]
     fn admit_then<'p, R>(
         &mut self,
