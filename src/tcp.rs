@@ -242,16 +242,16 @@ impl Reassembler {
         self.index.len()
     }
 
-    /// The slot of the connection `pair`, made for it (`new_flow`) when it has
-    /// none. A slot rather than the map's entry: a plain `get` on the hot path
+    /// The slot of the connection `pair`, and whether it was made for it now
+    /// (`new_flow`) because it had none. A slot rather than the map's entry: a plain `get` on the hot path
     /// (`entry` is a call, and reserves room each time), the entry made only on
     /// a miss. (A cache of the last segment's connection was tried: a fifth of
     /// the storm's segments follow one of their own connection, and checking
     /// cost more than it saved, +1.1 M instructions on the storm slice.)
     #[inline]
-    fn slot(&mut self, pair: PairKey, new_flow: impl FnOnce(&mut u64) -> Flow) -> usize {
+    fn slot(&mut self, pair: PairKey, new_flow: impl FnOnce(&mut u64) -> Flow) -> (usize, bool) {
         let i = match self.index.get(&pair) {
-            Some(&i) => i,
+            Some(&i) => return (i as usize, false),
             None => {
                 let flow = new_flow(&mut self.next_id);
                 let i = match self.free.pop() {
@@ -268,7 +268,7 @@ impl Reassembler {
                 i
             }
         };
-        i as usize
+        (i as usize, true)
     }
 
     /// Feeds one segment; `out` is called for each resulting event, in order.
@@ -303,10 +303,9 @@ impl Reassembler {
                 closed_at: None,
             }
         };
-        let before = self.index.len();
-        let i = self.slot(pair, new_flow);
+        let (i, made) = self.slot(pair, new_flow);
         let flow = &mut self.slots[i];
-        if self.index.len() == before && flow.closed_at.is_some() {
+        if !made && flow.closed_at.is_some() {
             // A new SYN on a closed 4-tuple starts a new connection; anything else
             // is a late packet of the closed one.
             if !starts_new {
