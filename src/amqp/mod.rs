@@ -565,20 +565,19 @@ impl<F: FnMut(Decoded)> Items for ItemsFn<'_, F> {
     }
 }
 
-/// A decode error of a frame before its channel is known to the error.
-enum FrameError {
-    /// Arguments that amq-protocol does not parse.
-    Malformed { what: String, detail: String },
+/// Arguments that amq-protocol does not parse, before the error is told the
+/// frame's channel ([`DecodeError::Malformed`] without it).
+struct FrameError {
+    what: String,
+    detail: String,
 }
 
 impl FrameError {
     fn with_channel(self, channel: u16) -> DecodeError {
-        match self {
-            FrameError::Malformed { what, detail } => DecodeError::Malformed {
-                what,
-                channel,
-                detail,
-            },
+        DecodeError::Malformed {
+            what: self.what,
+            channel,
+            detail: self.detail,
         }
     }
 }
@@ -641,7 +640,7 @@ fn decode_frame_slow(
         FRAME_METHOD => match all_consuming(parse_class).parse(payload) {
             Ok((_, class)) => Frame::Method(Box::new(method_from_class(class, payload))),
             Err(e) => {
-                return Err(FrameError::Malformed {
+                return Err(FrameError {
                     what: describe_method_ids(payload),
                     detail: parse_error_detail(e),
                 })
@@ -656,7 +655,7 @@ fn decode_frame_slow(
                 Frame::ContentHeader(Box::new(h))
             }
             Err(e) => {
-                return Err(FrameError::Malformed {
+                return Err(FrameError {
                     what: "content header".into(),
                     detail: parse_error_detail(e),
                 })
