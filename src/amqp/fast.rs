@@ -81,18 +81,30 @@ pub struct Strings {
     last_publish: LastPublish,
 }
 
-/// The last whole `basic.deliver` the fast path read on this stream, and the
-/// strings it handed out for it. A consumer's deliveries differ only in their
-/// delivery tag and redelivered flag, so a delivery whose other bytes are the
-/// same is told by two compares instead of three lookups in [`Recent`]
-/// (~120 instructions a delivery, callgrind on the storm capture); it gets
-/// the very same strings, as a lookup would.
+/// The last whole hot method of one kind the fast path read on this stream
+/// (its payload), and the strings it handed out for it (`T`). A consumer's
+/// deliveries differ only in their delivery tag and redelivered flag, a
+/// publisher's publishes to one destination only in their flags: a method
+/// whose other bytes are the same is told by compares instead of lookups in
+/// [`Recent`] (~120 instructions a delivery, callgrind on the storm capture),
+/// and gets the very same strings, as a lookup would.
 #[derive(Debug, Default)]
-struct LastDeliver {
+struct LastMethod<T> {
     payload: Vec<u8>,
-    /// Consumer tag, exchange, routing key.
-    texts: Option<(Text, Text, Text)>,
+    texts: Option<T>,
 }
+
+impl<T> LastMethod<T> {
+    /// Remembers the whole method read from `payload`, which handed out `texts`.
+    fn remember(&mut self, payload: &[u8], texts: Option<T>) {
+        self.texts = texts;
+        self.payload.clear();
+        self.payload.extend_from_slice(payload);
+    }
+}
+
+/// The last delivery: its consumer tag, exchange and routing key.
+type LastDeliver = LastMethod<(Text, Text, Text)>;
 
 impl LastDeliver {
     /// The delivery in `payload` (its ids read), when it is the last one
@@ -124,31 +136,23 @@ impl LastDeliver {
         Some(m)
     }
 
-    /// Remembers `m`, the whole delivery read from `payload`.
-    fn remember(&mut self, payload: &[u8], m: &Method) {
+    /// The strings of `m`, a whole delivery.
+    fn texts_of(m: &Method) -> Option<(Text, Text, Text)> {
         let a = &m.args;
-        self.texts = match (&a.consumer_tag, &a.exchange, &a.routing_key) {
-            (Some(c), Some(x), Some(r)) => Some((c.clone(), x.clone(), r.clone())),
-            _ => None,
-        };
-        self.payload.clear();
-        self.payload.extend_from_slice(payload);
+        Some((
+            a.consumer_tag.clone()?,
+            a.exchange.clone()?,
+            a.routing_key.clone()?,
+        ))
     }
 }
 
-/// The last whole `basic.publish` the fast path read on this stream, and the
-/// strings it handed out for it: a publisher's publishes to one destination
-/// differ only in their flags (the last byte), told by one compare instead of
-/// two lookups in [`Recent`], as for [`LastDeliver`].
-#[derive(Debug, Default)]
-struct LastPublish {
-    payload: Vec<u8>,
-    /// Exchange, routing key.
-    texts: Option<(Text, Text)>,
-}
+/// The last publish: its exchange and routing key.
+type LastPublish = LastMethod<(Text, Text)>;
 
 impl LastPublish {
-    /// The publish in `payload`, when it is the last one but for its flags.
+    /// The publish in `payload`, when it is the last one but for its flags
+    /// (the last byte).
     #[inline(always)]
     fn repeat(&self, payload: &[u8]) -> Option<Box<Method>> {
         let (exchange, routing_key) = self.texts.as_ref()?;
@@ -167,15 +171,10 @@ impl LastPublish {
         Some(m)
     }
 
-    /// Remembers `m`, the whole publish read from `payload`.
-    fn remember(&mut self, payload: &[u8], m: &Method) {
+    /// The strings of `m`, a whole publish.
+    fn texts_of(m: &Method) -> Option<(Text, Text)> {
         let a = &m.args;
-        self.texts = match (&a.exchange, &a.routing_key) {
-            (Some(x), Some(r)) => Some((x.clone(), r.clone())),
-            _ => None,
-        };
-        self.payload.clear();
-        self.payload.extend_from_slice(payload);
+        Some((a.exchange.clone()?, a.routing_key.clone()?))
     }
 }
 
@@ -397,7 +396,9 @@ pub fn method(payload: &[u8], strings: &mut Strings) -> Option<Box<Method>> {
                 return Some(m);
             }
             let m = whole_method(r, MethodKind::BasicDeliver, strings)?;
-            strings.last_deliver.remember(payload, &m);
+            strings
+                .last_deliver
+                .remember(payload, LastDeliver::texts_of(&m));
             Some(m)
         }
         MethodKind::BasicPublish => {
@@ -405,7 +406,9 @@ pub fn method(payload: &[u8], strings: &mut Strings) -> Option<Box<Method>> {
                 return Some(m);
             }
             let m = whole_method(r, MethodKind::BasicPublish, strings)?;
-            strings.last_publish.remember(payload, &m);
+            strings
+                .last_publish
+                .remember(payload, LastPublish::texts_of(&m));
             Some(m)
         }
         kind => whole_method(r, kind, strings),
