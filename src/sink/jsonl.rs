@@ -112,6 +112,7 @@ impl<W: Write> JsonlSink<W> {
 impl<W: Write> Sink for JsonlSink<W> {
     fn event(&mut self, ev: &Event) -> io::Result<()> {
         let mut line = std::mem::take(&mut self.line);
+        let line_start = line.len();
         let mut n = itoa::Buffer::new();
         line.extend_from_slice(b"{\"frame\":");
         line.extend_from_slice(n.format(ev.frame).as_bytes());
@@ -145,7 +146,12 @@ impl<W: Write> Sink for JsonlSink<W> {
         } else {
             // The kind serialises as a map ({"event":...,...}): splice its fields in.
             let mark = line.len();
-            serde_json::to_writer(&mut line, &ev.kind).map_err(io::Error::other)?;
+            if let Err(e) = serde_json::to_writer(&mut line, &ev.kind) {
+                // The lines gathered before this one stay, to be written.
+                line.truncate(line_start);
+                self.line = line;
+                return Err(io::Error::other(e));
+            }
             if line.get(mark) == Some(&b'{') {
                 line[mark] = b',';
             }
@@ -297,7 +303,7 @@ struct FrameHeads([Option<(u16, &'static str, Vec<u8>)>; HEAD_SLOTS]);
 
 impl FrameHeads {
     fn write(&mut self, line: &mut Vec<u8>, channel: u16, name: &'static str) {
-        // Names are distinct constants: their addresses tell them apart.
+        // Frame names are constants: one at the same address is the same text.
         let slot = (usize::from(channel) ^ (name.as_ptr() as usize >> 3)) % HEAD_SLOTS;
         if let Some((c, n, text)) = &self.0[slot] {
             if *c == channel && std::ptr::eq(*n, name) {
