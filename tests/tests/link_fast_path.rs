@@ -4,8 +4,6 @@
 //! capture, on hand-built edge packets (IP options, fragments, VLAN tags,
 //! extension headers, lengths that lie) and on generated ones.
 
-use std::path::PathBuf;
-
 use amqptrace::link::{self, linktype};
 use proptest::prelude::*;
 
@@ -25,28 +23,10 @@ fn check(lt: i32, data: &[u8], ctx: &str) -> usize {
     }
 }
 
-/// Every capture under `captures/`, TLS ones too (the link layer is the same).
-fn all_captures() -> Vec<PathBuf> {
-    let mut all = util::committed_captures();
-    for entry in std::fs::read_dir(util::repo("captures/tls"))
-        .expect("captures/tls")
-        .flatten()
-    {
-        let path = entry.path();
-        if matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("pcap" | "pcapng")
-        ) {
-            all.push(path);
-        }
-    }
-    all
-}
-
 #[test]
 fn fast_path_agrees_with_etherparse_on_every_captured_packet() {
     let (mut packets, mut fast) = (0, 0);
-    for path in all_captures() {
+    for path in util::all_captures() {
         let mut reader =
             amqptrace::source::file::CaptureReader::open(&path).expect("committed capture opens");
         while let Ok(Some(pkt)) = reader.next_packet() {

@@ -4,7 +4,7 @@
 //! files, on a capture of many connections whose times go backwards between
 //! packets, and in `report`. Needs nothing but the built binary.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::util::{self, amqptrace, assert_same_text, Run, ACK};
 
@@ -18,23 +18,6 @@ const FORMATS: &[&[&str]] = &[
     &["-f", "counts"],
     &["-f", "chrome-trace"],
 ];
-
-/// Every capture under `captures/`, TLS ones too (they decode without their key log as TLS).
-fn all_captures() -> Vec<PathBuf> {
-    let mut all = util::committed_captures();
-    let tls = util::repo("captures/tls");
-    for entry in std::fs::read_dir(&tls).expect("captures/tls").flatten() {
-        let path = entry.path();
-        if matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("pcap" | "pcapng")
-        ) {
-            all.push(path);
-        }
-    }
-    all.sort();
-    all
-}
 
 fn with_threads(args: &[&str], n: &str) -> Run {
     let mut all: Vec<&str> = args.to_vec();
@@ -57,7 +40,7 @@ fn same_with_threads(what: &str, args: &[&str]) {
 
 #[test]
 fn every_committed_capture_in_every_format_is_the_same_with_any_thread_count() {
-    let captures = all_captures();
+    let captures = util::all_captures();
     assert!(captures.len() > 50, "captures/ is there");
     for capture in &captures {
         let path = capture.to_str().expect("a UTF-8 path");

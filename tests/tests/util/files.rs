@@ -24,9 +24,21 @@ pub fn capture(name: &str) -> PathBuf {
     repo("captures").join(name)
 }
 
-/// Every `*.pcap` and `*.pcapng` under `captures/`, recursively, sorted.
+/// Every `*.pcap` and `*.pcapng` under `captures/`, recursively, sorted;
+/// not those of `captures/tls/` (see [`all_captures`]).
 pub fn committed_captures() -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    captures_under(false)
+}
+
+/// [`committed_captures`] and those of `captures/tls/`, sorted: for the tests
+/// of what every capture goes through alike (the link layer, `--threads`),
+/// where TLS captures decode as TLS without their key log.
+pub fn all_captures() -> Vec<PathBuf> {
+    captures_under(true)
+}
+
+fn captures_under(with_tls: bool) -> Vec<PathBuf> {
+    fn walk(dir: &Path, with_tls: bool, out: &mut Vec<PathBuf>) {
         let Ok(rd) = std::fs::read_dir(dir) else {
             return;
         };
@@ -34,8 +46,8 @@ pub fn committed_captures() -> Vec<PathBuf> {
             let path = entry.path();
             // captures/tls/ is AMQP over TLS: it decodes only with its key log,
             // and tshark only with its TLS options (tests/tests/tls_offline.rs).
-            if path.is_dir() && !path.ends_with("tls") {
-                walk(&path, out);
+            if path.is_dir() && (with_tls || !path.ends_with("tls")) {
+                walk(&path, with_tls, out);
             } else if matches!(
                 path.extension().and_then(|e| e.to_str()),
                 Some("pcap") | Some("pcapng")
@@ -45,7 +57,7 @@ pub fn committed_captures() -> Vec<PathBuf> {
         }
     }
     let mut out = Vec::new();
-    walk(&repo("captures"), &mut out);
+    walk(&repo("captures"), with_tls, &mut out);
     out.sort();
     out
 }
