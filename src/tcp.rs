@@ -471,6 +471,28 @@ impl<'f> Side<'f> {
         Origin::of(self.flow, self.d, self.p)
     }
 
+    /// The output of `event` on this side, built in place: the endpoints
+    /// picked by reference and copied once, straight into it (an [`Origin`]
+    /// taken first was copied twice: -0.4 M instructions on the storm slice,
+    /// where every data segment comes out here).
+    #[inline(always)]
+    fn output<'a>(&self, event: TcpEvent<'a>) -> TcpOutput<'a> {
+        let key = &self.flow.key;
+        let (src, dst) = if self.d == 0 {
+            (&key.lo, &key.hi)
+        } else {
+            (&key.hi, &key.lo)
+        };
+        TcpOutput {
+            flow: self.flow.id,
+            packet: *self.p,
+            src: *src,
+            dst: *dst,
+            initiator: self.flow.initiator,
+            event,
+        }
+    }
+
     fn dir(&mut self) -> &mut Direction {
         &mut self.flow.dirs[self.d]
     }
@@ -526,9 +548,7 @@ impl<'f> Side<'f> {
         skip: usize,
         out: &mut F,
     ) {
-        let origin = self.origin();
-        let dir = self.dir();
-        let Some(next) = dir.next else { return };
+        let Some(next) = self.dir().next else { return };
         let (data, missing) = if skip <= payload.len() {
             (&payload[skip..], missing as u64)
         } else {
@@ -538,15 +558,16 @@ impl<'f> Side<'f> {
             )
         };
         if !data.is_empty() {
-            out(origin.with(TcpEvent::Data(data)));
+            out(self.output(TcpEvent::Data(data)));
         }
         if missing > 0 {
-            out(origin.with(TcpEvent::Gap {
+            out(self.output(TcpEvent::Gap {
                 bytes: Some(missing),
                 reason: GapReason::Truncated,
             }));
         }
         let advance = data.len() as u64 + missing;
+        let dir = self.dir();
         dir.offset += advance;
         dir.next = Some(next.wrapping_add(advance as u32));
     }
