@@ -341,7 +341,13 @@ pub fn clear_for_reuse(m: &mut Method) -> bool {
 // call with a memcpy, once an event (1.9 % of json's instructions, callgrind).
 #[inline(always)]
 pub fn recycle(ev: Event) {
-    if let EventKind::Frame { frame, .. } = ev.kind {
+    recycle_kind(ev.kind)
+}
+
+/// [`recycle`] for an event's kind on its own.
+#[inline(always)]
+pub fn recycle_kind(kind: EventKind) {
+    if let EventKind::Frame { frame, .. } = kind {
         recycle_frame(frame);
     }
 }

@@ -28,11 +28,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::analyze::Horizon;
-use crate::event::{Event, Timestamp};
+use crate::event::{Event, EventKind, Timestamp};
 use crate::link::TcpSegment;
 use crate::link::{self, LinkError};
 use crate::source::file::{CaptureError, CaptureReader, Leg, Packet};
-use crate::stream::{StreamConfig, StreamStats, Tracker};
+use crate::stream::{take_event, StreamConfig, StreamStats, Tracker};
 use crate::tcp::{PacketRef, Reassembler, TcpOutput};
 use crate::tls::KeyLog;
 
@@ -571,22 +571,28 @@ impl Driver {
         let reassembler = &mut self.reassembler;
         let holding = tracker.has_held();
         self.front.admit_then(file, source, pkt, |summary, seg, p| {
-            let mut forward = |ev: Event| {
+            // Each event in the tracker's slot: its kind taken, the rest
+            // left for the next one (see `Tracker::handle_in_place`).
+            let mut forward = |ev: &mut Event| {
                 if *stopped {
+                    drop(take_event(ev));
                     return;
                 }
                 summary.events += 1;
                 if holding || !held.is_empty() {
-                    held.hold(ev);
+                    held.hold(take_event(ev));
                 } else {
-                    if !emit(&ev) {
+                    if !emit(ev) {
                         *stopped = true;
                     }
-                    crate::amqp::fast::recycle(ev);
+                    crate::amqp::fast::recycle_kind(std::mem::replace(
+                        &mut ev.kind,
+                        EventKind::TcpOpen,
+                    ));
                 }
             };
             reassembler.handle(p, seg, &mut |o: TcpOutput<'_>| {
-                tracker.handle(o, &mut forward);
+                tracker.handle_in_place(o, &mut forward);
             });
         });
         self.idle(pkt.ts, emit)
