@@ -231,8 +231,9 @@ impl Tracker {
 
     /// [`Tracker::handle`], each event lent to `out` in the tracker's one
     /// event, which `out` must leave with a kind that owns nothing: it takes
-    /// the event with [`take_event`], or its kind (leaving a `TcpOpen`). The
-    /// next event is written over it (a kind left owning a box would leak it).
+    /// the event with [`take_event`], or what its kind owns
+    /// ([`crate::amqp::fast::recycle_in_place`]). The next event is written
+    /// over it (a kind left owning a box would leak it).
     pub fn handle_in_place<F: FnMut(&mut Event)>(&mut self, o: TcpOutput<'_>, out: &mut F) {
         let undecided = &mut self.undecided;
         let state = self.conns.entry(o.flow).or_insert_with(|| {

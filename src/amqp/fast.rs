@@ -16,7 +16,8 @@
 //! only, cannot say which arguments the kept bytes hold whole.
 
 use crate::event::{
-    ContentHeader, Event, EventKind, Frame, Method, MethodArgs, MethodKind, Properties, Text,
+    ContentHeader, Event, EventKind, Frame, Heartbeat, Method, MethodArgs, MethodKind, Properties,
+    Text,
 };
 
 /// The last few values of one kind of string, to hand out again without
@@ -195,6 +196,9 @@ impl Ids {
     const MISSES: u32 = 32;
     const PROBE: u32 = 32;
 
+    // Inlined into the content header's read, its one caller for both ids
+    // (-0.56 M instructions on the storm slice, a call saved a header).
+    #[inline(always)]
     fn get(&mut self, bytes: &[u8]) -> Option<Text> {
         self.seen = self.seen.wrapping_add(1);
         if self.misses >= Self::MISSES && !self.seen.is_multiple_of(Self::PROBE) {
@@ -341,14 +345,27 @@ pub fn clear_for_reuse(m: &mut Method) -> bool {
 // call with a memcpy, once an event (1.9 % of json's instructions, callgrind).
 #[inline(always)]
 pub fn recycle(ev: Event) {
-    recycle_kind(ev.kind)
+    if let EventKind::Frame { frame, .. } = ev.kind {
+        recycle_frame(frame);
+    }
 }
 
-/// [`recycle`] for an event's kind on its own.
+/// [`recycle`] for the kind of an event lent in place (see
+/// [`crate::stream::Tracker::handle_in_place`]): what it owns is taken, and
+/// it is left a kind that owns nothing.
+// In place: the frame's box taken out of it, where the whole kind moved out
+// first was read into a copy (-1.1 M instructions on the storm slice).
 #[inline(always)]
-pub fn recycle_kind(kind: EventKind) {
-    if let EventKind::Frame { frame, .. } = kind {
-        recycle_frame(frame);
+pub fn recycle_in_place(kind: &mut EventKind) {
+    match kind {
+        EventKind::Frame { frame, .. } => match frame {
+            Frame::Method(_) | Frame::ContentHeader(_) => {
+                recycle_frame(std::mem::replace(frame, Frame::Heartbeat(Heartbeat)))
+            }
+            Frame::ContentBody(b) => drop(b.body.take()),
+            Frame::Heartbeat(_) => {}
+        },
+        _ => drop(std::mem::replace(kind, EventKind::TcpOpen)),
     }
 }
 

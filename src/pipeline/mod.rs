@@ -28,7 +28,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::analyze::Horizon;
-use crate::event::{Event, EventKind, Timestamp};
+use crate::event::{Event, Timestamp};
 use crate::link::TcpSegment;
 use crate::link::{self, LinkError};
 use crate::source::file::{CaptureError, CaptureReader, Leg, Packet};
@@ -585,10 +585,7 @@ impl Driver {
                     if !emit(ev) {
                         *stopped = true;
                     }
-                    crate::amqp::fast::recycle_kind(std::mem::replace(
-                        &mut ev.kind,
-                        EventKind::TcpOpen,
-                    ));
+                    crate::amqp::fast::recycle_in_place(&mut ev.kind);
                 }
             };
             reassembler.handle(p, seg, &mut |o: TcpOutput<'_>| {
