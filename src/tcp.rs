@@ -573,6 +573,9 @@ impl<'f> Side<'f> {
     }
 
     /// Emits `payload[skip..]` then the snaplen hole, and advances the direction.
+    // Inlined: every data segment comes here from `accept` (-2.0 M
+    // instructions on the storm slice).
+    #[inline(always)]
     fn deliver<F: FnMut(TcpOutput<'_>)>(
         &mut self,
         payload: &[u8],
