@@ -315,6 +315,9 @@ fn spare_header() -> Box<ContentHeader> {
 /// every frame of every committed capture and on generated frames: after this
 /// clear, the box equals `MethodArgs::default()`. Returns false, leaving it as
 /// it is, for any other kind, whose boxes are simply freed.
+// Inlined into `recycle_method`, a call a method (-0.6 M instructions on the
+// storm slice).
+#[inline]
 pub fn clear_for_reuse(m: &mut Method) -> bool {
     use MethodKind as K;
     if !matches!(
