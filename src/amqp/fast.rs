@@ -267,8 +267,9 @@ impl<'a> Reader<'a> {
 
 /// Boxes of hot methods and content headers whose events have been consumed,
 /// cleared, waiting to carry the next frame: a busy connection then decodes
-/// without allocating a box per frame. Filled by [`recycle`]; it is only an
-/// allocation cache, invisible in what the decoder produces.
+/// without allocating a box per frame. Filled by [`recycle`] and
+/// [`recycle_in_place`]; it is only an allocation cache, invisible in what
+/// the decoder produces.
 // The boxes are the point: they are the allocations handed out again.
 #[allow(clippy::vec_box)]
 struct Spares {
