@@ -142,8 +142,8 @@ pub struct Analyzer {
     pub(crate) requeued: FxHashMap<u64, RequeueTrack>,
     pub(crate) last: Option<Mark>,
     settle_scratch: Vec<Unacked>,
-    /// The connection index of recent 4-tuples, by `handle::conn_slot`.
-    recent_conns: Box<[Option<(Conn, u32)>; handle::CONN_SLOTS]>,
+    /// The connection index of recent 4-tuples, by `handle::ConnKey::slot`.
+    recent_conns: Box<[Option<(handle::ConnKey, u32)>; handle::CONN_SLOTS]>,
     next_serial: u64,
     /// Ended connections whose verdicts are final, kept as bounded summaries.
     pub(crate) retired: retire::Retired,
