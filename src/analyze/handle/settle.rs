@@ -91,7 +91,7 @@ impl Analyzer {
         // Reused buffer: no allocation per settle.
         let mut scratch = std::mem::take(&mut self.settle_scratch);
         scratch.clear();
-        let oldest: [Unacked; 1];
+        let oldest: Option<Unacked>;
         let position = if multiple {
             None
         } else {
@@ -118,15 +118,15 @@ impl Analyzer {
             // The oldest delivery, with nothing settled out of order behind it
             // (every nack of a requeue storm): popped and settled as it is, not
             // marked, copied and popped as below (callgrind, storm slice json
-            // 159.3 -> 157.8 M).
-            (false, Some(0)) if st.tombstones == 0 => match st.unacked.pop_front() {
-                Some(mut e) => {
-                    e.settled = true;
-                    oldest = [e];
-                    &oldest
-                }
-                None => &scratch,
-            },
+            // 159.3 -> 157.8 M). An Option as the slice, not an array of one
+            // filled by a match: 145.80 -> 145.34 M.
+            (false, Some(0)) if st.tombstones == 0 => {
+                oldest = st
+                    .unacked
+                    .pop_front()
+                    .map(|e| Unacked { settled: true, ..e });
+                oldest.as_slice()
+            }
             (false, Some(pos)) => {
                 let e = &mut st.unacked[pos];
                 if !e.settled {
