@@ -49,7 +49,7 @@ pub use model::{
 pub use text::{stall_reasons, write_live_verdict, write_summary, write_verdict_block};
 
 use routing::Routing;
-use state::{ConnState, ConsumerState, Mark, QueueInfo, RequeueTrack, Unacked};
+use state::{ConnState, ConsumerState, Mark, QueueInfo, RequeueTracks, Unacked};
 
 /// Thresholds of the verdict rules. `Default` gives the documented defaults.
 #[derive(Debug, Clone, PartialEq)]
@@ -139,7 +139,7 @@ pub struct Analyzer {
     /// Bumped at every consumer registration; see `routing::Destination::after`.
     epoch: u64,
     pub(crate) queues: FxHashMap<String, QueueInfo>,
-    pub(crate) requeued: FxHashMap<u64, RequeueTrack>,
+    pub(crate) requeued: RequeueTracks,
     pub(crate) last: Option<Mark>,
     settle_scratch: Vec<Unacked>,
     /// The connection index of recent 4-tuples, by `handle::ConnKey::slot`.
@@ -165,7 +165,7 @@ impl Analyzer {
             routing: Routing::default(),
             epoch: 0,
             queues: FxHashMap::default(),
-            requeued: FxHashMap::default(),
+            requeued: RequeueTracks::default(),
             last: None,
             settle_scratch: Vec::new(),
             recent_conns: Box::new([None; handle::CONN_SLOTS]),

@@ -227,7 +227,7 @@ impl Analyzer {
                 }
             }
         }
-        for t in self.requeued.values_mut() {
+        for t in self.requeued.tracks_mut() {
             for e in &mut t.evidence.events {
                 e.conn = remap_conn(e.conn);
             }

@@ -206,7 +206,7 @@ impl Analyzer {
         if kind != SettleKind::Ack && requeue {
             // The message's track, found with one lookup when it has one (every
             // requeue after its first).
-            if let Some(t) = self.requeued.get_mut(&e.fingerprint) {
+            if let Some((_, t)) = self.requeued.find_mut(e.fingerprint, e.track_hint) {
                 t.outstanding = false;
                 t.requeues += 1;
                 t.push(ev);
@@ -214,7 +214,7 @@ impl Analyzer {
             }
             if self.requeued.len() >= MAX_REQUEUED_TRACKED {
                 // Forget messages that are not looping to make room.
-                self.requeued.retain(|_, t| t.became_loop.is_some());
+                self.requeued.retain(|t| t.became_loop.is_some());
                 if self.requeued.len() >= MAX_REQUEUED_TRACKED {
                     return;
                 }
@@ -230,7 +230,7 @@ impl Analyzer {
             t.requeues += 1;
             t.push(ev);
             self.requeued.insert(e.fingerprint, t);
-        } else if let Some(t) = self.requeued.get_mut(&e.fingerprint) {
+        } else if let Some((_, t)) = self.requeued.find_mut(e.fingerprint, e.track_hint) {
             // Acked, or dropped/dead-lettered: the message left the queue.
             if t.became_loop.is_some() {
                 t.outstanding = false;
@@ -238,7 +238,7 @@ impl Analyzer {
                 t.rounds = t.rounds.max(LOOP_ROUNDS);
                 t.became_loop = None;
             } else {
-                self.requeued.remove(&e.fingerprint);
+                self.requeued.remove(e.fingerprint);
             }
         }
     }

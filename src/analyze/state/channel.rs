@@ -14,6 +14,9 @@ pub(crate) struct Unacked {
     pub(crate) consumer: Option<u32>,
     pub(crate) at: Mark,
     pub(crate) fingerprint: u64,
+    /// Where its message's requeue track was when its content header came
+    /// (see `RequeueTracks`), `NO_TRACK` when it had none.
+    pub(crate) track_hint: u32,
     pub(crate) settled: bool,
 }
 
