@@ -29,7 +29,10 @@ pub(super) struct Settle {
 }
 
 impl Settle {
-    /// basic.ack, basic.nack or basic.reject, by its arguments.
+    /// basic.ack, basic.nack or basic.reject, by its arguments. Inlined by
+    /// force: left out of line, one call more a settle (callgrind, storm slice
+    /// json: 142.84 -> 142.67 M).
+    #[inline(always)]
     pub(super) fn of(m: &Method) -> Settle {
         let a = &m.args;
         let (kind, multiple, requeue) = match m.method {
