@@ -131,6 +131,9 @@ impl Horizon {
 #[derive(Debug)]
 pub struct Analyzer {
     cfg: AnalyzerConfig,
+    /// `cfg.slow_ack` in microseconds, as every settle compares it (callgrind,
+    /// storm slice json: 142.67 -> 142.52 M).
+    slow_ack_us: u64,
     by_conn: FxHashMap<Conn, u32>,
     pub(crate) conns: Vec<ConnState>,
     pub(crate) consumers: Vec<ConsumerState>,
@@ -158,6 +161,7 @@ pub struct Analyzer {
 impl Analyzer {
     pub fn new(cfg: AnalyzerConfig) -> Self {
         Analyzer {
+            slow_ack_us: cfg.slow_ack.as_micros() as u64,
             cfg,
             by_conn: FxHashMap::default(),
             conns: Vec::new(),

@@ -183,9 +183,9 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<u8> {
             (drive(input, &mut analyzer, sink)?, None)
         }
         Format::Json => {
-            // The analyzer alone, in a pipeline of its own: through `drive` it shared the
-            // text sink's, which asks for a sink at every event (callgrind, storm slice
-            // json: 157.12 -> 152.55 M).
+            // The analyzer alone, in an instance of the pipeline of its own: through
+            // `drive` it shared the text sink's, whose closure asked for the sink at
+            // every event (callgrind, storm slice json: 157.12 -> 152.55 M).
             let summary = input.run(|ev| {
                 analyzer.handle(ev);
                 Ok(())

@@ -154,7 +154,7 @@ impl Analyzer {
         if !settled.is_empty() {
             st.live_unacked = st.live_unacked.saturating_sub(settled.len() as u32);
             st.global_full_since = None;
-            let slow_us = self.cfg.slow_ack.as_micros() as u64;
+            let slow_us = self.slow_ack_us;
             for e in settled {
                 self.settle_one(ci, ch, mark, kind, requeue, method, slow_us, e);
             }
