@@ -150,8 +150,10 @@ pub struct Analyzer {
     next_serial: u64,
     /// Ended connections whose verdicts are final, kept as bounded summaries.
     pub(crate) retired: retire::Retired,
-    /// Events since the last check for connections to retire.
-    since_retire_check: u32,
+    /// Events until the next check for connections to retire, every
+    /// `retire::CHECK_EVERY`: counted down to zero rather than up to it
+    /// (callgrind, storm slice json: 142.52 -> 142.15 M).
+    until_retire_check: u32,
     /// What explains broker errors across connections (issue 15).
     pub(crate) trail: state::errors::Trail,
     /// Every queue's first declaration (issue 15).
@@ -175,7 +177,7 @@ impl Analyzer {
             recent_conns: Box::new([None; handle::CONN_SLOTS]),
             next_serial: 0,
             retired: retire::Retired::default(),
-            since_retire_check: 0,
+            until_retire_check: retire::CHECK_EVERY,
             trail: Default::default(),
             queue_args: Default::default(),
         }
@@ -195,9 +197,9 @@ impl Analyzer {
     pub fn handle(&mut self, ev: &Event) {
         let mark = Mark::of(ev);
         self.last = Some(mark);
-        self.since_retire_check += 1;
-        if self.since_retire_check >= retire::CHECK_EVERY {
-            self.since_retire_check = 0;
+        self.until_retire_check -= 1;
+        if self.until_retire_check == 0 {
+            self.until_retire_check = retire::CHECK_EVERY;
             self.maybe_retire(ev.ts);
         }
         let Some(ci) = self.conn_index(ev) else {
