@@ -41,6 +41,9 @@ fn bucket_mid(i: usize) -> u64 {
 }
 
 impl LatencyHistogram {
+    // Inline: one call less for every settle (callgrind, storm slice json:
+    // 148.06 -> 147.57 M).
+    #[inline]
     pub(crate) fn record_us(&mut self, v: u64) {
         let counts = self.counts.get_or_insert_with(|| Box::new([0; BUCKETS]));
         let b = bucket_of(v);

@@ -49,7 +49,7 @@ pub use model::{
 pub use text::{stall_reasons, write_live_verdict, write_summary, write_verdict_block};
 
 use routing::Routing;
-use state::{ConnState, ConsumerState, Mark, QueueInfo, RequeueTrack, Unacked};
+use state::{ConnState, ConsumerState, Mark, QueueInfo, RequeueTracks, Unacked};
 
 /// Thresholds of the verdict rules. `Default` gives the documented defaults.
 #[derive(Debug, Clone, PartialEq)]
@@ -131,6 +131,9 @@ impl Horizon {
 #[derive(Debug)]
 pub struct Analyzer {
     cfg: AnalyzerConfig,
+    /// `cfg.slow_ack` in microseconds, as every settle compares it (callgrind,
+    /// storm slice json: 142.67 -> 142.52 M).
+    slow_ack_us: u64,
     by_conn: FxHashMap<Conn, u32>,
     pub(crate) conns: Vec<ConnState>,
     pub(crate) consumers: Vec<ConsumerState>,
@@ -139,16 +142,18 @@ pub struct Analyzer {
     /// Bumped at every consumer registration; see `routing::Destination::after`.
     epoch: u64,
     pub(crate) queues: FxHashMap<String, QueueInfo>,
-    pub(crate) requeued: FxHashMap<u64, RequeueTrack>,
+    pub(crate) requeued: RequeueTracks,
     pub(crate) last: Option<Mark>,
     settle_scratch: Vec<Unacked>,
-    /// The connection index of recent 4-tuples, by `handle::conn_slot`.
-    recent_conns: Box<[Option<(Conn, u32)>; handle::CONN_SLOTS]>,
+    /// The connection index of recent 4-tuples, by `handle::ConnKey::slot`.
+    recent_conns: Box<[Option<(handle::ConnKey, u32)>; handle::CONN_SLOTS]>,
     next_serial: u64,
     /// Ended connections whose verdicts are final, kept as bounded summaries.
     pub(crate) retired: retire::Retired,
-    /// Events since the last check for connections to retire.
-    since_retire_check: u32,
+    /// Events until the next check for connections to retire, every
+    /// `retire::CHECK_EVERY`: counted down to zero rather than up to it
+    /// (callgrind, storm slice json: 142.52 -> 142.15 M).
+    until_retire_check: u32,
     /// What explains broker errors across connections (issue 15).
     pub(crate) trail: state::errors::Trail,
     /// Every queue's first declaration (issue 15).
@@ -158,6 +163,7 @@ pub struct Analyzer {
 impl Analyzer {
     pub fn new(cfg: AnalyzerConfig) -> Self {
         Analyzer {
+            slow_ack_us: cfg.slow_ack.as_micros() as u64,
             cfg,
             by_conn: FxHashMap::default(),
             conns: Vec::new(),
@@ -165,13 +171,13 @@ impl Analyzer {
             routing: Routing::default(),
             epoch: 0,
             queues: FxHashMap::default(),
-            requeued: FxHashMap::default(),
+            requeued: RequeueTracks::default(),
             last: None,
             settle_scratch: Vec::new(),
             recent_conns: Box::new([None; handle::CONN_SLOTS]),
             next_serial: 0,
             retired: retire::Retired::default(),
-            since_retire_check: 0,
+            until_retire_check: retire::CHECK_EVERY,
             trail: Default::default(),
             queue_args: Default::default(),
         }
@@ -191,9 +197,9 @@ impl Analyzer {
     pub fn handle(&mut self, ev: &Event) {
         let mark = Mark::of(ev);
         self.last = Some(mark);
-        self.since_retire_check += 1;
-        if self.since_retire_check >= retire::CHECK_EVERY {
-            self.since_retire_check = 0;
+        self.until_retire_check -= 1;
+        if self.until_retire_check == 0 {
+            self.until_retire_check = retire::CHECK_EVERY;
             self.maybe_retire(ev.ts);
         }
         let Some(ci) = self.conn_index(ev) else {

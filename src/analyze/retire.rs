@@ -111,6 +111,10 @@ pub(crate) const GONE: u32 = u32::MAX;
 
 impl Analyzer {
     /// Retires the connections whose verdicts are final, when enough have piled up.
+    /// Out of line: inlined into `handle`, with the verdict rules it runs, it gave
+    /// every event a 4 KiB frame (callgrind, storm slice json: 144.21 -> 143.67 M).
+    #[cold]
+    #[inline(never)]
     pub(crate) fn maybe_retire(&mut self, now: Timestamp) {
         if self.conns.len() < RETIRE_MIN {
             return;
@@ -223,7 +227,7 @@ impl Analyzer {
                 }
             }
         }
-        for t in self.requeued.values_mut() {
+        for t in self.requeued.tracks_mut() {
             for e in &mut t.evidence.events {
                 e.conn = remap_conn(e.conn);
             }

@@ -164,12 +164,12 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<u8> {
                     color,
                 },
             );
-            let summary = drive(input, &mut analyzer, Some(&mut sink))?;
+            let summary = drive(input, &mut analyzer, &mut sink)?;
             (summary, Some(sink.into_inner()))
         }
         Format::Jsonl => {
             let sink = &mut JsonlSink::batched(out);
-            (drive(input, &mut analyzer, Some(sink))?, None)
+            (drive(input, &mut analyzer, sink)?, None)
         }
         Format::Counts => {
             // Decode only: no analyzer, so this is also the baseline the analysis cost is measured against.
@@ -180,10 +180,16 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<u8> {
         }
         Format::ChromeTrace => {
             let sink = &mut ChromeTraceSink::new(out);
-            (drive(input, &mut analyzer, Some(sink))?, None)
+            (drive(input, &mut analyzer, sink)?, None)
         }
         Format::Json => {
-            let summary = drive::<TextSink<Box<dyn Write>>>(input, &mut analyzer, None)?;
+            // The analyzer alone, in an instance of the pipeline of its own: through
+            // `drive` it shared the text sink's, whose closure asked for the sink at
+            // every event (callgrind, storm slice json: 157.12 -> 152.55 M).
+            let summary = input.run(|ev| {
+                analyzer.handle(ev);
+                Ok(())
+            })?;
             (summary, Some(out))
         }
     };
@@ -219,17 +225,12 @@ pub fn tls_keylog(path: Option<&std::path::Path>) -> anyhow::Result<KeyLog> {
 fn drive<S: Sink>(
     input: Input<'_>,
     analyzer: &mut Analyzer,
-    mut sink: Option<&mut S>,
+    sink: &mut S,
 ) -> anyhow::Result<RunSummary> {
     let summary = input.run(|ev: &Event| {
         analyzer.handle(ev);
-        match sink.as_mut() {
-            Some(s) => s.event(ev),
-            None => Ok(()),
-        }
+        sink.event(ev)
     })?;
-    if let Some(s) = sink {
-        s.finish()?;
-    }
+    sink.finish()?;
     Ok(summary)
 }

@@ -4,7 +4,7 @@
 
 use crate::event::{ContentHeader, MethodArgs, MethodKind};
 
-use super::super::state::{LoopEvent, Mark, PendingContent, Step, Unacked, LOOP_ROUNDS};
+use super::super::state::{LoopEvent, Mark, PendingContent, Step, Unacked, LOOP_ROUNDS, NO_TRACK};
 use super::super::Analyzer;
 use super::{hash_of, route_hash, same};
 
@@ -16,6 +16,7 @@ fn delivery(a: &MethodArgs, at: Mark, consumer: Option<u32>, route_hash: u64) ->
             consumer,
             at,
             fingerprint: 0,
+            track_hint: NO_TRACK,
             settled: false,
         },
         route_hash,
@@ -160,9 +161,17 @@ impl Analyzer {
             )),
         }
         .max(1);
+        // The requeue track of a message delivered again, and where it is, noted
+        // on the delivery for its settle.
+        let track = if p.redelivered {
+            self.requeued.find_mut(fingerprint, NO_TRACK)
+        } else {
+            None
+        };
         if let Some(last) = st.unacked.back_mut() {
             if last.tag == p.delivery.tag {
                 last.fingerprint = fingerprint;
+                last.track_hint = track.as_ref().map_or(NO_TRACK, |(i, _)| *i);
             }
         }
         if let (Some(headers), Some(i)) = (&props.headers, p.delivery.consumer) {
@@ -170,10 +179,7 @@ impl Analyzer {
             cs.hints
                 .read(headers, p.delivery.tag, p.delivery.at, cs.queue.as_deref());
         }
-        if !p.redelivered {
-            return;
-        }
-        let Some(track) = self.requeued.get_mut(&fingerprint) else {
+        let Some((slot, track)) = track else {
             return;
         };
         track.rounds += 1;
@@ -200,12 +206,17 @@ impl Analyzer {
                 // one named already needs no lookup of its track).
                 let named = cs.hints.loop_fp == Some(fingerprint);
                 if !named {
-                    let more = match cs.hints.loop_fp.and_then(|f| self.requeued.get(&f)) {
+                    let other = cs
+                        .hints
+                        .loop_fp
+                        .and_then(|f| self.requeued.find(f, cs.hints.loop_track_hint));
+                    let more = match other {
                         Some(t) => rounds > t.rounds,
                         None => true,
                     };
                     if more {
                         cs.hints.loop_fp = Some(fingerprint);
+                        cs.hints.loop_track_hint = slot;
                     }
                 }
             }

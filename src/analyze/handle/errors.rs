@@ -136,7 +136,6 @@ impl Analyzer {
     /// (basic.publish, content header, body frames) and oversize bodies.
     pub(super) fn trail_client_frame(&mut self, ci: u32, ch: u16, mark: Mark, frame: &Frame) {
         let c = &mut self.conns[ci as usize];
-        let frame_max = c.handshake.frame_max.filter(|f| *f > 0);
         let t = &mut c.trail;
         let i = match t.content.iter().position(|(n, _)| *n == ch) {
             Some(i) => i,
@@ -147,6 +146,14 @@ impl Analyzer {
             None => return,
         };
         let seq = t.content[i].1;
+        // A method other than basic.publish, on a channel sending no message
+        // (every settle of a consumer), changes nothing: left before the match
+        // below (callgrind, storm slice json: 145.35 -> 144.21 M).
+        if seq == ContentSeq::Idle
+            && matches!(frame, Frame::Method(m) if m.method != MethodKind::BasicPublish)
+        {
+            return;
+        }
         let (next, odd) = match frame {
             Frame::Method(m) if m.method == MethodKind::BasicPublish => (
                 ContentSeq::Header { publish: mark },
@@ -166,7 +173,7 @@ impl Analyzer {
                 _ => (ContentSeq::Idle, true),
             },
             Frame::ContentBody(b) => {
-                if let Some(max) = frame_max {
+                if let Some(max) = c.handshake.frame_max.filter(|f| *f > 0) {
                     // frame_max counts the 8 bytes of frame header and end.
                     if u64::from(b.size) + 8 > u64::from(max) && t.oversize_body.is_none() {
                         t.oversize_body = Some((mark, ch, b.size));

@@ -29,7 +29,10 @@ pub(super) struct Settle {
 }
 
 impl Settle {
-    /// basic.ack, basic.nack or basic.reject, by its arguments.
+    /// basic.ack, basic.nack or basic.reject, by its arguments. Inlined by
+    /// force: left out of line, one call more a settle (callgrind, storm slice
+    /// json: 142.84 -> 142.67 M).
+    #[inline(always)]
     pub(super) fn of(m: &Method) -> Settle {
         let a = &m.args;
         let (kind, multiple, requeue) = match m.method {
@@ -91,7 +94,7 @@ impl Analyzer {
         // Reused buffer: no allocation per settle.
         let mut scratch = std::mem::take(&mut self.settle_scratch);
         scratch.clear();
-        let oldest: [Unacked; 1];
+        let oldest: Option<Unacked>;
         let position = if multiple {
             None
         } else {
@@ -118,15 +121,15 @@ impl Analyzer {
             // The oldest delivery, with nothing settled out of order behind it
             // (every nack of a requeue storm): popped and settled as it is, not
             // marked, copied and popped as below (callgrind, storm slice json
-            // 159.3 -> 157.8 M).
-            (false, Some(0)) if st.tombstones == 0 => match st.unacked.pop_front() {
-                Some(mut e) => {
-                    e.settled = true;
-                    oldest = [e];
-                    &oldest
-                }
-                None => &scratch,
-            },
+            // 159.3 -> 157.8 M). An Option as the slice, not an array of one
+            // filled by a match: 145.80 -> 145.34 M.
+            (false, Some(0)) if st.tombstones == 0 => {
+                oldest = st
+                    .unacked
+                    .pop_front()
+                    .map(|e| Unacked { settled: true, ..e });
+                oldest.as_slice()
+            }
             (false, Some(pos)) => {
                 let e = &mut st.unacked[pos];
                 if !e.settled {
@@ -151,7 +154,7 @@ impl Analyzer {
         if !settled.is_empty() {
             st.live_unacked = st.live_unacked.saturating_sub(settled.len() as u32);
             st.global_full_since = None;
-            let slow_us = self.cfg.slow_ack.as_micros() as u64;
+            let slow_us = self.slow_ack_us;
             for e in settled {
                 self.settle_one(ci, ch, mark, kind, requeue, method, slow_us, e);
             }
@@ -206,7 +209,7 @@ impl Analyzer {
         if kind != SettleKind::Ack && requeue {
             // The message's track, found with one lookup when it has one (every
             // requeue after its first).
-            if let Some(t) = self.requeued.get_mut(&e.fingerprint) {
+            if let Some((_, t)) = self.requeued.find_mut(e.fingerprint, e.track_hint) {
                 t.outstanding = false;
                 t.requeues += 1;
                 t.push(ev);
@@ -214,7 +217,7 @@ impl Analyzer {
             }
             if self.requeued.len() >= MAX_REQUEUED_TRACKED {
                 // Forget messages that are not looping to make room.
-                self.requeued.retain(|_, t| t.became_loop.is_some());
+                self.requeued.retain(|t| t.became_loop.is_some());
                 if self.requeued.len() >= MAX_REQUEUED_TRACKED {
                     return;
                 }
@@ -230,7 +233,7 @@ impl Analyzer {
             t.requeues += 1;
             t.push(ev);
             self.requeued.insert(e.fingerprint, t);
-        } else if let Some(t) = self.requeued.get_mut(&e.fingerprint) {
+        } else if let Some((_, t)) = self.requeued.find_mut(e.fingerprint, e.track_hint) {
             // Acked, or dropped/dead-lettered: the message left the queue.
             if t.became_loop.is_some() {
                 t.outstanding = false;
@@ -238,7 +241,7 @@ impl Analyzer {
                 t.rounds = t.rounds.max(LOOP_ROUNDS);
                 t.became_loop = None;
             } else {
-                self.requeued.remove(&e.fingerprint);
+                self.requeued.remove(e.fingerprint);
             }
         }
     }

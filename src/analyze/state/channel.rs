@@ -14,6 +14,9 @@ pub(crate) struct Unacked {
     pub(crate) consumer: Option<u32>,
     pub(crate) at: Mark,
     pub(crate) fingerprint: u64,
+    /// Where its message's requeue track was when its content header came
+    /// (see `RequeueTracks`), `NO_TRACK` when it had none.
+    pub(crate) track_hint: u32,
     pub(crate) settled: bool,
 }
 
@@ -118,19 +121,27 @@ impl Channels {
         self.slots.get_mut(i).map(|(_, st)| st)
     }
 
-    /// The state of channel `ch`, a new one when it has none.
+    /// The state of channel `ch`, a new one when it has none. Inline, the new
+    /// channel out of line: every delivery asks (callgrind, storm slice json:
+    /// 148.61 -> 148.06 M).
+    #[inline]
     pub(crate) fn get_or_insert(&mut self, ch: u16) -> &mut ChannelState {
         let i = match self.slot(ch) {
             Some(i) => i,
-            None => {
-                let i = self.slots.len();
-                self.slots.push((ch, ChannelState::default()));
-                self.index.insert(ch, i as u32);
-                i
-            }
+            None => self.push_new(ch),
         };
         self.last = Some((ch, i as u32));
         &mut self.slots[i].1
+    }
+
+    /// Adds a new channel `ch` (not open yet); its slot.
+    #[cold]
+    #[inline(never)]
+    fn push_new(&mut self, ch: u16) -> usize {
+        let i = self.slots.len();
+        self.slots.push((ch, ChannelState::default()));
+        self.index.insert(ch, i as u32);
+        i
     }
 
     /// Sets the state of channel `ch`; the one it replaces, if any.

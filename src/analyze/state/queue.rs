@@ -201,6 +201,8 @@ pub(crate) struct DeliveryHints {
     pub celery_task: Option<String>,
     /// Fingerprint of the looping message with the most deliveries to this consumer.
     pub loop_fp: Option<u64>,
+    /// Where its requeue track was when it was named (see `RequeueTracks`).
+    pub loop_track_hint: u32,
 }
 
 impl DeliveryHints {
