@@ -108,14 +108,16 @@ impl Analyzer {
                 }
                 self.channel_mut(ci, ch).trail.last_consume = Some((mark, q, exclusive));
             }
-            (Dir::S2C, MethodKind::BasicDeliver | MethodKind::BasicGetOk) => {
+            // A whole delivery is noted by `on_delivery`, in its own lookup of the
+            // channel; a cut one here, as the cut handler may keep it from there.
+            (Dir::S2C, MethodKind::BasicDeliver | MethodKind::BasicGetOk)
+                if a.truncated.is_some() =>
+            {
                 if let (Some(tag), Some(st)) = (
                     a.delivery_tag,
                     self.conns[ci as usize].channels.get_mut(&ch),
                 ) {
-                    if st.trail.last_delivered.is_none_or(|(t, _)| tag > t) {
-                        st.trail.last_delivered = Some((tag, mark));
-                    }
+                    st.trail.note_delivered(tag, mark);
                 }
             }
             (Dir::S2C, MethodKind::ChannelClose) => {

@@ -134,6 +134,17 @@ impl Channels {
         &mut self.slots[i].1
     }
 
+    /// As `get_or_insert`, and whether the channel was there already.
+    #[inline]
+    pub(crate) fn get_or_insert_found(&mut self, ch: u16) -> (&mut ChannelState, bool) {
+        let (i, found) = match self.slot(ch) {
+            Some(i) => (i, true),
+            None => (self.push_new(ch), false),
+        };
+        self.last = Some((ch, i as u32));
+        (&mut self.slots[i].1, found)
+    }
+
     /// Adds a new channel `ch` (not open yet); its slot.
     #[cold]
     #[inline(never)]

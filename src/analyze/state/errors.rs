@@ -103,6 +103,14 @@ impl ChannelTrail {
         self.next = (self.next + 1) % MAX_SETTLES_KEPT;
     }
 
+    /// Notes delivery tag `tag` (its basic.deliver or get-ok at `mark`).
+    #[inline]
+    pub(crate) fn note_delivered(&mut self, tag: u64, mark: Mark) {
+        if self.last_delivered.is_none_or(|(t, _)| tag > t) {
+            self.last_delivered = Some((tag, mark));
+        }
+    }
+
     /// The latest settle that covered `tag`.
     pub(crate) fn settle_of(&self, tag: u64) -> Option<&SettledTags> {
         // Newest first: those before `next`, then (once the ring is full) the
