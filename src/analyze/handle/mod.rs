@@ -27,6 +27,7 @@ use super::state::{dir_index, ChannelState, ConnState, FrameName, Mark};
 use super::Analyzer;
 
 pub(crate) use cut::CutSeen;
+use settle::Settle;
 
 /// FxHash of a small key (a route, a message fingerprint): SipHash's DoS
 /// resistance buys nothing for a tool reading a capture, at 3-5x the cost.
@@ -195,18 +196,47 @@ impl Analyzer {
         self.conns[ci as usize].channels.get_or_insert(ch)
     }
 
-    /// Counts the client's methods, then hands the method to its class's handler.
+    /// Hands the method to its handler: a whole delivery or settle, nearly every
+    /// method of a busy consumer, straight to it, as the errors trail notes
+    /// neither before its handler; any other in `on_other_method`.
+    // Inline, with the rest out of line: the hot two cost no frame of their own,
+    // nor the dispatch by class (callgrind, storm slice json: 129.12 -> 125.40 M).
+    #[inline(always)]
     fn on_method(&mut self, ci: u32, dir: Dir, mark: Mark, ch: u16, m: &Method) {
+        if m.args.truncated.is_none() {
+            match (dir, m.method) {
+                (Dir::S2C, MethodKind::BasicDeliver) => {
+                    return self.on_deliver(ci, ch, mark, &m.args)
+                }
+                (
+                    Dir::C2S,
+                    MethodKind::BasicAck | MethodKind::BasicNack | MethodKind::BasicReject,
+                ) => {
+                    self.count_client_method(ci, m.method);
+                    return self.settle(ci, ch, mark, Settle::of(m));
+                }
+                _ => {}
+            }
+        }
+        self.on_other_method(ci, dir, mark, ch, m)
+    }
+
+    fn count_client_method(&mut self, ci: u32, method: MethodKind) {
+        let n = &mut self.conns[ci as usize].client_methods[method as usize];
+        *n = n.saturating_add(1);
+    }
+
+    /// Counts the client's methods, then hands the method to its class's handler.
+    #[inline(never)]
+    fn on_other_method(&mut self, ci: u32, dir: Dir, mark: Mark, ch: u16, m: &Method) {
         self.trail_method(ci, dir, mark, ch, m);
         if dir == Dir::C2S {
-            let c = &mut self.conns[ci as usize];
-            c.client_methods[m.method as usize] =
-                c.client_methods[m.method as usize].saturating_add(1);
+            self.count_client_method(ci, m.method);
             if !matches!(
                 m.method,
                 MethodKind::BasicAck | MethodKind::BasicNack | MethodKind::BasicReject
             ) {
-                c.last_client_method = Some((mark, m.method));
+                self.conns[ci as usize].last_client_method = Some((mark, m.method));
             }
         }
         if m.args.truncated.is_some() && self.on_cut_method(ci, dir, mark, ch, m) {
