@@ -6,7 +6,6 @@ use crate::event::{Dir, Method, MethodKind};
 
 use super::super::state::Mark;
 use super::super::Analyzer;
-use super::settle::Settle;
 
 impl Analyzer {
     // Inlined into `on_method`: one call less for every hot method (callgrind,
@@ -40,11 +39,11 @@ impl Analyzer {
             (Dir::S2C, MethodKind::BasicGetOk) => self.on_get_ok(ci, ch, mark, a),
             // Broker->client ack/nack are publisher confirms, not settles.
             (Dir::C2S, MethodKind::BasicAck | MethodKind::BasicNack | MethodKind::BasicReject) => {
-                self.settle(ci, ch, mark, Settle::of(m))
+                self.settle(ci, ch, mark, Some(m))
             }
             (Dir::C2S, MethodKind::BasicRecover | MethodKind::BasicRecoverAsync) => {
                 // Everything unacked goes back to the queue.
-                self.settle(ci, ch, mark, Settle::everything_requeued())
+                self.settle(ci, ch, mark, None)
             }
             _ => {}
         }

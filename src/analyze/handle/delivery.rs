@@ -101,7 +101,8 @@ impl Analyzer {
     /// there before the delivery (noted in this lookup of the channel, not one
     /// of its own: callgrind, storm slice json: 129.44 -> 129.12 M).
     // Inlined into its two callers (callgrind, storm slice json: 190.9 -> 189.2 M;
-    // `on_method` and `settle` inlined the same way cost more than they saved).
+    // `settle` inlined the same way cost more than it saved, and so did the whole
+    // `on_method`, now a thin dispatch inlined into `handle`).
     #[inline(always)]
     fn on_delivery(&mut self, ci: u32, ch: u16, p: PendingContent, trail: Option<u64>) {
         let Unacked {

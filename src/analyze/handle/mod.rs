@@ -27,7 +27,6 @@ use super::state::{dir_index, ChannelState, ConnState, FrameName, Mark};
 use super::Analyzer;
 
 pub(crate) use cut::CutSeen;
-use settle::Settle;
 
 /// FxHash of a small key (a route, a message fingerprint): SipHash's DoS
 /// resistance buys nothing for a tool reading a capture, at 3-5x the cost.
@@ -213,7 +212,7 @@ impl Analyzer {
                     MethodKind::BasicAck | MethodKind::BasicNack | MethodKind::BasicReject,
                 ) => {
                     self.count_client_method(ci, m.method);
-                    return self.settle(ci, ch, mark, Settle::of(m));
+                    return self.settle(ci, ch, mark, Some(m));
                 }
                 _ => {}
             }

@@ -20,7 +20,7 @@ enum SettleKind {
 
 /// One settle as the client sent it.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Settle {
+struct Settle {
     /// The delivery tag; 0 with `multiple` is everything outstanding.
     tag: u64,
     multiple: bool,
@@ -33,7 +33,7 @@ impl Settle {
     /// force: left out of line, one call more a settle (callgrind, storm slice
     /// json: 142.84 -> 142.67 M).
     #[inline(always)]
-    pub(super) fn of(m: &Method) -> Settle {
+    fn of(m: &Method) -> Settle {
         let a = &m.args;
         let (kind, multiple, requeue) = match m.method {
             MethodKind::BasicAck => (SettleKind::Ack, a.multiple.unwrap_or(false), false),
@@ -53,7 +53,7 @@ impl Settle {
     }
 
     /// basic.recover: everything unacknowledged goes back to the queue.
-    pub(super) fn everything_requeued() -> Settle {
+    fn everything_requeued() -> Settle {
         Settle {
             tag: 0,
             multiple: true,
@@ -76,13 +76,18 @@ fn position_of(unacked: &VecDeque<Unacked>, tag: u64) -> Option<usize> {
 }
 
 impl Analyzer {
-    pub(super) fn settle(&mut self, ci: u32, ch: u16, mark: Mark, s: Settle) {
+    /// The settle of basic.ack, basic.nack or basic.reject `m`, or with None
+    /// basic.recover's. The method, not its `Settle`, as the argument: a pointer
+    /// in a register, where a `Settle` went by the caller's stack and kept
+    /// `handle` from calling this last (with the buffer below taken only where
+    /// needed, callgrind, storm slice json: 125.40 -> 124.77 M).
+    pub(super) fn settle(&mut self, ci: u32, ch: u16, mark: Mark, m: Option<&Method>) {
         let Settle {
             tag,
             multiple,
             kind,
             requeue,
-        } = s;
+        } = m.map_or_else(Settle::everything_requeued, Settle::of);
         let Some(st) = self.conns[ci as usize].channels.get_mut(&ch) else {
             return;
         };
@@ -91,9 +96,16 @@ impl Analyzer {
             SettleKind::Nack => MethodKind::BasicNack,
             SettleKind::Reject => MethodKind::BasicReject,
         };
-        // Reused buffer: no allocation per settle.
-        let mut scratch = std::mem::take(&mut self.settle_scratch);
-        scratch.clear();
+        // The reused buffer (no allocation per settle) of the settles that gather
+        // deliveries, taken only by them: the oldest delivery settled alone needs
+        // none (with the method as the argument, callgrind, storm slice json:
+        // 125.40 -> 124.77 M).
+        let mut scratch = Vec::new();
+        let mut take_scratch = || {
+            let mut s = std::mem::take(&mut self.settle_scratch);
+            s.clear();
+            s
+        };
         let oldest: Option<Unacked>;
         let position = if multiple {
             None
@@ -102,6 +114,7 @@ impl Analyzer {
         };
         let settled: &[Unacked] = match (multiple, position) {
             (true, _) => {
+                scratch = take_scratch();
                 // tag 0 with multiple: everything outstanding on the channel.
                 while st.unacked.front().is_some_and(|f| tag == 0 || f.tag <= tag) {
                     let Some(e) = st.unacked.pop_front() else {
@@ -131,6 +144,7 @@ impl Analyzer {
                 oldest.as_slice()
             }
             (false, Some(pos)) => {
+                scratch = take_scratch();
                 let e = &mut st.unacked[pos];
                 if !e.settled {
                     e.settled = true;
@@ -159,7 +173,9 @@ impl Analyzer {
                 self.settle_one(ci, ch, mark, kind, requeue, method, slow_us, e);
             }
         }
-        self.settle_scratch = scratch;
+        if scratch.capacity() > 0 {
+            self.settle_scratch = scratch;
+        }
     }
 
     /// One delivery settled: its consumer's counters and latency, and the
