@@ -31,6 +31,7 @@ use amq_protocol::protocol::parse_class;
 use nom::combinator::all_consuming;
 use nom::Parser;
 
+use crate::amqp::fast::Boxes;
 use crate::amqp::{
     DecodedItem, DecoderConfig, FrameDecoder, Items, FRAME_END, FRAME_HEARTBEAT, FRAME_METHOD,
 };
@@ -230,10 +231,11 @@ impl Tracker {
     }
 
     /// [`Tracker::handle`], each event lent to `out` in the tracker's one
-    /// event, which `out` must leave with a kind that owns nothing: it takes
-    /// the event with [`take_event`], or what its kind owns
-    /// ([`crate::amqp::fast::recycle_in_place`]). The next event is written
-    /// over it (a kind left owning a box would leak it).
+    /// event: `out` may take it with [`take_event`]; what it leaves, the
+    /// tracker takes back (a frame's box for the stream's next frames, see
+    /// [`crate::amqp::fast::Boxes`]) before the next event is written over it.
+    // Inlined into the reassembler's closure, a call a segment.
+    #[inline(always)]
     pub fn handle_in_place<F: FnMut(&mut Event)>(&mut self, o: TcpOutput<'_>, out: &mut F) {
         let undecided = &mut self.undecided;
         let state = self.conns.entry(o.flow).or_insert_with(|| {
@@ -445,11 +447,19 @@ struct Slot<'a, F> {
 }
 
 impl<F: FnMut(&mut Event)> Slot<'_, F> {
+    /// Lends the event of `kind` to `out`, then takes back what `out` left
+    /// of it into the thread's spares.
     #[inline(always)]
     fn put(&mut self, kind: EventKind) {
-        // Written over what the consumer left, which owns nothing (see
-        // `Tracker::handle_in_place`): neither read nor dropped, where its
-        // drop glue cost 16 instructions a frame.
+        self.lend(kind);
+        crate::amqp::fast::recycle_in_place(&mut self.ev.kind);
+    }
+
+    /// Lends the event of `kind` to `out`; the caller takes back what is left.
+    #[inline(always)]
+    fn lend(&mut self, kind: EventKind) {
+        // Written over what was taken back last, which owns nothing: neither
+        // read nor dropped, where its drop glue cost 16 instructions a frame.
         std::mem::forget(std::mem::replace(&mut self.ev.kind, kind));
         (self.out)(self.ev)
     }
@@ -459,8 +469,9 @@ impl<F: FnMut(&mut Event)> Slot<'_, F> {
 /// event, without a [`crate::amqp::Decoded`] in between.
 impl<F: FnMut(&mut Event)> Items for Slot<'_, F> {
     #[inline(always)]
-    fn frame(&mut self, _offset: u64, channel: u16, frame: Frame) {
-        self.put(EventKind::Frame { channel, frame })
+    fn frame(&mut self, _offset: u64, channel: u16, frame: Frame, boxes: &mut Boxes) {
+        self.lend(EventKind::Frame { channel, frame });
+        boxes.recycle_in_place(&mut self.ev.kind);
     }
     #[inline(always)]
     fn item(&mut self, d: crate::amqp::Decoded) {

@@ -202,7 +202,7 @@ impl FrameDecoder {
                     &self.cfg,
                     &mut self.strings,
                 ) {
-                    Ok(frame) => out.frame(offset, channel, frame),
+                    Ok(frame) => out.frame(offset, channel, frame, &mut self.strings.boxes),
                     Err(error) => out.item(Decoded {
                         offset,
                         item: DecodedItem::Error(error.with_channel(channel)),
@@ -542,8 +542,9 @@ fn plausible_frame_at(b: &[u8], cfg: &DecoderConfig) -> Plausible {
 
 /// Where [`FrameDecoder::feed_to`] hands what it decodes.
 pub trait Items {
-    /// A frame, decoded from the stream bytes at `offset`.
-    fn frame(&mut self, offset: u64, channel: u16, frame: Frame);
+    /// A frame, decoded from the stream bytes at `offset`; `boxes` takes
+    /// back its box once it is consumed, for the stream's next frames.
+    fn frame(&mut self, offset: u64, channel: u16, frame: Frame, boxes: &mut fast::Boxes);
     /// Any other item (and frames decoded through the buffer).
     fn item(&mut self, d: Decoded);
 }
@@ -553,7 +554,7 @@ pub struct ItemsFn<'a, F>(pub &'a mut F);
 
 impl<F: FnMut(Decoded)> Items for ItemsFn<'_, F> {
     #[inline(always)]
-    fn frame(&mut self, offset: u64, channel: u16, frame: Frame) {
+    fn frame(&mut self, offset: u64, channel: u16, frame: Frame, _boxes: &mut fast::Boxes) {
         (self.0)(Decoded {
             offset,
             item: DecodedItem::Frame { channel, frame },

@@ -571,8 +571,8 @@ impl Driver {
         let reassembler = &mut self.reassembler;
         let holding = tracker.has_held();
         self.front.admit_then(file, source, pkt, |summary, seg, p| {
-            // Each event in the tracker's slot: its kind taken, the rest
-            // left for the next one (see `Tracker::handle_in_place`).
+            // Each event in the tracker's slot: taken when held, else left
+            // for the tracker to take back (see `Tracker::handle_in_place`).
             let mut forward = |ev: &mut Event| {
                 if *stopped {
                     drop(take_event(ev));
@@ -585,7 +585,6 @@ impl Driver {
                     if !emit(ev) {
                         *stopped = true;
                     }
-                    crate::amqp::fast::recycle_in_place(&mut ev.kind);
                 }
             };
             reassembler.handle(p, seg, &mut |o: TcpOutput<'_>| {
