@@ -230,6 +230,25 @@ pub struct Event {
     pub kind: EventKind,
 }
 
+impl Event {
+    /// An event that owns nothing and stands for none: what is left where an
+    /// event was taken out (a sharded batch's held event, the tracker's lent
+    /// slot before its first event).
+    pub fn placeholder() -> Event {
+        Event {
+            frame: 0,
+            file: 0,
+            ts: Timestamp::default(),
+            conn: Conn {
+                client: SocketAddr::from(([0, 0, 0, 0], 0)),
+                broker: SocketAddr::from(([0, 0, 0, 0], 0)),
+            },
+            dir: Dir::C2S,
+            kind: EventKind::TcpOpen,
+        }
+    }
+}
+
 fn is_zero(v: &u32) -> bool {
     *v == 0
 }

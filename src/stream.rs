@@ -154,17 +154,7 @@ impl Tracker {
             undecided: BTreeSet::new(),
             undecided_bytes: 0,
             keylog: KeyLog::default(),
-            slot: Event {
-                frame: 0,
-                file: 0,
-                ts: Timestamp::default(),
-                conn: Conn {
-                    client: SocketAddr::from(([0, 0, 0, 0], 0)),
-                    broker: SocketAddr::from(([0, 0, 0, 0], 0)),
-                },
-                dir: Dir::C2S,
-                kind: EventKind::TcpOpen,
-            },
+            slot: Event::placeholder(),
         }
     }
 

@@ -332,7 +332,7 @@ struct Mark {
 /// What a worker hands over at once. The merger emits events in place and
 /// sends the batch back with them, so that the worker's decoder reuses their
 /// boxes (the spares of [`crate::amqp::fast`] are per thread); an event it
-/// must hold is taken out, a [`placeholder`] left behind.
+/// must hold is taken out, an [`Event::placeholder`] left behind.
 #[derive(Default)]
 struct Batch {
     marks: Vec<Mark>,
@@ -349,21 +349,6 @@ impl Batch {
             events: Vec::with_capacity(2 * BATCH_EVENTS),
             through: 0,
         }
-    }
-}
-
-/// What stands in a batch for an event the merger took out to hold.
-fn placeholder() -> Event {
-    Event {
-        frame: 0,
-        file: 0,
-        ts: Timestamp::default(),
-        conn: crate::event::Conn {
-            client: SocketAddr::from(([0, 0, 0, 0], 0)),
-            broker: SocketAddr::from(([0, 0, 0, 0], 0)),
-        },
-        dir: crate::event::Dir::C2S,
-        kind: crate::event::EventKind::TcpOpen,
     }
 }
 
@@ -693,7 +678,7 @@ impl<F: FnMut(&Event) -> io::Result<()>> Merger<F> {
             self.events += events.len() as u64;
             if holding || !self.held.is_empty() {
                 for ev in events {
-                    self.held.hold(std::mem::replace(ev, placeholder()));
+                    self.held.hold(std::mem::replace(ev, Event::placeholder()));
                 }
             } else {
                 for ev in events.iter() {

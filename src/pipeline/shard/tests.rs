@@ -13,7 +13,7 @@ fn ev(frame: u64, at: i64) -> Event {
     Event {
         frame,
         ts: ts(at),
-        ..placeholder()
+        ..Event::placeholder()
     }
 }
 
