@@ -190,8 +190,8 @@ impl Origin {
         Origin {
             flow: flow.id,
             packet: *packet,
-            src,
-            dst,
+            src: *src,
+            dst: *dst,
             initiator: flow.initiator,
         }
     }
@@ -472,11 +472,14 @@ fn seq_diff(a: u32, b: u32) -> i32 {
     a.wrapping_sub(b) as i32
 }
 
-fn endpoints(key: &FlowKey, d: usize) -> (SocketAddr, SocketAddr) {
+/// The sender and receiver of direction `d` of the connection `key`, by
+/// reference, to be copied once where they are kept.
+#[inline(always)]
+fn endpoints(key: &FlowKey, d: usize) -> (&SocketAddr, &SocketAddr) {
     if d == 0 {
-        (key.lo, key.hi)
+        (&key.lo, &key.hi)
     } else {
-        (key.hi, key.lo)
+        (&key.hi, &key.lo)
     }
 }
 
@@ -504,12 +507,7 @@ impl<'f> Side<'f> {
     /// where every data segment comes out here).
     #[inline(always)]
     fn output<'a>(&self, event: TcpEvent<'a>) -> TcpOutput<'a> {
-        let key = &self.flow.key;
-        let (src, dst) = if self.d == 0 {
-            (&key.lo, &key.hi)
-        } else {
-            (&key.hi, &key.lo)
-        };
+        let (src, dst) = endpoints(&self.flow.key, self.d);
         TcpOutput {
             flow: self.flow.id,
             packet: *self.p,
