@@ -126,12 +126,7 @@ impl Channels {
     /// 148.61 -> 148.06 M).
     #[inline]
     pub(crate) fn get_or_insert(&mut self, ch: u16) -> &mut ChannelState {
-        let i = match self.slot(ch) {
-            Some(i) => i,
-            None => self.push_new(ch),
-        };
-        self.last = Some((ch, i as u32));
-        &mut self.slots[i].1
+        self.get_or_insert_found(ch).0
     }
 
     /// As `get_or_insert`, and whether the channel was there already.
