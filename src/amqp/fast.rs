@@ -143,8 +143,7 @@ impl Boxes {
                     self.header = Some(h);
                 }
             }
-            Frame::ContentBody(b) => drop(b.body.take()),
-            Frame::Heartbeat(_) => {}
+            Frame::ContentBody(_) | Frame::Heartbeat(_) => recycle_in_place(kind),
         }
     }
 }
