@@ -235,7 +235,12 @@ pub fn write_summary(
                 w,
                 "; closed by {by}{}",
                 c.reply_code
-                    .map(|code| format!(" ({code} {})", c.reply_text.as_deref().unwrap_or("")))
+                    .map(
+                        |code| match c.reply_text.as_deref().filter(|t| !t.is_empty()) {
+                            Some(text) => format!(" ({code} {text})"),
+                            None => format!(" ({code})"),
+                        }
+                    )
                     .unwrap_or_default()
             )?,
             (None, Some(end)) => write!(w, "; TCP {end} without connection.close")?,

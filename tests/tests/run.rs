@@ -366,7 +366,7 @@ struct E2e {
     /// The worker's queue.
     queue: String,
     verdicts: Value,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 /// `amqptrace run --fail-on-stall -- python SCRIPT ARGS... --queue QUEUE --markers DIR`,
@@ -401,7 +401,7 @@ fn e2e(script: &str, queue: &str, args: &[&str]) -> E2e {
         art,
         queue: queue.to_string(),
         verdicts,
-        _dir: dir,
+        dir,
     }
 }
 
@@ -536,22 +536,39 @@ fn celery_cleanup(queues: &[&str]) -> Cleanup {
 fn assert_misrouted_run_fails(script: &str, processed: &str, queue: &str, dest: &str) -> E2e {
     let r = e2e(script, queue, &["--send-to", dest]);
     let stderr = text(&r.out.stderr);
-    assert!(stderr.contains(processed), "{stderr}");
-    assert_eq!(r.out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(processed), "{}", r.context());
+    assert_eq!(r.out.status.code(), Some(1), "{}", r.context());
     assert!(
         stderr.contains("amqptrace: --fail-on-stall: a stall was found"),
-        "the exit code is the script's, not amqptrace's verdict: {stderr}"
+        "the exit code is the script's, not amqptrace's verdict: {}",
+        r.context()
     );
     assert_only_misrouted(&r.verdicts, queue, dest);
     r
 }
 
+impl E2e {
+    /// What a failed assertion shows: amqptrace's and the script's stderr, the
+    /// summary artifact (connections, publishes, consumers' counts) and the end
+    /// of the worker's log, so that a failure in CI says where the messages went.
+    fn context(&self) -> String {
+        let read = |p: PathBuf| std::fs::read_to_string(p).unwrap_or_default();
+        let log = read(self.dir.path().join("markers").join("worker.log"));
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        format!(
+            "{}\n--- summary.txt\n{}\n--- worker.log (last 30 lines)\n{}",
+            text(&self.out.stderr),
+            read(self.art.join("summary.txt")),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
+    }
+}
+
 /// The sender sends to the worker's `queue`: `processed` (all), exit 0, no stall.
 fn assert_healthy_run(script: &str, processed: &str, queue: &str) -> E2e {
     let r = e2e(script, queue, &["--send-to", queue]);
-    let stderr = text(&r.out.stderr);
-    assert!(stderr.contains(processed), "{stderr}");
-    assert_eq!(r.out.status.code(), Some(0), "{stderr}");
+    assert!(text(&r.out.stderr).contains(processed), "{}", r.context());
+    assert_eq!(r.out.status.code(), Some(0), "{}", r.context());
     assert_no_stall(&r.verdicts);
     r
 }
