@@ -41,6 +41,8 @@ pub enum VerdictKind {
     PublishNacked,
     PublishUnconfirmed,
     ConsumerNotRestored,
+    /// Published to a queue whose consumers are all in the capture, never delivered.
+    PublishedNotDelivered,
 }
 
 impl VerdictKind {
@@ -71,6 +73,7 @@ impl VerdictKind {
         VerdictKind::PublishNacked,
         VerdictKind::PublishUnconfirmed,
         VerdictKind::ConsumerNotRestored,
+        VerdictKind::PublishedNotDelivered,
     ];
 
     /// The name as written in output and documentation, e.g. `prefetch_exhausted`.
@@ -102,6 +105,7 @@ impl VerdictKind {
             VerdictKind::PublishNacked => "publish_nacked",
             VerdictKind::PublishUnconfirmed => "publish_unconfirmed",
             VerdictKind::ConsumerNotRestored => "consumer_not_restored",
+            VerdictKind::PublishedNotDelivered => "published_not_delivered",
         }
     }
 
@@ -144,7 +148,8 @@ impl VerdictKind {
             VerdictKind::PublishUnconfirmed => 5,
             VerdictKind::PublishReturned
             | VerdictKind::PublishUnroutable
-            | VerdictKind::PublishNacked => 6,
+            | VerdictKind::PublishNacked
+            | VerdictKind::PublishedNotDelivered => 6,
             VerdictKind::ConsumerNotRestored => 7,
         }
     }

@@ -31,6 +31,8 @@ pub(crate) struct Destination {
     pub routing_key: String,
     pub count: u64,
     pub last: Mark,
+    /// The connection of the last publish.
+    pub last_conn: u32,
     /// The first publish after each consumer registration epoch, as (epoch, mark, conn):
     /// the first publish after a consumer's consume-ok is the first entry whose
     /// epoch is at least the consumer's.
@@ -104,6 +106,7 @@ impl Routing {
             routing_key: rk.to_string(),
             count: 0,
             last: mark,
+            last_conn: 0,
             after: Vec::new(),
             returned: 0,
             first_return: None,
@@ -122,6 +125,7 @@ impl Routing {
         let d = &mut self.destinations[idx as usize];
         d.count += 1;
         d.last = mark;
+        d.last_conn = ci;
         let newer = d.after.last().is_none_or(|(e, _, _)| *e < epoch);
         if newer && d.after.len() < MAX_MARKS_PER_DESTINATION {
             d.after.push((epoch, mark, ci));

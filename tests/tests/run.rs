@@ -628,3 +628,60 @@ fn celery_task_sent_to_the_workers_queue_is_healthy() {
     );
     assert_reanalysis_agrees(&r);
 }
+
+/// A publisher that drops its socket after each three publishes, as Celery's
+/// `app.pool.force_close_all()` does, against the queue's only consumer with
+/// room: the real broker loses some (the script stops at the first loss), and
+/// `amqptrace run` with default options names them: `published_not_delivered`,
+/// certain, on that consumer, with the abrupt end as the cause.
+#[test]
+fn publishes_the_broker_dropped_at_an_abrupt_close_are_published_not_delivered() {
+    let queue = unique("dropped");
+    let _cleanup = Cleanup::queues(&[&queue]);
+    let dir = temp_dir();
+    let script = repo("tests/dropped_publishes.py");
+    let out = run(
+        dir.path(),
+        &[
+            "--fail-on-stall",
+            "--",
+            python().to_str().unwrap(),
+            script.to_str().unwrap(),
+            "--queue",
+            &queue,
+        ],
+    );
+    let stderr = text(&out.stderr);
+    // The script's own count: "published P delivered D", D < P.
+    let counts: Vec<u64> = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("dropped_publishes: published "))
+        .unwrap_or_else(|| panic!("no count from the script: {stderr}"))
+        .split(" delivered ")
+        .map(|n| n.trim().parse().unwrap())
+        .collect();
+    let (published, delivered) = (counts[0], counts[1]);
+    assert!(delivered < published, "{stderr}");
+    assert_eq!(out.status.code(), Some(1), "--fail-on-stall: {stderr}");
+    let doc = read_json(&dir.path().join("verdicts.json"));
+    let stalls: Vec<&Value> = verdicts_of(&doc)
+        .into_iter()
+        .filter(|v| is_stall_verdict(v))
+        .collect();
+    assert_eq!(stalls.len(), 1, "{doc:#}");
+    let v = stalls[0];
+    assert_eq!(v["verdict"], "published_not_delivered", "{v:#}");
+    assert_eq!(v["certainty"], "certain", "{v:#}");
+    assert_eq!(v["queue"], queue.as_str(), "{v:#}");
+    let explanation = v["explanation"].as_str().unwrap();
+    let said = format!(
+        "{} of the {published} message(s) published to queue '{queue}'",
+        published - delivered
+    );
+    assert!(explanation.contains(&said), "{explanation}");
+    assert!(
+        explanation.contains("counted 1 consumer(s) on the queue")
+            && explanation.contains("and no connection.close"),
+        "{explanation}"
+    );
+}

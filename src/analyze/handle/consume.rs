@@ -25,7 +25,9 @@ impl Analyzer {
             // one for each ETA task it holds, so that it keeps receiving).
             let limit = rec.prefetch_count as u32;
             if limit == 0 || st.live_unacked < limit {
-                st.global_full_since = None;
+                if st.global_full_since.take().is_some() {
+                    st.global_room_since = Some(mark);
+                }
             } else if st.global_full_since.is_none() {
                 st.global_full_since = Some(mark);
             }

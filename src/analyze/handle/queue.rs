@@ -5,7 +5,11 @@
 use crate::event::{Dir, Method, MethodKind};
 
 use super::super::routing::MAX_BINDINGS_PER_QUEUE;
-use super::super::state::{Mark, QueueArgs, QueueInfo};
+
+/// Destinations past which a queue.declare-ok keeps no baseline (each one
+/// keeps two counts per destination).
+const MAX_SOLE_DESTINATIONS: usize = 256;
+use super::super::state::{Mark, QueueArgs, QueueInfo, SoleConsumers, Step};
 use super::super::Analyzer;
 
 impl Analyzer {
@@ -47,11 +51,13 @@ impl Analyzer {
                     {
                         c.declared_queues.push(q.clone());
                     }
+                    let sole = self.sole_consumers(ci, q, mark, a.consumer_count);
                     let info = self.queue_info(q);
                     info.declared = Some(mark);
                     info.message_count = a.message_count;
                     info.consumer_count = a.consumer_count;
                     info.deleted = None;
+                    info.sole = sole;
                     if let Some((exclusive, auto_delete)) = flags {
                         info.exclusive = exclusive;
                         info.auto_delete = auto_delete;
@@ -81,6 +87,57 @@ impl Analyzer {
             }
             _ => {}
         }
+    }
+
+    /// What queue.declare-ok's `consumer_count` proves about queue `q`: when
+    /// it counts as many consumers as are live on `q` here (one at least),
+    /// every consumer of the queue is in the capture, and the counts of now
+    /// are the baseline of the `published_not_delivered` rule.
+    fn sole_consumers(
+        &self,
+        ci: u32,
+        q: &str,
+        mark: Mark,
+        consumer_count: Option<u32>,
+    ) -> Option<Box<SoleConsumers>> {
+        let n = consumer_count.filter(|n| *n > 0)?;
+        if self.routing.destinations.len() > MAX_SOLE_DESTINATIONS {
+            return None;
+        }
+        let vhost = self.vhost_of(ci);
+        let consumers: Vec<(u64, u64)> = self
+            .consumers
+            .iter()
+            .filter(|cs| {
+                cs.end.is_none()
+                    && cs.queue.as_deref() == Some(q)
+                    && (cs.marks[Step::ConsumeOk].is_some() || cs.nowait)
+                    && (vhost.is_none() || self.vhost_of(cs.conn) == vhost)
+            })
+            .map(|cs| {
+                (
+                    cs.serial,
+                    cs.counts.deliveries.saturating_sub(cs.counts.redelivered),
+                )
+            })
+            .collect();
+        if consumers.len() != n as usize {
+            return None;
+        }
+        Some(Box::new(SoleConsumers {
+            at: mark,
+            conn: ci,
+            consumer_count: n,
+            consumers,
+            destinations: self
+                .routing
+                .destinations
+                .iter()
+                .map(|d| (d.count, d.returned))
+                .collect(),
+            untracked: self.routing.publishes_untracked,
+            retired_consumers: self.retired.counts.consumers,
+        }))
     }
 
     fn queue_info(&mut self, q: &str) -> &mut QueueInfo {

@@ -167,7 +167,9 @@ impl Analyzer {
         super::errors::trail_settle(&mut st.trail, mark, method, tag, multiple, settled);
         if !settled.is_empty() {
             st.live_unacked = st.live_unacked.saturating_sub(settled.len() as u32);
-            st.global_full_since = None;
+            if st.global_full_since.take().is_some() {
+                st.global_room_since = Some(mark);
+            }
             let slow_us = self.slow_ack_us;
             for e in settled {
                 self.settle_one(ci, ch, mark, kind, requeue, method, slow_us, e);
@@ -197,7 +199,9 @@ impl Analyzer {
         if let Some(i) = e.consumer {
             let cs = &mut self.consumers[i as usize];
             cs.counts.unacked = cs.counts.unacked.saturating_sub(1);
-            cs.marks[Step::FullSince] = None;
+            if cs.marks[Step::FullSince].take().is_some() {
+                cs.marks[Step::RoomSince] = Some(mark);
+            }
             cs.marks[Step::LastSettle] = Some(mark);
             let lat_us = ((mark.ts.0 - e.at.ts.0).max(0) / 1000) as u64;
             cs.latency.record_us(lat_us);

@@ -33,6 +33,8 @@ pub(crate) struct PendingContent {
 pub(crate) struct ChannelState {
     pub(crate) qos: Prefetch,
     pub(crate) global_full_since: Option<Mark>,
+    /// The settle or basic.qos that last gave a full channel-wide window room again.
+    pub(crate) global_room_since: Option<Mark>,
     pub(crate) flow_paused: Option<FlowRec>,
     pub(crate) confirm: bool,
     /// Sorted by tag (tags grow by one per delivery on a channel); settled

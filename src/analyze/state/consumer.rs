@@ -51,6 +51,8 @@ pub(crate) enum Step {
     FirstSlowSettle,
     /// Since when the prefetch window has been full.
     FullSince,
+    /// The settle that last gave a full prefetch window room again.
+    RoomSince,
     /// The earliest delivery that brought any message to it for the third time.
     LoopSince,
 }

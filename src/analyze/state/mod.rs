@@ -311,6 +311,29 @@ pub(crate) struct QueueInfo {
     pub consumer_count: Option<u32>,
     /// The arguments of its last queue.declare that the broker accepted (newer queues).
     pub args: Option<QueueArgs>,
+    /// Since its last queue.declare-ok, when that counted as many consumers
+    /// as the capture shows live on it: what was published and delivered then.
+    pub sole: Option<Box<SoleConsumers>>,
+}
+
+/// A queue.declare-ok whose `consumer_count` equals the consumers of the
+/// queue live in the capture: every message routed to the queue after it goes
+/// to a consumer seen here, or stays ready while none has room. The counts at
+/// that moment, to subtract from the counts at the end.
+#[derive(Debug, Clone)]
+pub(crate) struct SoleConsumers {
+    /// The queue.declare-ok, and the connection it came on.
+    pub at: Mark,
+    pub conn: u32,
+    pub consumer_count: u32,
+    /// (consumer serial, its deliveries not flagged redelivered), the live consumers then.
+    pub consumers: Vec<(u64, u64)>,
+    /// (publishes, returned publishes) of every destination then, by index.
+    pub destinations: Vec<(u64, u64)>,
+    /// [`super::routing::Routing::publishes_untracked`] then.
+    pub untracked: u64,
+    /// Consumers retired then: one retired since took its counts away.
+    pub retired_consumers: u64,
 }
 
 /// Index of a direction in per-direction arrays: [c2s, s2c].

@@ -29,6 +29,7 @@ mod connection;
 mod consumer;
 mod document;
 mod errors;
+mod missing;
 mod newer;
 mod publisher;
 mod routing;

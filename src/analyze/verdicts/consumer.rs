@@ -243,6 +243,18 @@ pub(super) fn consumer_verdict(
     if let Some(sv) = newer::standby(ctx, idx, cs, &name) {
         return (sv, None);
     }
+    if let Some(nd) = super::missing::not_delivered(ctx, cs, &name, at_now) {
+        set(
+            &mut v,
+            VerdictKind::PublishedNotDelivered,
+            nd.at,
+            nd.explanation,
+        );
+        v.certainty = nd.certainty;
+        v.evidence = nd.evidence;
+        let seed = own(&v);
+        return (v, seed);
+    }
     if cs.counts.deliveries == 0
         && !cs.discovered
         && (cs.marks[Step::ConsumeOk].is_some() || cs.nowait)

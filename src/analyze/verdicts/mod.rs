@@ -16,6 +16,7 @@ mod connection;
 mod consumer;
 mod cut;
 mod errors;
+mod missing;
 mod newer;
 mod publisher;
 mod queue;
