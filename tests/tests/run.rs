@@ -681,7 +681,8 @@ fn publishes_the_broker_dropped_at_an_abrupt_close_are_published_not_delivered()
     assert!(explanation.contains(&said), "{explanation}");
     assert!(
         explanation.contains("counted 1 consumer(s) on the queue")
-            && explanation.contains("and no connection.close"),
+            && explanation.contains("and no connection.close, as did ")
+            && explanation.contains(" other connection(s) that published"),
         "{explanation}"
     );
 }

@@ -212,15 +212,31 @@ fn cause(
             e.conn = Some(publisher.conn);
         }
         evidence.push(e);
-        return format!(
+        let mut s = format!(
             "; the last of them (frame {}) came {} before its connection {} ended with TCP {} and no \
-             connection.close: RabbitMQ drops publishes it has not routed yet when a connection ends so \
-             (end it with connection.close, or use publisher confirms, to know they were taken)",
+             connection.close",
             last.last.frame,
             fmt_s(end.at.ts.secs_since(last.last.ts).max(0.0)),
             publisher.conn,
             kind.0
         );
+        let abrupt = a
+            .conns
+            .iter()
+            .filter(|c| c.counts.publishes > 0 && c.close.is_none() && c.tcp_end.is_some())
+            .count();
+        if abrupt > 1 {
+            let _ = write!(
+                s,
+                ", as did {} other connection(s) that published",
+                abrupt - 1
+            );
+        }
+        s.push_str(
+            ": RabbitMQ drops publishes it has not routed yet when a connection ends so (end it with \
+             connection.close, or use publisher confirms, to know they were taken)",
+        );
+        return s;
     }
     let limits = a.queue(queue).and_then(|q| q.args.as_ref());
     let mut parts = Vec::new();
