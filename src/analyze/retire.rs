@@ -217,6 +217,7 @@ impl Analyzer {
         // is no one's evidence: keep the last such entry and what follows.
         let oldest_epoch = self.consumers.iter().map(|c| c.epoch).min();
         for d in &mut self.routing.destinations {
+            d.last_conn = remap_conn(d.last_conn);
             for e in &mut d.after {
                 e.2 = remap_conn(e.2);
             }
@@ -235,6 +236,9 @@ impl Analyzer {
         for q in self.queues.values_mut() {
             if let Some((_, c)) = &mut q.deleted {
                 *c = remap_conn(*c);
+            }
+            if let Some(sole) = &mut q.sole {
+                sole.conn = remap_conn(sole.conn);
             }
         }
         self.by_conn.clear();

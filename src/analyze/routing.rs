@@ -31,7 +31,7 @@ pub(crate) struct Destination {
     pub routing_key: String,
     pub count: u64,
     pub last: Mark,
-    /// The connection of the last publish.
+    /// The connection of the last publish (renumbered when connections retire).
     pub last_conn: u32,
     /// The first publish after each consumer registration epoch, as (epoch, mark, conn):
     /// the first publish after a consumer's consume-ok is the first entry whose

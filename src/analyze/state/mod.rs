@@ -322,7 +322,8 @@ pub(crate) struct QueueInfo {
 /// that moment, to subtract from the counts at the end.
 #[derive(Debug, Clone)]
 pub(crate) struct SoleConsumers {
-    /// The queue.declare-ok, and the connection it came on.
+    /// The queue.declare-ok, and the connection it came on (renumbered when
+    /// connections retire).
     pub at: Mark,
     pub conn: u32,
     pub consumer_count: u32,

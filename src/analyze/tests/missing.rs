@@ -132,3 +132,52 @@ fn a_redelivery_does_not_count_as_a_publish_delivered() {
         &["unless a consumer outside the capture registered since"],
     );
 }
+
+#[test]
+fn publisher_connections_retired_since_leave_the_rule_naming_the_last_publisher() {
+    // A long run: 1 500 short publisher connections, each one publish
+    // delivered and acked, each ending without connection.close; then a last
+    // publisher whose second publish never comes. The old ones retire while
+    // it stays, which renumbers the connections that stay: the rule must
+    // still name the last publisher, not whichever took its number.
+    let (mut s, p, w) = Sim::with_worker_and_publisher((5107, 5108), "work", "w", 8);
+    declare_counting(&mut s, p, "work", 1);
+    let mut tag = 0;
+    let mut publish_delivered = |s: &mut Sim, pi: Conn| {
+        publisher(s, pi);
+        s.publish(pi, 1, "", "work");
+        tag += 1;
+        s.deliver(w, 1, "w", tag, false, None);
+        s.ack(w, 1, tag, false);
+    };
+    for i in 0..1_500u16 {
+        s.at(1.0 + f64::from(i) * 0.01);
+        let pi = conn(20_000 + i);
+        publish_delivered(&mut s, pi);
+        s.event(pi, Dir::C2S, EventKind::TcpClose);
+    }
+    s.at(30.0);
+    let last = conn(30_000);
+    publish_delivered(&mut s, last);
+    s.publish(last, 1, "", "work");
+    s.event(last, Dir::C2S, EventKind::TcpClose);
+    // Ten seconds after their end the old ones retire; the last is 8 s old.
+    s.at(38.0);
+    for _ in 0..5_000 {
+        s.heartbeat(w, Dir::S2C);
+    }
+    let an = s.analysis();
+    assert!(an.retired.connections >= 1_000, "{:?}", an.retired);
+    let v = consumer_verdict(&an, "w");
+    assert_kind_certainty(v, VerdictKind::PublishedNotDelivered, Certainty::Certain);
+    assert_says(
+        v,
+        &[
+            "1 of the 1502 message(s)",
+            "1501 delivered since",
+            &format!("its connection {last} ended with TCP FIN"),
+        ],
+    );
+    let publish = v.evidence.iter().find(|e| e.method == "basic.publish");
+    assert_eq!(publish.map(|e| e.conn), Some(Some(last)), "{v:#?}");
+}

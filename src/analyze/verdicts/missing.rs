@@ -200,8 +200,9 @@ fn cause(
     evidence: &mut Vec<EvidenceRef>,
 ) -> String {
     let a = ctx.a;
-    let publisher = &a.conns[last.last_conn as usize];
-    if let (None, Some(end)) = (&publisher.close, &publisher.tcp_end) {
+    // A retired publisher's end is in its own verdict, no longer here.
+    let publisher = a.conns.get(last.last_conn as usize);
+    if let Some((publisher, None, Some(end))) = publisher.map(|p| (p, &p.close, &p.tcp_end)) {
         let kind = match end.kind {
             TcpEndKind::Fin => ("FIN", "tcp.close"),
             TcpEndKind::Rst => ("RST", "tcp.reset"),
