@@ -5,12 +5,12 @@
 use crate::event::{Dir, Method, MethodKind};
 
 use super::super::routing::MAX_BINDINGS_PER_QUEUE;
+use super::super::state::{Mark, QueueArgs, QueueInfo, SoleConsumers, Step};
+use super::super::Analyzer;
 
 /// Destinations past which a queue.declare-ok keeps no baseline (each one
 /// keeps two counts per destination).
 const MAX_SOLE_DESTINATIONS: usize = 256;
-use super::super::state::{Mark, QueueArgs, QueueInfo, SoleConsumers, Step};
-use super::super::Analyzer;
 
 impl Analyzer {
     pub(super) fn on_queue(&mut self, ci: u32, dir: Dir, mark: Mark, ch: u16, m: &Method) {
@@ -114,12 +114,7 @@ impl Analyzer {
                     && (cs.marks[Step::ConsumeOk].is_some() || cs.nowait)
                     && (vhost.is_none() || self.vhost_of(cs.conn) == vhost)
             })
-            .map(|cs| {
-                (
-                    cs.serial,
-                    cs.counts.deliveries.saturating_sub(cs.counts.redelivered),
-                )
-            })
+            .map(|cs| (cs.serial, cs.first_deliveries()))
             .collect();
         if consumers.len() != n as usize {
             return None;

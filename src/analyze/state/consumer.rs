@@ -80,6 +80,13 @@ impl IndexMut<Step> for ConsumerMarks {
 }
 
 impl ConsumerState {
+    /// Deliveries not flagged `redelivered`: messages it was the first to get.
+    pub(crate) fn first_deliveries(&self) -> u64 {
+        self.counts
+            .deliveries
+            .saturating_sub(self.counts.redelivered)
+    }
+
     /// The per-consumer prefetch_count in force, when it limits anything.
     pub(crate) fn prefetch_limit(&self) -> Option<u32> {
         match &self.qos.per_consumer {

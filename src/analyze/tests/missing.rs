@@ -31,13 +31,12 @@ fn three_published_one_delivered(consumers: u32) -> (Sim, Conn, Conn, u64, u64) 
 #[test]
 fn publishes_to_a_sole_consumer_with_room_never_delivered_are_named_with_the_abrupt_close() {
     let (mut s, _p, w, declare_ok, last) = three_published_one_delivered(1);
-    s.at(61.0);
-    s.heartbeat(w, Dir::S2C);
-    let v = s.consumer("w");
-    assert_kind_certainty(&v, VerdictKind::PublishedNotDelivered, Certainty::Certain);
+    let an = s.heartbeat_at(61.0, w, Dir::S2C);
+    let v = consumer_verdict(&an, "w");
+    assert_kind_certainty(v, VerdictKind::PublishedNotDelivered, Certainty::Certain);
     assert_eq!(v.frame, Some(last), "{v:#?}");
     assert_says(
-        &v,
+        v,
         &[
             "2 of the 3 message(s) published to queue 'tasks'",
             "were never delivered",
@@ -60,23 +59,20 @@ fn publishes_to_a_sole_consumer_with_room_never_delivered_are_named_with_the_abr
 #[test]
 fn within_the_time_threshold_it_is_uncertain_and_within_a_second_nothing() {
     let (mut s, _p, w, _, _) = three_published_one_delivered(1);
-    s.at(0.6);
-    s.heartbeat(w, Dir::S2C);
-    assert_kind(&s.consumer("w"), VerdictKind::Healthy);
-    s.at(2.0);
-    s.heartbeat(w, Dir::S2C);
-    let v = s.consumer("w");
-    assert_kind_certainty(&v, VerdictKind::PublishedNotDelivered, Certainty::Uncertain);
-    assert_says(&v, &["a delivery may still come, certain after 5.00 s"]);
+    let an = s.heartbeat_at(0.6, w, Dir::S2C);
+    assert_kind(consumer_verdict(&an, "w"), VerdictKind::Healthy);
+    let an = s.heartbeat_at(2.0, w, Dir::S2C);
+    let v = consumer_verdict(&an, "w");
+    assert_kind_certainty(v, VerdictKind::PublishedNotDelivered, Certainty::Uncertain);
+    assert_says(v, &["a delivery may still come, certain after 5.00 s"]);
 }
 
 #[test]
 fn a_consumer_count_above_the_consumers_seen_proves_nothing() {
     // Another consumer, outside the capture, may have taken the other two.
     let (mut s, _p, w, _, _) = three_published_one_delivered(2);
-    s.at(61.0);
-    s.heartbeat(w, Dir::S2C);
-    assert_kind(&s.consumer("w"), VerdictKind::Healthy);
+    let an = s.heartbeat_at(61.0, w, Dir::S2C);
+    assert_kind(consumer_verdict(&an, "w"), VerdictKind::Healthy);
 }
 
 #[test]
@@ -85,9 +81,8 @@ fn every_publish_delivered_is_healthy() {
     s.deliver(w, 1, "w", 2, false, None);
     s.deliver(w, 1, "w", 3, false, None);
     s.ack(w, 1, 3, true);
-    s.at(61.0);
-    s.heartbeat(w, Dir::S2C);
-    assert_kind(&s.consumer("w"), VerdictKind::Healthy);
+    let an = s.heartbeat_at(61.0, w, Dir::S2C);
+    assert_kind(consumer_verdict(&an, "w"), VerdictKind::Healthy);
 }
 
 #[test]
@@ -103,9 +98,8 @@ fn a_window_that_had_room_again_only_just_now_is_not_evidence() {
     s.deliver(w, 1, "w", 1, false, None);
     s.at(60.0);
     s.ack(w, 1, 1, false);
-    s.at(60.3);
-    s.heartbeat(w, Dir::S2C);
-    let v = s.consumer("w");
+    let an = s.heartbeat_at(60.3, w, Dir::S2C);
+    let v = consumer_verdict(&an, "w");
     assert_ne!(v.verdict, VerdictKind::PublishedNotDelivered, "{v:#?}");
 }
 
@@ -121,14 +115,13 @@ fn a_redelivery_does_not_count_as_a_publish_delivered() {
     s.nack(w, 1, 1, true);
     s.deliver(w, 1, "w", 2, true, None);
     s.ack(w, 1, 2, false);
-    s.at(30.0);
-    s.heartbeat(w, Dir::S2C);
-    let v = s.consumer("w");
-    assert_kind_certainty(&v, VerdictKind::PublishedNotDelivered, Certainty::Certain);
-    assert_says(&v, &["1 of the 2 message(s)", "1 delivered since"]);
+    let an = s.heartbeat_at(30.0, w, Dir::S2C);
+    let v = consumer_verdict(&an, "w");
+    assert_kind_certainty(v, VerdictKind::PublishedNotDelivered, Certainty::Certain);
+    assert_says(v, &["1 of the 2 message(s)", "1 delivered since"]);
     // No close of the publisher is seen: the wording says what else it can be.
     assert_says(
-        &v,
+        v,
         &["unless a consumer outside the capture registered since"],
     );
 }

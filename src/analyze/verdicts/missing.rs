@@ -171,7 +171,7 @@ fn delivered_since(
         .iter()
         .filter(|c| c.queue.as_deref() == Some(queue) && same_vhost(c.conn))
         .map(|c| {
-            let first = c.counts.deliveries.saturating_sub(c.counts.redelivered);
+            let first = c.first_deliveries();
             match sole
                 .consumers
                 .iter()
