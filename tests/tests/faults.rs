@@ -447,3 +447,111 @@ fn proxy_faults_against_a_private_rabbitmq() {
     broker_restart_with_fifty_clients(&broker, &rt);
     eprintln!("all fault scenarios after {:?}", t0.elapsed());
 }
+
+/// Bytes a peer's socket has not sent yet (`TIOCOUTQ`).
+fn unsent(s: &TcpStream) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ writes one int through the pointer; the descriptor is open.
+    let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    assert_eq!(r, 0, "TIOCOUTQ: {}", std::io::Error::last_os_error());
+    n as usize
+}
+
+/// A scripted fake broker, for a failure RabbitMQ cannot be made to produce
+/// on cue: it sends 512 KiB to a client that reads nothing yet, gives the
+/// proxy's kernel time to take what it will, then resets the connection.
+/// Every byte the proxy took reaches the client before the reset does: the
+/// proxy hands over what it holds before it resets the client's side (a
+/// reset with zero linger discards a socket's unsent bytes). The proxy sees
+/// the reset on reading from the broker.
+#[test]
+fn every_byte_taken_before_a_broker_reset_reaches_the_client() {
+    broker_resets(512 << 10, false);
+}
+
+/// As above, with more than the proxy's socket buffers hold (the proxy still
+/// has the broker's bytes to read when the reset comes), and a client that
+/// writes after the reset: the proxy sees the reset on writing to the broker,
+/// and goes on reading what the broker sent before it.
+#[test]
+fn every_byte_taken_before_a_broker_reset_reaches_a_client_that_writes() {
+    broker_resets(32 << 20, true);
+}
+
+fn broker_resets(sent: usize, client_writes: bool) {
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = listener.local_addr().unwrap().to_string();
+    let proxy = Proxy::start(&upstream, &["--format", "jsonl", "-o", OUT]);
+    let mut client = TcpStream::connect(proxy.addr).unwrap();
+    let (mut broker, _) = listener.accept().unwrap();
+    broker.set_nonblocking(true).unwrap();
+    let data: Vec<u8> = (0..sent).map(|i| (i % 251) as u8).collect();
+    let mut written = 0;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while written < sent && Instant::now() < deadline {
+        match broker.write(&data[written..]) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => panic!("fake broker write: {e}"),
+        }
+    }
+    // Until the proxy's side stops taking bytes (the client reads nothing).
+    let mut last = usize::MAX;
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = unsent(&broker);
+        if now == last || now == 0 {
+            break;
+        }
+        last = now;
+    }
+    let taken = written - unsent(&broker);
+    // Reset: SO_LINGER 0 and close (what was not taken is discarded).
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid linger struct of its own size on an open descriptor.
+    let r = unsafe {
+        libc::setsockopt(
+            broker.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0);
+    drop(broker);
+    assert!(taken > 64 << 10, "the proxy took only {taken} bytes");
+    std::thread::sleep(Duration::from_millis(200));
+    if client_writes {
+        client.write_all(b"x").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (mut got, mut buf) = (Vec::new(), vec![0u8; 64 << 10]);
+    let end = loop {
+        match client.read(&mut buf) {
+            Ok(0) => break "eof".to_string(),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => break e.to_string(),
+        }
+    };
+    assert_eq!(
+        got.len(),
+        taken,
+        "the fake broker sent {written} bytes, the proxy took {taken}, the client got {} \
+         before {end}; proxy stderr:\n{}",
+        got.len(),
+        proxy.stderr()
+    );
+    assert!(got == data[..taken], "the bytes differ from those sent");
+    assert!(end.contains("reset"), "the client saw {end}, not the reset");
+}

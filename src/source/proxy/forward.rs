@@ -1,7 +1,9 @@
 //! Forwarding: the accept loop (a connection limit within the descriptor
 //! budget, back-off on failed accepts), one task per connection that
 //! connects upstream and pumps bytes both ways, TCP's half-close and reset
-//! passed through, and the drain on shutdown ([`run`], [`ProxyConfig`]).
+//! passed through (a reset only once the other side has every byte taken
+//! before it, [`RESET_GRACE`]), and the drain on shutdown ([`run`],
+//! [`ProxyConfig`]).
 //! Bytes are written before their copy is offered to the trace channel.
 //! Either side may be TLS ([`super::tls`]): the handshakes happen here,
 //! before the first byte is forwarded, and only plaintext is forwarded and
@@ -9,7 +11,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +33,13 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A write that makes no progress for this long is reported (`TraceKind::WriteStalled`):
 /// peers on a working connection take bytes within milliseconds.
 pub const WRITE_STALL: Duration = Duration::from_secs(1);
+/// When one side of a connection fails, how long the proxy goes on handing
+/// the other side what it already took (bytes the failed side sent before
+/// failing, bytes still in the kernel's send queue) before it resets that
+/// side too: as long as the receiver takes bytes, until it has taken none
+/// for this long. A reset with zero linger discards unsent bytes, and a
+/// direct peer would have had them before the reset.
+pub const RESET_GRACE: Duration = Duration::from_secs(1);
 /// How long the accept loop waits after a failed accept (EMFILE: out of descriptors).
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// The largest `max_connections` honoured (two 32 KiB buffers each, so 64 GiB
@@ -252,11 +261,14 @@ async fn serve(
     trace.try_control(TraceMsg::now(&info, Dir::C2S, TraceKind::Open));
     let mut client = client;
     let mut upstream = upstream;
+    // Set when a direction fails: the other then passes no FIN on (the
+    // failed side's end is a reset, which follows).
+    let failed = AtomicBool::new(false);
     let failure = {
         let (mut cr, mut cw) = client.halves();
         let (mut ur, mut uw) = upstream.halves();
-        let c2s = pump(&mut cr, &mut uw, Dir::C2S, &info, trace);
-        let s2c = pump(&mut ur, &mut cw, Dir::S2C, &info, trace);
+        let c2s = pump(&mut cr, &mut uw, Dir::C2S, &info, trace, &failed);
+        let s2c = pump(&mut ur, &mut cw, Dir::S2C, &info, trace, &failed);
         tokio::pin!(c2s, s2c);
         let (mut c2s_done, mut s2c_done) = (false, false);
         let mut failure: Option<(Dir, Outcome)> = None;
@@ -264,16 +276,29 @@ async fn serve(
             tokio::select! {
                 r = &mut c2s, if !c2s_done => {
                     c2s_done = true;
-                    if !matches!(r, Outcome::Eof) { failure = Some((Dir::C2S, r)); }
+                    if !matches!(r, Outcome::Eof) { failure = Some((Dir::C2S, r)); failed.store(true, Ordering::Relaxed); }
                 }
                 r = &mut s2c, if !s2c_done => {
                     s2c_done = true;
-                    if !matches!(r, Outcome::Eof) { failure = Some((Dir::S2C, r)); }
+                    if !matches!(r, Outcome::Eof) { failure = Some((Dir::S2C, r)); failed.store(true, Ordering::Relaxed); }
                 }
                 _ = stop_rx.wait_for(|s| *s) => {
                     break;
                 }
             }
+        }
+        // A side that failed on a write may have sent bytes before failing:
+        // the other direction reads them from it and hands them on, until
+        // its own end or error.
+        if let Some((dir, Outcome::WriteFailed(_))) = &failure {
+            let rest = async {
+                match dir {
+                    Dir::C2S if !s2c_done => Some((&mut s2c).await),
+                    Dir::S2C if !c2s_done => Some((&mut c2s).await),
+                    _ => None,
+                }
+            };
+            let _ = tokio::time::timeout(RESET_GRACE, rest).await;
         }
         failure
     };
@@ -290,7 +315,13 @@ async fn serve(
             ?failed_dir,
             "connection reset: {error}"
         );
-        // Reset the other side so that it sees what a direct peer would have seen.
+        // Reset the other side so that it sees what a direct peer would have
+        // seen: every byte forwarded, then the reset.
+        let survivor = match failed_dir {
+            Dir::S2C => &client,
+            Dir::C2S => &upstream,
+        };
+        until_acknowledged(survivor).await;
         let _ = client.tcp().set_zero_linger();
         let _ = upstream.tcp().set_zero_linger();
         drop(client);
@@ -311,6 +342,24 @@ async fn serve(
     trace
         .control(TraceMsg::now(&info, Dir::C2S, TraceKind::Closed))
         .await;
+}
+
+/// Waits until the peer of `socket` has acknowledged every byte written to
+/// it, while it takes bytes at all: a peer that takes none for
+/// [`RESET_GRACE`] is not reading, and its unsent bytes are given up.
+async fn until_acknowledged(socket: &Socket) {
+    let mut last = usize::MAX;
+    let mut progress = tokio::time::Instant::now();
+    while let Some(n) = socket.unacknowledged().filter(|&n| n > 0) {
+        if n < last {
+            last = n;
+            progress = tokio::time::Instant::now();
+        } else if progress.elapsed() >= RESET_GRACE {
+            tracing::debug!("{n} bytes unacknowledged after {RESET_GRACE:?}: reset anyway");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// Connects to the first address of the upstream that answers, then
@@ -352,13 +401,15 @@ async fn connect_upstream(
 }
 
 /// Forwards one direction until EOF or an error. Bytes are written before
-/// their copy is offered to the tracer.
+/// their copy is offered to the tracer. An EOF after `failed` is set (the
+/// other direction failed, and with it the connection) is not passed on.
 async fn pump<R, W>(
     rd: &mut R,
     wr: &mut W,
     dir: Dir,
     info: &Arc<ConnInfo>,
     trace: &TraceTx,
+    failed: &AtomicBool,
 ) -> Outcome
 where
     R: tokio::io::AsyncRead + Unpin,
@@ -368,6 +419,7 @@ where
     let mut offset: u64 = 0;
     loop {
         let n = match rd.read(&mut buf).await {
+            Ok(0) if failed.load(Ordering::Relaxed) => return Outcome::Eof,
             Ok(0) => {
                 // Half-close: pass the FIN on and keep the other direction going.
                 let r = wr.shutdown().await;

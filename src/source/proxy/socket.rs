@@ -30,6 +30,23 @@ impl Socket {
         }
     }
 
+    /// Bytes written to the TCP socket that its peer has not acknowledged
+    /// yet (`TIOCOUTQ`: unsent, or sent and in flight); None where the
+    /// kernel does not tell. A reset with zero linger discards them.
+    pub fn unacknowledged(&self) -> Option<usize> {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let mut n: libc::c_int = 0;
+            // SAFETY: TIOCOUTQ writes one int through the pointer; the
+            // descriptor is open while `self` lives.
+            let r = unsafe { libc::ioctl(self.tcp().as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+            (r == 0).then(|| usize::try_from(n).unwrap_or(0))
+        }
+        #[cfg(not(target_os = "linux"))]
+        None
+    }
+
     /// Both halves, borrowed: plain TCP splits without a lock; TLS shares
     /// one session between them (tokio's split, locked per poll).
     pub fn halves(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
