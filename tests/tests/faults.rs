@@ -479,71 +479,42 @@ fn every_byte_taken_before_a_broker_reset_reaches_a_client_that_writes() {
     broker_resets(32 << 20, true);
 }
 
+/// The mirror image: a client sends up to 32 MiB to a broker that reads
+/// nothing yet, then resets; the scripted broker then reads every byte the
+/// proxy took, then the reset.
+#[test]
+fn every_byte_taken_before_a_client_reset_reaches_the_broker() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = listener.local_addr().unwrap().to_string();
+    let proxy = Proxy::start(&upstream, &["--format", "jsonl", "-o", OUT]);
+    let client = TcpStream::connect(proxy.addr).unwrap();
+    let (broker, _) = listener.accept().unwrap();
+    let (data, written, taken) = send_then_reset(client, 32 << 20);
+    let (got, end) = read_to_end_or_error(broker);
+    assert_eq!(
+        got.len(),
+        taken,
+        "the client sent {written} bytes, the proxy took {taken}, the broker got {} \
+         before {end}; proxy stderr:\n{}",
+        got.len(),
+        proxy.stderr()
+    );
+    assert!(got == data[..taken], "the bytes differ from those sent");
+    assert!(end.contains("reset"), "the broker saw {end}, not the reset");
+}
+
 fn broker_resets(sent: usize, client_writes: bool) {
-    use std::os::fd::AsRawFd;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let upstream = listener.local_addr().unwrap().to_string();
     let proxy = Proxy::start(&upstream, &["--format", "jsonl", "-o", OUT]);
     let mut client = TcpStream::connect(proxy.addr).unwrap();
-    let (mut broker, _) = listener.accept().unwrap();
-    broker.set_nonblocking(true).unwrap();
-    let data: Vec<u8> = (0..sent).map(|i| (i % 251) as u8).collect();
-    let mut written = 0;
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while written < sent && Instant::now() < deadline {
-        match broker.write(&data[written..]) {
-            Ok(n) => written += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(5))
-            }
-            Err(e) => panic!("fake broker write: {e}"),
-        }
-    }
-    // Until the proxy's side stops taking bytes (the client reads nothing).
-    let mut last = usize::MAX;
-    loop {
-        std::thread::sleep(Duration::from_millis(100));
-        let now = unsent(&broker);
-        if now == last || now == 0 {
-            break;
-        }
-        last = now;
-    }
-    let taken = written - unsent(&broker);
-    // Reset: SO_LINGER 0 and close (what was not taken is discarded).
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a valid linger struct of its own size on an open descriptor.
-    let r = unsafe {
-        libc::setsockopt(
-            broker.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(r, 0);
-    drop(broker);
-    assert!(taken > 64 << 10, "the proxy took only {taken} bytes");
-    std::thread::sleep(Duration::from_millis(200));
+    let (broker, _) = listener.accept().unwrap();
+    let (data, written, taken) = send_then_reset(broker, sent);
     if client_writes {
         client.write_all(b"x").unwrap();
         std::thread::sleep(Duration::from_millis(100));
     }
-    client
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let (mut got, mut buf) = (Vec::new(), vec![0u8; 64 << 10]);
-    let end = loop {
-        match client.read(&mut buf) {
-            Ok(0) => break "eof".to_string(),
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) => break e.to_string(),
-        }
-    };
+    let (got, end) = read_to_end_or_error(client);
     assert_eq!(
         got.len(),
         taken,
@@ -554,4 +525,68 @@ fn broker_resets(sent: usize, client_writes: bool) {
     );
     assert!(got == data[..taken], "the bytes differ from those sent");
     assert!(end.contains("reset"), "the client saw {end}, not the reset");
+}
+
+/// Writes up to `sent` bytes to `peer` for at most 2 s, waits until the
+/// proxy's side takes no more (nobody reads on the far side), then resets
+/// (`SO_LINGER` 0: what was not taken is discarded). Returns the bytes, how
+/// many were written, and how many the proxy's side had taken.
+fn send_then_reset(mut peer: TcpStream, sent: usize) -> (Vec<u8>, usize, usize) {
+    use std::os::fd::AsRawFd;
+    peer.set_nonblocking(true).unwrap();
+    let data: Vec<u8> = (0..sent).map(|i| (i % 251) as u8).collect();
+    let mut written = 0;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while written < sent && Instant::now() < deadline {
+        match peer.write(&data[written..]) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => panic!("scripted peer write: {e}"),
+        }
+    }
+    let mut last = usize::MAX;
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = unsent(&peer);
+        if now == last || now == 0 {
+            break;
+        }
+        last = now;
+    }
+    let taken = written - unsent(&peer);
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid linger struct of its own size on an open descriptor.
+    let r = unsafe {
+        libc::setsockopt(
+            peer.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0);
+    drop(peer);
+    assert!(taken > 64 << 10, "the proxy took only {taken} bytes");
+    std::thread::sleep(Duration::from_millis(200));
+    (data, written, taken)
+}
+
+/// Everything `s` reads until EOF or an error, and which ended it.
+fn read_to_end_or_error(mut s: TcpStream) -> (Vec<u8>, String) {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (mut got, mut buf) = (Vec::new(), vec![0u8; 64 << 10]);
+    let end = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break "eof".to_string(),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => break e.to_string(),
+        }
+    };
+    (got, end)
 }
