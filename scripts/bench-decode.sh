@@ -6,7 +6,8 @@
 # Without CAPTURE: target/captures/large.pcap, its variant made of segments of at most
 # 100 bytes, target/captures/large-small-segments.pcap, and the nack/requeue storm of tiny
 # frames, target/captures/storm.pcap (all made by scripts/make-captures.sh when absent),
-# one table each. For each tool/mode it prints wall time, MB/s, packets/s,
+# one table each, after what moving data between the cores costs (scripts/cross-core.c).
+# For each tool/mode it prints wall time, MB/s, packets/s,
 # AMQP frames/s, peak RSS, CPU seconds (user + system, every thread) and the ratio of
 # amqptrace's MB/s to tshark's in the same table. Each amqptrace format runs twice: with
 # --threads 1 (everything on one thread, the default) and with one worker per core.
@@ -53,6 +54,12 @@ BIN=target/release/amqptrace
 THREADS=$(nproc)
 TIME=/usr/bin/time
 [ -x "$TIME" ] || { echo "needs GNU time (apt-get install time)" >&2; exit 1; }
+# What moving data between cores costs here, the yardstick of the --threads rows (it
+# changes with where the host puts the vCPUs): scripts/cross-core.c, when gcc is there.
+if [ "$THREADS" -ge 2 ] && command -v gcc >/dev/null; then
+    gcc -O2 -pthread scripts/cross-core.c -o target/cross-core \
+        && target/cross-core | sed 's/^/cores: /'
+fi
 
 # run LIMIT LABEL CMD...: times CMD (stdout discarded), prints a row. The first row of a
 # table (tshark) is the anchor of the x_tshark column. Wall time comes from bash's

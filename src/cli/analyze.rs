@@ -85,9 +85,9 @@ pub struct CaptureOptions {
     /// any N; the one exception (a connection left unclassified behind tens of thousands of
     /// other events) is in README "Performance". 1 runs everything on one thread, as before
     /// there were threads, and is the default: on the 2-core machine amqptrace is measured
-    /// on, 2 threads take about 2x the time and 3-4x the CPU of one (the segments and
-    /// events crossing cores cost more than the decoding they share out; README
-    /// "Performance" has the figures).
+    /// on, 2 threads take about 2x the time and 3-4x the CPU of one (splitting each
+    /// packet's work between threads costs more than the decoding it shares out, even
+    /// with no event handed over; README "Performance" has the figures).
     #[arg(long, value_name = "N", default_value = "1")]
     pub threads: std::num::NonZeroUsize,
 }
