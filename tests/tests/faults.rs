@@ -467,7 +467,7 @@ fn unsent(s: &TcpStream) -> usize {
 /// the reset on reading from the broker.
 #[test]
 fn every_byte_taken_before_a_broker_reset_reaches_the_client() {
-    broker_resets(512 << 10, false);
+    broker_resets(512 << 10, false, Duration::ZERO);
 }
 
 /// As above, with more than the proxy's socket buffers hold (the proxy still
@@ -476,7 +476,15 @@ fn every_byte_taken_before_a_broker_reset_reaches_the_client() {
 /// and goes on reading what the broker sent before it.
 #[test]
 fn every_byte_taken_before_a_broker_reset_reaches_a_client_that_writes() {
-    broker_resets(32 << 20, true);
+    broker_resets(32 << 20, true, Duration::ZERO);
+}
+
+/// As above, with a client that reads slowly (16 KiB at a time, 20 ms
+/// apart: several seconds for what the proxy holds): the proxy goes on as
+/// long as it moves bytes, not for a fixed time.
+#[test]
+fn every_byte_taken_before_a_broker_reset_reaches_a_slow_client() {
+    broker_resets(32 << 20, true, Duration::from_millis(20));
 }
 
 /// The mirror image: a client sends up to 32 MiB to a broker that reads
@@ -490,7 +498,7 @@ fn every_byte_taken_before_a_client_reset_reaches_the_broker() {
     let client = TcpStream::connect(proxy.addr).unwrap();
     let (broker, _) = listener.accept().unwrap();
     let (data, written, taken) = send_then_reset(client, 32 << 20);
-    let (got, end) = read_to_end_or_error(broker);
+    let (got, end) = read_to_end_or_error(broker, Duration::ZERO);
     assert_eq!(
         got.len(),
         taken,
@@ -503,7 +511,7 @@ fn every_byte_taken_before_a_client_reset_reaches_the_broker() {
     assert!(end.contains("reset"), "the broker saw {end}, not the reset");
 }
 
-fn broker_resets(sent: usize, client_writes: bool) {
+fn broker_resets(sent: usize, client_writes: bool, client_pause: Duration) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let upstream = listener.local_addr().unwrap().to_string();
     let proxy = Proxy::start(&upstream, &["--format", "jsonl", "-o", OUT]);
@@ -514,7 +522,7 @@ fn broker_resets(sent: usize, client_writes: bool) {
         client.write_all(b"x").unwrap();
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (got, end) = read_to_end_or_error(client);
+    let (got, end) = read_to_end_or_error(client, client_pause);
     assert_eq!(
         got.len(),
         taken,
@@ -577,16 +585,19 @@ fn send_then_reset(mut peer: TcpStream, sent: usize) -> (Vec<u8>, usize, usize) 
     (data, written, taken)
 }
 
-/// Everything `s` reads until EOF or an error, and which ended it.
-fn read_to_end_or_error(mut s: TcpStream) -> (Vec<u8>, String) {
+/// Everything `s` reads until EOF or an error, and which ended it; with a
+/// `pause`, 16 KiB at a time and the pause after each read.
+fn read_to_end_or_error(mut s: TcpStream, pause: Duration) -> (Vec<u8>, String) {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let (mut got, mut buf) = (Vec::new(), vec![0u8; 64 << 10]);
+    let size = if pause.is_zero() { 64 << 10 } else { 16 << 10 };
+    let (mut got, mut buf) = (Vec::new(), vec![0u8; size]);
     let end = loop {
         match s.read(&mut buf) {
             Ok(0) => break "eof".to_string(),
             Ok(n) => got.extend_from_slice(&buf[..n]),
             Err(e) => break e.to_string(),
         }
+        std::thread::sleep(pause);
     };
     (got, end)
 }

@@ -11,6 +11,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,11 +34,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A write that makes no progress for this long is reported (`TraceKind::WriteStalled`):
 /// peers on a working connection take bytes within milliseconds.
 pub const WRITE_STALL: Duration = Duration::from_secs(1);
-/// When one side of a connection fails, how long the proxy goes on handing
-/// the other side what it already took (bytes the failed side sent before
-/// failing, bytes still in the kernel's send queue) before it resets that
-/// side too: as long as the receiver takes bytes, until it has taken none
-/// for this long. A reset with zero linger discards unsent bytes, and a
+/// When one side of a connection fails, the proxy goes on handing the other
+/// side what it already took (bytes the failed side sent before failing,
+/// bytes still in the kernel's send queue) before it resets that side too:
+/// as long as the receiver takes bytes, until it has taken none for this
+/// long. A reset with zero linger discards unsent bytes, and a
 /// direct peer would have had them before the reset.
 pub const RESET_GRACE: Duration = Duration::from_secs(1);
 /// How long the accept loop waits after a failed accept (EMFILE: out of descriptors).
@@ -261,14 +262,13 @@ async fn serve(
     trace.try_control(TraceMsg::now(&info, Dir::C2S, TraceKind::Open));
     let mut client = client;
     let mut upstream = upstream;
-    // Set when a direction fails: the other then passes no FIN on (the
-    // failed side's end is a reset, which follows).
-    let failed = AtomicBool::new(false);
+    let sides = Sides::default();
+    let fds = (client.tcp().as_raw_fd(), upstream.tcp().as_raw_fd());
     let failure = {
         let (mut cr, mut cw) = client.halves();
         let (mut ur, mut uw) = upstream.halves();
-        let c2s = pump(&mut cr, &mut uw, Dir::C2S, &info, trace, &failed);
-        let s2c = pump(&mut ur, &mut cw, Dir::S2C, &info, trace, &failed);
+        let c2s = pump(&mut cr, &mut uw, Dir::C2S, &info, trace, &sides);
+        let s2c = pump(&mut ur, &mut cw, Dir::S2C, &info, trace, &sides);
         tokio::pin!(c2s, s2c);
         let (mut c2s_done, mut s2c_done) = (false, false);
         let mut failure: Option<(Dir, Outcome)> = None;
@@ -276,11 +276,11 @@ async fn serve(
             tokio::select! {
                 r = &mut c2s, if !c2s_done => {
                     c2s_done = true;
-                    if !matches!(r, Outcome::Eof) { failure = Some((Dir::C2S, r)); failed.store(true, Ordering::Relaxed); }
+                    if !matches!(r, Outcome::Eof) { failure = Some((Dir::C2S, r)); sides.failed.store(true, Ordering::Relaxed); }
                 }
                 r = &mut s2c, if !s2c_done => {
                     s2c_done = true;
-                    if !matches!(r, Outcome::Eof) { failure = Some((Dir::S2C, r)); failed.store(true, Ordering::Relaxed); }
+                    if !matches!(r, Outcome::Eof) { failure = Some((Dir::S2C, r)); sides.failed.store(true, Ordering::Relaxed); }
                 }
                 _ = stop_rx.wait_for(|s| *s) => {
                     break;
@@ -289,7 +289,7 @@ async fn serve(
         }
         // A side that failed on a write may have sent bytes before failing:
         // the other direction reads them from it and hands them on, until
-        // its own end or error.
+        // its own end or error, as long as it moves bytes.
         if let Some((dir, Outcome::WriteFailed(_))) = &failure {
             let rest = async {
                 match dir {
@@ -298,7 +298,27 @@ async fn serve(
                     _ => None,
                 }
             };
-            let _ = tokio::time::timeout(RESET_GRACE, rest).await;
+            tokio::pin!(rest);
+            // Its receiver, the side that did not fail: the one it writes to.
+            let receiver = match dir {
+                Dir::C2S => fds.0,
+                Dir::S2C => fds.1,
+            };
+            // Progress: bytes forwarded, or fewer unacknowledged (a writer
+            // waits for a third of a large send buffer to drain).
+            let progress = || {
+                let queued = super::socket::unacknowledged(receiver).unwrap_or(0);
+                (sides.forwarded.load(Ordering::Relaxed), queued)
+            };
+            let mut seen = progress();
+            while tokio::time::timeout(RESET_GRACE, &mut rest).await.is_err() {
+                let now = progress();
+                if now.0 == seen.0 && now.1 >= seen.1 {
+                    tracing::debug!(conn = id, "no byte moved for {RESET_GRACE:?}: reset");
+                    break;
+                }
+                seen = now;
+            }
         }
         failure
     };
@@ -342,6 +362,17 @@ async fn serve(
     trace
         .control(TraceMsg::now(&info, Dir::C2S, TraceKind::Closed))
         .await;
+}
+
+/// What the two directions of one connection tell each other.
+#[derive(Default)]
+struct Sides {
+    /// A direction failed: the other passes no FIN on (the failed side's
+    /// end is a reset, which follows).
+    failed: AtomicBool,
+    /// Bytes forwarded both ways so far: how the wait after a failure sees
+    /// the other direction still at work.
+    forwarded: AtomicU64,
 }
 
 /// Waits until the peer of `socket` has acknowledged every byte written to
@@ -401,15 +432,15 @@ async fn connect_upstream(
 }
 
 /// Forwards one direction until EOF or an error. Bytes are written before
-/// their copy is offered to the tracer. An EOF after `failed` is set (the
-/// other direction failed, and with it the connection) is not passed on.
+/// their copy is offered to the tracer. An EOF after the other direction
+/// failed (and with it the connection, [`Sides::failed`]) is not passed on.
 async fn pump<R, W>(
     rd: &mut R,
     wr: &mut W,
     dir: Dir,
     info: &Arc<ConnInfo>,
     trace: &TraceTx,
-    failed: &AtomicBool,
+    sides: &Sides,
 ) -> Outcome
 where
     R: tokio::io::AsyncRead + Unpin,
@@ -419,7 +450,7 @@ where
     let mut offset: u64 = 0;
     loop {
         let n = match rd.read(&mut buf).await {
-            Ok(0) if failed.load(Ordering::Relaxed) => return Outcome::Eof,
+            Ok(0) if sides.failed.load(Ordering::Relaxed) => return Outcome::Eof,
             Ok(0) => {
                 // Half-close: pass the FIN on and keep the other direction going.
                 let r = wr.shutdown().await;
@@ -469,5 +500,6 @@ where
             .fetch_add(n as u64, Ordering::Relaxed);
         trace.data(info, dir, ts, offset, &buf[..n]);
         offset += n as u64;
+        sides.forwarded.fetch_add(n as u64, Ordering::Relaxed);
     }
 }

@@ -31,20 +31,10 @@ impl Socket {
     }
 
     /// Bytes written to the TCP socket that its peer has not acknowledged
-    /// yet (`TIOCOUTQ`: unsent, or sent and in flight); None where the
-    /// kernel does not tell. A reset with zero linger discards them.
+    /// yet ([`unacknowledged`]).
     pub fn unacknowledged(&self) -> Option<usize> {
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::fd::AsRawFd;
-            let mut n: libc::c_int = 0;
-            // SAFETY: TIOCOUTQ writes one int through the pointer; the
-            // descriptor is open while `self` lives.
-            let r = unsafe { libc::ioctl(self.tcp().as_raw_fd(), libc::TIOCOUTQ, &mut n) };
-            (r == 0).then(|| usize::try_from(n).unwrap_or(0))
-        }
-        #[cfg(not(target_os = "linux"))]
-        None
+        use std::os::fd::AsRawFd;
+        unacknowledged(self.tcp().as_raw_fd())
     }
 
     /// Both halves, borrowed: plain TCP splits without a lock; TLS shares
@@ -60,6 +50,26 @@ impl Socket {
                 (ReadHalf::Tls(r), WriteHalf::Tls(w))
             }
         }
+    }
+}
+
+/// Bytes written to TCP socket `fd` that its peer has not acknowledged yet
+/// (`TIOCOUTQ`: unsent, or sent and in flight); None where the kernel does
+/// not tell (or `fd` is not an open socket). A reset with zero linger
+/// discards them.
+pub fn unacknowledged(fd: std::os::fd::RawFd) -> Option<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        let mut n: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ writes one int through the pointer; on a
+        // descriptor that is not an open socket the call fails, nothing else.
+        let r = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) };
+        (r == 0).then(|| usize::try_from(n).unwrap_or(0))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = fd;
+        None
     }
 }
 
