@@ -448,14 +448,11 @@ fn proxy_faults_against_a_private_rabbitmq() {
     eprintln!("all fault scenarios after {:?}", t0.elapsed());
 }
 
-/// Bytes a peer's socket has not sent yet (`TIOCOUTQ`).
+/// Bytes a peer's socket has not had acknowledged yet (the proxy's own `TIOCOUTQ` reading).
 fn unsent(s: &TcpStream) -> usize {
     use std::os::fd::AsRawFd;
-    let mut n: libc::c_int = 0;
-    // SAFETY: TIOCOUTQ writes one int through the pointer; the descriptor is open.
-    let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
-    assert_eq!(r, 0, "TIOCOUTQ: {}", std::io::Error::last_os_error());
-    n as usize
+    amqptrace::source::proxy::socket::unacknowledged(s.as_raw_fd())
+        .unwrap_or_else(|| panic!("TIOCOUTQ: {}", std::io::Error::last_os_error()))
 }
 
 /// A scripted fake broker, for a failure RabbitMQ cannot be made to produce

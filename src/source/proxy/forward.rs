@@ -11,7 +11,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use super::socket::Socket;
+use super::socket::{unacknowledged, Socket};
 use super::tls::ListenTls;
 use super::{ConnInfo, TraceKind, TraceMsg, TraceTx, Upstream};
 use crate::event::{Dir, Timestamp};
@@ -263,7 +263,13 @@ async fn serve(
     let mut client = client;
     let mut upstream = upstream;
     let sides = Sides::default();
+    // The side that did not fail, when the side sending `failed` did: the
+    // one the proxy goes on writing to before it resets it.
     let fds = (client.tcp().as_raw_fd(), upstream.tcp().as_raw_fd());
+    let survivor = |failed: Dir| match failed {
+        Dir::S2C => fds.0,
+        Dir::C2S => fds.1,
+    };
     let failure = {
         let (mut cr, mut cw) = client.halves();
         let (mut ur, mut uw) = upstream.halves();
@@ -290,7 +296,7 @@ async fn serve(
         // A side that failed on a write may have sent bytes before failing:
         // the other direction reads them from it and hands them on, until
         // its own end or error, as long as it moves bytes.
-        if let Some((dir, Outcome::WriteFailed(_))) = &failure {
+        if let Some((dir, outcome @ Outcome::WriteFailed(_))) = &failure {
             let rest = async {
                 match dir {
                     Dir::C2S if !s2c_done => Some((&mut s2c).await),
@@ -298,36 +304,16 @@ async fn serve(
                     _ => None,
                 }
             };
-            tokio::pin!(rest);
-            // Its receiver, the side that did not fail: the one it writes to.
-            let receiver = match dir {
-                Dir::C2S => fds.0,
-                Dir::S2C => fds.1,
-            };
-            // Progress: bytes forwarded, or fewer unacknowledged (a writer
-            // waits for a third of a large send buffer to drain).
-            let progress = || {
-                let queued = super::socket::unacknowledged(receiver).unwrap_or(0);
-                (sides.forwarded.load(Ordering::Relaxed), queued)
-            };
-            let mut seen = progress();
-            while tokio::time::timeout(RESET_GRACE, &mut rest).await.is_err() {
-                let now = progress();
-                if now.0 == seen.0 && now.1 >= seen.1 {
-                    tracing::debug!(conn = id, "no byte moved for {RESET_GRACE:?}: reset");
-                    break;
-                }
-                seen = now;
-            }
+            let receiver = survivor(failed_side(*dir, outcome));
+            while_moving(id, rest, receiver, &sides.forwarded).await;
         }
         failure
     };
     if let Some((pump_dir, outcome)) = failure {
-        // Which side failed: a read error is the sender's, a write error the receiver's.
-        let (failed_dir, error) = match outcome {
-            Outcome::ReadFailed(e) => (pump_dir, e),
-            Outcome::WriteFailed(e) => (pump_dir.reverse(), e),
-            Outcome::Eof => (pump_dir, io::Error::other("eof")),
+        let failed_dir = failed_side(pump_dir, &outcome);
+        let error = match outcome {
+            Outcome::ReadFailed(e) | Outcome::WriteFailed(e) => e,
+            Outcome::Eof => io::Error::other("eof"),
         };
         tracing::debug!(
             conn = id,
@@ -337,11 +323,13 @@ async fn serve(
         );
         // Reset the other side so that it sees what a direct peer would have
         // seen: every byte forwarded, then the reset.
-        let survivor = match failed_dir {
-            Dir::S2C => &client,
-            Dir::C2S => &upstream,
+        let receiver = survivor(failed_dir);
+        let acknowledged = async {
+            while unacknowledged(receiver).is_some_and(|n| n > 0) {
+                tokio::time::sleep(PROGRESS_TICK).await;
+            }
         };
-        until_acknowledged(survivor).await;
+        while_moving(id, acknowledged, receiver, &sides.forwarded).await;
         let _ = client.tcp().set_zero_linger();
         let _ = upstream.tcp().set_zero_linger();
         drop(client);
@@ -375,21 +363,53 @@ struct Sides {
     forwarded: AtomicU64,
 }
 
-/// Waits until the peer of `socket` has acknowledged every byte written to
-/// it, while it takes bytes at all: a peer that takes none for
-/// [`RESET_GRACE`] is not reading, and its unsent bytes are given up.
-async fn until_acknowledged(socket: &Socket) {
-    let mut last = usize::MAX;
-    let mut progress = tokio::time::Instant::now();
-    while let Some(n) = socket.unacknowledged().filter(|&n| n > 0) {
-        if n < last {
-            last = n;
-            progress = tokio::time::Instant::now();
-        } else if progress.elapsed() >= RESET_GRACE {
-            tracing::debug!("{n} bytes unacknowledged after {RESET_GRACE:?}: reset anyway");
+/// Which side failed, as the direction it sends: a read error is the
+/// sender's, a write error the receiver's.
+fn failed_side(pump_dir: Dir, outcome: &Outcome) -> Dir {
+    match outcome {
+        Outcome::WriteFailed(_) => pump_dir.reverse(),
+        Outcome::ReadFailed(_) | Outcome::Eof => pump_dir,
+    }
+}
+
+/// How often [`while_moving`] looks at the bytes moving.
+const PROGRESS_TICK: Duration = Duration::from_millis(1);
+
+/// Runs `work` (handing a `receiver` what the proxy holds for it) until it
+/// is done or no byte has moved towards the receiver for [`RESET_GRACE`]:
+/// none forwarded (`forwarded`, counted by the pumps) and none newly
+/// acknowledged by it (its unacknowledged bytes at no new low). A writer
+/// on a large send buffer waits for a third of it to drain, so forwarding
+/// alone can pause for longer than the grace while the receiver reads.
+async fn while_moving(
+    conn: u64,
+    work: impl std::future::Future,
+    receiver: RawFd,
+    forwarded: &AtomicU64,
+) {
+    tokio::pin!(work);
+    let mut seen = (forwarded.load(Ordering::Relaxed), usize::MAX);
+    let mut moved = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = &mut work => return,
+            _ = tokio::time::sleep(PROGRESS_TICK) => {}
+        }
+        let now = (
+            forwarded.load(Ordering::Relaxed),
+            unacknowledged(receiver).unwrap_or(0),
+        );
+        if now.0 != seen.0 || now.1 < seen.1 {
+            seen = (now.0, now.1.min(seen.1));
+            moved = tokio::time::Instant::now();
+        } else if moved.elapsed() >= RESET_GRACE {
+            tracing::debug!(
+                conn,
+                "no byte moved for {RESET_GRACE:?}, {} unacknowledged: reset",
+                now.1
+            );
             return;
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 

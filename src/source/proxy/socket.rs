@@ -30,13 +30,6 @@ impl Socket {
         }
     }
 
-    /// Bytes written to the TCP socket that its peer has not acknowledged
-    /// yet ([`unacknowledged`]).
-    pub fn unacknowledged(&self) -> Option<usize> {
-        use std::os::fd::AsRawFd;
-        unacknowledged(self.tcp().as_raw_fd())
-    }
-
     /// Both halves, borrowed: plain TCP splits without a lock; TLS shares
     /// one session between them (tokio's split, locked per poll).
     pub fn halves(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
